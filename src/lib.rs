@@ -1,0 +1,5 @@
+//! redsplit: a read/write-splitting Redis proxy.
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod protocol;
