@@ -33,6 +33,29 @@ impl Span {
     }
 }
 
+/// A parsed request: its argument spans over the buffer they point into.
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    /// The buffer the spans point into.
+    pub buf: &'a [u8],
+    /// One span per argument; the first is the command name.
+    pub args: &'a [Span],
+}
+
+impl<'a> Request<'a> {
+    /// Number of arguments, the command name included.
+    #[inline]
+    pub fn argc(&self) -> usize {
+        self.args.len()
+    }
+
+    /// Argument `i` (0 is the command name); empty if out of range.
+    #[inline]
+    pub fn arg(&self, i: usize) -> &'a [u8] {
+        self.args.get(i).map(|s| s.of(self.buf)).unwrap_or_default()
+    }
+}
+
 /// Limits applied while scanning client requests, as Redis applies them.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
