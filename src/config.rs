@@ -526,3 +526,13 @@ impl Config {
         Ok(())
     }
 }
+
+impl Config {
+    /// A short stable hash of the effective configuration ("config version").
+    pub fn fingerprint(&self) -> String {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        format!("{self:?}").hash(&mut h);
+        format!("{:016x}", h.finish())
+    }
+}

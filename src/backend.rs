@@ -1,0 +1,849 @@
+//! Pipelined connections to one Redis, and the inboxes replies are delivered to.
+//!
+//! A [`Conn`] carries the requests of many sessions at once. A session appends a run of
+//! request bytes to the connection's outbox under a short lock, together with one
+//! [`Waiter`] that says where the run's replies go; the connection's task writes
+//! everything queued in one write, reads replies, delimits them with the
+//! [`ReplyScanner`], and copies each run of replies into its session's [`Inbox`] slot.
+//! Nothing is allocated per request: buffers and queues keep their capacity.
+//!
+//! The same type serves a session alone (a *dedicated* connection, for transactions,
+//! blocking commands and pub/sub): in stream mode every frame goes to one inbox slot
+//! without request matching.
+//!
+//! A connection that fails (refused, closed, protocol garbage, or a request unanswered
+//! for `command_timeout_ms`) fails every waiter with a [`BackendError`] naming the role
+//! and address; the [`Pool`] replaces it, with exponential backoff and jitter between
+//! failed attempts.
+
+use crate::config::Secret;
+use crate::protocol::{encode_command, ReplyScanner};
+use crate::reply::Decoded;
+use bytes::{Buf, BytesMut};
+use parking_lot::Mutex;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio::task::AbortHandle;
+
+/// The role a backend plays, for routing and for error messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// The master.
+    Master,
+    /// A replica.
+    Replica,
+}
+
+impl Role {
+    /// `master` or `replica`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Master => "master",
+            Role::Replica => "replica",
+        }
+    }
+}
+
+/// Why a backend request failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Could not connect or complete the handshake.
+    Connect,
+    /// The connection broke (closed, reset, bad data).
+    Lost,
+    /// A request went unanswered for too long.
+    Timeout,
+    /// The connection was closed by the proxy (topology change, shutdown).
+    Closed,
+}
+
+/// A backend failure, with a message fit to send to a client after `-ERR `.
+#[derive(Clone, Debug)]
+pub struct BackendError {
+    /// What happened.
+    pub kind: ErrorKind,
+    /// E.g. `redsplit: master 127.0.0.1:6379 unreachable: Connection refused`.
+    pub message: Arc<str>,
+}
+
+impl BackendError {
+    fn new(kind: ErrorKind, label: &str, what: impl std::fmt::Display) -> Self {
+        BackendError { kind, message: format!("redsplit: {label} {what}").into() }
+    }
+}
+
+/// How to reach and set up a connection to one backend.
+#[derive(Clone, Debug)]
+pub struct ConnParams {
+    /// `host:port`.
+    pub addr: String,
+    /// The backend's role, for messages.
+    pub role: Role,
+    /// ACL user (empty: default).
+    pub username: String,
+    /// Password (empty: none).
+    pub password: Secret,
+    /// Connect and handshake timeout.
+    pub connect_timeout: Duration,
+}
+
+impl ConnParams {
+    /// `master 127.0.0.1:6379`.
+    pub fn label(&self) -> String {
+        format!("{} {}", self.role.as_str(), self.addr)
+    }
+}
+
+/// Per-connection setup: which database, which protocol version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnKey {
+    /// Selected database.
+    pub db: u32,
+    /// RESP3 (`HELLO 3`) or RESP2.
+    pub resp3: bool,
+}
+
+/// One delivered item in an inbox slot.
+#[derive(Debug)]
+pub enum Item {
+    /// A complete reply of this many bytes, at the front of the slot's data.
+    Reply(usize),
+    /// The request failed without a reply.
+    Failed(BackendError),
+}
+
+/// The replies one session receives from one source, in order.
+#[derive(Debug, Default)]
+pub struct SlotQueue {
+    /// Reply bytes, back to back.
+    pub data: BytesMut,
+    /// One entry per reply (or failure), in arrival order.
+    pub items: VecDeque<Item>,
+}
+
+impl SlotQueue {
+    /// Pop the front item; for a reply, its bytes are at `data[..len]` until `consume`.
+    pub fn front(&self) -> Option<&Item> {
+        self.items.front()
+    }
+
+    /// Drop the front item (and its bytes).
+    pub fn consume(&mut self) {
+        if let Some(Item::Reply(len)) = self.items.pop_front() {
+            self.data.advance(len);
+        }
+        if self.items.is_empty() {
+            self.data.clear();
+        }
+    }
+
+    /// Release memory held by an empty queue.
+    pub fn trim(&mut self) {
+        if self.items.is_empty() {
+            self.data = BytesMut::new();
+            self.items = VecDeque::new();
+        }
+    }
+}
+
+/// Where a session's replies arrive. Backends push into slots; the session drains them.
+#[derive(Debug, Default)]
+pub struct Inbox {
+    /// The slots, under one short lock.
+    pub state: Mutex<InboxState>,
+    /// Wakes the session.
+    pub notify: Notify,
+    /// Asks the session to stop (client kill, idle timeout, shutdown).
+    pub kill: AtomicBool,
+    /// Asks the session to release idle buffers.
+    pub trim: AtomicBool,
+    /// Set once the janitor asked for a trim; the session clears it when active again.
+    pub trimmed: AtomicBool,
+    /// Asks the session to stop reading and finish (graceful shutdown).
+    pub drain: AtomicBool,
+}
+
+/// The lock-protected part of an [`Inbox`].
+#[derive(Debug, Default)]
+pub struct InboxState {
+    /// Set when the session is gone: deliveries are dropped.
+    pub closed: bool,
+    /// One queue per source.
+    pub slots: Vec<SlotQueue>,
+}
+
+impl InboxState {
+    fn slot(&mut self, slot: u16) -> &mut SlotQueue {
+        let i = slot as usize;
+        if self.slots.len() <= i {
+            self.slots.resize_with(i + 1, SlotQueue::default);
+        }
+        // The resize above makes the index valid.
+        &mut self.slots[i]
+    }
+}
+
+impl Inbox {
+    /// A new, empty inbox.
+    pub fn new() -> Arc<Inbox> {
+        Arc::new(Inbox::default())
+    }
+
+    /// Append complete replies (`lens` gives each length; `data` holds them back to back).
+    pub fn push_replies(&self, slot: u16, data: &[u8], lens: &[usize]) {
+        {
+            let mut st = self.state.lock();
+            if st.closed {
+                return;
+            }
+            let q = st.slot(slot);
+            q.data.extend_from_slice(data);
+            q.items.extend(lens.iter().map(|l| Item::Reply(*l)));
+        }
+        self.notify.notify_one();
+    }
+
+    /// Record `count` failed requests.
+    pub fn push_failed(&self, slot: u16, err: &BackendError, count: u32) {
+        {
+            let mut st = self.state.lock();
+            if st.closed {
+                return;
+            }
+            let q = st.slot(slot);
+            for _ in 0..count {
+                q.items.push_back(Item::Failed(err.clone()));
+            }
+        }
+        self.notify.notify_one();
+    }
+
+    /// Mark the session gone and free what was queued for it.
+    pub fn close(&self) {
+        let mut st = self.state.lock();
+        st.closed = true;
+        st.slots = Vec::new();
+    }
+}
+
+/// Where the replies of a run of requests go.
+#[derive(Debug)]
+pub struct Waiter {
+    /// The session's inbox.
+    pub sink: Arc<Inbox>,
+    /// The slot within it.
+    pub slot: u16,
+    /// How many replies.
+    pub count: u32,
+}
+
+#[derive(Debug)]
+enum State {
+    Connecting,
+    Ready,
+    Failed(BackendError),
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: State,
+    out: BytesMut,
+    waiters: VecDeque<Waiter>,
+    /// Stream mode: frames without a waiter go here.
+    stream_sink: Option<(Arc<Inbox>, u16)>,
+    /// When the oldest unanswered request was sent, or the last reply arrived since.
+    busy_since: Option<Instant>,
+    /// Requests queued or in flight.
+    in_flight: u64,
+}
+
+/// A pipelined connection to one Redis.
+#[derive(Debug)]
+pub struct Conn {
+    /// Unique id.
+    pub id: u64,
+    /// `master 127.0.0.1:6379`, for messages.
+    pub label: Arc<str>,
+    /// Database and protocol this connection was set up for.
+    pub key: ConnKey,
+    inner: Mutex<Inner>,
+    wake: Notify,
+    tasks: Mutex<Vec<AbortHandle>>,
+    became_ready: AtomicBool,
+    /// The backend's `CLIENT ID` for this connection (dedicated connections), or -1.
+    pub backend_client_id: AtomicI64,
+    /// Set while a blocking command is outstanding: the timeout watchdog leaves the
+    /// connection alone.
+    pub blocking: AtomicBool,
+    /// The backend-wide count of requests in flight (for `least_outstanding`).
+    outstanding: Arc<AtomicU64>,
+}
+
+static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Every live connection, for the timeout watchdog.
+static LIVE: std::sync::LazyLock<dashmap::DashMap<u64, Weak<Conn>>> = std::sync::LazyLock::new(Default::default);
+
+impl Conn {
+    /// Start connecting; requests may be queued at once and are written when the
+    /// connection is ready (or fail if it cannot be made within the connect timeout).
+    pub fn spawn(params: Arc<ConnParams>, key: ConnKey, outstanding: Arc<AtomicU64>, want_client_id: bool) -> Arc<Conn> {
+        let conn = Arc::new(Conn {
+            id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
+            label: params.label().into(),
+            key,
+            inner: Mutex::new(Inner {
+                state: State::Connecting,
+                out: BytesMut::new(),
+                waiters: VecDeque::new(),
+                stream_sink: None,
+                busy_since: None,
+                in_flight: 0,
+            }),
+            wake: Notify::new(),
+            tasks: Mutex::new(Vec::new()),
+            became_ready: AtomicBool::new(false),
+            backend_client_id: AtomicI64::new(-1),
+            blocking: AtomicBool::new(false),
+            outstanding,
+        });
+        LIVE.insert(conn.id, Arc::downgrade(&conn));
+        let c = conn.clone();
+        let handle = tokio::spawn(async move {
+            let err = match c.clone().run(params, want_client_id).await {
+                Ok(()) => return,
+                Err(e) => e,
+            };
+            c.fail(err);
+        });
+        conn.tasks.lock().push(handle.abort_handle());
+        conn
+    }
+
+    /// Whether the connection has failed (it will never recover; get a new one).
+    pub fn is_failed(&self) -> bool {
+        matches!(self.inner.lock().state, State::Failed(_))
+    }
+
+    /// Whether the handshake completed.
+    pub fn is_ready(&self) -> bool {
+        matches!(self.inner.lock().state, State::Ready)
+    }
+
+    /// Queue `data` (`count` complete requests); their replies go to `sink`'s `slot`.
+    pub fn send(&self, data: &[u8], sink: &Arc<Inbox>, slot: u16, count: u32) -> Result<(), BackendError> {
+        let was_empty;
+        {
+            let mut g = self.inner.lock();
+            if let State::Failed(e) = &g.state {
+                return Err(e.clone());
+            }
+            was_empty = g.out.is_empty();
+            g.out.extend_from_slice(data);
+            if count > 0 {
+                if g.waiters.is_empty() {
+                    g.busy_since = Some(Instant::now());
+                }
+                g.in_flight += u64::from(count);
+                match g.waiters.back_mut() {
+                    Some(w) if w.slot == slot && Arc::ptr_eq(&w.sink, sink) => w.count += count,
+                    _ => g.waiters.push_back(Waiter { sink: sink.clone(), slot, count }),
+                }
+            }
+        }
+        if count > 0 {
+            self.outstanding.fetch_add(u64::from(count), Ordering::Relaxed);
+        }
+        if was_empty {
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Switch to stream mode: every frame from now on goes to `sink`'s `slot`. Call only
+    /// when no request of this connection is waiting.
+    pub fn set_stream(&self, sink: &Arc<Inbox>, slot: u16) {
+        self.inner.lock().stream_sink = Some((sink.clone(), slot));
+    }
+
+    /// Close the connection; waiters get `reason`.
+    pub fn close(&self, reason: &str) {
+        self.fail(BackendError::new(ErrorKind::Closed, &self.label, reason));
+    }
+
+    /// Fail the connection and everything waiting on it.
+    pub fn fail(&self, err: BackendError) {
+        let (waiters, sink, in_flight) = {
+            let mut g = self.inner.lock();
+            if matches!(g.state, State::Failed(_)) {
+                return;
+            }
+            g.state = State::Failed(err.clone());
+            g.out = BytesMut::new();
+            let n = g.in_flight;
+            g.in_flight = 0;
+            (std::mem::take(&mut g.waiters), g.stream_sink.take(), n)
+        };
+        self.outstanding.fetch_sub(in_flight, Ordering::Relaxed);
+        match err.kind {
+            ErrorKind::Closed => tracing::debug!(conn = %self.label, error = %err.message, "backend connection closed"),
+            _ => tracing::warn!(conn = %self.label, error = %err.message, "backend connection failed"),
+        }
+        for w in waiters {
+            w.sink.push_failed(w.slot, &err, w.count);
+        }
+        if let Some((sink, slot)) = sink {
+            sink.push_failed(slot, &err, 1);
+        }
+        for t in self.tasks.lock().drain(..) {
+            t.abort();
+        }
+        LIVE.remove(&self.id);
+    }
+
+    /// Fail the connection if its oldest request has waited longer than `timeout`.
+    fn check_timeout(&self, now: Instant, timeout: Duration) {
+        if self.blocking.load(Ordering::Relaxed) {
+            return;
+        }
+        let stalled = {
+            let g = self.inner.lock();
+            matches!(g.state, State::Ready | State::Connecting)
+                && g.stream_sink.is_none()
+                && g.busy_since.is_some_and(|t| now.duration_since(t) > timeout)
+        };
+        if stalled {
+            self.fail(BackendError::new(
+                ErrorKind::Timeout,
+                &self.label,
+                format_args!("did not answer within {} ms", timeout.as_millis()),
+            ));
+        }
+    }
+
+    async fn run(self: Arc<Self>, params: Arc<ConnParams>, want_client_id: bool) -> Result<(), BackendError> {
+        let label = self.label.clone();
+        let stream = tokio::time::timeout(params.connect_timeout, connect(&params, self.key, want_client_id))
+            .await
+            .map_err(|_| {
+                BackendError::new(
+                    ErrorKind::Connect,
+                    &label,
+                    format_args!("unreachable: no connection within {} ms", params.connect_timeout.as_millis()),
+                )
+            })??;
+        let (stream, client_id) = stream;
+        if let Some(id) = client_id {
+            self.backend_client_id.store(id, Ordering::Relaxed);
+        }
+        {
+            let mut g = self.inner.lock();
+            if let State::Failed(_) = g.state {
+                return Ok(());
+            }
+            g.state = State::Ready;
+            if g.busy_since.is_some() {
+                g.busy_since = Some(Instant::now());
+            }
+        }
+        self.became_ready.store(true, Ordering::Relaxed);
+        let (mut rd, mut wr) = stream.into_split();
+        let writer = async {
+            let mut buf = BytesMut::new();
+            loop {
+                let took = {
+                    let mut g = self.inner.lock();
+                    if g.out.is_empty() {
+                        false
+                    } else {
+                        std::mem::swap(&mut g.out, &mut buf);
+                        true
+                    }
+                };
+                if !took {
+                    self.wake.notified().await;
+                    continue;
+                }
+                if let Err(e) = wr.write_all(&buf).await {
+                    return BackendError::new(ErrorKind::Lost, &label, format_args!("connection lost: {e}"));
+                }
+                buf.clear();
+                if buf.capacity() > 1 << 20 {
+                    buf = BytesMut::new();
+                }
+            }
+        };
+        let reader = async {
+            let mut buf = BytesMut::with_capacity(16 * 1024);
+            let mut scanner = ReplyScanner::new();
+            let mut lens: Vec<usize> = Vec::new();
+            let mut groups: Vec<(Arc<Inbox>, u16, usize)> = Vec::new();
+            loop {
+                if buf.capacity() - buf.len() < 4096 {
+                    buf.reserve(16 * 1024);
+                }
+                match rd.read_buf(&mut buf).await {
+                    Ok(0) => return BackendError::new(ErrorKind::Lost, &label, "closed the connection"),
+                    Ok(_) => {}
+                    Err(e) => return BackendError::new(ErrorKind::Lost, &label, format_args!("connection lost: {e}")),
+                }
+                let mut consumed = 0;
+                lens.clear();
+                loop {
+                    match scanner.scan(buf.get(consumed..).unwrap_or_default()) {
+                        Ok(Some(n)) => {
+                            lens.push(n);
+                            consumed += n;
+                        }
+                        Ok(None) => break,
+                        Err(e) => return BackendError::new(ErrorKind::Lost, &label, format_args!("sent a bad reply: {e}")),
+                    }
+                }
+                if lens.is_empty() {
+                    continue;
+                }
+                if let Err(e) = self.deliver(&buf[..consumed], &lens, &mut groups) {
+                    return e;
+                }
+                buf.advance(consumed);
+                if buf.is_empty() && buf.capacity() > 1 << 20 {
+                    buf = BytesMut::with_capacity(16 * 1024);
+                }
+            }
+        };
+        let err = tokio::select! {
+            e = writer => e,
+            e = reader => e,
+        };
+        Err(err)
+    }
+
+    fn deliver(&self, data: &[u8], lens: &[usize], groups: &mut Vec<(Arc<Inbox>, u16, usize)>) -> Result<(), BackendError> {
+        groups.clear();
+        let mut i = 0;
+        let mut matched = 0u64;
+        {
+            let mut g = self.inner.lock();
+            while i < lens.len() {
+                let left = lens.len() - i;
+                if let Some(front) = g.waiters.front_mut() {
+                    let take = (front.count as usize).min(left);
+                    front.count -= take as u32;
+                    if front.count == 0 {
+                        if let Some(w) = g.waiters.pop_front() {
+                            groups.push((w.sink, w.slot, take));
+                        }
+                    } else {
+                        groups.push((front.sink.clone(), front.slot, take));
+                    }
+                    matched += take as u64;
+                    i += take;
+                } else if let Some((sink, slot)) = &g.stream_sink {
+                    groups.push((sink.clone(), *slot, left));
+                    i += left;
+                } else {
+                    drop(g);
+                    return Err(BackendError::new(ErrorKind::Lost, &self.label, "sent a reply nobody asked for"));
+                }
+            }
+            g.in_flight -= matched;
+            g.busy_since = if g.waiters.is_empty() { None } else { Some(Instant::now()) };
+        }
+        if matched > 0 {
+            self.outstanding.fetch_sub(matched, Ordering::Relaxed);
+        }
+        let mut off = 0;
+        let mut li = 0;
+        for (sink, slot, n) in groups.drain(..) {
+            let these = lens.get(li..li + n).unwrap_or_default();
+            let bytes: usize = these.iter().sum();
+            sink.push_replies(slot, data.get(off..off + bytes).unwrap_or_default(), these);
+            off += bytes;
+            li += n;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        LIVE.remove(&self.id);
+        for t in self.tasks.get_mut().drain(..) {
+            t.abort();
+        }
+    }
+}
+
+/// Fail connections whose oldest request has waited longer than `timeout`; runs until
+/// the runtime stops.
+pub async fn watchdog(timeout: impl Fn() -> Duration) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        let t = timeout();
+        let conns: Vec<Arc<Conn>> = LIVE.iter().filter_map(|e| e.value().upgrade()).collect();
+        for c in conns {
+            c.check_timeout(now, t);
+        }
+    }
+}
+
+/// Connect and run the handshake: `HELLO 3`/`AUTH`, `SELECT`, `CLIENT SETNAME`, and
+/// optionally `CLIENT ID`.
+async fn connect(params: &ConnParams, key: ConnKey, want_client_id: bool) -> Result<(TcpStream, Option<i64>), BackendError> {
+    let label = params.label();
+    let mut stream = TcpStream::connect(&params.addr)
+        .await
+        .map_err(|e| BackendError::new(ErrorKind::Connect, &label, format_args!("unreachable: {e}")))?;
+    let _ = stream.set_nodelay(true);
+    let mut hs = Vec::new();
+    let mut expect = 0;
+    let user = if params.username.is_empty() { "default" } else { params.username.as_str() };
+    if key.resp3 {
+        let mut args: Vec<&[u8]> = vec![b"HELLO", b"3"];
+        if !params.password.is_empty() {
+            args.extend([b"AUTH".as_slice(), user.as_bytes(), params.password.expose().as_bytes()]);
+        }
+        encode_command(&mut hs, args.into_iter());
+        expect += 1;
+    } else if !params.password.is_empty() {
+        if params.username.is_empty() {
+            encode_command(&mut hs, [b"AUTH".as_slice(), params.password.expose().as_bytes()].into_iter());
+        } else {
+            encode_command(&mut hs, [b"AUTH".as_slice(), user.as_bytes(), params.password.expose().as_bytes()].into_iter());
+        }
+        expect += 1;
+    }
+    if key.db != 0 {
+        encode_command(&mut hs, [b"SELECT".as_slice(), key.db.to_string().as_bytes()].into_iter());
+        expect += 1;
+    }
+    encode_command(&mut hs, [b"CLIENT".as_slice(), b"SETNAME", b"redsplit"].into_iter());
+    expect += 1;
+    if want_client_id {
+        encode_command(&mut hs, [b"CLIENT".as_slice(), b"ID"].into_iter());
+        expect += 1;
+    }
+    let io = |e: std::io::Error| BackendError::new(ErrorKind::Connect, &label, format_args!("handshake failed: {e}"));
+    stream.write_all(&hs).await.map_err(io)?;
+    let mut buf = BytesMut::with_capacity(1024);
+    let mut scanner = ReplyScanner::new();
+    let mut client_id = None;
+    let mut got = 0;
+    while got < expect {
+        if stream.read_buf(&mut buf).await.map_err(io)? == 0 {
+            return Err(BackendError::new(ErrorKind::Connect, &label, "closed the connection during the handshake"));
+        }
+        while got < expect {
+            let Some(n) = scanner
+                .scan(&buf)
+                .map_err(|e| BackendError::new(ErrorKind::Connect, &label, format_args!("handshake failed: {e}")))?
+            else {
+                break;
+            };
+            let frame = buf.split_to(n);
+            if let Some(b'-') = frame.first() {
+                let text = String::from_utf8_lossy(&frame[1..frame.len().saturating_sub(2)]).into_owned();
+                return Err(BackendError::new(ErrorKind::Connect, &label, format_args!("refused the handshake: {text}")));
+            }
+            got += 1;
+            if want_client_id && got == expect {
+                client_id = Decoded::parse(&frame, key.resp3).and_then(|d| d.as_int());
+            }
+        }
+    }
+    Ok((stream, client_id))
+}
+
+/// Reconnect bookkeeping for one pool position.
+#[derive(Debug)]
+struct PoolSlot {
+    conn: Option<Arc<Conn>>,
+    failures: u32,
+    next_attempt: Option<Instant>,
+    last_error: Option<BackendError>,
+}
+
+/// Shared connections to one backend: `size` per database and protocol version.
+#[derive(Debug)]
+pub struct Pool {
+    params: Arc<ConnParams>,
+    size: usize,
+    backoff: (Duration, Duration),
+    slots: dashmap::DashMap<ConnKey, Arc<Vec<Mutex<PoolSlot>>>>,
+    /// Requests in flight on this backend's connections.
+    pub outstanding: Arc<AtomicU64>,
+}
+
+impl Pool {
+    /// A pool that opens connections on first use.
+    pub fn new(params: ConnParams, size: usize, backoff_min: Duration, backoff_max: Duration) -> Pool {
+        Pool {
+            params: Arc::new(params),
+            size: size.max(1),
+            backoff: (backoff_min, backoff_max),
+            slots: dashmap::DashMap::new(),
+            outstanding: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The connection parameters.
+    pub fn params(&self) -> &Arc<ConnParams> {
+        &self.params
+    }
+
+    /// A usable shared connection for `key`, chosen by `hint`. Fails fast while the
+    /// backend is in reconnect backoff.
+    pub fn get(&self, key: ConnKey, hint: u64) -> Result<Arc<Conn>, BackendError> {
+        let slots = self
+            .slots
+            .entry(key)
+            .or_insert_with(|| {
+                Arc::new(
+                    (0..self.size)
+                        .map(|_| Mutex::new(PoolSlot { conn: None, failures: 0, next_attempt: None, last_error: None }))
+                        .collect(),
+                )
+            })
+            .clone();
+        let idx = (hint % slots.len() as u64) as usize;
+        let Some(slot) = slots.get(idx) else {
+            return Err(BackendError::new(ErrorKind::Connect, &self.params.label(), "has no connection slot"));
+        };
+        let mut s = slot.lock();
+        if let Some(c) = &s.conn {
+            if !c.is_failed() {
+                return Ok(c.clone());
+            }
+            let err = {
+                let g = c.inner.lock();
+                match &g.state {
+                    State::Failed(e) => Some(e.clone()),
+                    _ => None,
+                }
+            };
+            if c.became_ready.load(Ordering::Relaxed) {
+                s.failures = 0;
+                s.next_attempt = None;
+            } else {
+                s.failures = s.failures.saturating_add(1);
+                let base = self.backoff.0.as_millis() as u64;
+                let exp = base.saturating_mul(1u64 << s.failures.min(16).saturating_sub(1));
+                let capped = exp.min(self.backoff.1.as_millis() as u64).max(1);
+                // Full jitter in [capped/2, capped].
+                let delay = capped / 2 + fastrand::u64(0..=capped / 2);
+                s.next_attempt = Some(Instant::now() + Duration::from_millis(delay));
+            }
+            s.last_error = err;
+            s.conn = None;
+        }
+        if let Some(t) = s.next_attempt {
+            if Instant::now() < t {
+                return Err(s.last_error.clone().unwrap_or_else(|| {
+                    BackendError::new(ErrorKind::Connect, &self.params.label(), "is reconnecting")
+                }));
+            }
+        }
+        let c = Conn::spawn(self.params.clone(), key, self.outstanding.clone(), false);
+        s.conn = Some(c.clone());
+        Ok(c)
+    }
+
+    /// A new connection for one session alone.
+    pub fn dedicated(&self, key: ConnKey) -> Arc<Conn> {
+        Conn::spawn(self.params.clone(), key, Arc::new(AtomicU64::new(0)), true)
+    }
+
+    /// Close every shared connection (topology change, shutdown).
+    pub fn close_all(&self, reason: &str) {
+        for e in self.slots.iter() {
+            for s in e.value().iter() {
+                if let Some(c) = s.lock().conn.take() {
+                    c.close(reason);
+                }
+            }
+        }
+    }
+}
+
+/// A plain request/reply connection for the proxy's own questions (the replication
+/// monitor, Sentinel, start-up checks). Not pipelined, not shared.
+#[derive(Debug)]
+pub struct ControlConn {
+    stream: TcpStream,
+    buf: BytesMut,
+    scanner: ReplyScanner,
+    label: String,
+}
+
+impl ControlConn {
+    /// Connect (and authenticate) within `params.connect_timeout`.
+    pub async fn connect(params: &ConnParams) -> Result<ControlConn, BackendError> {
+        let key = ConnKey { db: 0, resp3: false };
+        let label = params.label();
+        let (stream, _) = tokio::time::timeout(params.connect_timeout, connect(params, key, false))
+            .await
+            .map_err(|_| {
+                BackendError::new(
+                    ErrorKind::Connect,
+                    &label,
+                    format_args!("unreachable: no connection within {} ms", params.connect_timeout.as_millis()),
+                )
+            })??;
+        Ok(ControlConn { stream, buf: BytesMut::with_capacity(4096), scanner: ReplyScanner::new(), label })
+    }
+
+    /// Send one command and read its reply, within `timeout`.
+    pub async fn call(&mut self, args: &[&[u8]], timeout: Duration) -> Result<Decoded, BackendError> {
+        let mut req = Vec::new();
+        encode_command(&mut req, args.iter().copied());
+        let label = self.label.clone();
+        let fut = async {
+            self.stream
+                .write_all(&req)
+                .await
+                .map_err(|e| BackendError::new(ErrorKind::Lost, &label, format_args!("connection lost: {e}")))?;
+            self.read_frame().await
+        };
+        tokio::time::timeout(timeout, fut).await.map_err(|_| {
+            BackendError::new(ErrorKind::Timeout, &self.label, format_args!("did not answer within {} ms", timeout.as_millis()))
+        })?
+    }
+
+    /// Read the next frame (for subscriptions).
+    pub async fn read_frame(&mut self) -> Result<Decoded, BackendError> {
+        loop {
+            match self.scanner.scan(&self.buf) {
+                Ok(Some(n)) => {
+                    let frame = self.buf.split_to(n);
+                    return Decoded::parse(&frame, false)
+                        .ok_or_else(|| BackendError::new(ErrorKind::Lost, &self.label, "sent a reply that does not decode"));
+                }
+                Ok(None) => {}
+                Err(e) => return Err(BackendError::new(ErrorKind::Lost, &self.label, format_args!("sent a bad reply: {e}"))),
+            }
+            match self.stream.read_buf(&mut self.buf).await {
+                Ok(0) => return Err(BackendError::new(ErrorKind::Lost, &self.label, "closed the connection")),
+                Ok(_) => {}
+                Err(e) => return Err(BackendError::new(ErrorKind::Lost, &self.label, format_args!("connection lost: {e}"))),
+            }
+        }
+    }
+
+    /// Send a command without waiting for its reply (e.g. `SUBSCRIBE`).
+    pub async fn send(&mut self, args: &[&[u8]]) -> Result<(), BackendError> {
+        let mut req = Vec::new();
+        encode_command(&mut req, args.iter().copied());
+        self.stream
+            .write_all(&req)
+            .await
+            .map_err(|e| BackendError::new(ErrorKind::Lost, &self.label, format_args!("connection lost: {e}")))
+    }
+}

@@ -1,0 +1,507 @@
+//! The routing policy compiled from `proxy.yaml`: rules by key pattern and command name,
+//! each giving a consistency level (and, for writes, durability).
+//!
+//! A key takes the level of the first rule that matches it (or the default); a command
+//! with several keys takes the strictest of its keys' levels. Patterns use Redis's glob
+//! dialect (as `KEYS` does) and are classified when compiled, so the common shapes
+//! (`literal`, `prefix*`, `*suffix`) match without the general matcher.
+#![deny(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
+
+use crate::config::{Config, Consistency, Fallback, LevelConfig, OnMasterDown, ReplicaChoice, RuleConfig};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A staleness budget: a replica qualifies if within both bounds that are set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Budget {
+    /// Largest staleness (ms), if bounded.
+    pub max_lag_ms: Option<u64>,
+    /// Largest offset gap (bytes), if bounded.
+    pub max_lag_bytes: Option<u64>,
+}
+
+impl Budget {
+    /// Whether `staleness_ms` and `lag_bytes` (unknown = `None`, which never qualifies
+    /// against a set bound) are within this budget.
+    #[inline]
+    pub fn admits(&self, staleness_ms: Option<u64>, lag_bytes: Option<u64>) -> bool {
+        let ms_ok = match self.max_lag_ms {
+            None => true,
+            Some(max) => matches!(staleness_ms, Some(s) if s <= max),
+        };
+        let bytes_ok = match self.max_lag_bytes {
+            None => true,
+            Some(max) => matches!(lag_bytes, Some(b) if b <= max),
+        };
+        ms_ok && bytes_ok
+    }
+
+    /// Order by strictness: smaller bounds are stricter; an unset bound is loosest.
+    fn strictness_key(&self) -> (u64, u64) {
+        (self.max_lag_ms.unwrap_or(u64::MAX), self.max_lag_bytes.unwrap_or(u64::MAX))
+    }
+}
+
+/// A resolved consistency level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Level {
+    /// Master, bounded-staleness replica, or any replica.
+    pub consistency: Consistency,
+    /// The budget (meaningful for `Replica`).
+    pub budget: Budget,
+    /// Index of `budget` in [`Policy::budgets`] (the pools the monitor keeps).
+    pub budget_idx: usize,
+    /// Whether read-your-writes applies.
+    pub ryw: bool,
+}
+
+impl Level {
+    /// Strictness rank: lower is stricter.
+    fn rank(&self) -> (u8, u64, u64) {
+        match self.consistency {
+            Consistency::Master => (0, 0, 0),
+            Consistency::Replica => {
+                let (a, b) = self.budget.strictness_key();
+                (1, a, b)
+            }
+            Consistency::Any => (2, 0, 0),
+        }
+    }
+}
+
+/// Durable-write requirement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Wait {
+    /// Replicas that must hold the write.
+    pub replicas: u32,
+    /// How long to wait (ms).
+    pub timeout_ms: u64,
+}
+
+/// A compiled Redis glob pattern.
+#[derive(Clone, Debug)]
+pub struct Glob {
+    pattern: Box<[u8]>,
+    shape: Shape,
+}
+
+#[derive(Clone, Debug)]
+enum Shape {
+    Everything,
+    Literal,
+    Prefix(usize),
+    Suffix(usize),
+    General,
+}
+
+impl Glob {
+    /// Compile a pattern.
+    pub fn new(pattern: &str) -> Glob {
+        let p = pattern.as_bytes();
+        let special = |c: &u8| matches!(c, b'*' | b'?' | b'[' | b'\\');
+        let shape = if p.iter().all(|c| *c == b'*') && !p.is_empty() {
+            Shape::Everything
+        } else if !p.iter().any(special) {
+            Shape::Literal
+        } else if let Some((b'*', head)) = p.split_last().map(|(l, h)| (*l, h)) {
+            if !head.iter().any(special) {
+                Shape::Prefix(head.len())
+            } else {
+                Shape::General
+            }
+        } else if let Some((b'*', tail)) = p.split_first().map(|(f, t)| (*f, t)) {
+            if !tail.iter().any(special) {
+                Shape::Suffix(tail.len())
+            } else {
+                Shape::General
+            }
+        } else {
+            Shape::General
+        };
+        Glob { pattern: p.into(), shape }
+    }
+
+    /// Whether `s` matches.
+    #[inline]
+    pub fn matches(&self, s: &[u8]) -> bool {
+        match self.shape {
+            Shape::Everything => true,
+            Shape::Literal => *s == *self.pattern,
+            Shape::Prefix(n) => self.pattern.get(..n).is_some_and(|p| s.starts_with(p)),
+            Shape::Suffix(n) => self.pattern.get(self.pattern.len() - n..).is_some_and(|p| s.ends_with(p)),
+            Shape::General => glob_match(&self.pattern, s),
+        }
+    }
+
+    /// The pattern text.
+    pub fn as_str(&self) -> String {
+        String::from_utf8_lossy(&self.pattern).into_owned()
+    }
+}
+
+/// Redis's glob matching (`stringmatchlen`, case-sensitive): `*`, `?`, `[abc]`, `[^a]`,
+/// `[a-z]` and `\` escapes.
+pub fn glob_match(pattern: &[u8], s: &[u8]) -> bool {
+    let mut skip_longer = false;
+    match_inner(pattern, s, &mut skip_longer)
+}
+
+fn match_inner(mut p: &[u8], mut s: &[u8], skip_longer: &mut bool) -> bool {
+    while let (Some(&pc), Some(&sc)) = (p.first(), s.first()) {
+        match pc {
+            b'*' => {
+                while p.get(1) == Some(&b'*') {
+                    p = p.get(1..).unwrap_or_default();
+                }
+                if p.len() == 1 {
+                    return true;
+                }
+                let rest = p.get(1..).unwrap_or_default();
+                while !s.is_empty() {
+                    if match_inner(rest, s, skip_longer) {
+                        return true;
+                    }
+                    if *skip_longer {
+                        return false;
+                    }
+                    s = s.get(1..).unwrap_or_default();
+                }
+                *skip_longer = true;
+                return false;
+            }
+            b'?' => {
+                s = s.get(1..).unwrap_or_default();
+            }
+            b'[' => {
+                p = p.get(1..).unwrap_or_default();
+                let not = p.first() == Some(&b'^');
+                if not {
+                    p = p.get(1..).unwrap_or_default();
+                }
+                let mut matched = false;
+                loop {
+                    match p {
+                        [b'\\', esc, ..] => {
+                            p = p.get(1..).unwrap_or_default();
+                            if *esc == sc {
+                                matched = true;
+                            }
+                        }
+                        [b']', ..] => break,
+                        [] => {
+                            // Unterminated class: Redis treats the end as its close.
+                            break;
+                        }
+                        [start, b'-', end, ..] => {
+                            let (lo, hi) = if start <= end { (*start, *end) } else { (*end, *start) };
+                            if sc >= lo && sc <= hi {
+                                matched = true;
+                            }
+                            p = p.get(2..).unwrap_or_default();
+                        }
+                        [c, ..] => {
+                            if *c == sc {
+                                matched = true;
+                            }
+                        }
+                    }
+                    p = p.get(1..).unwrap_or_default();
+                }
+                if not {
+                    matched = !matched;
+                }
+                if !matched {
+                    return false;
+                }
+                s = s.get(1..).unwrap_or_default();
+                if p.is_empty() {
+                    // The class ran to the end of the pattern.
+                    return s.is_empty();
+                }
+            }
+            b'\\' if p.len() >= 2 => {
+                p = p.get(1..).unwrap_or_default();
+                if p.first() != Some(&sc) {
+                    return false;
+                }
+                s = s.get(1..).unwrap_or_default();
+            }
+            _ => {
+                if pc != sc {
+                    return false;
+                }
+                s = s.get(1..).unwrap_or_default();
+            }
+        }
+        p = p.get(1..).unwrap_or_default();
+        if s.is_empty() {
+            while p.first() == Some(&b'*') {
+                p = p.get(1..).unwrap_or_default();
+            }
+            break;
+        }
+    }
+    p.is_empty() && s.is_empty()
+}
+
+/// One compiled rule.
+#[derive(Debug)]
+pub struct Rule {
+    /// The rule's name.
+    pub name: String,
+    /// Key patterns (empty: the rule is by command only).
+    pub keys: Vec<Glob>,
+    /// Lowercase command names (empty: any command).
+    pub commands: Vec<String>,
+    /// The level for reads.
+    pub level: Level,
+    /// Durability for writes.
+    pub wait: Option<Wait>,
+    /// Requests this rule decided.
+    pub hits: AtomicU64,
+}
+
+impl Rule {
+    #[inline]
+    fn matches_command(&self, cmd: &str) -> bool {
+        if self.commands.is_empty() {
+            return true;
+        }
+        let container = cmd.split('|').next().unwrap_or(cmd);
+        self.commands.iter().any(|c| c == cmd || c == container)
+    }
+
+    #[inline]
+    fn matches_key(&self, key: &[u8]) -> bool {
+        self.keys.iter().any(|g| g.matches(key))
+    }
+}
+
+/// What the policy says about one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Resolved {
+    /// The level for a read.
+    pub level: Level,
+    /// The rule that decided the level (`None`: the default).
+    pub rule: Option<usize>,
+    /// Durability, for a write.
+    pub wait: Option<Wait>,
+}
+
+/// The compiled routing policy. Immutable; a reload builds a new one.
+#[derive(Debug)]
+pub struct Policy {
+    /// Increases with every reload.
+    pub generation: u64,
+    /// The level of anything no rule matches.
+    pub default: Level,
+    /// Rules in file order.
+    pub rules: Vec<Rule>,
+    /// Distinct replica budgets in use; the monitor keeps a pool per entry.
+    pub budgets: Vec<Budget>,
+    /// How to pick among qualifying replicas.
+    pub choice: ReplicaChoice,
+    /// What to do when no replica qualifies.
+    pub fallback: Fallback,
+    /// What reads do while the master is down.
+    pub on_master_down: OnMasterDown,
+    /// Requests decided by the default level.
+    pub default_hits: AtomicU64,
+}
+
+impl Policy {
+    /// Compile the routing section of a validated configuration.
+    pub fn compile(cfg: &Config, generation: u64) -> Policy {
+        let r = &cfg.routing;
+        let mut budgets: Vec<Budget> = Vec::new();
+        let mut level_of = |lc: &LevelConfig| -> Level {
+            let budget = Budget { max_lag_ms: lc.max_lag_ms, max_lag_bytes: lc.max_lag_bytes };
+            let budget_idx = match budgets.iter().position(|b| *b == budget) {
+                Some(i) => i,
+                None => {
+                    budgets.push(budget);
+                    budgets.len() - 1
+                }
+            };
+            Level { consistency: lc.consistency, budget, budget_idx, ryw: lc.read_your_writes }
+        };
+        let default = level_of(&r.default);
+        let rules = r
+            .rules
+            .iter()
+            .map(|rc: &RuleConfig| {
+                let lc = effective_level(rc, &r.default);
+                Rule {
+                    name: rc.name.clone(),
+                    keys: rc.keys.iter().map(|k| Glob::new(k)).collect(),
+                    commands: rc.commands.iter().map(|c| c.to_ascii_lowercase()).collect(),
+                    level: level_of(&lc),
+                    wait: rc.wait.map(|w| Wait { replicas: w.replicas, timeout_ms: w.timeout_ms }),
+                    hits: AtomicU64::new(0),
+                }
+            })
+            .collect();
+        Policy {
+            generation,
+            default,
+            rules,
+            budgets,
+            choice: r.replica_choice,
+            fallback: r.fallback,
+            on_master_down: r.on_master_down,
+            default_hits: AtomicU64::new(0),
+        }
+    }
+
+    /// Resolve the level for command `cmd` (lowercase table name) whose keys are given by
+    /// `for_each_key`, which calls its argument once per key.
+    pub fn resolve(&self, cmd: &str, for_each_key: impl FnOnce(&mut dyn FnMut(&[u8]))) -> Resolved {
+        let mut best: Option<(Level, Option<usize>)> = None;
+        let mut wait: Option<Wait> = None;
+        let mut any_key = false;
+        let mut visit = |key: &[u8]| {
+            any_key = true;
+            let (level, rule, w) = self.level_for_key(cmd, key);
+            wait = max_wait(wait, w);
+            match &best {
+                Some((b, _)) if b.rank() <= level.rank() => {}
+                _ => best = Some((level, rule)),
+            }
+        };
+        for_each_key(&mut visit);
+        if !any_key {
+            // Keyless commands match rules that name them and have no key patterns.
+            for (i, rule) in self.rules.iter().enumerate() {
+                if rule.keys.is_empty() && !rule.commands.is_empty() && rule.matches_command(cmd) {
+                    return Resolved { level: rule.level, rule: Some(i), wait: rule.wait };
+                }
+            }
+            return Resolved { level: self.default, rule: None, wait: None };
+        }
+        let (level, rule) = best.unwrap_or((self.default, None));
+        Resolved { level, rule, wait }
+    }
+
+    fn level_for_key(&self, cmd: &str, key: &[u8]) -> (Level, Option<usize>, Option<Wait>) {
+        for (i, rule) in self.rules.iter().enumerate() {
+            if !rule.matches_command(cmd) {
+                continue;
+            }
+            if rule.keys.is_empty() || rule.matches_key(key) {
+                return (rule.level, Some(i), rule.wait);
+            }
+        }
+        (self.default, None, None)
+    }
+
+    /// Count a decision for `/status`.
+    #[inline]
+    pub fn count_hit(&self, rule: Option<usize>) {
+        let c = match rule.and_then(|i| self.rules.get(i)) {
+            Some(r) => &r.hits,
+            None => &self.default_hits,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A rule's name, or `default`.
+    pub fn rule_name(&self, rule: Option<usize>) -> &str {
+        rule.and_then(|i| self.rules.get(i)).map(|r| r.name.as_str()).unwrap_or("default")
+    }
+}
+
+fn max_wait(a: Option<Wait>, b: Option<Wait>) -> Option<Wait> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(Wait { replicas: x.replicas.max(y.replicas), timeout_ms: x.timeout_ms.max(y.timeout_ms) }),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
+/// A rule's level with unset fields taken from the default.
+pub fn effective_level(rc: &RuleConfig, default: &LevelConfig) -> LevelConfig {
+    LevelConfig {
+        consistency: rc.consistency.unwrap_or(default.consistency),
+        max_lag_ms: rc.max_lag_ms.or(if rc.max_lag_bytes.is_some() { None } else { default.max_lag_ms }),
+        max_lag_bytes: rc.max_lag_bytes.or(if rc.max_lag_ms.is_some() { None } else { default.max_lag_bytes }),
+        read_your_writes: rc.read_your_writes.unwrap_or(default.read_your_writes),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_like_redis() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("*", "anything", true),
+            ("stock:*", "stock:1", true),
+            ("stock:*", "stocks:1", false),
+            ("*:hot", "feed:hot", true),
+            ("h?llo", "hello", true),
+            ("h?llo", "hllo", false),
+            ("h*llo", "heeeello", true),
+            ("h[ae]llo", "hallo", true),
+            ("h[ae]llo", "hillo", false),
+            ("h[^e]llo", "hallo", true),
+            ("h[^e]llo", "hello", false),
+            ("h[a-b]llo", "hbllo", true),
+            ("h[b-a]llo", "hallo", true),
+            ("h\\*llo", "h*llo", true),
+            ("h\\*llo", "hallo", false),
+            ("a*b*c", "axxbyyc", true),
+            ("a*b*c", "axxbyy", false),
+            ("user:[0-9]*", "user:7abc", true),
+            ("", "", true),
+            ("abc", "abc", true),
+            ("abc", "abcd", false),
+            ("a**", "a", true),
+        ];
+        for (p, s, want) in cases {
+            assert_eq!(Glob::new(p).matches(s.as_bytes()), *want, "{p} ~ {s}");
+            assert_eq!(glob_match(p.as_bytes(), s.as_bytes()), *want, "general {p} ~ {s}");
+        }
+    }
+
+    fn policy(yaml: &str) -> Policy {
+        let cfg: Config = serde_yaml::from_str(yaml).unwrap();
+        Policy::compile(&cfg, 1)
+    }
+
+    const YAML: &str = r#"
+backend: {master: "127.0.0.1:1"}
+routing:
+  default: {consistency: replica, max_lag_ms: 1000}
+  rules:
+    - {name: stock, keys: ["stock:*"], consistency: master, wait: {replicas: 1, timeout_ms: 100}}
+    - {name: feed, keys: ["feed:*"], max_lag_ms: 5000}
+    - {name: scans, commands: [scan, KEYS], consistency: any}
+"#;
+
+    fn resolve(p: &Policy, cmd: &str, keys: &[&str]) -> Resolved {
+        p.resolve(cmd, |f| {
+            for k in keys {
+                f(k.as_bytes())
+            }
+        })
+    }
+
+    #[test]
+    fn strictest_key_wins() {
+        let p = policy(YAML);
+        assert_eq!(resolve(&p, "get", &["feed:1"]).rule, Some(1));
+        assert_eq!(resolve(&p, "get", &["feed:1"]).level.budget.max_lag_ms, Some(5000));
+        assert_eq!(resolve(&p, "get", &["other"]).rule, None);
+        let r = resolve(&p, "mget", &["feed:1", "stock:9", "x"]);
+        assert_eq!(r.rule, Some(0));
+        assert_eq!(r.level.consistency, Consistency::Master);
+        assert_eq!(r.wait.map(|w| w.replicas), Some(1));
+        let r = resolve(&p, "mget", &["feed:1", "x"]);
+        assert_eq!(r.level.budget.max_lag_ms, Some(1000));
+        assert_eq!(resolve(&p, "scan", &[]).level.consistency, Consistency::Any);
+        assert_eq!(resolve(&p, "keys", &[]).rule, Some(2));
+        assert_eq!(resolve(&p, "dbsize", &[]).rule, None);
+        assert_eq!(p.budgets.len(), 2);
+    }
+}

@@ -1,0 +1,171 @@
+//! The state every task shares: settings derived from `proxy.yaml`, the topology view,
+//! the replication monitor, metrics and the registry of client sessions.
+//!
+//! Everything the hot path reads is behind an `ArcSwap`: a reload or a new view is one
+//! pointer swap, and in-flight requests keep the snapshot they started with.
+
+use crate::auth::{DenyList, Users};
+use crate::backend::Inbox;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::policy::Policy;
+use crate::protocol::Limits;
+use crate::replication::Monitor;
+use crate::topology::View;
+use arc_swap::ArcSwap;
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Everything derived from one version of `proxy.yaml`.
+#[derive(Debug)]
+pub struct Settings {
+    /// The configuration itself.
+    pub config: Arc<Config>,
+    /// The compiled routing policy.
+    pub policy: Policy,
+    /// Users and their permissions.
+    pub users: Users,
+    /// Commands refused to everyone.
+    pub deny: DenyList,
+    /// Request scanning limits.
+    pub limits: Limits,
+    /// Short hash of the configuration.
+    pub fingerprint: String,
+}
+
+impl Settings {
+    /// Derive settings from a validated configuration.
+    pub fn new(config: Config, generation: u64) -> Settings {
+        let policy = Policy::compile(&config, generation);
+        let users = Users::from_config(&config);
+        let deny = DenyList::from_config(&config);
+        let limits = Limits {
+            max_bulk_len: config.limits.proto_max_bulk_len.0,
+            max_multibulk_len: config.limits.max_multibulk_len,
+            max_inline_len: 64 * 1024,
+        };
+        let fingerprint = config.fingerprint();
+        Settings { config: Arc::new(config), policy, users, deny, limits, fingerprint }
+    }
+
+    /// The backend command timeout.
+    pub fn command_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.backend.command_timeout_ms)
+    }
+}
+
+/// What the proxy learned about the servers behind it at start.
+#[derive(Clone, Debug)]
+pub struct ServerInfo {
+    /// `redis_version` of the master.
+    pub redis_version: String,
+    /// Number of databases (`CONFIG GET databases`).
+    pub databases: u32,
+}
+
+impl Default for ServerInfo {
+    fn default() -> Self {
+        ServerInfo { redis_version: "7.0.0".into(), databases: 16 }
+    }
+}
+
+/// What the registry knows about one client, for `CLIENT LIST`, `CLIENT KILL` and the
+/// janitor.
+#[derive(Debug)]
+pub struct SessionHandle {
+    /// The client id (`CLIENT ID`).
+    pub id: u64,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The proxy's address the client connected to.
+    pub local: SocketAddr,
+    /// When it connected.
+    pub created: Instant,
+    /// Its inbox (to wake or stop it).
+    pub inbox: Arc<Inbox>,
+    /// Details that change rarely.
+    pub info: Mutex<ClientInfo>,
+    /// Milliseconds since the proxy started, at the client's last request.
+    pub last_active_ms: AtomicU64,
+}
+
+/// Mutable client details.
+#[derive(Debug, Default, Clone)]
+pub struct ClientInfo {
+    /// `CLIENT SETNAME`.
+    pub name: String,
+    /// Selected database.
+    pub db: u32,
+    /// 2 or 3.
+    pub resp: u8,
+    /// Authenticated user.
+    pub user: String,
+    /// Last command name.
+    pub last_cmd: String,
+    /// Redis-style flags (`N`, `x`, `b`, `P`, `O`, …).
+    pub flags: String,
+}
+
+/// The shared state.
+#[derive(Debug)]
+pub struct Proxy {
+    /// Current settings.
+    pub settings: ArcSwap<Settings>,
+    /// Current topology view.
+    pub view: ArcSwap<View>,
+    /// Bumped on every new view; sessions waiting for offsets watch it.
+    pub view_version: tokio::sync::watch::Sender<u64>,
+    /// The replication monitor.
+    pub monitor: Monitor,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Connected clients.
+    pub sessions: DashMap<u64, Arc<SessionHandle>>,
+    next_session: AtomicU64,
+    next_generation: AtomicU64,
+    /// Facts about the backends.
+    pub info: ArcSwap<ServerInfo>,
+    /// When the proxy started.
+    pub started: Instant,
+    /// The configuration file, if any (for reloads).
+    pub config_path: Option<std::path::PathBuf>,
+}
+
+impl Proxy {
+    /// Shared state for a validated configuration.
+    pub fn new(config: Config, config_path: Option<std::path::PathBuf>) -> Arc<Proxy> {
+        Arc::new(Proxy {
+            settings: ArcSwap::from_pointee(Settings::new(config, 1)),
+            view: ArcSwap::from_pointee(View::empty()),
+            view_version: tokio::sync::watch::channel(0).0,
+            monitor: Monitor::new(),
+            metrics: Metrics::default(),
+            sessions: DashMap::new(),
+            next_session: AtomicU64::new(1),
+            next_generation: AtomicU64::new(2),
+            info: ArcSwap::from_pointee(ServerInfo::default()),
+            started: Instant::now(),
+            config_path,
+        })
+    }
+
+    /// A new client id.
+    pub fn next_session_id(&self) -> u64 {
+        self.next_session.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A new policy generation.
+    pub fn next_generation(&self) -> u64 {
+        self.next_generation.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Milliseconds since start (a cheap clock for activity stamps).
+    #[inline]
+    pub fn uptime_ms(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.started).as_millis() as u64
+    }
+}

@@ -1,0 +1,434 @@
+//! The replication monitor: polls every backend's replication state and publishes the
+//! [`View`] the router reads.
+//!
+//! Each backend has its own poller task and connection (`INFO replication persistence`
+//! every `poll_interval_ms`), so a stopped replica never delays the master's samples.
+//! The master's offset is kept as a short history of `(time sent, offset)` samples. A
+//! replica that has processed offset `R` holds every write made before the latest sample
+//! time `t` whose offset is `<= R`, so its staleness is at most `now - t`: an upper bound
+//! that stays honest under bursts and needs no assumption about the write rate. The
+//! offset compared is the replica's own (the master's view of a replica's offset only
+//! moves on its once-a-second ACK), and only within one replication history (replid).
+//!
+//! Pool membership is kept per distinct budget of the policy: a replica leaves as soon
+//! as it is over budget and rejoins only after staying within it for `dwell_ms`. Each
+//! change is logged once, with the numbers that caused it.
+
+use crate::backend::{ConnParams, ControlConn};
+use crate::policy::Budget;
+use crate::proxy::Proxy;
+use crate::reply::{parse_info, Decoded};
+use crate::topology::{Backend, Backends, Health, MasterView, ReplicaView, View};
+use parking_lot::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::Notify;
+use tokio::task::AbortHandle;
+
+/// One point of a replica's staleness chart.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct ChartPoint {
+    /// Unix time (ms).
+    pub t: u64,
+    /// Staleness (ms); `None` when unknown.
+    pub staleness_ms: Option<u64>,
+    /// Offset gap (bytes).
+    pub lag_bytes: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+struct MasterObs {
+    polled: bool,
+    up: bool,
+    offset: Option<u64>,
+    replid: Option<Arc<str>>,
+    replid2: Option<String>,
+    second_offset: Option<u64>,
+}
+
+#[derive(Debug)]
+struct PoolState {
+    budget: Budget,
+    in_pool: bool,
+    within_since: Option<Instant>,
+}
+
+#[derive(Debug, Default)]
+struct ReplicaObs {
+    polled: bool,
+    reachable: bool,
+    is_replica: bool,
+    link_up: bool,
+    syncing: bool,
+    loading: bool,
+    offset: Option<u64>,
+    replid: Option<String>,
+    pools: Vec<PoolState>,
+    last_health: Option<Health>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    epoch: u64,
+    backends: Backends,
+    pollers: HashMap<u32, AbortHandle>,
+    master: MasterObs,
+    /// Master offset samples of the current replication history, oldest first.
+    history: VecDeque<(Instant, u64)>,
+    replicas: HashMap<u32, ReplicaObs>,
+    chart: HashMap<u32, VecDeque<ChartPoint>>,
+    last_chart: Option<Instant>,
+}
+
+/// The monitor. Owned by the [`Proxy`]; pollers run as tasks.
+#[derive(Debug, Default)]
+pub struct Monitor {
+    state: Mutex<State>,
+    urgent: Notify,
+}
+
+/// Most samples kept (at 50 ms that is ten minutes).
+const MAX_SAMPLES: usize = 12_000;
+
+impl Monitor {
+    /// A monitor with no backends.
+    pub fn new() -> Monitor {
+        Monitor::default()
+    }
+
+    /// Ask every poller to poll now (a durable write or `WAIT` is waiting for offsets).
+    pub fn poll_now(&self) {
+        self.urgent.notify_waiters();
+    }
+
+    /// The current backends.
+    pub fn backends(&self) -> Backends {
+        self.state.lock().backends.clone()
+    }
+
+    /// Staleness chart of each replica (by address), oldest point first.
+    pub fn chart(&self) -> Vec<(String, Vec<ChartPoint>)> {
+        let st = self.state.lock();
+        st.backends
+            .replicas
+            .iter()
+            .map(|b| (b.addr.clone(), st.chart.get(&b.id).map(|c| c.iter().copied().collect()).unwrap_or_default()))
+            .collect()
+    }
+
+    /// Replace the set of backends: pollers of removed backends stop, new ones start,
+    /// and the epoch advances (sessions drop connections to removed backends).
+    pub fn set_backends(&self, proxy: &Arc<Proxy>, backends: Backends) {
+        let mut st = self.state.lock();
+        let master_changed = st.backends.master.as_ref().map(|b| b.id) != backends.master.as_ref().map(|b| b.id);
+        let new_ids: Vec<u32> = backends.all().map(|b| b.id).collect();
+        let removed: Vec<u32> = st.pollers.keys().copied().filter(|id| !new_ids.contains(id)).collect();
+        for id in removed {
+            if let Some(h) = st.pollers.remove(&id) {
+                h.abort();
+            }
+            st.replicas.remove(&id);
+            st.chart.remove(&id);
+        }
+        for old in st.backends.all() {
+            if !new_ids.contains(&old.id) {
+                old.pool.close_all("was removed from the topology");
+            }
+        }
+        if master_changed {
+            st.master = MasterObs::default();
+            st.history.clear();
+        }
+        for b in backends.all() {
+            if !st.pollers.contains_key(&b.id) {
+                let h = tokio::spawn(poller(Arc::downgrade(proxy), b.clone()));
+                st.pollers.insert(b.id, h.abort_handle());
+            }
+        }
+        st.backends = backends;
+        st.epoch += 1;
+        drop(st);
+        self.publish(proxy);
+    }
+
+    fn observe(&self, backend: &Backend, sent: Instant, info: Option<HashMap<String, String>>) {
+        let mut st = self.state.lock();
+        let is_master = st.backends.master.as_ref().is_some_and(|m| m.id == backend.id);
+        if is_master {
+            let m = &mut st.master;
+            m.polled = true;
+            match info {
+                Some(i) => {
+                    m.up = i.get("role").map(String::as_str) == Some("master");
+                    m.offset = i.get("master_repl_offset").and_then(|v| v.parse().ok());
+                    let replid: Option<Arc<str>> = i.get("master_replid").map(|s| s.as_str().into());
+                    if replid != m.replid {
+                        if m.replid.is_some() {
+                            tracing::info!(master = %backend.addr, "master replication ID changed; offset history restarts");
+                        }
+                        st.history.clear();
+                    }
+                    let m = &mut st.master;
+                    m.replid = replid;
+                    m.replid2 = i.get("master_replid2").cloned();
+                    m.second_offset = i.get("second_repl_offset").and_then(|v| v.parse::<i64>().ok()).and_then(|v| u64::try_from(v).ok());
+                    if let (true, Some(off)) = (m.up, m.offset) {
+                        if st.history.back().is_none_or(|(_, o)| *o <= off) {
+                            st.history.push_back((sent, off));
+                        } else {
+                            st.history.clear();
+                            st.history.push_back((sent, off));
+                        }
+                        while st.history.len() > MAX_SAMPLES {
+                            st.history.pop_front();
+                        }
+                    }
+                }
+                None => {
+                    m.up = false;
+                }
+            }
+        } else {
+            let r = st.replicas.entry(backend.id).or_default();
+            r.polled = true;
+            match info {
+                Some(i) => {
+                    r.reachable = true;
+                    r.is_replica = i.get("role").map(String::as_str) == Some("slave");
+                    r.link_up = i.get("master_link_status").map(String::as_str) == Some("up");
+                    r.syncing = i.get("master_sync_in_progress").map(String::as_str) == Some("1");
+                    r.loading = i.get("loading").map(String::as_str) == Some("1");
+                    r.offset = i.get("slave_repl_offset").and_then(|v| v.parse().ok());
+                    r.replid = i.get("master_replid").cloned();
+                }
+                None => {
+                    r.reachable = false;
+                }
+            }
+        }
+    }
+
+    /// Build and publish a new view from the latest observations.
+    pub fn publish(&self, proxy: &Proxy) {
+        let settings = proxy.settings.load();
+        let policy = &settings.policy;
+        let now = Instant::now();
+        let dwell = Duration::from_millis(settings.config.replication.dwell_ms);
+        let history_secs = settings.config.replication.history_secs;
+        let mut st = self.state.lock();
+        let st = &mut *st;
+        let master = st.backends.master.as_ref().map(|b| MasterView {
+            backend: b.clone(),
+            up: st.master.up,
+            down: st.master.polled && !st.master.up,
+            offset: st.master.offset,
+            replid: st.master.replid.clone(),
+        });
+        let write_rate = write_rate(&st.history, now);
+        let chart_due = st.last_chart.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1));
+        if chart_due {
+            st.last_chart = Some(now);
+        }
+        let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let mut replicas = Vec::with_capacity(st.backends.replicas.len());
+        for b in &st.backends.replicas {
+            let obs = st.replicas.entry(b.id).or_default();
+            let health = replica_health(obs, &st.master);
+            let comparable = health == Health::Ok
+                || (matches!(health, Health::LinkDown) && obs.replid.as_deref() == st.master.replid.as_deref());
+            let (lag_bytes, fresh_as_of) = match (obs.offset, comparable) {
+                (Some(off), true) => (
+                    st.master.offset.map(|m| m.saturating_sub(off)),
+                    st.history.iter().rev().find(|(_, o)| *o <= off).map(|(t, _)| *t),
+                ),
+                _ => (None, None),
+            };
+            let mut view = ReplicaView {
+                backend: b.clone(),
+                health,
+                reachable: obs.reachable,
+                offset: obs.offset,
+                lag_bytes,
+                fresh_as_of,
+                in_pool: 0,
+            };
+            if obs.last_health != Some(health) {
+                if obs.last_health.is_some() || health != Health::Ok {
+                    tracing::info!(replica = %b.addr, health = health.as_str(), offset = ?obs.offset, master_offset = ?st.master.offset, "replica health changed");
+                }
+                obs.last_health = Some(health);
+            }
+            // Pool membership per budget, with dwell.
+            let staleness = view.staleness_ms(now);
+            let mut mask = 0u64;
+            let mut pools = std::mem::take(&mut obs.pools);
+            for (i, budget) in policy.budgets.iter().enumerate() {
+                let within = health == Health::Ok && budget.admits(staleness, lag_bytes);
+                let ps = match pools.iter_mut().position(|p| p.budget == *budget) {
+                    Some(p) => &mut pools[p],
+                    None => {
+                        pools.push(PoolState { budget: *budget, in_pool: within, within_since: within.then_some(now) });
+                        let last = pools.len() - 1;
+                        &mut pools[last]
+                    }
+                };
+                if ps.in_pool && !within {
+                    ps.in_pool = false;
+                    ps.within_since = None;
+                    proxy.metrics.pool_changes.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(
+                        replica = %b.addr, budget_ms = ?budget.max_lag_ms, budget_bytes = ?budget.max_lag_bytes,
+                        staleness_ms = ?staleness, lag_bytes = ?lag_bytes, health = health.as_str(),
+                        "replica left the read pool"
+                    );
+                } else if !ps.in_pool && within {
+                    let since = *ps.within_since.get_or_insert(now);
+                    if now.duration_since(since) >= dwell {
+                        ps.in_pool = true;
+                        proxy.metrics.pool_changes.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(
+                            replica = %b.addr, budget_ms = ?budget.max_lag_ms, budget_bytes = ?budget.max_lag_bytes,
+                            staleness_ms = ?staleness, lag_bytes = ?lag_bytes, dwell_ms = dwell.as_millis() as u64,
+                            "replica joined the read pool"
+                        );
+                    }
+                } else if !within {
+                    ps.within_since = None;
+                }
+                if ps.in_pool && i < 64 {
+                    mask |= 1 << i;
+                }
+            }
+            pools.retain(|p| policy.budgets.contains(&p.budget));
+            obs.pools = pools;
+            view.in_pool = mask;
+            if chart_due {
+                let c = st.chart.entry(b.id).or_default();
+                c.push_back(ChartPoint { t: unix_ms, staleness_ms: staleness, lag_bytes });
+                while c.len() as u64 > history_secs.max(1) {
+                    c.pop_front();
+                }
+            }
+            replicas.push(view);
+        }
+        let view = View { epoch: st.epoch, taken: now, master, replicas, policy_gen: policy.generation, write_rate };
+        proxy.view.store(Arc::new(view));
+        proxy.view_version.send_modify(|v| *v += 1);
+    }
+}
+
+fn replica_health(obs: &ReplicaObs, master: &MasterObs) -> Health {
+    if !obs.polled {
+        return Health::Unknown;
+    }
+    if !obs.reachable {
+        return Health::Unreachable;
+    }
+    if !obs.is_replica {
+        return Health::NotReplica;
+    }
+    if obs.loading {
+        return Health::Loading;
+    }
+    if obs.syncing {
+        return Health::Syncing;
+    }
+    if !obs.link_up {
+        return Health::LinkDown;
+    }
+    match (&master.replid, &obs.replid) {
+        (Some(m), Some(r)) if **m == **r => Health::Ok,
+        (Some(_), Some(r)) => {
+            // Still on the master's previous history, below the switch point: comparable.
+            let old = master.replid2.as_deref() == Some(r.as_str())
+                && matches!((obs.offset, master.second_offset), (Some(o), Some(s)) if o < s);
+            if old {
+                Health::Ok
+            } else {
+                Health::OtherHistory
+            }
+        }
+        _ => Health::Unknown,
+    }
+}
+
+/// Replication bytes per second over the last second or so of samples.
+fn write_rate(history: &VecDeque<(Instant, u64)>, now: Instant) -> f64 {
+    let Some(&(t1, o1)) = history.back() else {
+        return 0.0;
+    };
+    let start = history.iter().find(|(t, _)| now.duration_since(*t) <= Duration::from_millis(1500));
+    match start {
+        Some(&(t0, o0)) if t1 > t0 => (o1 - o0) as f64 / t1.duration_since(t0).as_secs_f64(),
+        _ => 0.0,
+    }
+}
+
+async fn poller(proxy: Weak<Proxy>, backend: Arc<Backend>) {
+    let mut conn: Option<ControlConn> = None;
+    let mut failures = 0u32;
+    loop {
+        let Some(p) = proxy.upgrade() else { return };
+        let (interval, timeout, params) = {
+            let s = p.settings.load();
+            let c = &s.config;
+            let bp = backend.pool.params();
+            (
+                Duration::from_millis(c.replication.poll_interval_ms),
+                Duration::from_millis(c.replication.poll_timeout_ms),
+                ConnParams { role: backend.role, ..(**bp).clone() },
+            )
+        };
+        if conn.is_none() {
+            match ControlConn::connect(&ConnParams { connect_timeout: timeout, ..params }).await {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    if failures == 0 {
+                        tracing::warn!(backend = %backend.addr, role = backend.role.as_str(), error = %e.message, "replication poll failed");
+                    }
+                    failures += 1;
+                }
+            }
+        }
+        if let Some(c) = conn.as_mut() {
+            let sent = Instant::now();
+            match c.call(&[b"INFO", b"replication", b"persistence"], timeout).await {
+                Ok(Decoded::Str(text)) => {
+                    let info = parse_info(&String::from_utf8_lossy(&text));
+                    p.monitor.observe(&backend, sent, Some(info));
+                    if failures > 0 {
+                        tracing::info!(backend = %backend.addr, role = backend.role.as_str(), "replication poll recovered");
+                    }
+                    failures = 0;
+                }
+                Ok(other) => {
+                    if failures == 0 {
+                        tracing::warn!(backend = %backend.addr, reply = ?other, "unexpected INFO reply");
+                    }
+                    failures += 1;
+                    p.monitor.observe(&backend, sent, None);
+                }
+                Err(e) => {
+                    if failures == 0 {
+                        tracing::warn!(backend = %backend.addr, role = backend.role.as_str(), error = %e.message, "replication poll failed");
+                    }
+                    failures += 1;
+                    conn = None;
+                    p.monitor.observe(&backend, sent, None);
+                }
+            }
+        } else {
+            p.monitor.observe(&backend, Instant::now(), None);
+        }
+        p.monitor.publish(&p);
+        let urgent = p.monitor.urgent.notified();
+        // While failing, back off a little (but keep polling: recovery must be seen).
+        let wait = if failures > 1 { interval.max(Duration::from_millis(100 * u64::from(failures.min(10)))) } else { interval };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = urgent => {}
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! The listener, connection limits, background tasks and graceful shutdown.
+//!
+//! [`start`] binds, starts the replication monitor, the connection watchdog, the janitor
+//! (idle buffers, idle timeout), the admin endpoint and the config watcher, and accepts
+//! clients until [`Handle::shutdown`]: then it stops accepting, lets every session finish
+//! its in-flight replies within the grace period, and closes the rest.
+
+use crate::backend::{ConnParams, ControlConn, Inbox, Role};
+use crate::config::Config;
+use crate::proxy::{ClientInfo, Proxy, ServerInfo, SessionHandle};
+use crate::reply::{parse_info, Decoded};
+use crate::session::Session;
+use crate::topology::Backends;
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// A running proxy.
+#[derive(Debug)]
+pub struct Handle {
+    /// The address clients connect to (the real port when `listen` said port 0).
+    pub addr: SocketAddr,
+    /// The admin endpoint's address, if enabled.
+    pub admin_addr: Option<SocketAddr>,
+    /// The shared state.
+    pub proxy: Arc<Proxy>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Start the proxy with a validated configuration.
+pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<Handle> {
+    let listen = config.listen.clone();
+    let listener = TcpListener::bind(&listen).await.with_context(|| format!("failed to listen at `listen` ({listen})"))?;
+    let addr = listener.local_addr()?;
+    let proxy = Proxy::new(config, config_path);
+    let (stop, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+
+    // Topology and monitor.
+    let cfg = proxy.settings.load().config.clone();
+    if cfg.backend.sentinel.is_none() {
+        let backends = Backends::from_static(&cfg, &Backends::default());
+        proxy.monitor.set_backends(&proxy, backends);
+    } else {
+        tasks.push(tokio::spawn(crate::sentinel::run(proxy.clone(), stop_rx.clone())));
+    }
+    tasks.push(tokio::spawn(probe_backends(proxy.clone())));
+    {
+        let p = Arc::downgrade(&proxy);
+        tasks.push(tokio::spawn(crate::backend::watchdog(move || {
+            p.upgrade().map(|p| p.settings.load().command_timeout()).unwrap_or(Duration::from_secs(3600))
+        })));
+    }
+    tasks.push(tokio::spawn(janitor(proxy.clone(), stop_rx.clone())));
+    let admin_addr = crate::admin::start(proxy.clone(), stop_rx.clone()).await?;
+    tasks.push(tokio::spawn(crate::reload::watch(proxy.clone(), stop_rx.clone())));
+    tasks.push(tokio::spawn(accept_loop(proxy.clone(), listener, stop_rx)));
+    tracing::info!(%addr, admin = ?admin_addr, "redsplit listening");
+    Ok(Handle { addr, admin_addr, proxy, stop, tasks })
+}
+
+impl Handle {
+    /// Stop accepting, let sessions finish in-flight replies for up to `grace`, then
+    /// close everything.
+    pub async fn shutdown(self, grace: Duration) {
+        let _ = self.stop.send(true);
+        let proxy = self.proxy.clone();
+        for e in proxy.sessions.iter() {
+            e.value().inbox.drain.store(true, Ordering::Relaxed);
+            e.value().inbox.notify.notify_one();
+        }
+        let deadline = Instant::now() + grace;
+        while !proxy.sessions.is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let left = proxy.sessions.len();
+        if left > 0 {
+            tracing::warn!(clients = left, "grace period over; closing remaining clients");
+            for e in proxy.sessions.iter() {
+                e.value().inbox.kill.store(true, Ordering::Relaxed);
+                e.value().inbox.notify.notify_one();
+            }
+            let deadline = Instant::now() + Duration::from_secs(1);
+            while !proxy.sessions.is_empty() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        for b in proxy.monitor.backends().all() {
+            b.pool.close_all("the proxy is shutting down");
+        }
+        for t in self.tasks {
+            t.abort();
+        }
+        tracing::info!("redsplit stopped");
+    }
+}
+
+async fn accept_loop(proxy: Arc<Proxy>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = stop.changed() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(s) => {
+                backoff = Duration::from_millis(5);
+                s
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off, keep serving.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let max = proxy.settings.load().config.limits.max_clients;
+        if proxy.sessions.len() >= max {
+            proxy.metrics.clients_rejected.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                let mut s = stream;
+                let _ = tokio::time::timeout(Duration::from_secs(1), s.write_all(b"-ERR max number of clients reached\r\n")).await;
+            });
+            continue;
+        }
+        tokio::spawn(serve_client(proxy.clone(), stream, peer));
+    }
+}
+
+async fn serve_client(proxy: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().unwrap_or(peer);
+    let id = proxy.next_session_id();
+    let handle = Arc::new(SessionHandle {
+        id,
+        peer,
+        local,
+        created: Instant::now(),
+        inbox: Inbox::new(),
+        info: parking_lot::Mutex::new(ClientInfo { resp: 2, user: "default".into(), ..Default::default() }),
+        last_active_ms: std::sync::atomic::AtomicU64::new(proxy.uptime_ms(Instant::now())),
+    });
+    proxy.sessions.insert(id, handle.clone());
+    proxy.metrics.clients_accepted.fetch_add(1, Ordering::Relaxed);
+    proxy.metrics.clients_connected.fetch_add(1, Ordering::Relaxed);
+    let end = Session::new(proxy.clone(), handle).run(stream).await;
+    tracing::debug!(client = id, %peer, end = ?end, "client left");
+    proxy.sessions.remove(&id);
+    proxy.metrics.clients_connected.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Once a second: release the buffers of idle clients and close clients idle past
+/// `idle_timeout_ms`.
+async fn janitor(proxy: Arc<Proxy>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let now_ms = proxy.uptime_ms(Instant::now());
+        let idle_timeout = proxy.settings.load().config.limits.idle_timeout_ms;
+        for e in proxy.sessions.iter() {
+            let h = e.value();
+            let idle = now_ms.saturating_sub(h.last_active_ms.load(Ordering::Relaxed));
+            if idle_timeout > 0 && idle > idle_timeout && !h.info.lock().flags.contains('P') {
+                h.inbox.kill.store(true, Ordering::Relaxed);
+                h.inbox.notify.notify_one();
+            } else if idle >= 2000 && !h.inbox.trimmed.swap(true, Ordering::Relaxed) {
+                h.inbox.trim.store(true, Ordering::Relaxed);
+                h.inbox.notify.notify_one();
+            }
+        }
+    }
+}
+
+/// Learn the master's version, database count and module commands.
+async fn probe_backends(proxy: Arc<Proxy>) {
+    let mut delay = Duration::from_millis(50);
+    loop {
+        let view = proxy.view.load_full();
+        if let Some(m) = view.master.as_ref() {
+            let params: ConnParams = ConnParams { role: Role::Master, ..(**m.backend.pool.params()).clone() };
+            if let Ok(mut c) = ControlConn::connect(&params).await {
+                let t = Duration::from_secs(2);
+                let mut info = ServerInfo::default();
+                if let Ok(Decoded::Str(s)) = c.call(&[b"INFO", b"server"], t).await {
+                    if let Some(v) = parse_info(&String::from_utf8_lossy(&s)).get("redis_version") {
+                        info.redis_version = v.clone();
+                    }
+                }
+                if let Ok(d) = c.call(&[b"CONFIG", b"GET", b"databases"], t).await {
+                    if let Some(n) = d.into_items().and_then(|i| i.get(1).and_then(|v| v.as_int())) {
+                        info.databases = u32::try_from(n).unwrap_or(16);
+                    }
+                }
+                proxy.info.store(Arc::new(info));
+                if let Ok(list) = c.call(&[b"COMMAND", b"LIST"], t).await {
+                    let unknown: Vec<Vec<u8>> = list
+                        .into_items()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter_map(|n| n.as_str())
+                        .filter(|n| !crate::commands::is_known_name(n))
+                        .map(|n| n.into_bytes())
+                        .collect();
+                    if !unknown.is_empty() {
+                        let mut args: Vec<&[u8]> = vec![b"COMMAND", b"INFO"];
+                        args.extend(unknown.iter().map(|n| n.as_slice()));
+                        if let Ok(reply) = c.call(&args, t).await {
+                            register_module_commands(reply, unknown.len());
+                        }
+                    }
+                }
+                return;
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+fn register_module_commands(reply: Decoded, asked: usize) {
+    let _ = (reply, asked);
+}
+
+/// Run until SIGTERM (graceful, within `shutdown_grace_ms`) or SIGINT (fast).
+pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    let grace = Duration::from_millis(config.shutdown_grace_ms);
+    let handle = start(config, config_path).await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let fast = tokio::select! {
+        _ = term.recv() => {
+            tracing::info!(grace_ms = grace.as_millis() as u64, "SIGTERM: draining");
+            false
+        }
+        _ = tokio::signal::ctrl_c() => {
+            tracing::info!("SIGINT: stopping");
+            true
+        }
+    };
+    handle.shutdown(if fast { Duration::from_millis(100) } else { grace }).await;
+    Ok(())
+}
