@@ -817,15 +817,34 @@ impl ControlConn {
         })?
     }
 
+    /// Send one command and return its reply's raw bytes, within `timeout`.
+    pub async fn call_raw(&mut self, args: &[&[u8]], timeout: Duration) -> Result<BytesMut, BackendError> {
+        let mut req = Vec::new();
+        encode_command(&mut req, args.iter().copied());
+        let label = self.label.clone();
+        let fut = async {
+            self.stream
+                .write_all(&req)
+                .await
+                .map_err(|e| BackendError::new(ErrorKind::Lost, &label, format_args!("connection lost: {e}")))?;
+            self.read_raw().await
+        };
+        tokio::time::timeout(timeout, fut).await.map_err(|_| {
+            BackendError::new(ErrorKind::Timeout, &self.label, format_args!("did not answer within {} ms", timeout.as_millis()))
+        })?
+    }
+
     /// Read the next frame (for subscriptions).
     pub async fn read_frame(&mut self) -> Result<Decoded, BackendError> {
+        let frame = self.read_raw().await?;
+        Decoded::parse(&frame, false)
+            .ok_or_else(|| BackendError::new(ErrorKind::Lost, &self.label, "sent a reply that does not decode"))
+    }
+
+    async fn read_raw(&mut self) -> Result<BytesMut, BackendError> {
         loop {
             match self.scanner.scan(&self.buf) {
-                Ok(Some(n)) => {
-                    let frame = self.buf.split_to(n);
-                    return Decoded::parse(&frame, false)
-                        .ok_or_else(|| BackendError::new(ErrorKind::Lost, &self.label, "sent a reply that does not decode"));
-                }
+                Ok(Some(n)) => return Ok(self.buf.split_to(n)),
                 Ok(None) => {}
                 Err(e) => return Err(BackendError::new(ErrorKind::Lost, &self.label, format_args!("sent a bad reply: {e}"))),
             }

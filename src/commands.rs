@@ -1,127 +1,821 @@
-//! Placeholder command table (replaced by the generated one).
-#![allow(missing_docs)]
-use crate::protocol::Request;
+//! The command table: what each Redis command is, how the proxy treats it, and where its
+//! keys are.
+//!
+//! Everything here comes from Redis itself. The static table in `commands/table.rs` is
+//! generated from the `COMMAND` reply of a real server by [`gen::render`] (run
+//! `cargo run --example gen_commands -- HOST:PORT > src/commands/table.rs`), and a test
+//! regenerates it from the server it starts, so it cannot drift. A command's [`Class`]
+//! follows from its flags (`readonly`, `admin`, `pubsub`, …) plus the few names Redis
+//! gives no flag for (transactions, connection state); nothing is a hand-kept read list.
+//!
+//! Key positions follow the key specs exactly as Redis's `getKeysFromCommandWithSpecs`
+//! does: the specs decide when all of them apply, and otherwise the command's own
+//! key-finding procedure does (`SORT … STORE`, `MIGRATE … KEYS`, a bad `numkeys`). Redis
+//! does not report which procedure a command has, so the generator names it from
+//! Redis's source ([`GetKeysProc`]); a test checks that every command whose specs can
+//! fail has one.
+//!
+//! Module commands, unknown to the static table, can be added at start from a
+//! `COMMAND INFO` reply ([`register_from_command_info`]).
+//!
+//! Lookup, key finding and blocking detection run per request on client input: they
+//! neither allocate nor panic, and never yield an argument index at or past `argc`.
+#![deny(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
 
+use std::cmp::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::sync::LazyLock;
+
+use dashmap::DashMap;
+use redis_protocol::resp2::types::OwnedFrame;
+
+use crate::protocol::{parse_int, Request};
+
+pub mod gen;
+mod info;
+#[rustfmt::skip]
+mod table;
+
+/// Command flags as Redis reports them (a bitset).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Flags(pub u32);
+
 impl Flags {
-    pub const WRITE: Flags = Flags(1);
-    pub const READONLY: Flags = Flags(2);
-    pub const BLOCKING: Flags = Flags(4);
-    pub const ADMIN: Flags = Flags(8);
-    pub const PUBSUB: Flags = Flags(16);
-    pub const fn contains(self, o: Flags) -> bool {
-        self.0 & o.0 == o.0
+    /// No flag set.
+    pub const NONE: Flags = Flags(0);
+    /// `write`: may modify the keyspace.
+    pub const WRITE: Flags = Flags(1 << 0);
+    /// `readonly`: only reads keys.
+    pub const READONLY: Flags = Flags(1 << 1);
+    /// `denyoom`: may grow memory; refused when over `maxmemory`.
+    pub const DENYOOM: Flags = Flags(1 << 2);
+    /// `module`: implemented by a module.
+    pub const MODULE: Flags = Flags(1 << 3);
+    /// `admin`: an administrative command.
+    pub const ADMIN: Flags = Flags(1 << 4);
+    /// `pubsub`: a publish/subscribe command.
+    pub const PUBSUB: Flags = Flags(1 << 5);
+    /// `noscript`: not allowed in scripts.
+    pub const NOSCRIPT: Flags = Flags(1 << 6);
+    /// `blocking`: may block the client.
+    pub const BLOCKING: Flags = Flags(1 << 7);
+    /// `loading`: allowed while the dataset loads.
+    pub const LOADING: Flags = Flags(1 << 8);
+    /// `stale`: allowed on a replica with stale data.
+    pub const STALE: Flags = Flags(1 << 9);
+    /// `skip_monitor`: not shown to `MONITOR`.
+    pub const SKIP_MONITOR: Flags = Flags(1 << 10);
+    /// `skip_slowlog`: not logged by the slow log.
+    pub const SKIP_SLOWLOG: Flags = Flags(1 << 11);
+    /// `asking`: cluster-related, accepted on an importing slot after `ASKING`.
+    pub const ASKING: Flags = Flags(1 << 12);
+    /// `fast`: O(1) or O(log N).
+    pub const FAST: Flags = Flags(1 << 13);
+    /// `no_auth`: allowed before authentication.
+    pub const NO_AUTH: Flags = Flags(1 << 14);
+    /// `may_replicate`: may propagate to replicas. Redis hides it from `COMMAND`, so the
+    /// table never carries it.
+    pub const MAY_REPLICATE: Flags = Flags(1 << 15);
+    /// `sentinel`: available in Sentinel mode. Hidden from `COMMAND`, as above.
+    pub const SENTINEL: Flags = Flags(1 << 16);
+    /// `only_sentinel`: available only in Sentinel mode. Hidden from `COMMAND`, as above.
+    pub const ONLY_SENTINEL: Flags = Flags(1 << 17);
+    /// `no_mandatory_keys`: may run with no key at all (e.g. `EVAL` with zero keys).
+    pub const NO_MANDATORY_KEYS: Flags = Flags(1 << 18);
+    /// `protected`: refused unless enabled by configuration. Hidden from `COMMAND`.
+    pub const PROTECTED: Flags = Flags(1 << 19);
+    /// `no_async_loading`: refused during asynchronous loading.
+    pub const NO_ASYNC_LOADING: Flags = Flags(1 << 20);
+    /// `no_multi`: not allowed inside `MULTI`.
+    pub const NO_MULTI: Flags = Flags(1 << 21);
+    /// `movablekeys`: key positions depend on the arguments.
+    pub const MOVABLE_KEYS: Flags = Flags(1 << 22);
+    /// `allow_busy`: allowed while a script or function is busy.
+    pub const ALLOW_BUSY: Flags = Flags(1 << 23);
+
+    /// Whether every flag of `other` is set in `self`.
+    #[inline]
+    pub const fn contains(self, other: Flags) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// The flags of both.
+    #[inline]
+    pub const fn union(self, other: Flags) -> Flags {
+        Flags(self.0 | other.0)
     }
 }
 
+/// Each flag's name in a `COMMAND` reply and the constant's name.
+const FLAG_NAMES: &[(&str, &str, Flags)] = &[
+    ("write", "WRITE", Flags::WRITE),
+    ("readonly", "READONLY", Flags::READONLY),
+    ("denyoom", "DENYOOM", Flags::DENYOOM),
+    ("module", "MODULE", Flags::MODULE),
+    ("admin", "ADMIN", Flags::ADMIN),
+    ("pubsub", "PUBSUB", Flags::PUBSUB),
+    ("noscript", "NOSCRIPT", Flags::NOSCRIPT),
+    ("blocking", "BLOCKING", Flags::BLOCKING),
+    ("loading", "LOADING", Flags::LOADING),
+    ("stale", "STALE", Flags::STALE),
+    ("skip_monitor", "SKIP_MONITOR", Flags::SKIP_MONITOR),
+    ("skip_slowlog", "SKIP_SLOWLOG", Flags::SKIP_SLOWLOG),
+    ("asking", "ASKING", Flags::ASKING),
+    ("fast", "FAST", Flags::FAST),
+    ("no_auth", "NO_AUTH", Flags::NO_AUTH),
+    ("may_replicate", "MAY_REPLICATE", Flags::MAY_REPLICATE),
+    ("sentinel", "SENTINEL", Flags::SENTINEL),
+    ("only_sentinel", "ONLY_SENTINEL", Flags::ONLY_SENTINEL),
+    (
+        "no_mandatory_keys",
+        "NO_MANDATORY_KEYS",
+        Flags::NO_MANDATORY_KEYS,
+    ),
+    ("protected", "PROTECTED", Flags::PROTECTED),
+    (
+        "no_async_loading",
+        "NO_ASYNC_LOADING",
+        Flags::NO_ASYNC_LOADING,
+    ),
+    ("no_multi", "NO_MULTI", Flags::NO_MULTI),
+    ("movablekeys", "MOVABLE_KEYS", Flags::MOVABLE_KEYS),
+    ("allow_busy", "ALLOW_BUSY", Flags::ALLOW_BUSY),
+];
+
+/// Key-spec flags: how a command uses the keys one spec finds (a bitset).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct KeyFlags(pub u16);
+
+impl KeyFlags {
+    /// No flag set.
+    pub const NONE: KeyFlags = KeyFlags(0);
+    /// `RO`: reads the key's value.
+    pub const RO: KeyFlags = KeyFlags(1 << 0);
+    /// `RW`: reads and modifies the value.
+    pub const RW: KeyFlags = KeyFlags(1 << 1);
+    /// `OW`: overwrites the value without reading it.
+    pub const OW: KeyFlags = KeyFlags(1 << 2);
+    /// `RM`: deletes the key.
+    pub const RM: KeyFlags = KeyFlags(1 << 3);
+    /// `access`: returns, copies or uses user data of the key.
+    pub const ACCESS: KeyFlags = KeyFlags(1 << 4);
+    /// `update`: updates data of the value.
+    pub const UPDATE: KeyFlags = KeyFlags(1 << 5);
+    /// `insert`: adds data to the value.
+    pub const INSERT: KeyFlags = KeyFlags(1 << 6);
+    /// `delete`: removes data from the value.
+    pub const DELETE: KeyFlags = KeyFlags(1 << 7);
+    /// `not_key`: the argument is not a key (a shard channel) and is not returned.
+    pub const NOT_KEY: KeyFlags = KeyFlags(1 << 8);
+    /// `incomplete`: the spec may miss keys; Redis then asks the command's procedure.
+    pub const INCOMPLETE: KeyFlags = KeyFlags(1 << 9);
+    /// `variable_flags`: the flags depend on the arguments; Redis then asks the
+    /// command's procedure.
+    pub const VARIABLE_FLAGS: KeyFlags = KeyFlags(1 << 10);
+
+    /// Whether every flag of `other` is set in `self`.
+    #[inline]
+    pub const fn contains(self, other: KeyFlags) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// The flags of both.
+    #[inline]
+    pub const fn union(self, other: KeyFlags) -> KeyFlags {
+        KeyFlags(self.0 | other.0)
+    }
+}
+
+/// Each key-spec flag's name in a `COMMAND` reply and the constant's name.
+const KEY_FLAG_NAMES: &[(&str, &str, KeyFlags)] = &[
+    ("RO", "RO", KeyFlags::RO),
+    ("RW", "RW", KeyFlags::RW),
+    ("OW", "OW", KeyFlags::OW),
+    ("RM", "RM", KeyFlags::RM),
+    ("access", "ACCESS", KeyFlags::ACCESS),
+    ("update", "UPDATE", KeyFlags::UPDATE),
+    ("insert", "INSERT", KeyFlags::INSERT),
+    ("delete", "DELETE", KeyFlags::DELETE),
+    ("not_key", "NOT_KEY", KeyFlags::NOT_KEY),
+    ("incomplete", "INCOMPLETE", KeyFlags::INCOMPLETE),
+    ("variable_flags", "VARIABLE_FLAGS", KeyFlags::VARIABLE_FLAGS),
+];
+
+/// Where a key spec starts looking for keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BeginSearch {
+    /// At this argument index.
+    Index(i32),
+    /// After the first argument equal (case-insensitively) to `keyword`, searching from
+    /// index `startfrom` forwards, or from `argc + startfrom` backwards when negative.
+    Keyword {
+        /// The keyword that precedes the keys.
+        keyword: &'static str,
+        /// Where the search starts.
+        startfrom: i32,
+    },
+    /// Only the command's own procedure knows.
+    Unknown,
+}
+
+/// Which keys a key spec takes, from where its search began.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FindKeys {
+    /// A range of arguments.
+    Range {
+        /// Last key, relative to the first when `>= 0`; when negative, relative to the
+        /// end of the arguments (`limit` 0) or to the part of them `limit` divides.
+        lastkey: i32,
+        /// Distance between keys.
+        keystep: i32,
+        /// When `lastkey` is -1: take the first `1/limit` of the remaining arguments.
+        limit: i32,
+    },
+    /// A count argument followed by that many keys.
+    Keynum {
+        /// Index of the count argument, relative to the first.
+        keynumidx: i32,
+        /// Index of the first key, relative to the first.
+        firstkey: i32,
+        /// Distance between keys.
+        keystep: i32,
+    },
+    /// Only the command's own procedure knows.
+    Unknown,
+}
+
+/// One key spec of a command: a rule that finds some of its keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeySpec {
+    /// How the command uses these keys.
+    pub flags: KeyFlags,
+    /// Where the search starts.
+    pub begin_search: BeginSearch,
+    /// Which arguments from there are keys.
+    pub find_keys: FindKeys,
+}
+
+/// Redis's own key-finding procedure for a command (its `getkeys_proc`), used when the
+/// key specs do not apply. `COMMAND` does not report it; the generator names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GetKeysProc {
+    /// No procedure: the key specs are all there is.
+    None,
+    /// `genericGetKeys`: a count at `count`, that many keys from `first`, then a
+    /// destination key at `store` when it is not 0 (`EVAL`, `ZUNIONSTORE`, `LMPOP`, …).
+    Numkeys {
+        /// Index of the destination key, or 0.
+        store: u8,
+        /// Index of the count.
+        count: u8,
+        /// Index of the first counted key.
+        first: u8,
+    },
+    /// `SORT`: the sorted key and the last `STORE` destination.
+    Sort,
+    /// `SORT_RO`: the sorted key.
+    SortRo,
+    /// `MIGRATE`: the key argument, or the keys after `KEYS`.
+    Migrate,
+    /// `GEORADIUS[BYMEMBER]`: the key and the last `STORE`/`STOREDIST` destination.
+    Georadius,
+    /// `XREAD[GROUP]`: the first half of the arguments after `STREAMS`.
+    Xread,
+    /// The key at index 1 (`SET`, `BITFIELD`: their flags vary, the position does not).
+    FirstArg,
+}
+
+/// How the proxy treats a command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Class {
+    /// Reads only (`readonly` flag): may go to a replica.
     Read,
+    /// Anything not known to be read-only: goes to the master.
     Write,
+    /// `admin` flag.
     Admin,
+    /// `pubsub` flag.
     PubSub,
+    /// `MULTI`, `EXEC`, `DISCARD`, `WATCH`, `UNWATCH`.
     Transaction,
+    /// Connection state: `AUTH`, `HELLO`, `SELECT`, `PING`, `ECHO`, `QUIT`, `RESET`, and
+    /// every `CLIENT` subcommand.
     Connection,
 }
 
+/// One command or subcommand.
+#[derive(Debug, PartialEq, Eq)]
 pub struct Command {
+    /// Lowercase name; a subcommand is `container|sub` (`client|setname`).
     pub name: &'static str,
+    /// Argument count, the name included: exactly `arity` when positive, at least
+    /// `-arity` when negative (a subcommand counts the container's name too).
     pub arity: i32,
+    /// Flags as Redis reports them.
     pub flags: Flags,
+    /// How the proxy treats it, from [`classify`].
     pub class: Class,
-    first: i32,
-    last: i32,
-    step: i32,
+    /// Legacy first key index (0: no keys).
+    pub first_key: i32,
+    /// Legacy last key index (negative: from the end).
+    pub last_key: i32,
+    /// Legacy step between keys.
+    pub key_step: i32,
+    /// Key specs, in Redis's order (the order keys are reported in).
+    pub key_specs: &'static [KeySpec],
+    /// The procedure Redis falls back on when the specs do not apply.
+    pub getkeys_proc: GetKeysProc,
+    /// Subcommands, sorted by name (empty unless this is a container).
+    pub subcommands: &'static [Command],
 }
 
-macro_rules! c {
-    ($n:expr, $a:expr, $f:expr, $c:ident, $fk:expr, $lk:expr, $st:expr) => {
-        Command { name: $n, arity: $a, flags: Flags($f), class: Class::$c, first: $fk, last: $lk, step: $st }
-    };
-}
-
-static TABLE: &[Command] = &[
-    c!("get", 2, 2, Read, 1, 1, 1),
-    c!("mget", -2, 2, Read, 1, -1, 1),
-    c!("exists", -2, 2, Read, 1, -1, 1),
-    c!("strlen", 2, 2, Read, 1, 1, 1),
-    c!("lrange", 4, 2, Read, 1, 1, 1),
-    c!("hgetall", 2, 2, Read, 1, 1, 1),
-    c!("scan", -2, 2, Read, 0, 0, 0),
-    c!("keys", 2, 2, Read, 0, 0, 0),
-    c!("dbsize", 1, 2, Read, 0, 0, 0),
-    c!("eval_ro", -3, 2, Read, 0, 0, 0),
-    c!("evalsha_ro", -3, 2, Read, 0, 0, 0),
-    c!("set", -3, 1, Write, 1, 1, 1),
-    c!("incr", 2, 1, Write, 1, 1, 1),
-    c!("del", -2, 1, Write, 1, -1, 1),
-    c!("mset", -3, 1, Write, 1, -1, 2),
-    c!("lpush", -3, 1, Write, 1, 1, 1),
-    c!("rpush", -3, 1, Write, 1, 1, 1),
-    c!("flushall", -1, 1, Write, 0, 0, 0),
-    c!("blpop", -3, 5, Write, 1, -2, 1),
-    c!("brpop", -3, 5, Write, 1, -2, 1),
-    c!("wait", 3, 4, Write, 0, 0, 0),
-    c!("subscribe", -2, 16, PubSub, 0, 0, 0),
-    c!("psubscribe", -2, 16, PubSub, 0, 0, 0),
-    c!("ssubscribe", -2, 16, PubSub, 0, 0, 0),
-    c!("unsubscribe", -1, 16, PubSub, 0, 0, 0),
-    c!("punsubscribe", -1, 16, PubSub, 0, 0, 0),
-    c!("sunsubscribe", -1, 16, PubSub, 0, 0, 0),
-    c!("publish", 3, 16, PubSub, 0, 0, 0),
-    c!("multi", 1, 0, Transaction, 0, 0, 0),
-    c!("exec", 1, 0, Transaction, 0, 0, 0),
-    c!("discard", 1, 0, Transaction, 0, 0, 0),
-    c!("watch", -2, 0, Transaction, 1, -1, 1),
-    c!("unwatch", 1, 0, Transaction, 0, 0, 0),
-    c!("auth", -2, 0, Connection, 0, 0, 0),
-    c!("hello", -1, 0, Connection, 0, 0, 0),
-    c!("select", 2, 0, Connection, 0, 0, 0),
-    c!("ping", -1, 0, Connection, 0, 0, 0),
-    c!("echo", 2, 0, Connection, 0, 0, 0),
-    c!("quit", -1, 0, Connection, 0, 0, 0),
-    c!("reset", 1, 0, Connection, 0, 0, 0),
-    c!("client", -2, 0, Connection, 0, 0, 0),
-    c!("config", -2, 8, Admin, 0, 0, 0),
-    c!("monitor", 1, 8, Admin, 0, 0, 0),
-    c!("shutdown", -1, 8, Admin, 0, 0, 0),
-    c!("info", -1, 0, Write, 0, 0, 0),
-];
-
-pub fn lookup(req: &Request) -> Option<&'static Command> {
-    lookup_name(req.arg(0))
-}
-
-pub fn lookup_name(name: &[u8]) -> Option<&'static Command> {
-    TABLE.iter().find(|c| c.name.as_bytes().eq_ignore_ascii_case(name))
-}
-
-pub fn for_each_key(cmd: &Command, req: &Request, mut f: impl FnMut(usize)) {
-    if cmd.first <= 0 {
-        return;
+/// The class of a command from its name and flags, by the rules in [`Class`]; the
+/// generator writes it into the table.
+pub fn classify(name: &str, flags: Flags) -> Class {
+    match name {
+        "multi" | "exec" | "discard" | "watch" | "unwatch" => return Class::Transaction,
+        "auth" | "hello" | "select" | "ping" | "echo" | "quit" | "reset" | "client" => {
+            return Class::Connection
+        }
+        _ => {}
     }
-    let argc = req.argc() as i32;
-    let last = if cmd.last < 0 { argc + cmd.last } else { cmd.last };
-    let mut i = cmd.first;
-    while i <= last && i < argc {
-        f(i as usize);
-        i += cmd.step.max(1);
-    }
-}
-
-pub fn is_blocking(cmd: &Command, _req: &Request) -> bool {
-    cmd.flags.contains(Flags::BLOCKING)
-}
-
-pub fn arity_ok(cmd: &Command, argc: usize) -> bool {
-    if cmd.arity >= 0 {
-        argc == cmd.arity as usize
+    if name.starts_with("client|") {
+        Class::Connection
+    } else if flags.contains(Flags::PUBSUB) {
+        Class::PubSub
+    } else if flags.contains(Flags::ADMIN) {
+        Class::Admin
+    } else if flags.contains(Flags::READONLY) {
+        Class::Read
     } else {
-        argc >= (-cmd.arity) as usize
+        Class::Write
     }
 }
 
+/// The static table generated from Redis's `COMMAND` reply, sorted by name.
+pub fn table() -> &'static [Command] {
+    table::COMMANDS
+}
+
+/// Commands registered at run time, by lowercase name.
+static DYNAMIC: LazyLock<DashMap<Box<[u8]>, &'static Command>> = LazyLock::new(DashMap::new);
+/// Set once anything is in [`DYNAMIC`], so lookups of unknown names skip the map until then.
+static HAS_DYNAMIC: AtomicBool = AtomicBool::new(false);
+/// Longest name a registered command may have (lookups lowercase into a buffer this big).
+const MAX_DYNAMIC_NAME: usize = 64;
+
+/// Compare a lowercase table name with a name in any case.
+#[inline]
+fn cmp_ci(table_name: &[u8], name: &[u8]) -> Ordering {
+    for (a, b) in table_name.iter().zip(name) {
+        match a.cmp(&b.to_ascii_lowercase()) {
+            Ordering::Equal => {}
+            other => return other,
+        }
+    }
+    table_name.len().cmp(&name.len())
+}
+
+/// A top-level command by name, any case.
+fn lookup_top(name: &[u8]) -> Option<&'static Command> {
+    let t = table::COMMANDS;
+    if let Ok(i) = t.binary_search_by(|c| cmp_ci(c.name.as_bytes(), name)) {
+        return t.get(i);
+    }
+    if !HAS_DYNAMIC.load(AtomicOrdering::Acquire) || name.len() > MAX_DYNAMIC_NAME {
+        return None;
+    }
+    let mut buf = [0u8; MAX_DYNAMIC_NAME];
+    let lower = buf.get_mut(..name.len())?;
+    for (d, s) in lower.iter_mut().zip(name) {
+        *d = s.to_ascii_lowercase();
+    }
+    DYNAMIC.get(&*lower).map(|r| *r)
+}
+
+/// A subcommand of `container` by its own name (`setname`), any case.
+fn lookup_sub(container: &'static Command, sub: &[u8]) -> Option<&'static Command> {
+    let skip = container.name.len() + 1;
+    let subs = container.subcommands;
+    let i = subs
+        .binary_search_by(|c| cmp_ci(c.name.as_bytes().get(skip..).unwrap_or_default(), sub))
+        .ok()?;
+    subs.get(i)
+}
+
+/// Resolve a request's command (and its subcommand from arg 1 for container commands such
+/// as CLIENT, CONFIG, OBJECT, XINFO, MEMORY, …), case-insensitively. None: unknown.
+///
+/// As in Redis, a container named alone resolves to the container itself (whose arity
+/// then rejects it), and an unknown subcommand is an unknown command.
+pub fn lookup(req: &Request) -> Option<&'static Command> {
+    let top = lookup_top(req.arg(0))?;
+    if top.subcommands.is_empty() || req.argc() < 2 {
+        return Some(top);
+    }
+    lookup_sub(top, req.arg(1))
+}
+
+/// Look up by name only ("get", "GET", "client|setname").
+pub fn lookup_name(name: &[u8]) -> Option<&'static Command> {
+    match memchr::memchr(b'|', name) {
+        None => lookup_top(name),
+        Some(bar) => {
+            let top = lookup_top(name.get(..bar)?)?;
+            lookup_sub(top, name.get(bar + 1..)?)
+        }
+    }
+}
+
+/// Names (lowercase) of every command known, for config validation: whether `name`, in
+/// any case, is one of them (`"client|kill"` names a subcommand).
 pub fn is_known_name(name: &str) -> bool {
     lookup_name(name.as_bytes()).is_some()
 }
+
+/// Whether argc fits the command's arity (Redis: arity > 0 exact, < 0 at least -arity).
+#[inline]
+pub fn arity_ok(cmd: &Command, argc: usize) -> bool {
+    let argc = i64::try_from(argc).unwrap_or(i64::MAX);
+    let arity = i64::from(cmd.arity);
+    !((arity > 0 && arity != argc) || argc < -arity)
+}
+
+/// Whether this request blocks on the server: commands with the BLOCKING flag (BLPOP,
+/// BRPOP, BLMOVE, BLMPOP, BZPOPMIN/MAX, BZMPOP, …), WAIT and WAITAOF (which block the
+/// connection though Redis gives them no flag), and XREAD/XREADGROUP only when they carry
+/// BLOCK.
+pub fn is_blocking(cmd: &Command, req: &Request) -> bool {
+    if cmd.flags.contains(Flags::BLOCKING) {
+        match cmd.name {
+            "xread" | "xreadgroup" => xread_has_block(req),
+            _ => true,
+        }
+    } else {
+        matches!(cmd.name, "wait" | "waitaof")
+    }
+}
+
+/// Whether an XREAD/XREADGROUP carries a BLOCK option, read the way `xreadCommand` reads
+/// its options (up to `STREAMS`).
+fn xread_has_block(req: &Request) -> bool {
+    let argc = req.argc();
+    let mut i = 1;
+    while i < argc {
+        let more = argc - i - 1;
+        let a = req.arg(i);
+        if a.eq_ignore_ascii_case(b"block") && more > 0 {
+            return true;
+        } else if a.eq_ignore_ascii_case(b"count") && more > 0 {
+            i += 1;
+        } else if a.eq_ignore_ascii_case(b"group") && more >= 2 {
+            i += 2;
+        } else if !a.eq_ignore_ascii_case(b"noack") {
+            // STREAMS, or a syntax error: no BLOCK before it.
+            return false;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// The arguments one key spec selects: `first..=last` by `step`.
+#[derive(Clone, Copy)]
+struct KeyRange {
+    first: i64,
+    last: i64,
+    step: i64,
+}
+
+/// Apply one key spec, as `getKeysUsingKeySpecs` does. `Ok(None)`: its keyword is absent
+/// (the spec adds nothing); `Err`: the spec does not apply (unknown, incomplete, out of
+/// range, bad count), so Redis falls back on the command's procedure.
+fn spec_range(spec: &KeySpec, req: &Request) -> Result<Option<KeyRange>, ()> {
+    let argc = req.argc() as i64;
+    let mut first = match spec.begin_search {
+        BeginSearch::Index(pos) => i64::from(pos),
+        BeginSearch::Keyword { keyword, startfrom } => {
+            let kw = keyword.as_bytes();
+            let sf = i64::from(startfrom);
+            let found = if sf > 0 {
+                // Forwards, up to the last argument but one: a key must follow.
+                (sf..argc - 1).find(|&i| req.arg(i as usize).eq_ignore_ascii_case(kw))
+            } else if argc + sf < argc {
+                (1..=argc + sf)
+                    .rev()
+                    .find(|&i| req.arg(i as usize).eq_ignore_ascii_case(kw))
+            } else {
+                None
+            };
+            match found {
+                Some(i) => i + 1,
+                None => return Ok(None),
+            }
+        }
+        BeginSearch::Unknown => return Err(()),
+    };
+    let (last, step) = match spec.find_keys {
+        FindKeys::Range {
+            lastkey,
+            keystep,
+            limit,
+        } => {
+            let lastkey = i64::from(lastkey);
+            let last = if lastkey >= 0 {
+                first + lastkey
+            } else if limit == 0 {
+                argc + lastkey
+            } else {
+                first + ((argc - first) / i64::from(limit) + lastkey)
+            };
+            (last, i64::from(keystep))
+        }
+        FindKeys::Keynum {
+            keynumidx,
+            firstkey,
+            keystep,
+        } => {
+            let idx = first + i64::from(keynumidx);
+            if idx < 0 || idx >= argc {
+                return Err(());
+            }
+            let numkeys = match parse_int(req.arg(idx as usize)) {
+                Some(n) if n >= 0 => n,
+                _ => return Err(()),
+            };
+            first += i64::from(firstkey);
+            // Redis narrows the count to an int here.
+            (first + i64::from(numkeys as i32) - 1, i64::from(keystep))
+        }
+        FindKeys::Unknown => return Err(()),
+    };
+    if last >= argc || last < first || first >= argc || first < 0 || step < 1 {
+        return Err(());
+    }
+    if spec.flags.contains(KeyFlags::INCOMPLETE) {
+        return Err(());
+    }
+    Ok(Some(KeyRange { first, last, step }))
+}
+
+/// Call `f` with the argument index of every key of `req`, in order, following the key
+/// specs exactly as Redis's getKeysFromCommand does (movable keys included: EVAL numkeys,
+/// ZUNIONSTORE, XREAD/XREADGROUP STREAMS, SORT ... STORE, GEORADIUS ... STORE, MIGRATE,
+/// LMPOP, ZMPOP, BLMPOP, OBJECT, ...). No allocation.
+///
+/// Every index passed to `f` is below `req.argc()`, whatever the request holds. Where
+/// Redis would reject the arguments, the keys reported are whatever its key finding
+/// yields (often none).
+pub fn for_each_key(cmd: &Command, req: &Request, mut f: impl FnMut(usize)) {
+    let argc = req.argc();
+    let mut emit = |i: i64| {
+        if let Ok(i) = usize::try_from(i) {
+            if i < argc {
+                f(i);
+            }
+        }
+    };
+    let module = cmd.flags.contains(Flags::MODULE);
+    let real = |s: &&KeySpec| !s.flags.contains(KeyFlags::NOT_KEY);
+    let has_keyspec = cmd.key_specs.iter().any(|s| real(&s));
+    // A module's key specs are used even with variable flags: its own procedure is out
+    // of reach.
+    let has_varflags = !module
+        && cmd
+            .key_specs
+            .iter()
+            .any(|s| s.flags.contains(KeyFlags::VARIABLE_FLAGS));
+    if has_keyspec && !has_varflags {
+        let specs_apply = cmd
+            .key_specs
+            .iter()
+            .filter(real)
+            .all(|s| spec_range(s, req).is_ok());
+        if specs_apply {
+            for spec in cmd.key_specs.iter().filter(real) {
+                if let Ok(Some(r)) = spec_range(spec, req) {
+                    let mut i = r.first;
+                    while i <= r.last {
+                        emit(i);
+                        i += r.step;
+                    }
+                }
+            }
+            return;
+        }
+    }
+    if module {
+        legacy_range_keys(cmd, req, emit);
+    } else {
+        proc_keys(cmd.getkeys_proc, req, emit);
+    }
+}
+
+/// Keys from the legacy (first, last, step) triple, as `getKeysUsingLegacyRangeSpec`
+/// finds them: none at all if any position falls outside the arguments.
+fn legacy_range_keys(cmd: &Command, req: &Request, mut emit: impl FnMut(i64)) {
+    let argc = req.argc() as i64;
+    let first = i64::from(cmd.first_key);
+    let step = i64::from(cmd.key_step);
+    if first <= 0 || step < 1 {
+        return;
+    }
+    let last_key = i64::from(cmd.last_key);
+    let last = if last_key < 0 {
+        argc + last_key
+    } else {
+        last_key
+    };
+    if first <= last && last >= argc {
+        // Some position in first..=last by step reaches past the arguments.
+        let highest = first + (last - first) / step * step;
+        if highest >= argc {
+            return;
+        }
+    }
+    let mut i = first;
+    while i <= last {
+        emit(i);
+        i += step;
+    }
+}
+
+/// C's `atoi`, as Redis's `genericGetKeys` reads counts: leading space, a sign, digits,
+/// anything after ignored; out-of-range values clamp as `strtol` does, then narrow to int.
+fn atoi(s: &[u8]) -> i64 {
+    let mut it = s
+        .iter()
+        .copied()
+        .skip_while(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r'))
+        .peekable();
+    let neg = match it.peek() {
+        Some(b'-') => {
+            it.next();
+            true
+        }
+        Some(b'+') => {
+            it.next();
+            false
+        }
+        _ => false,
+    };
+    let mut v: i64 = 0;
+    for c in it.take_while(u8::is_ascii_digit) {
+        let d = i64::from(c - b'0');
+        v = if neg {
+            v.saturating_mul(10).saturating_sub(d)
+        } else {
+            v.saturating_mul(10).saturating_add(d)
+        };
+    }
+    i64::from(v as i32)
+}
+
+/// Keys from Redis's per-command procedure. Positions past the arguments are dropped by
+/// the caller's `emit`.
+fn proc_keys(proc: GetKeysProc, req: &Request, mut emit: impl FnMut(i64)) {
+    let argc = req.argc() as i64;
+    let arg = |i: i64| usize::try_from(i).map(|i| req.arg(i)).unwrap_or_default();
+    let is = |i: i64, word: &[u8]| arg(i).eq_ignore_ascii_case(word);
+    match proc {
+        GetKeysProc::None => {}
+        GetKeysProc::Numkeys {
+            store,
+            count,
+            first,
+        } => {
+            let (store, count, first) = (i64::from(store), i64::from(count), i64::from(first));
+            if count >= argc {
+                return;
+            }
+            let num = atoi(arg(count));
+            // C division truncates towards zero, as Rust's does.
+            if num < 1 || num > argc - first {
+                return;
+            }
+            for i in 0..num {
+                emit(first + i);
+            }
+            if store != 0 {
+                emit(store);
+            }
+        }
+        GetKeysProc::SortRo | GetKeysProc::FirstArg => emit(1),
+        GetKeysProc::Sort => {
+            emit(1);
+            let mut store = None;
+            let mut i = 2;
+            while i < argc {
+                if is(i, b"limit") {
+                    i += 2;
+                } else if is(i, b"store") && i + 1 < argc {
+                    // The last STORE wins, as in SORT itself.
+                    store = Some(i + 1);
+                } else if is(i, b"get") || is(i, b"by") {
+                    i += 1;
+                }
+                i += 1;
+            }
+            if let Some(s) = store {
+                emit(s);
+            }
+        }
+        GetKeysProc::Migrate => {
+            let (mut first, mut num) = (3, 1);
+            if argc > 6 {
+                let mut i = 6;
+                while i < argc {
+                    if is(i, b"keys") {
+                        if !arg(3).is_empty() {
+                            // A syntax error MIGRATE reports itself.
+                            num = 0;
+                        } else {
+                            first = i + 1;
+                            num = argc - first;
+                        }
+                        break;
+                    }
+                    if is(i, b"auth") {
+                        i += 1;
+                    } else if is(i, b"auth2") {
+                        i += 2;
+                    }
+                    i += 1;
+                }
+            }
+            for i in 0..num {
+                emit(first + i);
+            }
+        }
+        GetKeysProc::Georadius => {
+            emit(1);
+            let mut stored = None;
+            let mut i = 5;
+            while i < argc {
+                if (is(i, b"store") || is(i, b"storedist")) && i + 1 < argc {
+                    stored = Some(i + 1);
+                    i += 1;
+                }
+                i += 1;
+            }
+            if let Some(s) = stored {
+                emit(s);
+            }
+        }
+        GetKeysProc::Xread => {
+            let mut streams = None;
+            let mut i = 1;
+            while i < argc {
+                if is(i, b"block") || is(i, b"count") {
+                    i += 1;
+                } else if is(i, b"group") {
+                    i += 2;
+                } else if is(i, b"streams") {
+                    streams = Some(i);
+                    break;
+                } else if !is(i, b"noack") {
+                    break;
+                }
+                i += 1;
+            }
+            let Some(pos) = streams else { return };
+            let num = argc - pos - 1;
+            if num == 0 || num % 2 != 0 {
+                return;
+            }
+            for i in pos + 1..argc - num / 2 {
+                emit(i);
+            }
+        }
+    }
+}
+
+/// Register commands the static table does not know (module commands) from a `COMMAND
+/// INFO` reply, at runtime (stored in a `dashmap::DashMap`; entries are leaked to
+/// `&'static` — this runs once at start). Returns how many were added.
+///
+/// Entries the table already knows, and nil entries (names the server does not know), are
+/// skipped; flags this version does not know are ignored.
+pub fn register_from_command_info(reply: &OwnedFrame) -> Result<usize, String> {
+    let infos = info::parse_reply(reply)?;
+    let mut added = 0;
+    for ci in infos {
+        if lookup_name(ci.name.as_bytes()).is_some() {
+            continue;
+        }
+        if ci.name.len() > MAX_DYNAMIC_NAME {
+            tracing::warn!(command = %ci.name, "command name too long to register; treated as unknown");
+            continue;
+        }
+        let key: Box<[u8]> = ci.name.as_bytes().into();
+        let cmd: &'static Command = Box::leak(Box::new(ci.leak()));
+        DYNAMIC.insert(key, cmd);
+        HAS_DYNAMIC.store(true, AtomicOrdering::Release);
+        added += 1;
+    }
+    Ok(added)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+mod tests;

@@ -215,8 +215,14 @@ async fn probe_backends(proxy: Arc<Proxy>) {
                     if !unknown.is_empty() {
                         let mut args: Vec<&[u8]> = vec![b"COMMAND", b"INFO"];
                         args.extend(unknown.iter().map(|n| n.as_slice()));
-                        if let Ok(reply) = c.call(&args, t).await {
-                            register_module_commands(reply, unknown.len());
+                        if let Ok(raw) = c.call_raw(&args, t).await {
+                            match redis_protocol::resp2::decode::decode(&raw) {
+                                Ok(Some((frame, _))) => match crate::commands::register_from_command_info(&frame) {
+                                    Ok(n) => tracing::info!(commands = n, "registered module commands from the master"),
+                                    Err(e) => tracing::warn!(error = %e, "could not register module commands"),
+                                },
+                                _ => tracing::warn!("COMMAND INFO reply did not decode"),
+                            }
                         }
                     }
                 }
@@ -226,10 +232,6 @@ async fn probe_backends(proxy: Arc<Proxy>) {
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(5));
     }
-}
-
-fn register_module_commands(reply: Decoded, asked: usize) {
-    let _ = (reply, asked);
 }
 
 /// Run until SIGTERM (graceful, within `shutdown_grace_ms`) or SIGINT (fast).
