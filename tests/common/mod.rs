@@ -1387,3 +1387,109 @@ impl Nutcracker {
         self.process.pid().expect("nutcracker is running")
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// The proxy under test
+
+/// A redsplit instance running in this test process, on its own runtime, listening on a
+/// free port. Stopped (gracefully, briefly) on drop.
+pub struct ProxyUnderTest {
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    /// The admin endpoint, if enabled.
+    pub admin_addr: Option<SocketAddr>,
+    handle: Option<redsplit::server::Handle>,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl ProxyUnderTest {
+    /// Start with a YAML configuration; `listen` and `admin.listen` default to port 0.
+    pub fn start(yaml: &str) -> ProxyUnderTest {
+        let mut cfg = redsplit::config::Config::from_yaml(yaml).unwrap_or_else(|e| panic!("test config: {e}"));
+        if !yaml.contains("\nlisten:") && !yaml.starts_with("listen:") {
+            cfg.listen = "127.0.0.1:0".into();
+        }
+        if !yaml.contains("admin:") {
+            cfg.admin.listen = "127.0.0.1:0".into();
+        }
+        Self::start_config(cfg)
+    }
+
+    /// Start with a configuration value.
+    pub fn start_config(cfg: redsplit::config::Config) -> ProxyUnderTest {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let handle = rt.block_on(redsplit::server::start(cfg, None)).expect("proxy starts");
+        ProxyUnderTest { addr: handle.addr, admin_addr: handle.admin_addr, handle: Some(handle), rt: Some(rt) }
+    }
+
+    /// The shared state (view, metrics, settings).
+    pub fn state(&self) -> &Arc<redsplit::proxy::Proxy> {
+        &self.handle.as_ref().expect("running").proxy
+    }
+
+    /// A client connection to the proxy.
+    pub fn conn(&self) -> redis::Connection {
+        connect(self.addr)
+    }
+
+    /// An async client connection to the proxy.
+    pub async fn async_conn(&self) -> redis::aio::MultiplexedConnection {
+        connect_async(self.addr).await
+    }
+
+    /// Run a future on the proxy's runtime.
+    pub fn block_on<F: Future>(&self, f: F) -> F::Output {
+        self.rt.as_ref().expect("running").block_on(f)
+    }
+
+    /// Wait until the monitor sees the master up and `replicas` healthy replicas.
+    pub fn wait_healthy(&self, replicas: usize) {
+        let state = self.state().clone();
+        wait_until("the proxy sees a healthy topology", SYNC_TIMEOUT, || {
+            let v = state.view.load();
+            v.master_up() && v.replicas.iter().filter(|r| r.health == redsplit::topology::Health::Ok).count() >= replicas
+        });
+    }
+
+    /// Wait until `replicas` replicas are in the read pool of budget 0.
+    pub fn wait_in_pool(&self, replicas: usize) {
+        let state = self.state().clone();
+        wait_until("replicas join the read pool", SYNC_TIMEOUT, || {
+            let v = state.view.load();
+            v.master_up() && v.replicas.iter().filter(|r| r.in_pool & 1 == 1).count() >= replicas
+        });
+    }
+
+    /// Stop gracefully within `grace`.
+    pub fn stop(mut self, grace: Duration) {
+        if let (Some(h), Some(rt)) = (self.handle.take(), self.rt.as_ref()) {
+            rt.block_on(h.shutdown(grace));
+        }
+    }
+}
+
+impl Drop for ProxyUnderTest {
+    fn drop(&mut self) {
+        if let (Some(h), Some(rt)) = (self.handle.take(), self.rt.as_ref()) {
+            rt.block_on(h.shutdown(Duration::from_millis(200)));
+        }
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// A minimal proxy configuration for a replica set.
+pub fn proxy_yaml(set: &ReplicaSet, extra: &str) -> String {
+    let replicas: Vec<String> = set.replicas.iter().map(|r| format!("\"{}\"", r.addr())).collect();
+    format!(
+        "backend:\n  master: \"{}\"\n  replicas: [{}]\n{}",
+        set.master.addr(),
+        replicas.join(", "),
+        extra
+    )
+}
