@@ -280,7 +280,7 @@ impl Session {
                 let before = (self.pending.len(), self.rbuf.len(), self.wbuf.len());
                 if let Err(e) = self.process() {
                     self.closing = true;
-                    self.push_local_error(&e.0);
+                    self.push_local_error(&format!("ERR {}", e.0));
                 }
                 self.drain();
                 rounds += 1;
@@ -486,6 +486,9 @@ impl Session {
         let Some(cmd) = cmd else {
             // Unknown to the table: the master answers (module command or an error).
             self.stats.request(class_index(None));
+            if matches!(self.mode, Mode::Multi | Mode::Watch) {
+                return self.dispatch_dedicated_mode(req, None, run, rbuf, settings, view);
+            }
             return self.to_master(req, offset, inline, run, rbuf, settings, view, now, Kind::Write, None);
         };
         self.stats.request(class_index(Some(cmd.class)));
@@ -517,7 +520,7 @@ impl Session {
             }
         }
         if matches!(self.mode, Mode::Multi | Mode::Watch) {
-            return self.dispatch_dedicated_mode(req, cmd, run, rbuf, settings, view);
+            return self.dispatch_dedicated_mode(req, Some(cmd), run, rbuf, settings, view);
         }
         match cmd.class {
             Class::Connection => {
@@ -918,7 +921,7 @@ impl Session {
     fn dispatch_dedicated_mode(
         &mut self,
         req: &Request,
-        cmd: &'static Command,
+        cmd: Option<&'static Command>,
         run: &mut Option<Run>,
         rbuf: &[u8],
         _settings: &Settings,
@@ -926,20 +929,20 @@ impl Session {
     ) -> Stop {
         self.flush_pending_run(run, rbuf);
         let now = Instant::now();
-        let name = cmd.name;
-        match name {
-            "quit" => {
+        let name = cmd.map(|c| c.name).unwrap_or("");
+        match (name, cmd) {
+            ("quit", _) => {
                 self.push_local_raw(reply::OK);
                 self.closing = true;
                 return Stop::More;
             }
-            "reset" => {
+            ("reset", Some(cmd)) => {
                 if !self.pending.is_empty() {
                     return Stop::Wait;
                 }
                 return self.local_command(req, cmd, _settings, view);
             }
-            "auth" | "hello" | "client" => {
+            (n, Some(cmd)) if n == "auth" || n == "hello" || n.starts_with("client|") => {
                 if self.mode == Mode::Multi {
                     self.push_local_error("ERR Command not allowed inside a transaction");
                     return Stop::More;
@@ -989,7 +992,7 @@ impl Session {
             },
             _ => {}
         }
-        if self.mode != Mode::Multi && commands::is_blocking(cmd, req) {
+        if self.mode != Mode::Multi && cmd.is_some_and(|c| commands::is_blocking(c, req)) {
             kind = Kind::Blocking;
             self.blocking_in_flight = true;
             if let Some(d) = &self.dedicated {
