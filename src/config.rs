@@ -1,15 +1,35 @@
 //! `proxy.yaml`: the schema, its defaults, `${ENV}` interpolation and validation.
 //!
-//! Every struct denies unknown keys. Values are checked while they are deserialized
-//! (addresses, globs, sizes), so `serde_yaml` reports the line and column of a bad
-//! value; checks that need several values at once run in [`Config::validate`].
+//! Loading a file goes through four steps, each of which can stop it with a
+//! [`ConfigError`] that names the file, line and column and says how to fix the text:
+//!
+//! 1. `${VAR}`, `${VAR:-default}` and `$$` are replaced in the raw text (outside
+//!    comments); a map from the new text back to the original keeps positions right.
+//! 2. The text is read once more as a tree of positioned YAML nodes, so that a setting
+//!    can be found by its path (`routing.rules[2].max_lag_ms`) and duplicate keys are
+//!    caught.
+//! 3. `serde_yaml` builds the structs below; every struct denies unknown keys, and its
+//!    messages are rewritten into sentences.
+//! 4. [`Config::validate`] checks values (addresses, key globs, command names, sizes)
+//!    and the rules that tie several settings together; each problem is reported at the
+//!    position of the setting it names.
+//!
+//! Secrets ([`Secret`]) never print: not in `Debug`, not in [`Config::masked_yaml`],
+//! not in an error message, even when they came from the environment.
 
-use serde::Deserialize;
+mod source;
+mod validate;
+mod vars;
+
+pub use validate::{check_address, check_command_name, check_glob};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::fmt;
 use std::path::Path;
 
 /// The whole configuration file.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Address clients connect to. Changing it needs a restart.
@@ -51,16 +71,27 @@ impl Default for Config {
     }
 }
 
-/// Commands denied by default: they reconfigure or stop the servers behind the proxy.
+/// Commands denied by default: they reconfigure or stop the servers behind the proxy, or
+/// (`MONITOR`) show every client's traffic.
 pub fn default_deny_commands() -> Vec<String> {
-    ["SHUTDOWN", "REPLICAOF", "SLAVEOF", "FAILOVER", "DEBUG", "SYNC", "PSYNC", "CLUSTER"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    [
+        "SHUTDOWN",
+        "REPLICAOF",
+        "SLAVEOF",
+        "FAILOVER",
+        "DEBUG",
+        "SYNC",
+        "PSYNC",
+        "CLUSTER",
+        "MONITOR",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 /// The admin HTTP endpoint (`/metrics`, `/healthz`, `/readyz`, `/status`, `/`).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// Address of the admin endpoint; empty disables it.
@@ -71,19 +102,24 @@ pub struct AdminConfig {
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        AdminConfig { listen: "127.0.0.1:7481".into(), token: Secret::default() }
+        AdminConfig {
+            listen: "127.0.0.1:7481".into(),
+            token: Secret::default(),
+        }
     }
 }
 
 /// Backends: a static master and replicas, or Sentinel.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BackendConfig {
     /// The master's address (static topology).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub master: Option<String>,
     /// The replicas' addresses (static topology).
     pub replicas: Vec<String>,
     /// Discover the topology from Sentinel instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub sentinel: Option<SentinelConfig>,
     /// ACL user for backend connections; empty: the default user.
     pub username: String,
@@ -120,7 +156,7 @@ impl Default for BackendConfig {
 }
 
 /// Sentinel discovery.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SentinelConfig {
     /// Sentinel addresses; any that answers is used.
@@ -143,7 +179,7 @@ fn default_sentinel_refresh_ms() -> u64 {
 }
 
 /// The replication monitor: how offsets are polled and how replicas enter the pool.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReplicationConfig {
     /// Time between polls of each backend's replication state (ms).
@@ -159,12 +195,17 @@ pub struct ReplicationConfig {
 
 impl Default for ReplicationConfig {
     fn default() -> Self {
-        ReplicationConfig { poll_interval_ms: 50, poll_timeout_ms: 1000, dwell_ms: 1000, history_secs: 300 }
+        ReplicationConfig {
+            poll_interval_ms: 50,
+            poll_timeout_ms: 1000,
+            dwell_ms: 1000,
+            history_secs: 300,
+        }
     }
 }
 
 /// How reads pick a backend.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RoutingConfig {
     /// The level of every read no rule matches.
@@ -192,14 +233,20 @@ impl Default for RoutingConfig {
 }
 
 /// A consistency level and its budget.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LevelConfig {
     /// `master`, `replica` (bounded staleness) or `any` (any healthy replica).
     pub consistency: Consistency,
     /// Largest staleness a replica may have to serve the read (ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_lag_ms: Option<u64>,
-    /// Largest offset gap a replica may have to serve the read (bytes).
+    /// Largest offset gap a replica may have to serve the read (bytes; in YAML also a
+    /// size such as `64kb`).
+    #[serde(
+        deserialize_with = "optional_size",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_lag_bytes: Option<u64>,
     /// After a client's write, its reads wait for replicas to catch up to it.
     pub read_your_writes: bool,
@@ -217,7 +264,7 @@ impl Default for LevelConfig {
 }
 
 /// One routing rule.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     /// A name shown in `PROXY EXPLAIN`, `/status` and metrics.
@@ -229,24 +276,30 @@ pub struct RuleConfig {
     #[serde(default)]
     pub commands: Vec<String>,
     /// The level for reads this rule matches; unset fields come from `routing.default`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consistency: Option<Consistency>,
-    /// Budget in ms (inherits the default's when unset).
-    #[serde(default)]
+    /// Budget in ms. With `max_lag_bytes`, the rule's budget: when the rule sets
+    /// neither, both come from `routing.default` (see [`RuleConfig::effective`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_lag_ms: Option<u64>,
-    /// Budget in bytes (inherits the default's when unset).
-    #[serde(default)]
+    /// Budget in bytes (in YAML also a size such as `64kb`). Inherited together with
+    /// `max_lag_ms`, as a pair.
+    #[serde(
+        default,
+        deserialize_with = "optional_size",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_lag_bytes: Option<u64>,
     /// Read-your-writes for reads this rule matches (inherits when unset).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_your_writes: Option<bool>,
     /// Durable writes: hold a write's reply until this many replicas hold it.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait: Option<WaitConfig>,
 }
 
 /// Durable-write settings of a rule.
-#[derive(Clone, Copy, Debug, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WaitConfig {
     /// Replicas that must hold the write before the client gets the reply.
@@ -256,7 +309,7 @@ pub struct WaitConfig {
 }
 
 /// A consistency level.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Consistency {
     /// Reads go to the master.
@@ -268,7 +321,7 @@ pub enum Consistency {
 }
 
 /// How to pick among qualifying replicas.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum ReplicaChoice {
     /// The replica with the smallest staleness.
@@ -280,7 +333,7 @@ pub enum ReplicaChoice {
 }
 
 /// What a read does when no replica qualifies.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Fallback {
     /// Serve it from the master.
@@ -290,7 +343,7 @@ pub enum Fallback {
 }
 
 /// What reads do while the master is down.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum OnMasterDown {
     /// Keep serving reads from replicas (their staleness grows).
@@ -300,7 +353,7 @@ pub enum OnMasterDown {
 }
 
 /// A user clients authenticate as.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserConfig {
     /// User name (`default` is the one `AUTH <password>` uses).
@@ -323,8 +376,9 @@ fn all_keys() -> Vec<String> {
 }
 
 /// Which commands a user may run.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq, Default)]
-#[serde(untagged)]
+///
+/// In YAML: `all`, `read`, or a list of command names.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub enum CommandAccess {
     /// `all` or `read`.
     Class(AccessClass),
@@ -332,12 +386,53 @@ pub enum CommandAccess {
     List(Vec<String>),
     /// Everything not admin (`all`).
     #[default]
-    #[serde(skip)]
     Unset,
 }
 
+impl<'de> Deserialize<'de> for CommandAccess {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = CommandAccess;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("`all`, `read` or a list of command names")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<CommandAccess, E> {
+                match v {
+                    "all" => Ok(CommandAccess::Class(AccessClass::All)),
+                    "read" => Ok(CommandAccess::Class(AccessClass::Read)),
+                    _ => Err(E::custom(format!(
+                        "unknown command class `{v}`: write `all`, `read`, or a list of command names such as [GET, SET]"
+                    ))),
+                }
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<CommandAccess, A::Error> {
+                let mut names = Vec::new();
+                while let Some(n) = seq.next_element::<String>()? {
+                    names.push(n);
+                }
+                Ok(CommandAccess::List(names))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Serialize for CommandAccess {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            CommandAccess::Class(c) => c.serialize(s),
+            CommandAccess::List(l) => l.serialize(s),
+            CommandAccess::Unset => AccessClass::All.serialize(s),
+        }
+    }
+}
+
 /// A named class of commands.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum AccessClass {
     /// Every command (admin ones only with `admin: true`).
@@ -347,7 +442,7 @@ pub enum AccessClass {
 }
 
 /// Per-client limits.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     /// Most client connections at once; past it new clients get an error and are closed.
@@ -383,30 +478,71 @@ impl Default for LimitsConfig {
     }
 }
 
-/// A size in bytes: an integer, or a string with a `kb`/`mb`/`gb` suffix.
+/// A size in bytes: an integer, or a string with a `kb`/`mb`/`gb` suffix (powers of
+/// 1024; `b` is also accepted). It prints back in the largest unit that divides it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ByteSize(pub u64);
 
 impl<'de> Deserialize<'de> for ByteSize {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            N(u64),
-            S(String),
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size: a number of bytes, or a number with kb, mb or gb (e.g. 64mb)")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<ByteSize, E> {
+                u64::try_from(v).map(ByteSize).map_err(|_| {
+                    E::custom(format!(
+                        "invalid size {v}: a size cannot be negative; write e.g. 64mb"
+                    ))
+                })
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<ByteSize, E> {
+                parse_size(s).map(ByteSize).ok_or_else(|| {
+                    E::custom(format!(
+                        "invalid size {s:?}: write a number of bytes, or a number with kb, mb or gb (e.g. 64mb)"
+                    ))
+                })
+            }
         }
-        match Raw::deserialize(d)? {
-            Raw::N(n) => Ok(ByteSize(n)),
-            Raw::S(s) => parse_size(&s).map(ByteSize).ok_or_else(|| {
-                serde::de::Error::custom(format!(
-                    "invalid size {s:?}: write a number of bytes, or a number with kb, mb or gb (e.g. 64mb)"
-                ))
-            }),
+        d.deserialize_any(V)
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0 % 1024 == 0 && self.0 != 0 {
+            s.serialize_str(&self.to_string())
+        } else {
+            s.serialize_u64(self.0)
         }
     }
 }
 
-fn parse_size(s: &str) -> Option<u64> {
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0;
+        for (unit, size) in [("gb", 1u64 << 30), ("mb", 1 << 20), ("kb", 1 << 10)] {
+            if n != 0 && n % size == 0 {
+                return write!(f, "{}{unit}", n / size);
+            }
+        }
+        write!(f, "{n}")
+    }
+}
+
+/// An optional byte count written as a number or a size (`64kb`).
+fn optional_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Ok(Option::<ByteSize>::deserialize(d)?.map(|b| b.0))
+}
+
+/// Parse `123`, `123b`, `64kb`, `64mb`, `1gb` (case-insensitive, spaces allowed before
+/// the unit) into bytes; `None` if it is not such a size or overflows.
+pub fn parse_size(s: &str) -> Option<u64> {
     let t = s.trim().to_ascii_lowercase();
     let (num, mult) = if let Some(n) = t.strip_suffix("gb") {
         (n, 1u64 << 30)
@@ -419,11 +555,15 @@ fn parse_size(s: &str) -> Option<u64> {
     } else {
         (t.as_str(), 1)
     };
-    num.trim().parse::<u64>().ok()?.checked_mul(mult)
+    let num = num.trim();
+    if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    num.parse::<u64>().ok()?.checked_mul(mult)
 }
 
-/// A secret string (password, token). It never prints: `Debug` and `Display` show
-/// `***` when set.
+/// A secret string (password, token). It never prints: `Debug`, `Display` and
+/// `Serialize` show `***` when set.
 #[derive(Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
 pub struct Secret(String);
@@ -440,6 +580,13 @@ impl Secret {
     /// Wrap a string.
     pub fn new(s: impl Into<String>) -> Self {
         Secret(s.into())
+    }
+}
+
+impl Serialize for Secret {
+    /// A set secret serializes as `***`, so no serialized config ever holds one.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if self.0.is_empty() { "" } else { "***" })
     }
 }
 
@@ -481,58 +628,535 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-impl Config {
-    /// Parse and validate YAML text.
-    pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
-        let cfg: Config = serde_yaml::from_str(text).map_err(|e| {
-            let loc = e.location();
-            ConfigError {
-                file: None,
-                line: loc.as_ref().map(|l| l.line()),
-                column: loc.as_ref().map(|l| l.column()),
-                message: e.to_string(),
-            }
-        })?;
-        cfg.validate()?;
-        Ok(cfg)
-    }
-
-    /// Read, parse and validate a file.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: Some(path.display().to_string()),
+impl ConfigError {
+    /// An error with neither file nor position.
+    fn plain(message: String) -> Self {
+        ConfigError {
+            file: None,
             line: None,
             column: None,
-            message: format!("cannot read the file: {e}"),
-        })?;
-        Config::from_yaml(&text).map_err(|mut e| {
-            e.file = Some(path.display().to_string());
+            message,
+        }
+    }
+}
+
+/// Read, parse and validate `path`: what `redsplit check FILE` runs. On success the
+/// file is exactly what `redsplit run` would accept; on failure the error reads
+/// `FILE:LINE:COL: what is wrong and how to fix it`.
+pub fn check(path: &Path) -> Result<Config, ConfigError> {
+    Config::load(path)
+}
+
+/// Look a variable up in the process environment, as interpolation does by default.
+/// A variable whose value is not valid UTF-8 counts as unset.
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// Whether one start-up setting differs between two configurations.
+type Differs = fn(&Config, &Config) -> bool;
+
+/// Settings that only take effect at start-up, with the name
+/// [`Config::restart_required`] reports for each.
+const RESTART_ONLY: [(&str, Differs); 3] = [
+    ("listen", |a, b| a.listen != b.listen),
+    ("workers", |a, b| a.workers != b.workers),
+    ("admin.listen", |a, b| a.admin.listen != b.admin.listen),
+];
+
+impl Config {
+    /// Parse and validate YAML text, interpolating from the process environment.
+    pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
+        Config::from_yaml_env(text, None, &process_env)
+    }
+
+    /// Parse and validate YAML text, looking `${VAR}` up with `env` instead of the
+    /// process environment (tests, or a caller with its own variables). `file` names
+    /// the text in errors.
+    pub fn from_yaml_env(
+        text: &str,
+        file: Option<&str>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        parse(text, env).map_err(|mut e| {
+            e.file = file.map(str::to_string);
             e
         })
     }
 
-    /// Checks that need more than one value.
+    /// Read, parse and validate a file, interpolating from the process environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: Some(name.clone()),
+            line: None,
+            column: None,
+            message: format!("cannot read the file: {e}"),
+        })?;
+        Config::from_yaml_env(&text, Some(&name), &process_env)
+    }
+
+    /// Check the values and the rules that tie settings together (see the module
+    /// docs). Without the source text there is no position: the message names the
+    /// setting by its path. [`Config::from_yaml`] and [`Config::load`] run the same
+    /// checks and add the file, line and column.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let err = |m: String| ConfigError { file: None, line: None, column: None, message: m };
-        match (&self.backend.master, &self.backend.sentinel) {
-            (Some(_), Some(_)) => {
-                return Err(err("backend: give either master/replicas or sentinel, not both".into()))
-            }
-            (None, None) => {
-                return Err(err("backend: give master (and replicas), or sentinel".into()))
-            }
-            _ => {}
+        match validate::problems(self).into_iter().next() {
+            Some(p) => Err(ConfigError::plain(p.message)),
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    /// The configuration as YAML, every default filled in and every secret shown as
+    /// `***` (an unset one as `""`): safe for logs and the status page.
+    pub fn masked_yaml(&self) -> String {
+        serde_yaml::to_string(self)
+            .unwrap_or_else(|e| format!("# cannot serialize the configuration: {e}\n"))
+    }
+
+    /// A short, stable hash of the effective configuration (16 hex digits of a
+    /// SHA-256), to show which version of the file is running. Equal configurations,
+    /// however written, have equal fingerprints. Secrets count only as set or unset,
+    /// so the fingerprint reveals nothing about them; to tell whether anything at all
+    /// changed, passwords included, compare two configurations with `==`.
+    pub fn fingerprint(&self) -> String {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        Sha256::digest(&json)
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// The settings that differ between `self` (running) and `new` but take effect only
+    /// after a restart: `listen`, `workers` and `admin.listen` (sockets and threads made
+    /// at start-up). Everything else — backends (addresses, Sentinel, credentials,
+    /// pool sizes, timeouts), replication, routing, users, `deny_commands`, `limits`
+    /// (including `max_clients`), `shutdown_grace_ms` and `admin.token` — is applied
+    /// live by a reload.
+    pub fn restart_required(&self, new: &Config) -> Vec<&'static str> {
+        RESTART_ONLY
+            .iter()
+            .filter(|(_, changed)| changed(self, new))
+            .map(|(name, _)| *name)
+            .collect()
     }
 }
 
-impl Config {
-    /// A short stable hash of the effective configuration ("config version").
-    pub fn fingerprint(&self) -> String {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        format!("{self:?}").hash(&mut h);
-        format!("{:016x}", h.finish())
+/// The loading pipeline of the module docs; errors carry positions in `text`.
+fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    let src_lines = source::LineIndex::new(text);
+    let located = |pos: Option<source::Pos>, message: String| ConfigError {
+        file: None,
+        line: pos.map(|p| p.line),
+        column: pos.map(|p| p.column),
+        message,
+    };
+    let expanded = vars::interpolate(text, env)
+        .map_err(|e| located(Some(src_lines.pos(e.offset)), e.message))?;
+    let out_lines = source::LineIndex::new(&expanded.text);
+    // A position in the expanded text, moved back to the text the user wrote.
+    let place = |p: source::Pos| src_lines.pos(expanded.source_offset(out_lines.offset(p)));
+    let parsed = source::SourceMap::parse(&expanded.text);
+    let tree = parsed.as_ref().ok();
+    let secrets = secrets(tree, &expanded);
+    let fail = |pos: Option<source::Pos>, message: String| {
+        located(pos.map(place), redact(message, &secrets))
+    };
+
+    if let Some(t) = tree {
+        if let Some(dup) = t.duplicates.first() {
+            let first = place(dup.first);
+            let where_ = validate::describe_path(&dup.parent);
+            return Err(fail(
+                Some(dup.again),
+                format!(
+                    "duplicate key `{}` in {where_} (first given at line {}): keep one of them",
+                    dup.key, first.line
+                ),
+            ));
+        }
+        if let Some(at) = t.second_document {
+            return Err(fail(
+                Some(at),
+                "a second YAML document starts here: a configuration is one document; remove the `---` and what follows, or merge the two".into(),
+            ));
+        }
+    }
+    let cfg: Config = serde_yaml::from_str(&expanded.text).map_err(|e| match &parsed {
+        // Not well-formed YAML: the parser's own error is the one to show; serde_yaml
+        // may first stumble on a type mismatch the broken syntax makes.
+        Err(syntax) => fail(
+            Some(syntax.pos),
+            format!(
+                "YAML syntax error: {}; check the indentation (spaces, not tabs), quotes and brackets",
+                syntax.message
+            ),
+        ),
+        Ok(_) => {
+            let pos = e.location().map(|l| source::Pos { line: l.line(), column: l.column() });
+            fail(pos, validate::friendly_serde_error(&e.to_string(), pos, &place))
+        }
+    })?;
+    let mut problems: Vec<(Option<source::Pos>, usize, String)> = validate::problems(&cfg)
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let pos = tree.and_then(|t| {
+                t.find(&p.path)
+                    .or_else(|| p.also.as_deref().and_then(|a| t.find(a)))
+                    .or_else(|| t.locate(&p.path))
+            });
+            (pos, i, p.message)
+        })
+        .collect();
+    // Report the problem nearest the top of the file; unplaced ones come last.
+    problems.sort_by_key(|(pos, i, _)| (pos.is_none(), pos.map(|p| (p.line, p.column)), *i));
+    match problems.into_iter().next() {
+        Some((pos, _, message)) => Err(fail(pos, message)),
+        None => Ok(cfg),
     }
 }
+
+/// Values no error message may show: every scalar at a secret's path, every value
+/// taken from a variable whose name looks secret, and, when the text is not even
+/// well-formed YAML (so paths are unknown), every value taken from the environment.
+fn secrets(tree: Option<&source::SourceMap>, expanded: &vars::Expanded) -> Vec<String> {
+    let mut out: Vec<String> = match tree {
+        Some(t) => t
+            .scalars()
+            .filter(|(path, _)| is_secret_path(path))
+            .map(|(_, v)| v.to_string())
+            .collect(),
+        None => expanded.inserted.iter().map(|i| i.value.clone()).collect(),
+    };
+    out.extend(
+        expanded
+            .inserted
+            .iter()
+            .filter(|i| vars::secret_name(&i.name))
+            .map(|i| i.value.clone()),
+    );
+    out.retain(|s| !s.is_empty());
+    // Longest first, so a secret containing another is masked whole.
+    out.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    out.dedup();
+    out
+}
+
+/// Whether a YAML path holds a [`Secret`].
+fn is_secret_path(path: &str) -> bool {
+    matches!(
+        path,
+        "admin.token" | "backend.password" | "backend.sentinel.password"
+    ) || (path.starts_with("users[") && path.ends_with("].password"))
+}
+
+/// `message` with every secret replaced by `***`. A secret of fewer than
+/// [`MIN_SUBSTRING_SECRET`] characters is replaced only where it stands alone (not
+/// inside a word), so that a one-letter password does not garble the message.
+fn redact(message: String, secrets: &[String]) -> String {
+    let mut message = message;
+    for s in secrets {
+        if s.chars().count() >= MIN_SUBSTRING_SECRET {
+            message = message.replace(s.as_str(), "***");
+            continue;
+        }
+        let mut out = String::with_capacity(message.len());
+        let mut rest = message.as_str();
+        while let Some(i) = rest.find(s.as_str()) {
+            let before = rest[..i]
+                .chars()
+                .next_back()
+                .or_else(|| out.chars().next_back());
+            let after = rest[i + s.len()..].chars().next();
+            let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+            out.push_str(&rest[..i]);
+            out.push_str(if word(before) || word(after) {
+                s
+            } else {
+                "***"
+            });
+            rest = &rest[i + s.len()..];
+        }
+        out.push_str(rest);
+        message = out;
+    }
+    message
+}
+
+/// Secrets at least this long are masked wherever they appear in a message.
+const MIN_SUBSTRING_SECRET: usize = 4;
+
+/// Whether `name` is a command of the command table (or a module command registered
+/// from the master). Validation calls it for every command name in the file.
+fn known_command(name: &str) -> bool {
+    crate::commands::is_known_name(name)
+}
+
+impl Consistency {
+    /// How strict the level is: `master` 2, `replica` 1, `any` 0. Among several keys
+    /// of one command, the strictest level wins.
+    pub fn strictness(self) -> u8 {
+        match self {
+            Consistency::Master => 2,
+            Consistency::Replica => 1,
+            Consistency::Any => 0,
+        }
+    }
+}
+
+impl LevelConfig {
+    /// The level a read must meet to satisfy both `self` and `other`, as for a command
+    /// whose keys fall under two rules: the stricter consistency, the smaller of each
+    /// budget that applies (a budget of an `any` or `master` level does not), and
+    /// read-your-writes if either asks for it.
+    pub fn strictest(&self, other: &LevelConfig) -> LevelConfig {
+        fn min(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+            match (a, b) {
+                (Some(x), Some(y)) => Some(x.min(y)),
+                (x, y) => x.or(y),
+            }
+        }
+        let consistency = if other.consistency.strictness() > self.consistency.strictness() {
+            other.consistency
+        } else {
+            self.consistency
+        };
+        let budget = |l: &LevelConfig, f: fn(&LevelConfig) -> Option<u64>| {
+            if l.consistency == Consistency::Replica {
+                f(l)
+            } else {
+                None
+            }
+        };
+        let (max_lag_ms, max_lag_bytes) = if consistency == Consistency::Replica {
+            (
+                min(
+                    budget(self, |l| l.max_lag_ms),
+                    budget(other, |l| l.max_lag_ms),
+                ),
+                min(
+                    budget(self, |l| l.max_lag_bytes),
+                    budget(other, |l| l.max_lag_bytes),
+                ),
+            )
+        } else {
+            let keep = if consistency == self.consistency {
+                self
+            } else {
+                other
+            };
+            (keep.max_lag_ms, keep.max_lag_bytes)
+        };
+        LevelConfig {
+            consistency,
+            max_lag_ms,
+            max_lag_bytes,
+            read_your_writes: self.read_your_writes || other.read_your_writes,
+        }
+    }
+}
+
+impl RuleConfig {
+    /// The rule's level with every unset field taken from `default` (normally
+    /// `routing.default`). The staleness budget is inherited as a pair: a rule that sets
+    /// `max_lag_ms` or `max_lag_bytes` has exactly the budgets it sets, so a rule can
+    /// trade the default's time budget for a byte budget; a rule that sets neither has
+    /// the default's.
+    pub fn effective(&self, default: &LevelConfig) -> LevelConfig {
+        let own_budget = self.max_lag_ms.is_some() || self.max_lag_bytes.is_some();
+        LevelConfig {
+            consistency: self.consistency.unwrap_or(default.consistency),
+            max_lag_ms: if own_budget {
+                self.max_lag_ms
+            } else {
+                default.max_lag_ms
+            },
+            max_lag_bytes: if own_budget {
+                self.max_lag_bytes
+            } else {
+                default.max_lag_bytes
+            },
+            read_your_writes: self.read_your_writes.unwrap_or(default.read_your_writes),
+        }
+    }
+
+    /// Whether the rule names this command (case-insensitive). A rule without a
+    /// `commands` list names every command.
+    pub fn names_command(&self, command: &str) -> bool {
+        self.commands.is_empty()
+            || self
+                .commands
+                .iter()
+                .any(|c| c.eq_ignore_ascii_case(command))
+    }
+}
+
+impl RoutingConfig {
+    /// The effective level of every rule, in rule order (see [`RuleConfig::effective`]).
+    pub fn effective_levels(&self) -> Vec<LevelConfig> {
+        self.rules
+            .iter()
+            .map(|r| r.effective(&self.default))
+            .collect()
+    }
+
+    /// The rule with this name.
+    pub fn rule(&self, name: &str) -> Option<&RuleConfig> {
+        self.rules.iter().find(|r| r.name == name)
+    }
+}
+
+impl BackendConfig {
+    /// Whether the topology comes from Sentinel rather than static addresses.
+    pub fn uses_sentinel(&self) -> bool {
+        self.sentinel.is_some()
+    }
+}
+
+impl UserConfig {
+    /// The effective command access: an unset `commands` means `all`.
+    pub fn access(&self) -> CommandAccess {
+        match &self.commands {
+            CommandAccess::Unset => CommandAccess::Class(AccessClass::All),
+            other => other.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("0"), Some(0));
+        assert_eq!(parse_size("123"), Some(123));
+        assert_eq!(parse_size("123b"), Some(123));
+        assert_eq!(parse_size("64kb"), Some(64 << 10));
+        assert_eq!(parse_size("64 MB"), Some(64 << 20));
+        assert_eq!(parse_size(" 2gb "), Some(2 << 30));
+        for bad in [
+            "",
+            "mb",
+            "-1",
+            "+5",
+            "1.5mb",
+            "12zb",
+            "1 2mb",
+            "99999999999999gb",
+        ] {
+            assert_eq!(parse_size(bad), None, "{bad}");
+        }
+        assert_eq!(ByteSize(512 << 20).to_string(), "512mb");
+        assert_eq!(ByteSize(1 << 30).to_string(), "1gb");
+        assert_eq!(ByteSize(1536).to_string(), "1536");
+        assert_eq!(ByteSize(1000).to_string(), "1000");
+        let s: ByteSize = serde_yaml::from_str("32mb").unwrap();
+        assert_eq!(s, ByteSize(32 << 20));
+        let s: ByteSize = serde_yaml::from_str("4096").unwrap();
+        assert_eq!(serde_yaml::to_string(&s).unwrap().trim(), "4kb");
+        assert!(serde_yaml::from_str::<ByteSize>("-4").is_err());
+    }
+
+    #[test]
+    fn globs() {
+        for ok in [
+            "*",
+            "user:*:cart",
+            "h?llo",
+            "h[ae]llo",
+            "h[^e]llo",
+            "h[a-b]llo",
+            "\\*literal",
+            "[\\]]",
+        ] {
+            assert_eq!(check_glob(ok), Ok(()), "{ok}");
+        }
+        assert!(check_glob("").is_err());
+        assert!(check_glob("user:[ab").is_err());
+        assert!(check_glob("user:\\").is_err());
+        assert!(check_glob("[]").is_err());
+    }
+
+    #[test]
+    fn strictest_level() {
+        let replica = |ms, bytes, ryw| LevelConfig {
+            consistency: Consistency::Replica,
+            max_lag_ms: ms,
+            max_lag_bytes: bytes,
+            read_your_writes: ryw,
+        };
+        let any = LevelConfig {
+            consistency: Consistency::Any,
+            max_lag_ms: None,
+            max_lag_bytes: None,
+            read_your_writes: false,
+        };
+        let master = LevelConfig {
+            consistency: Consistency::Master,
+            ..any.clone()
+        };
+        assert_eq!(
+            replica(Some(100), None, false).strictest(&replica(Some(50), Some(10), true)),
+            replica(Some(50), Some(10), true)
+        );
+        assert_eq!(
+            any.strictest(&replica(Some(100), None, false)),
+            replica(Some(100), None, false)
+        );
+        assert_eq!(
+            replica(Some(100), None, true)
+                .strictest(&master)
+                .consistency,
+            Consistency::Master
+        );
+        let any_with_budget = LevelConfig {
+            max_lag_ms: Some(1),
+            ..any.clone()
+        };
+        assert_eq!(
+            any_with_budget
+                .strictest(&replica(Some(100), None, false))
+                .max_lag_ms,
+            Some(100)
+        );
+        assert!(Consistency::Master.strictness() > Consistency::Replica.strictness());
+        assert!(Consistency::Replica.strictness() > Consistency::Any.strictness());
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = Secret::new("pw");
+        assert_eq!(format!("{s} {s:?}"), "*** \"***\"");
+        assert_eq!(serde_yaml::to_string(&s).unwrap().trim(), "'***'");
+        assert_eq!(format!("{:?}", Secret::default()), "\"\"");
+    }
+
+    #[test]
+    fn redaction() {
+        let secrets = vec!["hunter2".to_string(), "pw".to_string()];
+        assert_eq!(
+            redact("a hunter2b \"pw\" pwx pw".into(), &secrets),
+            "a ***b \"***\" pwx ***"
+        );
+        assert_eq!(redact("pwpw pw".into(), &secrets), "pwpw ***");
+    }
+
+    #[test]
+    fn command_access_parses() {
+        let u: UserConfig = serde_yaml::from_str("name: a\npassword: b\ncommands: read\n").unwrap();
+        assert_eq!(u.commands, CommandAccess::Class(AccessClass::Read));
+        let u: UserConfig =
+            serde_yaml::from_str("name: a\npassword: b\ncommands: [GET]\n").unwrap();
+        assert_eq!(u.commands, CommandAccess::List(vec!["GET".into()]));
+        let u: UserConfig = serde_yaml::from_str("name: a\npassword: b\n").unwrap();
+        assert_eq!(u.commands, CommandAccess::Unset);
+        assert_eq!(u.access(), CommandAccess::Class(AccessClass::All));
+        assert!(
+            serde_yaml::from_str::<UserConfig>("name: a\npassword: b\ncommands: some\n").is_err()
+        );
+    }
+}
+
