@@ -5,7 +5,10 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 /// Start the admin endpoint if configured; returns its address.
-pub async fn start(proxy: Arc<Proxy>, stop: watch::Receiver<bool>) -> anyhow::Result<Option<SocketAddr>> {
+pub async fn start(
+    proxy: Arc<Proxy>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<Option<SocketAddr>> {
     let _ = (proxy, stop);
     Ok(None)
 }

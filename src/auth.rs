@@ -45,9 +45,17 @@ impl User {
         }
         match &self.commands {
             Commands::All => true,
-            Commands::Read => matches!(cmd.class, Class::Read | Class::Connection | Class::Transaction)
-                || (cmd.class == Class::PubSub && !base.eq_ignore_ascii_case("publish") && !base.eq_ignore_ascii_case("spublish")),
-            Commands::List(set) => set.contains(cmd.name) || set.contains(base) || cmd.class == Class::Connection,
+            Commands::Read => {
+                matches!(
+                    cmd.class,
+                    Class::Read | Class::Connection | Class::Transaction
+                ) || (cmd.class == Class::PubSub
+                    && !base.eq_ignore_ascii_case("publish")
+                    && !base.eq_ignore_ascii_case("spublish"))
+            }
+            Commands::List(set) => {
+                set.contains(cmd.name) || set.contains(base) || cmd.class == Class::Connection
+            }
         }
     }
 
@@ -55,6 +63,11 @@ impl User {
     #[inline]
     pub fn may_touch(&self, key: &[u8]) -> bool {
         self.all_keys || self.keys.iter().any(|g| g.matches(key))
+    }
+
+    /// Whether the user may run admin commands.
+    pub fn is_admin(&self) -> bool {
+        self.admin
     }
 
     /// Whether the user may touch every key (no per-key check needed).
@@ -79,7 +92,9 @@ impl Users {
                 let commands = match &u.commands {
                     CommandAccess::Class(AccessClass::All) | CommandAccess::Unset => Commands::All,
                     CommandAccess::Class(AccessClass::Read) => Commands::Read,
-                    CommandAccess::List(l) => Commands::List(l.iter().map(|c| c.to_ascii_lowercase()).collect()),
+                    CommandAccess::List(l) => {
+                        Commands::List(l.iter().map(|c| c.to_ascii_lowercase()).collect())
+                    }
                 };
                 Arc::new(User {
                     name: u.name.clone(),
@@ -128,7 +143,13 @@ pub struct DenyList {
 impl DenyList {
     /// Build from the configuration.
     pub fn from_config(cfg: &Config) -> DenyList {
-        DenyList { names: cfg.deny_commands.iter().map(|c| c.to_ascii_lowercase()).collect() }
+        DenyList {
+            names: cfg
+                .deny_commands
+                .iter()
+                .map(|c| c.to_ascii_lowercase())
+                .collect(),
+        }
     }
 
     /// Whether `cmd` is denied (by its own name or its container's).

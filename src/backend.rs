@@ -73,7 +73,10 @@ pub struct BackendError {
 
 impl BackendError {
     fn new(kind: ErrorKind, label: &str, what: impl std::fmt::Display) -> Self {
-        BackendError { kind, message: format!("redsplit: {label} {what}").into() }
+        BackendError {
+            kind,
+            message: format!("redsplit: {label} {what}").into(),
+        }
     }
 }
 
@@ -287,12 +290,18 @@ pub struct Conn {
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Every live connection, for the timeout watchdog.
-static LIVE: std::sync::LazyLock<dashmap::DashMap<u64, Weak<Conn>>> = std::sync::LazyLock::new(Default::default);
+static LIVE: std::sync::LazyLock<dashmap::DashMap<u64, Weak<Conn>>> =
+    std::sync::LazyLock::new(Default::default);
 
 impl Conn {
     /// Start connecting; requests may be queued at once and are written when the
     /// connection is ready (or fail if it cannot be made within the connect timeout).
-    pub fn spawn(params: Arc<ConnParams>, key: ConnKey, outstanding: Arc<AtomicU64>, want_client_id: bool) -> Arc<Conn> {
+    pub fn spawn(
+        params: Arc<ConnParams>,
+        key: ConnKey,
+        outstanding: Arc<AtomicU64>,
+        want_client_id: bool,
+    ) -> Arc<Conn> {
         let conn = Arc::new(Conn {
             id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
             label: params.label().into(),
@@ -336,7 +345,13 @@ impl Conn {
     }
 
     /// Queue `data` (`count` complete requests); their replies go to `sink`'s `slot`.
-    pub fn send(&self, data: &[u8], sink: &Arc<Inbox>, slot: u16, count: u32) -> Result<(), BackendError> {
+    pub fn send(
+        &self,
+        data: &[u8],
+        sink: &Arc<Inbox>,
+        slot: u16,
+        count: u32,
+    ) -> Result<(), BackendError> {
         let was_empty;
         {
             let mut g = self.inner.lock();
@@ -352,12 +367,17 @@ impl Conn {
                 g.in_flight += u64::from(count);
                 match g.waiters.back_mut() {
                     Some(w) if w.slot == slot && Arc::ptr_eq(&w.sink, sink) => w.count += count,
-                    _ => g.waiters.push_back(Waiter { sink: sink.clone(), slot, count }),
+                    _ => g.waiters.push_back(Waiter {
+                        sink: sink.clone(),
+                        slot,
+                        count,
+                    }),
                 }
             }
         }
         if count > 0 {
-            self.outstanding.fetch_add(u64::from(count), Ordering::Relaxed);
+            self.outstanding
+                .fetch_add(u64::from(count), Ordering::Relaxed);
         }
         if was_empty {
             self.wake.notify_one();
@@ -391,8 +411,12 @@ impl Conn {
         };
         self.outstanding.fetch_sub(in_flight, Ordering::Relaxed);
         match err.kind {
-            ErrorKind::Closed => tracing::debug!(conn = %self.label, error = %err.message, "backend connection closed"),
-            _ => tracing::warn!(conn = %self.label, error = %err.message, "backend connection failed"),
+            ErrorKind::Closed => {
+                tracing::debug!(conn = %self.label, error = %err.message, "backend connection closed")
+            }
+            _ => {
+                tracing::warn!(conn = %self.label, error = %err.message, "backend connection failed")
+            }
         }
         for w in waiters {
             w.sink.push_failed(w.slot, &err, w.count);
@@ -415,7 +439,8 @@ impl Conn {
             let g = self.inner.lock();
             matches!(g.state, State::Ready | State::Connecting)
                 && g.stream_sink.is_none()
-                && g.busy_since.is_some_and(|t| now.duration_since(t) > timeout)
+                && g.busy_since
+                    .is_some_and(|t| now.duration_since(t) > timeout)
         };
         if stalled {
             self.fail(BackendError::new(
@@ -426,17 +451,27 @@ impl Conn {
         }
     }
 
-    async fn run(self: Arc<Self>, params: Arc<ConnParams>, want_client_id: bool) -> Result<(), BackendError> {
+    async fn run(
+        self: Arc<Self>,
+        params: Arc<ConnParams>,
+        want_client_id: bool,
+    ) -> Result<(), BackendError> {
         let label = self.label.clone();
-        let stream = tokio::time::timeout(params.connect_timeout, connect(&params, self.key, want_client_id))
-            .await
-            .map_err(|_| {
-                BackendError::new(
-                    ErrorKind::Connect,
-                    &label,
-                    format_args!("unreachable: no connection within {} ms", params.connect_timeout.as_millis()),
-                )
-            })??;
+        let stream = tokio::time::timeout(
+            params.connect_timeout,
+            connect(&params, self.key, want_client_id),
+        )
+        .await
+        .map_err(|_| {
+            BackendError::new(
+                ErrorKind::Connect,
+                &label,
+                format_args!(
+                    "unreachable: no connection within {} ms",
+                    params.connect_timeout.as_millis()
+                ),
+            )
+        })??;
         let (stream, client_id) = stream;
         if let Some(id) = client_id {
             self.backend_client_id.store(id, Ordering::Relaxed);
@@ -470,7 +505,11 @@ impl Conn {
                     continue;
                 }
                 if let Err(e) = wr.write_all(&buf).await {
-                    return BackendError::new(ErrorKind::Lost, &label, format_args!("connection lost: {e}"));
+                    return BackendError::new(
+                        ErrorKind::Lost,
+                        &label,
+                        format_args!("connection lost: {e}"),
+                    );
                 }
                 buf.clear();
                 if buf.capacity() > 1 << 20 {
@@ -488,9 +527,17 @@ impl Conn {
                     buf.reserve(16 * 1024);
                 }
                 match rd.read_buf(&mut buf).await {
-                    Ok(0) => return BackendError::new(ErrorKind::Lost, &label, "closed the connection"),
+                    Ok(0) => {
+                        return BackendError::new(ErrorKind::Lost, &label, "closed the connection")
+                    }
                     Ok(_) => {}
-                    Err(e) => return BackendError::new(ErrorKind::Lost, &label, format_args!("connection lost: {e}")),
+                    Err(e) => {
+                        return BackendError::new(
+                            ErrorKind::Lost,
+                            &label,
+                            format_args!("connection lost: {e}"),
+                        )
+                    }
                 }
                 let mut consumed = 0;
                 lens.clear();
@@ -501,7 +548,13 @@ impl Conn {
                             consumed += n;
                         }
                         Ok(None) => break,
-                        Err(e) => return BackendError::new(ErrorKind::Lost, &label, format_args!("sent a bad reply: {e}")),
+                        Err(e) => {
+                            return BackendError::new(
+                                ErrorKind::Lost,
+                                &label,
+                                format_args!("sent a bad reply: {e}"),
+                            )
+                        }
                     }
                 }
                 if lens.is_empty() {
@@ -523,7 +576,12 @@ impl Conn {
         Err(err)
     }
 
-    fn deliver(&self, data: &[u8], lens: &[usize], groups: &mut Vec<(Arc<Inbox>, u16, usize)>) -> Result<(), BackendError> {
+    fn deliver(
+        &self,
+        data: &[u8],
+        lens: &[usize],
+        groups: &mut Vec<(Arc<Inbox>, u16, usize)>,
+    ) -> Result<(), BackendError> {
         groups.clear();
         let mut i = 0;
         let mut matched = 0u64;
@@ -548,11 +606,19 @@ impl Conn {
                     i += left;
                 } else {
                     drop(g);
-                    return Err(BackendError::new(ErrorKind::Lost, &self.label, "sent a reply nobody asked for"));
+                    return Err(BackendError::new(
+                        ErrorKind::Lost,
+                        &self.label,
+                        "sent a reply nobody asked for",
+                    ));
                 }
             }
             g.in_flight -= matched;
-            g.busy_since = if g.waiters.is_empty() { None } else { Some(Instant::now()) };
+            g.busy_since = if g.waiters.is_empty() {
+                None
+            } else {
+                Some(Instant::now())
+            };
         }
         if matched > 0 {
             self.outstanding.fetch_sub(matched, Ordering::Relaxed);
@@ -597,41 +663,76 @@ pub async fn watchdog(timeout: impl Fn() -> Duration) {
 
 /// Connect and run the handshake: `HELLO 3`/`AUTH`, `SELECT`, `CLIENT SETNAME`, and
 /// optionally `CLIENT ID`.
-async fn connect(params: &ConnParams, key: ConnKey, want_client_id: bool) -> Result<(TcpStream, Option<i64>), BackendError> {
+async fn connect(
+    params: &ConnParams,
+    key: ConnKey,
+    want_client_id: bool,
+) -> Result<(TcpStream, Option<i64>), BackendError> {
     let label = params.label();
-    let mut stream = TcpStream::connect(&params.addr)
-        .await
-        .map_err(|e| BackendError::new(ErrorKind::Connect, &label, format_args!("unreachable: {e}")))?;
+    let mut stream = TcpStream::connect(&params.addr).await.map_err(|e| {
+        BackendError::new(ErrorKind::Connect, &label, format_args!("unreachable: {e}"))
+    })?;
     let _ = stream.set_nodelay(true);
     let mut hs = Vec::new();
     let mut expect = 0;
-    let user = if params.username.is_empty() { "default" } else { params.username.as_str() };
+    let user = if params.username.is_empty() {
+        "default"
+    } else {
+        params.username.as_str()
+    };
     if key.resp3 {
         let mut args: Vec<&[u8]> = vec![b"HELLO", b"3"];
         if !params.password.is_empty() {
-            args.extend([b"AUTH".as_slice(), user.as_bytes(), params.password.expose().as_bytes()]);
+            args.extend([
+                b"AUTH".as_slice(),
+                user.as_bytes(),
+                params.password.expose().as_bytes(),
+            ]);
         }
         encode_command(&mut hs, args.into_iter());
         expect += 1;
     } else if !params.password.is_empty() {
         if params.username.is_empty() {
-            encode_command(&mut hs, [b"AUTH".as_slice(), params.password.expose().as_bytes()].into_iter());
+            encode_command(
+                &mut hs,
+                [b"AUTH".as_slice(), params.password.expose().as_bytes()].into_iter(),
+            );
         } else {
-            encode_command(&mut hs, [b"AUTH".as_slice(), user.as_bytes(), params.password.expose().as_bytes()].into_iter());
+            encode_command(
+                &mut hs,
+                [
+                    b"AUTH".as_slice(),
+                    user.as_bytes(),
+                    params.password.expose().as_bytes(),
+                ]
+                .into_iter(),
+            );
         }
         expect += 1;
     }
     if key.db != 0 {
-        encode_command(&mut hs, [b"SELECT".as_slice(), key.db.to_string().as_bytes()].into_iter());
+        encode_command(
+            &mut hs,
+            [b"SELECT".as_slice(), key.db.to_string().as_bytes()].into_iter(),
+        );
         expect += 1;
     }
-    encode_command(&mut hs, [b"CLIENT".as_slice(), b"SETNAME", b"redsplit"].into_iter());
+    encode_command(
+        &mut hs,
+        [b"CLIENT".as_slice(), b"SETNAME", b"redsplit"].into_iter(),
+    );
     expect += 1;
     if want_client_id {
         encode_command(&mut hs, [b"CLIENT".as_slice(), b"ID"].into_iter());
         expect += 1;
     }
-    let io = |e: std::io::Error| BackendError::new(ErrorKind::Connect, &label, format_args!("handshake failed: {e}"));
+    let io = |e: std::io::Error| {
+        BackendError::new(
+            ErrorKind::Connect,
+            &label,
+            format_args!("handshake failed: {e}"),
+        )
+    };
     stream.write_all(&hs).await.map_err(io)?;
     let mut buf = BytesMut::with_capacity(1024);
     let mut scanner = ReplyScanner::new();
@@ -639,19 +740,32 @@ async fn connect(params: &ConnParams, key: ConnKey, want_client_id: bool) -> Res
     let mut got = 0;
     while got < expect {
         if stream.read_buf(&mut buf).await.map_err(io)? == 0 {
-            return Err(BackendError::new(ErrorKind::Connect, &label, "closed the connection during the handshake"));
+            return Err(BackendError::new(
+                ErrorKind::Connect,
+                &label,
+                "closed the connection during the handshake",
+            ));
         }
         while got < expect {
-            let Some(n) = scanner
-                .scan(&buf)
-                .map_err(|e| BackendError::new(ErrorKind::Connect, &label, format_args!("handshake failed: {e}")))?
+            let Some(n) = scanner.scan(&buf).map_err(|e| {
+                BackendError::new(
+                    ErrorKind::Connect,
+                    &label,
+                    format_args!("handshake failed: {e}"),
+                )
+            })?
             else {
                 break;
             };
             let frame = buf.split_to(n);
             if let Some(b'-') = frame.first() {
-                let text = String::from_utf8_lossy(&frame[1..frame.len().saturating_sub(2)]).into_owned();
-                return Err(BackendError::new(ErrorKind::Connect, &label, format_args!("refused the handshake: {text}")));
+                let text =
+                    String::from_utf8_lossy(&frame[1..frame.len().saturating_sub(2)]).into_owned();
+                return Err(BackendError::new(
+                    ErrorKind::Connect,
+                    &label,
+                    format_args!("refused the handshake: {text}"),
+                ));
             }
             got += 1;
             if want_client_id && got == expect {
@@ -684,7 +798,12 @@ pub struct Pool {
 
 impl Pool {
     /// A pool that opens connections on first use.
-    pub fn new(params: ConnParams, size: usize, backoff_min: Duration, backoff_max: Duration) -> Pool {
+    pub fn new(
+        params: ConnParams,
+        size: usize,
+        backoff_min: Duration,
+        backoff_max: Duration,
+    ) -> Pool {
         Pool {
             params: Arc::new(params),
             size: size.max(1),
@@ -708,14 +827,25 @@ impl Pool {
             .or_insert_with(|| {
                 Arc::new(
                     (0..self.size)
-                        .map(|_| Mutex::new(PoolSlot { conn: None, failures: 0, next_attempt: None, last_error: None }))
+                        .map(|_| {
+                            Mutex::new(PoolSlot {
+                                conn: None,
+                                failures: 0,
+                                next_attempt: None,
+                                last_error: None,
+                            })
+                        })
                         .collect(),
                 )
             })
             .clone();
         let idx = (hint % slots.len() as u64) as usize;
         let Some(slot) = slots.get(idx) else {
-            return Err(BackendError::new(ErrorKind::Connect, &self.params.label(), "has no connection slot"));
+            return Err(BackendError::new(
+                ErrorKind::Connect,
+                &self.params.label(),
+                "has no connection slot",
+            ));
         };
         let mut s = slot.lock();
         if let Some(c) = &s.conn {
@@ -786,7 +916,10 @@ pub struct ControlConn {
 impl ControlConn {
     /// Connect (and authenticate) within `params.connect_timeout`.
     pub async fn connect(params: &ConnParams) -> Result<ControlConn, BackendError> {
-        let key = ConnKey { db: 0, resp3: false };
+        let key = ConnKey {
+            db: 0,
+            resp3: false,
+        };
         let label = params.label();
         let (stream, _) = tokio::time::timeout(params.connect_timeout, connect(params, key, false))
             .await
@@ -794,51 +927,86 @@ impl ControlConn {
                 BackendError::new(
                     ErrorKind::Connect,
                     &label,
-                    format_args!("unreachable: no connection within {} ms", params.connect_timeout.as_millis()),
+                    format_args!(
+                        "unreachable: no connection within {} ms",
+                        params.connect_timeout.as_millis()
+                    ),
                 )
             })??;
-        Ok(ControlConn { stream, buf: BytesMut::with_capacity(4096), scanner: ReplyScanner::new(), label })
+        Ok(ControlConn {
+            stream,
+            buf: BytesMut::with_capacity(4096),
+            scanner: ReplyScanner::new(),
+            label,
+        })
     }
 
     /// Send one command and read its reply, within `timeout`.
-    pub async fn call(&mut self, args: &[&[u8]], timeout: Duration) -> Result<Decoded, BackendError> {
+    pub async fn call(
+        &mut self,
+        args: &[&[u8]],
+        timeout: Duration,
+    ) -> Result<Decoded, BackendError> {
         let mut req = Vec::new();
         encode_command(&mut req, args.iter().copied());
         let label = self.label.clone();
         let fut = async {
-            self.stream
-                .write_all(&req)
-                .await
-                .map_err(|e| BackendError::new(ErrorKind::Lost, &label, format_args!("connection lost: {e}")))?;
+            self.stream.write_all(&req).await.map_err(|e| {
+                BackendError::new(
+                    ErrorKind::Lost,
+                    &label,
+                    format_args!("connection lost: {e}"),
+                )
+            })?;
             self.read_frame().await
         };
         tokio::time::timeout(timeout, fut).await.map_err(|_| {
-            BackendError::new(ErrorKind::Timeout, &self.label, format_args!("did not answer within {} ms", timeout.as_millis()))
+            BackendError::new(
+                ErrorKind::Timeout,
+                &self.label,
+                format_args!("did not answer within {} ms", timeout.as_millis()),
+            )
         })?
     }
 
     /// Send one command and return its reply's raw bytes, within `timeout`.
-    pub async fn call_raw(&mut self, args: &[&[u8]], timeout: Duration) -> Result<BytesMut, BackendError> {
+    pub async fn call_raw(
+        &mut self,
+        args: &[&[u8]],
+        timeout: Duration,
+    ) -> Result<BytesMut, BackendError> {
         let mut req = Vec::new();
         encode_command(&mut req, args.iter().copied());
         let label = self.label.clone();
         let fut = async {
-            self.stream
-                .write_all(&req)
-                .await
-                .map_err(|e| BackendError::new(ErrorKind::Lost, &label, format_args!("connection lost: {e}")))?;
+            self.stream.write_all(&req).await.map_err(|e| {
+                BackendError::new(
+                    ErrorKind::Lost,
+                    &label,
+                    format_args!("connection lost: {e}"),
+                )
+            })?;
             self.read_raw().await
         };
         tokio::time::timeout(timeout, fut).await.map_err(|_| {
-            BackendError::new(ErrorKind::Timeout, &self.label, format_args!("did not answer within {} ms", timeout.as_millis()))
+            BackendError::new(
+                ErrorKind::Timeout,
+                &self.label,
+                format_args!("did not answer within {} ms", timeout.as_millis()),
+            )
         })?
     }
 
     /// Read the next frame (for subscriptions).
     pub async fn read_frame(&mut self) -> Result<Decoded, BackendError> {
         let frame = self.read_raw().await?;
-        Decoded::parse(&frame, false)
-            .ok_or_else(|| BackendError::new(ErrorKind::Lost, &self.label, "sent a reply that does not decode"))
+        Decoded::parse(&frame, false).ok_or_else(|| {
+            BackendError::new(
+                ErrorKind::Lost,
+                &self.label,
+                "sent a reply that does not decode",
+            )
+        })
     }
 
     async fn read_raw(&mut self) -> Result<BytesMut, BackendError> {
@@ -846,12 +1014,30 @@ impl ControlConn {
             match self.scanner.scan(&self.buf) {
                 Ok(Some(n)) => return Ok(self.buf.split_to(n)),
                 Ok(None) => {}
-                Err(e) => return Err(BackendError::new(ErrorKind::Lost, &self.label, format_args!("sent a bad reply: {e}"))),
+                Err(e) => {
+                    return Err(BackendError::new(
+                        ErrorKind::Lost,
+                        &self.label,
+                        format_args!("sent a bad reply: {e}"),
+                    ))
+                }
             }
             match self.stream.read_buf(&mut self.buf).await {
-                Ok(0) => return Err(BackendError::new(ErrorKind::Lost, &self.label, "closed the connection")),
+                Ok(0) => {
+                    return Err(BackendError::new(
+                        ErrorKind::Lost,
+                        &self.label,
+                        "closed the connection",
+                    ))
+                }
                 Ok(_) => {}
-                Err(e) => return Err(BackendError::new(ErrorKind::Lost, &self.label, format_args!("connection lost: {e}"))),
+                Err(e) => {
+                    return Err(BackendError::new(
+                        ErrorKind::Lost,
+                        &self.label,
+                        format_args!("connection lost: {e}"),
+                    ))
+                }
             }
         }
     }
@@ -860,9 +1046,12 @@ impl ControlConn {
     pub async fn send(&mut self, args: &[&[u8]]) -> Result<(), BackendError> {
         let mut req = Vec::new();
         encode_command(&mut req, args.iter().copied());
-        self.stream
-            .write_all(&req)
-            .await
-            .map_err(|e| BackendError::new(ErrorKind::Lost, &self.label, format_args!("connection lost: {e}")))
+        self.stream.write_all(&req).await.map_err(|e| {
+            BackendError::new(
+                ErrorKind::Lost,
+                &self.label,
+                format_args!("connection lost: {e}"),
+            )
+        })
     }
 }

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod backend;
 pub mod commands;
 pub mod config;
+pub mod introspect;
 pub mod metrics;
 pub mod policy;
 pub mod protocol;

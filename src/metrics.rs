@@ -10,7 +10,15 @@ use crate::router::Reason;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 /// Command classes counted separately (the [`Class`] variants, then unknown commands).
-pub const CLASSES: [&str; 7] = ["read", "write", "admin", "pubsub", "transaction", "connection", "unknown"];
+pub const CLASSES: [&str; 7] = [
+    "read",
+    "write",
+    "admin",
+    "pubsub",
+    "transaction",
+    "connection",
+    "unknown",
+];
 
 /// Index of a class in [`CLASSES`].
 #[inline]
@@ -30,11 +38,14 @@ pub fn class_index(c: Option<Class>) -> usize {
 pub const TARGETS: [&str; 3] = ["master", "replica", "rejected"];
 
 /// Upper bounds (seconds) of the latency histogram buckets.
-pub const LATENCY_BUCKETS: [f64; 14] =
-    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
 
 /// Upper bounds (ms) of the served-staleness histogram buckets.
-pub const STALENESS_BUCKETS: [f64; 12] = [10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0, 60000.0];
+pub const STALENESS_BUCKETS: [f64; 12] = [
+    10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0, 60000.0,
+];
 
 /// A histogram with fixed buckets (the last, implicit bucket is +Inf).
 #[derive(Debug)]
@@ -47,7 +58,10 @@ pub struct Histogram<const N: usize> {
 
 impl<const N: usize> Default for Histogram<N> {
     fn default() -> Self {
-        Histogram { counts: Default::default(), sum_micros: AtomicU64::new(0) }
+        Histogram {
+            counts: Default::default(),
+            sum_micros: AtomicU64::new(0),
+        }
     }
 }
 
@@ -61,7 +75,8 @@ impl<const N: usize> Histogram<N> {
                 }
             }
         }
-        self.sum_micros.fetch_add(local.sum_micros, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(local.sum_micros, Ordering::Relaxed);
     }
 
     /// Cumulative counts per bound, then the total (for `le="+Inf"`).
@@ -69,10 +84,19 @@ impl<const N: usize> Histogram<N> {
         let mut acc = 0;
         let mut out = Vec::with_capacity(N);
         for i in 0..N {
-            acc += self.counts.get(i).map(|c| c.load(Ordering::Relaxed)).unwrap_or(0);
+            acc += self
+                .counts
+                .get(i)
+                .map(|c| c.load(Ordering::Relaxed))
+                .unwrap_or(0);
             out.push(acc);
         }
-        let total = acc + self.counts.get(N).map(|c| c.load(Ordering::Relaxed)).unwrap_or(0);
+        let total = acc
+            + self
+                .counts
+                .get(N)
+                .map(|c| c.load(Ordering::Relaxed))
+                .unwrap_or(0);
         (out, total)
     }
 }
@@ -90,7 +114,10 @@ impl LocalHistogram {
     /// `bounds` given in the histogram's unit × 1e6.
     #[inline]
     pub fn observe(&mut self, value_micros: u64, bounds_micros: &[u64]) {
-        let i = bounds_micros.iter().position(|b| value_micros <= *b).unwrap_or(bounds_micros.len());
+        let i = bounds_micros
+            .iter()
+            .position(|b| value_micros <= *b)
+            .unwrap_or(bounds_micros.len());
         if let Some(c) = self.counts.get_mut(i) {
             *c += 1;
         }
@@ -106,10 +133,14 @@ impl LocalHistogram {
 }
 
 /// Latency bucket bounds in µs.
-pub const LATENCY_BOUNDS_US: [u64; 14] = [100, 250, 500, 1000, 2500, 5000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000];
+pub const LATENCY_BOUNDS_US: [u64; 14] = [
+    100, 250, 500, 1000, 2500, 5000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    2_500_000,
+];
 /// Staleness bucket bounds in µs (of ms values × 1000).
 pub const STALENESS_BOUNDS_US: [u64; 12] = [
-    10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000, 30_000_000, 60_000_000,
+    10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000,
+    30_000_000, 60_000_000,
 ];
 
 /// A session's tally between flushes.

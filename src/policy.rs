@@ -7,7 +7,9 @@
 //! (`literal`, `prefix*`, `*suffix`) match without the general matcher.
 #![deny(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
 
-use crate::config::{Config, Consistency, Fallback, LevelConfig, OnMasterDown, ReplicaChoice, RuleConfig};
+use crate::config::{
+    Config, Consistency, Fallback, LevelConfig, OnMasterDown, ReplicaChoice, RuleConfig,
+};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A staleness budget: a replica qualifies if within both bounds that are set.
@@ -37,7 +39,10 @@ impl Budget {
 
     /// Order by strictness: smaller bounds are stricter; an unset bound is loosest.
     fn strictness_key(&self) -> (u64, u64) {
-        (self.max_lag_ms.unwrap_or(u64::MAX), self.max_lag_bytes.unwrap_or(u64::MAX))
+        (
+            self.max_lag_ms.unwrap_or(u64::MAX),
+            self.max_lag_bytes.unwrap_or(u64::MAX),
+        )
     }
 }
 
@@ -117,7 +122,10 @@ impl Glob {
         } else {
             Shape::General
         };
-        Glob { pattern: p.into(), shape }
+        Glob {
+            pattern: p.into(),
+            shape,
+        }
     }
 
     /// Whether `s` matches.
@@ -127,7 +135,10 @@ impl Glob {
             Shape::Everything => true,
             Shape::Literal => *s == *self.pattern,
             Shape::Prefix(n) => self.pattern.get(..n).is_some_and(|p| s.starts_with(p)),
-            Shape::Suffix(n) => self.pattern.get(self.pattern.len() - n..).is_some_and(|p| s.ends_with(p)),
+            Shape::Suffix(n) => self
+                .pattern
+                .get(self.pattern.len() - n..)
+                .is_some_and(|p| s.ends_with(p)),
             Shape::General => glob_match(&self.pattern, s),
         }
     }
@@ -192,7 +203,11 @@ fn match_inner(mut p: &[u8], mut s: &[u8], skip_longer: &mut bool) -> bool {
                             break;
                         }
                         [start, b'-', end, ..] => {
-                            let (lo, hi) = if start <= end { (*start, *end) } else { (*end, *start) };
+                            let (lo, hi) = if start <= end {
+                                (*start, *end)
+                            } else {
+                                (*end, *start)
+                            };
                             if sc >= lo && sc <= hi {
                                 matched = true;
                             }
@@ -314,7 +329,10 @@ impl Policy {
         let r = &cfg.routing;
         let mut budgets: Vec<Budget> = Vec::new();
         let mut level_of = |lc: &LevelConfig| -> Level {
-            let budget = Budget { max_lag_ms: lc.max_lag_ms, max_lag_bytes: lc.max_lag_bytes };
+            let budget = Budget {
+                max_lag_ms: lc.max_lag_ms,
+                max_lag_bytes: lc.max_lag_bytes,
+            };
             let budget_idx = match budgets.iter().position(|b| *b == budget) {
                 Some(i) => i,
                 None => {
@@ -322,7 +340,12 @@ impl Policy {
                     budgets.len() - 1
                 }
             };
-            Level { consistency: lc.consistency, budget, budget_idx, ryw: lc.read_your_writes }
+            Level {
+                consistency: lc.consistency,
+                budget,
+                budget_idx,
+                ryw: lc.read_your_writes,
+            }
         };
         let default = level_of(&r.default);
         let rules = r
@@ -335,7 +358,10 @@ impl Policy {
                     keys: rc.keys.iter().map(|k| Glob::new(k)).collect(),
                     commands: rc.commands.iter().map(|c| c.to_ascii_lowercase()).collect(),
                     level: level_of(&lc),
-                    wait: rc.wait.map(|w| Wait { replicas: w.replicas, timeout_ms: w.timeout_ms }),
+                    wait: rc.wait.map(|w| Wait {
+                        replicas: w.replicas,
+                        timeout_ms: w.timeout_ms,
+                    }),
                     hits: AtomicU64::new(0),
                 }
             })
@@ -372,10 +398,18 @@ impl Policy {
             // Keyless commands match rules that name them and have no key patterns.
             for (i, rule) in self.rules.iter().enumerate() {
                 if rule.keys.is_empty() && !rule.commands.is_empty() && rule.matches_command(cmd) {
-                    return Resolved { level: rule.level, rule: Some(i), wait: rule.wait };
+                    return Resolved {
+                        level: rule.level,
+                        rule: Some(i),
+                        wait: rule.wait,
+                    };
                 }
             }
-            return Resolved { level: self.default, rule: None, wait: None };
+            return Resolved {
+                level: self.default,
+                rule: None,
+                wait: None,
+            };
         }
         let (level, rule) = best.unwrap_or((self.default, None));
         Resolved { level, rule, wait }
@@ -405,13 +439,18 @@ impl Policy {
 
     /// A rule's name, or `default`.
     pub fn rule_name(&self, rule: Option<usize>) -> &str {
-        rule.and_then(|i| self.rules.get(i)).map(|r| r.name.as_str()).unwrap_or("default")
+        rule.and_then(|i| self.rules.get(i))
+            .map(|r| r.name.as_str())
+            .unwrap_or("default")
     }
 }
 
 fn max_wait(a: Option<Wait>, b: Option<Wait>) -> Option<Wait> {
     match (a, b) {
-        (Some(x), Some(y)) => Some(Wait { replicas: x.replicas.max(y.replicas), timeout_ms: x.timeout_ms.max(y.timeout_ms) }),
+        (Some(x), Some(y)) => Some(Wait {
+            replicas: x.replicas.max(y.replicas),
+            timeout_ms: x.timeout_ms.max(y.timeout_ms),
+        }),
         (x, None) => x,
         (None, y) => y,
     }
@@ -421,8 +460,16 @@ fn max_wait(a: Option<Wait>, b: Option<Wait>) -> Option<Wait> {
 pub fn effective_level(rc: &RuleConfig, default: &LevelConfig) -> LevelConfig {
     LevelConfig {
         consistency: rc.consistency.unwrap_or(default.consistency),
-        max_lag_ms: rc.max_lag_ms.or(if rc.max_lag_bytes.is_some() { None } else { default.max_lag_ms }),
-        max_lag_bytes: rc.max_lag_bytes.or(if rc.max_lag_ms.is_some() { None } else { default.max_lag_bytes }),
+        max_lag_ms: rc.max_lag_ms.or(if rc.max_lag_bytes.is_some() {
+            None
+        } else {
+            default.max_lag_ms
+        }),
+        max_lag_bytes: rc.max_lag_bytes.or(if rc.max_lag_ms.is_some() {
+            None
+        } else {
+            default.max_lag_bytes
+        }),
         read_your_writes: rc.read_your_writes.unwrap_or(default.read_your_writes),
     }
 }
@@ -460,7 +507,11 @@ mod tests {
         ];
         for (p, s, want) in cases {
             assert_eq!(Glob::new(p).matches(s.as_bytes()), *want, "{p} ~ {s}");
-            assert_eq!(glob_match(p.as_bytes(), s.as_bytes()), *want, "general {p} ~ {s}");
+            assert_eq!(
+                glob_match(p.as_bytes(), s.as_bytes()),
+                *want,
+                "general {p} ~ {s}"
+            );
         }
     }
 
@@ -491,7 +542,10 @@ routing:
     fn strictest_key_wins() {
         let p = policy(YAML);
         assert_eq!(resolve(&p, "get", &["feed:1"]).rule, Some(1));
-        assert_eq!(resolve(&p, "get", &["feed:1"]).level.budget.max_lag_ms, Some(5000));
+        assert_eq!(
+            resolve(&p, "get", &["feed:1"]).level.budget.max_lag_ms,
+            Some(5000)
+        );
         assert_eq!(resolve(&p, "get", &["other"]).rule, None);
         let r = resolve(&p, "mget", &["feed:1", "stock:9", "x"]);
         assert_eq!(r.rule, Some(0));

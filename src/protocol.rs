@@ -231,7 +231,11 @@ impl RequestParser {
         Ok(Some(Parsed::Multibulk { len }))
     }
 
-    fn parse_inline(&mut self, buf: &[u8], limits: &Limits) -> Result<Option<Parsed>, ProtocolError> {
+    fn parse_inline(
+        &mut self,
+        buf: &[u8],
+        limits: &Limits,
+    ) -> Result<Option<Parsed>, ProtocolError> {
         let Some(nl) = memchr::memchr(b'\n', buf) else {
             if buf.len() > limits.max_inline_len {
                 return Err(perr("too big inline request"));
@@ -371,7 +375,12 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
                     return None;
                 }
                 let c = at(i);
-                if c == b'\\' && at(i + 1) == b'x' && is_hex(at(i + 2)) && is_hex(at(i + 3)) && i + 3 < n {
+                if c == b'\\'
+                    && at(i + 1) == b'x'
+                    && is_hex(at(i + 2))
+                    && is_hex(at(i + 3))
+                    && i + 3 < n
+                {
                     cur.push(hex_val(at(i + 2)) * 16 + hex_val(at(i + 3)));
                     i += 3;
                 } else if c == b'\\' && i + 1 < n {
@@ -528,7 +537,8 @@ impl ReplyScanner {
                     }
                 }
                 b'*' | b'~' | b'>' | b'%' | b'|' => {
-                    let n = parse_int(line).ok_or_else(|| perr("invalid aggregate length in reply"))?;
+                    let n =
+                        parse_int(line).ok_or_else(|| perr("invalid aggregate length in reply"))?;
                     self.pos = next;
                     if n > 0 {
                         let n = n as u64;
@@ -572,8 +582,14 @@ mod tests {
             let mut p = RequestParser::new();
             let l = Limits::default();
             assert_eq!(p.parse(&req[..cut], &l).unwrap(), None, "cut {cut}");
-            assert_eq!(p.parse(req, &l).unwrap(), Some(Parsed::Multibulk { len: req.len() }));
-            assert_eq!(args_of(&p, req), vec![b"SET".to_vec(), b"k".to_vec(), b"hello".to_vec()]);
+            assert_eq!(
+                p.parse(req, &l).unwrap(),
+                Some(Parsed::Multibulk { len: req.len() })
+            );
+            assert_eq!(
+                args_of(&p, req),
+                vec![b"SET".to_vec(), b"k".to_vec(), b"hello".to_vec()]
+            );
         }
     }
 
@@ -584,8 +600,14 @@ mod tests {
         let got = p.parse(b"set  k \"a b\\x41\"\r\n", &l).unwrap();
         assert_eq!(got, Some(Parsed::Inline { len: 18 }));
         let buf = p.inline_buf.clone();
-        assert_eq!(args_of(&p, &buf), vec![b"set".to_vec(), b"k".to_vec(), b"a bA".to_vec()]);
-        assert_eq!(p.parse(b"\r\n", &l).unwrap(), Some(Parsed::Empty { len: 2 }));
+        assert_eq!(
+            args_of(&p, &buf),
+            vec![b"set".to_vec(), b"k".to_vec(), b"a bA".to_vec()]
+        );
+        assert_eq!(
+            p.parse(b"\r\n", &l).unwrap(),
+            Some(Parsed::Empty { len: 2 })
+        );
         assert_eq!(p.parse(b"PING", &l).unwrap(), None);
         assert_eq!(
             p.parse(b"get \"abc\r\n", &l).unwrap_err().0,
@@ -600,8 +622,14 @@ mod tests {
         assert_eq!(e(b"*x\r\n"), "Protocol error: invalid multibulk length");
         assert_eq!(e(b"*1\r\n:1\r\n"), "Protocol error: expected '$', got ':'");
         assert_eq!(e(b"*1\r\n$-5\r\n"), "Protocol error: invalid bulk length");
-        assert_eq!(e(b"*1\r\n$536870913\r\n"), "Protocol error: invalid bulk length");
-        assert_eq!(e(b"*3000000000\r\n"), "Protocol error: invalid multibulk length");
+        assert_eq!(
+            e(b"*1\r\n$536870913\r\n"),
+            "Protocol error: invalid bulk length"
+        );
+        assert_eq!(
+            e(b"*3000000000\r\n"),
+            "Protocol error: invalid multibulk length"
+        );
         let long = vec![b'1'; 70 * 1024];
         let mut hdr = b"*".to_vec();
         hdr.extend_from_slice(&long);
@@ -626,8 +654,14 @@ mod tests {
     #[test]
     fn empty_multibulk_is_skipped() {
         let l = Limits::default();
-        assert_eq!(RequestParser::new().parse(b"*0\r\n", &l).unwrap(), Some(Parsed::Empty { len: 4 }));
-        assert_eq!(RequestParser::new().parse(b"*-1\r\n", &l).unwrap(), Some(Parsed::Empty { len: 5 }));
+        assert_eq!(
+            RequestParser::new().parse(b"*0\r\n", &l).unwrap(),
+            Some(Parsed::Empty { len: 4 })
+        );
+        assert_eq!(
+            RequestParser::new().parse(b"*-1\r\n", &l).unwrap(),
+            Some(Parsed::Empty { len: 5 })
+        );
     }
 
     #[test]
@@ -650,7 +684,12 @@ mod tests {
         for c in cases {
             for cut in 0..c.len() {
                 let mut s = ReplyScanner::new();
-                assert_eq!(s.scan(&c[..cut]).unwrap(), None, "{:?} cut {cut}", String::from_utf8_lossy(c));
+                assert_eq!(
+                    s.scan(&c[..cut]).unwrap(),
+                    None,
+                    "{:?} cut {cut}",
+                    String::from_utf8_lossy(c)
+                );
                 assert_eq!(s.scan(c).unwrap(), Some(c.len()));
             }
         }

@@ -49,7 +49,14 @@ impl Settings {
             max_inline_len: 64 * 1024,
         };
         let fingerprint = config.fingerprint();
-        Settings { config: Arc::new(config), policy, users, deny, limits, fingerprint }
+        Settings {
+            config: Arc::new(config),
+            policy,
+            users,
+            deny,
+            limits,
+            fingerprint,
+        }
     }
 
     /// The backend command timeout.
@@ -69,7 +76,10 @@ pub struct ServerInfo {
 
 impl Default for ServerInfo {
     fn default() -> Self {
-        ServerInfo { redis_version: "7.0.0".into(), databases: 16 }
+        ServerInfo {
+            redis_version: "7.0.0".into(),
+            databases: 16,
+        }
     }
 }
 

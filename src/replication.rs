@@ -114,7 +114,15 @@ impl Monitor {
         st.backends
             .replicas
             .iter()
-            .map(|b| (b.addr.clone(), st.chart.get(&b.id).map(|c| c.iter().copied().collect()).unwrap_or_default()))
+            .map(|b| {
+                (
+                    b.addr.clone(),
+                    st.chart
+                        .get(&b.id)
+                        .map(|c| c.iter().copied().collect())
+                        .unwrap_or_default(),
+                )
+            })
             .collect()
     }
 
@@ -122,9 +130,15 @@ impl Monitor {
     /// and the epoch advances (sessions drop connections to removed backends).
     pub fn set_backends(&self, proxy: &Arc<Proxy>, backends: Backends) {
         let mut st = self.state.lock();
-        let master_changed = st.backends.master.as_ref().map(|b| b.id) != backends.master.as_ref().map(|b| b.id);
+        let master_changed =
+            st.backends.master.as_ref().map(|b| b.id) != backends.master.as_ref().map(|b| b.id);
         let new_ids: Vec<u32> = backends.all().map(|b| b.id).collect();
-        let removed: Vec<u32> = st.pollers.keys().copied().filter(|id| !new_ids.contains(id)).collect();
+        let removed: Vec<u32> = st
+            .pollers
+            .keys()
+            .copied()
+            .filter(|id| !new_ids.contains(id))
+            .collect();
         for id in removed {
             if let Some(h) = st.pollers.remove(&id) {
                 h.abort();
@@ -155,7 +169,11 @@ impl Monitor {
 
     fn observe(&self, backend: &Backend, sent: Instant, info: Option<HashMap<String, String>>) {
         let mut st = self.state.lock();
-        let is_master = st.backends.master.as_ref().is_some_and(|m| m.id == backend.id);
+        let is_master = st
+            .backends
+            .master
+            .as_ref()
+            .is_some_and(|m| m.id == backend.id);
         if is_master {
             let m = &mut st.master;
             m.polled = true;
@@ -163,7 +181,8 @@ impl Monitor {
                 Some(i) => {
                     m.up = i.get("role").map(String::as_str) == Some("master");
                     m.offset = i.get("master_repl_offset").and_then(|v| v.parse().ok());
-                    let replid: Option<Arc<str>> = i.get("master_replid").map(|s| s.as_str().into());
+                    let replid: Option<Arc<str>> =
+                        i.get("master_replid").map(|s| s.as_str().into());
                     if replid != m.replid {
                         if m.replid.is_some() {
                             tracing::info!(master = %backend.addr, "master replication ID changed; offset history restarts");
@@ -173,7 +192,10 @@ impl Monitor {
                     let m = &mut st.master;
                     m.replid = replid;
                     m.replid2 = i.get("master_replid2").cloned();
-                    m.second_offset = i.get("second_repl_offset").and_then(|v| v.parse::<i64>().ok()).and_then(|v| u64::try_from(v).ok());
+                    m.second_offset = i
+                        .get("second_repl_offset")
+                        .and_then(|v| v.parse::<i64>().ok())
+                        .and_then(|v| u64::try_from(v).ok());
                     if let (true, Some(off)) = (m.up, m.offset) {
                         if st.history.back().is_none_or(|(_, o)| *o <= off) {
                             st.history.push_back((sent, off));
@@ -227,21 +249,31 @@ impl Monitor {
             replid: st.master.replid.clone(),
         });
         let write_rate = write_rate(&st.history, now);
-        let chart_due = st.last_chart.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1));
+        let chart_due = st
+            .last_chart
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1));
         if chart_due {
             st.last_chart = Some(now);
         }
-        let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
         let mut replicas = Vec::with_capacity(st.backends.replicas.len());
         for b in &st.backends.replicas {
             let obs = st.replicas.entry(b.id).or_default();
             let health = replica_health(obs, &st.master);
             let comparable = health == Health::Ok
-                || (matches!(health, Health::LinkDown) && obs.replid.as_deref() == st.master.replid.as_deref());
+                || (matches!(health, Health::LinkDown)
+                    && obs.replid.as_deref() == st.master.replid.as_deref());
             let (lag_bytes, fresh_as_of) = match (obs.offset, comparable) {
                 (Some(off), true) => (
                     st.master.offset.map(|m| m.saturating_sub(off)),
-                    st.history.iter().rev().find(|(_, o)| *o <= off).map(|(t, _)| *t),
+                    st.history
+                        .iter()
+                        .rev()
+                        .find(|(_, o)| *o <= off)
+                        .map(|(t, _)| *t),
                 ),
                 _ => (None, None),
             };
@@ -269,7 +301,11 @@ impl Monitor {
                 let ps = match pools.iter_mut().position(|p| p.budget == *budget) {
                     Some(p) => &mut pools[p],
                     None => {
-                        pools.push(PoolState { budget: *budget, in_pool: within, within_since: within.then_some(now) });
+                        pools.push(PoolState {
+                            budget: *budget,
+                            in_pool: within,
+                            within_since: within.then_some(now),
+                        });
                         let last = pools.len() - 1;
                         &mut pools[last]
                     }
@@ -306,14 +342,25 @@ impl Monitor {
             view.in_pool = mask;
             if chart_due {
                 let c = st.chart.entry(b.id).or_default();
-                c.push_back(ChartPoint { t: unix_ms, staleness_ms: staleness, lag_bytes });
+                c.push_back(ChartPoint {
+                    t: unix_ms,
+                    staleness_ms: staleness,
+                    lag_bytes,
+                });
                 while c.len() as u64 > history_secs.max(1) {
                     c.pop_front();
                 }
             }
             replicas.push(view);
         }
-        let view = View { epoch: st.epoch, taken: now, master, replicas, policy_gen: policy.generation, write_rate };
+        let view = View {
+            epoch: st.epoch,
+            taken: now,
+            master,
+            replicas,
+            policy_gen: policy.generation,
+            write_rate,
+        };
         proxy.view.store(Arc::new(view));
         proxy.view_version.send_modify(|v| *v += 1);
     }
@@ -359,7 +406,9 @@ fn write_rate(history: &VecDeque<(Instant, u64)>, now: Instant) -> f64 {
     let Some(&(t1, o1)) = history.back() else {
         return 0.0;
     };
-    let start = history.iter().find(|(t, _)| now.duration_since(*t) <= Duration::from_millis(1500));
+    let start = history
+        .iter()
+        .find(|(t, _)| now.duration_since(*t) <= Duration::from_millis(1500));
     match start {
         Some(&(t0, o0)) if t1 > t0 => (o1 - o0) as f64 / t1.duration_since(t0).as_secs_f64(),
         _ => 0.0,
@@ -378,11 +427,19 @@ async fn poller(proxy: Weak<Proxy>, backend: Arc<Backend>) {
             (
                 Duration::from_millis(c.replication.poll_interval_ms),
                 Duration::from_millis(c.replication.poll_timeout_ms),
-                ConnParams { role: backend.role, ..(**bp).clone() },
+                ConnParams {
+                    role: backend.role,
+                    ..(**bp).clone()
+                },
             )
         };
         if conn.is_none() {
-            match ControlConn::connect(&ConnParams { connect_timeout: timeout, ..params }).await {
+            match ControlConn::connect(&ConnParams {
+                connect_timeout: timeout,
+                ..params
+            })
+            .await
+            {
                 Ok(c) => conn = Some(c),
                 Err(e) => {
                     if failures == 0 {
@@ -394,7 +451,10 @@ async fn poller(proxy: Weak<Proxy>, backend: Arc<Backend>) {
         }
         if let Some(c) = conn.as_mut() {
             let sent = Instant::now();
-            match c.call(&[b"INFO", b"replication", b"persistence"], timeout).await {
+            match c
+                .call(&[b"INFO", b"replication", b"persistence"], timeout)
+                .await
+            {
                 Ok(Decoded::Str(text)) => {
                     let info = parse_info(&String::from_utf8_lossy(&text));
                     p.monitor.observe(&backend, sent, Some(info));
@@ -425,7 +485,11 @@ async fn poller(proxy: Weak<Proxy>, backend: Arc<Backend>) {
         p.monitor.publish(&p);
         let urgent = p.monitor.urgent.notified();
         // While failing, back off a little (but keep polling: recovery must be seen).
-        let wait = if failures > 1 { interval.max(Duration::from_millis(100 * u64::from(failures.min(10)))) } else { interval };
+        let wait = if failures > 1 {
+            interval.max(Duration::from_millis(100 * u64::from(failures.min(10))))
+        } else {
+            interval
+        };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = urgent => {}

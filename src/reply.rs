@@ -6,7 +6,9 @@
 
 use bytes::{Bytes, BytesMut};
 use redis_protocol::resp2::types::{BytesFrame as Frame2, OwnedFrame as Owned2};
-use redis_protocol::resp3::types::{BytesFrame as Frame3, FrameMap, OwnedFrame as Owned3, VerbatimStringFormat};
+use redis_protocol::resp3::types::{
+    BytesFrame as Frame3, FrameMap, OwnedFrame as Owned3, VerbatimStringFormat,
+};
 
 /// Reply that means success.
 pub const OK: &[u8] = b"+OK\r\n";
@@ -65,7 +67,11 @@ impl Value {
     pub fn encode(&self, resp3: bool, out: &mut BytesMut) {
         // Encoding a frame we built cannot fail except on allocation.
         if resp3 {
-            let _ = redis_protocol::resp3::encode::complete::extend_encode(out, &self.to_resp3(), false);
+            let _ = redis_protocol::resp3::encode::complete::extend_encode(
+                out,
+                &self.to_resp3(),
+                false,
+            );
         } else {
             let _ = redis_protocol::resp2::encode::extend_encode(out, &self.to_resp2(), false);
         }
@@ -85,10 +91,14 @@ impl Value {
             Value::Int(n) => Frame2::Integer(*n),
             Value::Bulk(b) => Frame2::BulkString(b.clone()),
             Value::Null => Frame2::Null,
-            Value::Array(v) | Value::Push(v) => Frame2::Array(v.iter().map(Value::to_resp2).collect()),
-            Value::Map(kv) => {
-                Frame2::Array(kv.iter().flat_map(|(k, v)| [k.to_resp2(), v.to_resp2()]).collect())
+            Value::Array(v) | Value::Push(v) => {
+                Frame2::Array(v.iter().map(Value::to_resp2).collect())
             }
+            Value::Map(kv) => Frame2::Array(
+                kv.iter()
+                    .flat_map(|(k, v)| [k.to_resp2(), v.to_resp2()])
+                    .collect(),
+            ),
             Value::Verbatim(s) => Frame2::BulkString(Bytes::copy_from_slice(s.as_bytes())),
             Value::Double(d) => Frame2::BulkString(Bytes::from(format_double(*d))),
         }
@@ -96,33 +106,61 @@ impl Value {
 
     fn to_resp3(&self) -> Frame3 {
         match self {
-            Value::Simple(s) => Frame3::SimpleString { data: Bytes::copy_from_slice(s.as_bytes()), attributes: None },
-            Value::Error(s) => Frame3::SimpleError { data: s.as_str().into(), attributes: None },
-            Value::Int(n) => Frame3::Number { data: *n, attributes: None },
-            Value::Bulk(b) => Frame3::BlobString { data: b.clone(), attributes: None },
+            Value::Simple(s) => Frame3::SimpleString {
+                data: Bytes::copy_from_slice(s.as_bytes()),
+                attributes: None,
+            },
+            Value::Error(s) => Frame3::SimpleError {
+                data: s.as_str().into(),
+                attributes: None,
+            },
+            Value::Int(n) => Frame3::Number {
+                data: *n,
+                attributes: None,
+            },
+            Value::Bulk(b) => Frame3::BlobString {
+                data: b.clone(),
+                attributes: None,
+            },
             Value::Null => Frame3::Null,
-            Value::Array(v) => Frame3::Array { data: v.iter().map(Value::to_resp3).collect(), attributes: None },
-            Value::Push(v) => Frame3::Push { data: v.iter().map(Value::to_resp3).collect(), attributes: None },
+            Value::Array(v) => Frame3::Array {
+                data: v.iter().map(Value::to_resp3).collect(),
+                attributes: None,
+            },
+            Value::Push(v) => Frame3::Push {
+                data: v.iter().map(Value::to_resp3).collect(),
+                attributes: None,
+            },
             Value::Map(kv) => {
                 let mut m = FrameMap::with_capacity(kv.len());
                 for (k, v) in kv {
                     m.insert(k.to_resp3(), v.to_resp3());
                 }
-                Frame3::Map { data: m, attributes: None }
+                Frame3::Map {
+                    data: m,
+                    attributes: None,
+                }
             }
             Value::Verbatim(s) => Frame3::VerbatimString {
                 data: Bytes::copy_from_slice(s.as_bytes()),
                 format: VerbatimStringFormat::Text,
                 attributes: None,
             },
-            Value::Double(d) => Frame3::Double { data: *d, attributes: None },
+            Value::Double(d) => Frame3::Double {
+                data: *d,
+                attributes: None,
+            },
         }
     }
 }
 
 fn format_double(d: f64) -> String {
     if d.is_infinite() {
-        if d > 0.0 { "inf".into() } else { "-inf".into() }
+        if d > 0.0 {
+            "inf".into()
+        } else {
+            "-inf".into()
+        }
     } else {
         format!("{d}")
     }
@@ -200,20 +238,30 @@ fn from2(f: Owned2) -> Decoded {
 
 fn from3(f: Owned3) -> Decoded {
     match f {
-        Owned3::SimpleString { data, .. } | Owned3::BlobString { data, .. } => Decoded::Str(Bytes::from(data)),
+        Owned3::SimpleString { data, .. } | Owned3::BlobString { data, .. } => {
+            Decoded::Str(Bytes::from(data))
+        }
         Owned3::VerbatimString { data, .. } => Decoded::Str(Bytes::from(data)),
         Owned3::SimpleError { data, .. } => Decoded::Error(data),
-        Owned3::BlobError { data, .. } => Decoded::Error(String::from_utf8_lossy(&data).into_owned()),
+        Owned3::BlobError { data, .. } => {
+            Decoded::Error(String::from_utf8_lossy(&data).into_owned())
+        }
         Owned3::Number { data, .. } => Decoded::Int(data),
         Owned3::Null => Decoded::Null,
         Owned3::Array { data, .. } | Owned3::Push { data, .. } => {
             Decoded::Array(data.into_iter().map(from3).collect())
         }
         Owned3::Set { data, .. } => Decoded::Array(data.into_iter().map(from3).collect()),
-        Owned3::Map { data, .. } => Decoded::Map(data.into_iter().map(|(k, v)| (from3(k), from3(v))).collect()),
+        Owned3::Map { data, .. } => Decoded::Map(
+            data.into_iter()
+                .map(|(k, v)| (from3(k), from3(v)))
+                .collect(),
+        ),
         Owned3::Double { data, .. } => Decoded::Other(format_double(data)),
         Owned3::Boolean { data, .. } => Decoded::Other(if data { "1".into() } else { "0".into() }),
-        Owned3::BigNumber { data, .. } => Decoded::Other(String::from_utf8_lossy(&data).into_owned()),
+        Owned3::BigNumber { data, .. } => {
+            Decoded::Other(String::from_utf8_lossy(&data).into_owned())
+        }
         other => Decoded::Other(format!("{other:?}")),
     }
 }
@@ -233,12 +281,24 @@ mod tests {
 
     #[test]
     fn map_is_flat_in_resp2_and_map_in_resp3() {
-        let v = Value::Map(vec![(Value::bulk("server"), Value::bulk("redis")), (Value::bulk("proto"), Value::Int(3))]);
-        assert_eq!(&v.to_bytes(false)[..], b"*4\r\n$6\r\nserver\r\n$5\r\nredis\r\n$5\r\nproto\r\n:3\r\n");
-        assert_eq!(&v.to_bytes(true)[..], b"%2\r\n$6\r\nserver\r\n$5\r\nredis\r\n$5\r\nproto\r\n:3\r\n");
+        let v = Value::Map(vec![
+            (Value::bulk("server"), Value::bulk("redis")),
+            (Value::bulk("proto"), Value::Int(3)),
+        ]);
+        assert_eq!(
+            &v.to_bytes(false)[..],
+            b"*4\r\n$6\r\nserver\r\n$5\r\nredis\r\n$5\r\nproto\r\n:3\r\n"
+        );
+        assert_eq!(
+            &v.to_bytes(true)[..],
+            b"%2\r\n$6\r\nserver\r\n$5\r\nredis\r\n$5\r\nproto\r\n:3\r\n"
+        );
         assert_eq!(&Value::Null.to_bytes(false)[..], b"$-1\r\n");
         assert_eq!(&Value::Null.to_bytes(true)[..], b"_\r\n");
-        assert_eq!(&Value::error("ERR a\r\nb").to_bytes(false)[..], b"-ERR ab\r\n");
+        assert_eq!(
+            &Value::error("ERR a\r\nb").to_bytes(false)[..],
+            b"-ERR ab\r\n"
+        );
     }
 
     #[test]

@@ -113,7 +113,13 @@ pub enum Verdict {
 
 /// The verdict for replica `r` for a read at `level`.
 #[inline]
-pub fn verdict(level: &Level, sess: &SessionReads, r: &ReplicaView, pool_known: bool, now: Instant) -> Verdict {
+pub fn verdict(
+    level: &Level,
+    sess: &SessionReads,
+    r: &ReplicaView,
+    pool_known: bool,
+    now: Instant,
+) -> Verdict {
     if r.health != Health::Ok {
         return Verdict::Unhealthy(r.health);
     }
@@ -141,28 +147,55 @@ pub fn verdict(level: &Level, sess: &SessionReads, r: &ReplicaView, pool_known: 
 #[inline]
 pub fn route_write(view: &View) -> Decision {
     match &view.master {
-        Some(_) => Decision { target: Target::Master, reason: Reason::Write },
-        None => Decision { target: Target::Reject, reason: Reason::NoMaster },
+        Some(_) => Decision {
+            target: Target::Master,
+            reason: Reason::Write,
+        },
+        None => Decision {
+            target: Target::Reject,
+            reason: Reason::NoMaster,
+        },
     }
 }
 
 /// Route a read.
-pub fn route_read(level: &Level, sess: &SessionReads, policy: &Policy, view: &View, now: Instant) -> Decision {
+pub fn route_read(
+    level: &Level,
+    sess: &SessionReads,
+    policy: &Policy,
+    view: &View,
+    now: Instant,
+) -> Decision {
     let master_known = view.master.is_some();
     if view.master.as_ref().is_some_and(|m| m.down) {
         return match policy.on_master_down {
             OnMasterDown::ServeReplicas => match pick_reachable(view) {
-                Some(i) => Decision { target: Target::Replica(i), reason: Reason::MasterDown },
-                None => Decision { target: Target::Reject, reason: Reason::NoMaster },
+                Some(i) => Decision {
+                    target: Target::Replica(i),
+                    reason: Reason::MasterDown,
+                },
+                None => Decision {
+                    target: Target::Reject,
+                    reason: Reason::NoMaster,
+                },
             },
-            OnMasterDown::Error => Decision { target: Target::Reject, reason: Reason::NoMaster },
+            OnMasterDown::Error => Decision {
+                target: Target::Reject,
+                reason: Reason::NoMaster,
+            },
         };
     }
     if level.consistency == Consistency::Master {
         return if master_known {
-            Decision { target: Target::Master, reason: Reason::Rule }
+            Decision {
+                target: Target::Master,
+                reason: Reason::Rule,
+            }
         } else {
-            Decision { target: Target::Reject, reason: Reason::NoMaster }
+            Decision {
+                target: Target::Reject,
+                reason: Reason::NoMaster,
+            }
         };
     }
     if level.ryw && sess.writes_in_flight && level.consistency == Consistency::Replica {
@@ -189,7 +222,10 @@ pub fn route_read(level: &Level, sess: &SessionReads, policy: &Policy, view: &Vi
         }
         any_healthy = true;
         if sess.prefer == Some(i) {
-            return Decision { target: Target::Replica(i), reason: served(level) };
+            return Decision {
+                target: Target::Replica(i),
+                reason: served(level),
+            };
         }
         let score = match policy.choice {
             ReplicaChoice::LeastLag => r.staleness_ms(now).unwrap_or(u64::MAX),
@@ -203,7 +239,11 @@ pub fn route_read(level: &Level, sess: &SessionReads, policy: &Policy, view: &Vi
             }
             Some((bi, bs)) if score == bs => {
                 ties += 1;
-                Some(if turn_picks(sess.turn, ties) { (i, score) } else { (bi, bs) })
+                Some(if turn_picks(sess.turn, ties) {
+                    (i, score)
+                } else {
+                    (bi, bs)
+                })
             }
             Some(b) => Some(b),
             None => {
@@ -213,7 +253,10 @@ pub fn route_read(level: &Level, sess: &SessionReads, policy: &Policy, view: &Vi
         };
     }
     if let Some((i, _)) = best {
-        return Decision { target: Target::Replica(i), reason: served(level) };
+        return Decision {
+            target: Target::Replica(i),
+            reason: served(level),
+        };
     }
     let why = if behind_own {
         Reason::OwnWrite
@@ -243,9 +286,18 @@ fn served(level: &Level) -> Reason {
 
 fn fallback(policy: &Policy, master_known: bool, why: Reason) -> Decision {
     match (policy.fallback, master_known) {
-        (Fallback::Master, true) => Decision { target: Target::Master, reason: why },
-        (Fallback::Master, false) => Decision { target: Target::Reject, reason: Reason::NoMaster },
-        (Fallback::Error, _) => Decision { target: Target::Reject, reason: why },
+        (Fallback::Master, true) => Decision {
+            target: Target::Master,
+            reason: why,
+        },
+        (Fallback::Master, false) => Decision {
+            target: Target::Reject,
+            reason: Reason::NoMaster,
+        },
+        (Fallback::Error, _) => Decision {
+            target: Target::Reject,
+            reason: why,
+        },
     }
 }
 
@@ -254,7 +306,9 @@ fn pick_reachable(view: &View) -> Option<usize> {
     view.replicas
         .iter()
         .enumerate()
-        .filter(|(_, r)| r.reachable && matches!(r.health, Health::Ok | Health::LinkDown) && r.offset.is_some())
+        .filter(|(_, r)| {
+            r.reachable && matches!(r.health, Health::Ok | Health::LinkDown) && r.offset.is_some()
+        })
         .max_by_key(|(_, r)| r.offset)
         .map(|(i, _)| i)
 }
@@ -293,7 +347,13 @@ mod tests {
         View {
             epoch: 1,
             taken: now,
-            master: Some(MasterView { backend: m, up: true, down: false, offset: Some(100), replid: None }),
+            master: Some(MasterView {
+                backend: m,
+                up: true,
+                down: false,
+                offset: Some(100),
+                replid: None,
+            }),
             replicas,
             policy_gen: 1,
             write_rate: 0.0,
@@ -314,15 +374,39 @@ mod tests {
         let v = view(&c, now, [3000, 200]);
         let s = SessionReads::default();
         let d = route_read(&level(&p, "k"), &s, &p, &v, now);
-        assert_eq!(d, Decision { target: Target::Replica(1), reason: Reason::Fresh });
+        assert_eq!(
+            d,
+            Decision {
+                target: Target::Replica(1),
+                reason: Reason::Fresh
+            }
+        );
         let d = route_read(&level(&p, "stock:1"), &s, &p, &v, now);
-        assert_eq!(d, Decision { target: Target::Master, reason: Reason::Rule });
+        assert_eq!(
+            d,
+            Decision {
+                target: Target::Master,
+                reason: Reason::Rule
+            }
+        );
         let v = view(&c, now, [3000, 2000]);
         let d = route_read(&level(&p, "k"), &s, &p, &v, now);
-        assert_eq!(d, Decision { target: Target::Master, reason: Reason::OverBudget });
+        assert_eq!(
+            d,
+            Decision {
+                target: Target::Master,
+                reason: Reason::OverBudget
+            }
+        );
         let d = route_read(&level(&p, "feed:1"), &s, &p, &v, now);
         assert_eq!(d.reason, Reason::Fresh);
-        let d = route_read(&level(&p, "scan:1"), &s, &p, &view(&c, now, [90_000, 90_000]), now);
+        let d = route_read(
+            &level(&p, "scan:1"),
+            &s,
+            &p,
+            &view(&c, now, [90_000, 90_000]),
+            now,
+        );
         assert_eq!(d.reason, Reason::AnyReplica);
     }
 
@@ -332,7 +416,10 @@ mod tests {
         let p = Policy::compile(&c, 1);
         let now = Instant::now();
         let v = view(&c, now, [100, 100]);
-        let mut s = SessionReads { writes_in_flight: true, ..Default::default() };
+        let mut s = SessionReads {
+            writes_in_flight: true,
+            ..Default::default()
+        };
         let l = level(&p, "k");
         assert_eq!(route_read(&l, &s, &p, &v, now).reason, Reason::OwnWrite);
         s.writes_in_flight = false;
@@ -342,7 +429,10 @@ mod tests {
         assert_eq!(route_read(&l, &s, &p, &v, now).reason, Reason::Fresh);
         // `any` ignores read-your-writes.
         s.last_write_ack = Some(now);
-        assert_eq!(route_read(&level(&p, "scan:1"), &s, &p, &v, now).reason, Reason::AnyReplica);
+        assert_eq!(
+            route_read(&level(&p, "scan:1"), &s, &p, &v, now).reason,
+            Reason::AnyReplica
+        );
     }
 
     #[test]
@@ -353,7 +443,13 @@ mod tests {
         let mut v = view(&c, now, [5000, 5000]);
         let s = SessionReads::default();
         let l = level(&p, "k");
-        assert_eq!(route_read(&l, &s, &p, &v, now), Decision { target: Target::Reject, reason: Reason::OverBudget });
+        assert_eq!(
+            route_read(&l, &s, &p, &v, now),
+            Decision {
+                target: Target::Reject,
+                reason: Reason::OverBudget
+            }
+        );
         for r in &mut v.replicas {
             r.health = Health::LinkDown;
         }
@@ -377,7 +473,10 @@ mod tests {
         let l = level(&p, "k");
         let mut seen = [0; 2];
         for turn in 0..10 {
-            let s = SessionReads { turn, ..Default::default() };
+            let s = SessionReads {
+                turn,
+                ..Default::default()
+            };
             if let Target::Replica(i) = route_read(&l, &s, &p, &v, now).target {
                 seen[i] += 1;
             }
@@ -385,10 +484,16 @@ mod tests {
         assert_eq!(seen, [5, 5]);
         v.replicas[0].in_pool = 0;
         for turn in 0..4 {
-            let s = SessionReads { turn, ..Default::default() };
+            let s = SessionReads {
+                turn,
+                ..Default::default()
+            };
             assert_eq!(route_read(&l, &s, &p, &v, now).target, Target::Replica(1));
         }
-        let s = SessionReads { prefer: Some(1), ..Default::default() };
+        let s = SessionReads {
+            prefer: Some(1),
+            ..Default::default()
+        };
         v.replicas[0].in_pool = u64::MAX;
         assert_eq!(route_read(&l, &s, &p, &v, now).target, Target::Replica(1));
         let _ = Arc::strong_count(&v.replicas[0].backend);

@@ -37,7 +37,9 @@ pub struct Handle {
 /// Start the proxy with a validated configuration.
 pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<Handle> {
     let listen = config.listen.clone();
-    let listener = TcpListener::bind(&listen).await.with_context(|| format!("failed to listen at `listen` ({listen})"))?;
+    let listener = TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("failed to listen at `listen` ({listen})"))?;
     let addr = listener.local_addr()?;
     let proxy = Proxy::new(config, config_path);
     let (stop, stop_rx) = watch::channel(false);
@@ -49,21 +51,35 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         let backends = Backends::from_static(&cfg, &Backends::default());
         proxy.monitor.set_backends(&proxy, backends);
     } else {
-        tasks.push(tokio::spawn(crate::sentinel::run(proxy.clone(), stop_rx.clone())));
+        tasks.push(tokio::spawn(crate::sentinel::run(
+            proxy.clone(),
+            stop_rx.clone(),
+        )));
     }
     tasks.push(tokio::spawn(probe_backends(proxy.clone())));
     {
         let p = Arc::downgrade(&proxy);
         tasks.push(tokio::spawn(crate::backend::watchdog(move || {
-            p.upgrade().map(|p| p.settings.load().command_timeout()).unwrap_or(Duration::from_secs(3600))
+            p.upgrade()
+                .map(|p| p.settings.load().command_timeout())
+                .unwrap_or(Duration::from_secs(3600))
         })));
     }
     tasks.push(tokio::spawn(janitor(proxy.clone(), stop_rx.clone())));
     let admin_addr = crate::admin::start(proxy.clone(), stop_rx.clone()).await?;
-    tasks.push(tokio::spawn(crate::reload::watch(proxy.clone(), stop_rx.clone())));
+    tasks.push(tokio::spawn(crate::reload::watch(
+        proxy.clone(),
+        stop_rx.clone(),
+    )));
     tasks.push(tokio::spawn(accept_loop(proxy.clone(), listener, stop_rx)));
     tracing::info!(%addr, admin = ?admin_addr, "redsplit listening");
-    Ok(Handle { addr, admin_addr, proxy, stop, tasks })
+    Ok(Handle {
+        addr,
+        admin_addr,
+        proxy,
+        stop,
+        tasks,
+    })
 }
 
 impl Handle {
@@ -82,7 +98,10 @@ impl Handle {
         }
         let left = proxy.sessions.len();
         if left > 0 {
-            tracing::warn!(clients = left, "grace period over; closing remaining clients");
+            tracing::warn!(
+                clients = left,
+                "grace period over; closing remaining clients"
+            );
             for e in proxy.sessions.iter() {
                 e.value().inbox.kill.store(true, Ordering::Relaxed);
                 e.value().inbox.notify.notify_one();
@@ -124,10 +143,17 @@ async fn accept_loop(proxy: Arc<Proxy>, listener: TcpListener, mut stop: watch::
         };
         let max = proxy.settings.load().config.limits.max_clients;
         if proxy.sessions.len() >= max {
-            proxy.metrics.clients_rejected.fetch_add(1, Ordering::Relaxed);
+            proxy
+                .metrics
+                .clients_rejected
+                .fetch_add(1, Ordering::Relaxed);
             tokio::spawn(async move {
                 let mut s = stream;
-                let _ = tokio::time::timeout(Duration::from_secs(1), s.write_all(b"-ERR max number of clients reached\r\n")).await;
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    s.write_all(b"-ERR max number of clients reached\r\n"),
+                )
+                .await;
             });
             continue;
         }
@@ -145,16 +171,29 @@ async fn serve_client(proxy: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
         local,
         created: Instant::now(),
         inbox: Inbox::new(),
-        info: parking_lot::Mutex::new(ClientInfo { resp: 2, user: "default".into(), ..Default::default() }),
+        info: parking_lot::Mutex::new(ClientInfo {
+            resp: 2,
+            user: "default".into(),
+            ..Default::default()
+        }),
         last_active_ms: std::sync::atomic::AtomicU64::new(proxy.uptime_ms(Instant::now())),
     });
     proxy.sessions.insert(id, handle.clone());
-    proxy.metrics.clients_accepted.fetch_add(1, Ordering::Relaxed);
-    proxy.metrics.clients_connected.fetch_add(1, Ordering::Relaxed);
+    proxy
+        .metrics
+        .clients_accepted
+        .fetch_add(1, Ordering::Relaxed);
+    proxy
+        .metrics
+        .clients_connected
+        .fetch_add(1, Ordering::Relaxed);
     let end = Session::new(proxy.clone(), handle).run(stream).await;
     tracing::debug!(client = id, %peer, end = ?end, "client left");
     proxy.sessions.remove(&id);
-    proxy.metrics.clients_connected.fetch_sub(1, Ordering::Relaxed);
+    proxy
+        .metrics
+        .clients_connected
+        .fetch_sub(1, Ordering::Relaxed);
 }
 
 /// Once a second: release the buffers of idle clients and close clients idle past
@@ -188,7 +227,10 @@ async fn probe_backends(proxy: Arc<Proxy>) {
     loop {
         let view = proxy.view.load_full();
         if let Some(m) = view.master.as_ref() {
-            let params: ConnParams = ConnParams { role: Role::Master, ..(**m.backend.pool.params()).clone() };
+            let params: ConnParams = ConnParams {
+                role: Role::Master,
+                ..(**m.backend.pool.params()).clone()
+            };
             if let Ok(mut c) = ControlConn::connect(&params).await {
                 let t = Duration::from_secs(2);
                 let mut info = ServerInfo::default();
@@ -198,7 +240,10 @@ async fn probe_backends(proxy: Arc<Proxy>) {
                     }
                 }
                 if let Ok(d) = c.call(&[b"CONFIG", b"GET", b"databases"], t).await {
-                    if let Some(n) = d.into_items().and_then(|i| i.get(1).and_then(|v| v.as_int())) {
+                    if let Some(n) = d
+                        .into_items()
+                        .and_then(|i| i.get(1).and_then(|v| v.as_int()))
+                    {
                         info.databases = u32::try_from(n).unwrap_or(16);
                     }
                 }
@@ -217,10 +262,17 @@ async fn probe_backends(proxy: Arc<Proxy>) {
                         args.extend(unknown.iter().map(|n| n.as_slice()));
                         if let Ok(raw) = c.call_raw(&args, t).await {
                             match redis_protocol::resp2::decode::decode(&raw) {
-                                Ok(Some((frame, _))) => match crate::commands::register_from_command_info(&frame) {
-                                    Ok(n) => tracing::info!(commands = n, "registered module commands from the master"),
-                                    Err(e) => tracing::warn!(error = %e, "could not register module commands"),
-                                },
+                                Ok(Some((frame, _))) => {
+                                    match crate::commands::register_from_command_info(&frame) {
+                                        Ok(n) => tracing::info!(
+                                            commands = n,
+                                            "registered module commands from the master"
+                                        ),
+                                        Err(e) => {
+                                            tracing::warn!(error = %e, "could not register module commands")
+                                        }
+                                    }
+                                }
                                 _ => tracing::warn!("COMMAND INFO reply did not decode"),
                             }
                         }
@@ -249,6 +301,12 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
             true
         }
     };
-    handle.shutdown(if fast { Duration::from_millis(100) } else { grace }).await;
+    handle
+        .shutdown(if fast {
+            Duration::from_millis(100)
+        } else {
+            grace
+        })
+        .await;
     Ok(())
 }

@@ -19,9 +19,12 @@
 use crate::auth::User;
 use crate::backend::{BackendError, Conn, ConnKey, Inbox, Item, SlotQueue};
 use crate::commands::{self, Class, Command};
+use crate::introspect;
 use crate::metrics::{class_index, Local, LATENCY_BOUNDS_US, STALENESS_BOUNDS_US};
 use crate::policy::Wait;
-use crate::protocol::{encode_command, parse_int, Parsed, ProtocolError, Request, RequestParser, Span};
+use crate::protocol::{
+    encode_command, parse_int, Parsed, ProtocolError, Request, RequestParser, Span,
+};
 use crate::proxy::{Proxy, SessionHandle, Settings};
 use crate::reply::{self, Decoded, Value};
 use crate::router::{self, Decision, Reason, SessionReads, Target};
@@ -55,8 +58,6 @@ enum Kind {
     Durable(Wait),
     /// The `ROLE` after a durable write or for `WAIT`: consumed, not forwarded.
     RoleProbe { wait: Option<(u32, u64)> },
-    /// Consumed, not forwarded (e.g. a `SELECT` the proxy sends).
-    Internal,
     /// `EXEC` on the dedicated connection: applies a `SELECT` queued in the transaction.
     Exec,
     /// A blocking command on the dedicated connection.
@@ -296,13 +297,27 @@ impl Session {
                 limits.client_output_buffer_limit.0
             };
             if out_limit > 0 && self.wbuf.len() as u64 > out_limit {
-                self.proxy.metrics.clients_limited.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(client = self.id, bytes = self.wbuf.len(), "client output buffer limit reached; closing");
+                self.proxy
+                    .metrics
+                    .clients_limited
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    client = self.id,
+                    bytes = self.wbuf.len(),
+                    "client output buffer limit reached; closing"
+                );
                 return End::Dropped("output buffer limit".into());
             }
             if self.rbuf.len() as u64 > limits.client_query_buffer_limit.0 {
-                self.proxy.metrics.clients_limited.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(client = self.id, bytes = self.rbuf.len(), "client query buffer limit reached; closing");
+                self.proxy
+                    .metrics
+                    .clients_limited
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    client = self.id,
+                    bytes = self.rbuf.len(),
+                    "client query buffer limit reached; closing"
+                );
                 return End::Dropped("query buffer limit".into());
             }
             if self.closing && self.pending.is_empty() {
@@ -316,7 +331,11 @@ impl Session {
             // Wait for the next thing to do.
             let can_read = !self.closing && !draining && self.rbuf.len() < read_allowance(self);
             if can_read && self.rbuf.capacity() - self.rbuf.len() < 1024 {
-                self.rbuf.reserve(if self.rbuf.is_empty() { 4096 } else { 16 * 1024 });
+                self.rbuf.reserve(if self.rbuf.is_empty() {
+                    4096
+                } else {
+                    16 * 1024
+                });
             }
             let notified = self.inbox.notify.notified();
             tokio::pin!(notified);
@@ -334,7 +353,8 @@ impl Session {
                     }
                 }
                 if can_read {
-                    match tokio_util::io::poll_read_buf(Pin::new(&mut *stream), cx, &mut self.rbuf) {
+                    match tokio_util::io::poll_read_buf(Pin::new(&mut *stream), cx, &mut self.rbuf)
+                    {
                         Poll::Ready(Ok(0)) => return Poll::Ready(Event::Closed),
                         Poll::Ready(Ok(_)) => return Poll::Ready(Event::Progress),
                         Poll::Ready(Err(e)) => return Poll::Ready(Event::Error(e.to_string())),
@@ -401,7 +421,9 @@ impl Session {
             self.on_new_epoch(&view);
         }
         let now = Instant::now();
-        self.handle.last_active_ms.store(self.proxy.uptime_ms(now), Ordering::Relaxed);
+        self.handle
+            .last_active_ms
+            .store(self.proxy.uptime_ms(now), Ordering::Relaxed);
         self.prefer = None;
         let max_pipeline = settings.config.limits.max_pipeline;
         let rbuf = std::mem::take(&mut self.rbuf);
@@ -410,10 +432,14 @@ impl Session {
         let mut result = Ok(());
         self.parser.unauthenticated = !self.authenticated;
         while consumed < rbuf.len() && !self.closing {
-            if self.pending.len() >= max_pipeline || self.blocking_in_flight || self.held.is_some() {
+            if self.pending.len() >= max_pipeline || self.blocking_in_flight || self.held.is_some()
+            {
                 break;
             }
-            let parsed = match self.parser.parse(rbuf.get(consumed..).unwrap_or_default(), &settings.limits) {
+            let parsed = match self
+                .parser
+                .parse(rbuf.get(consumed..).unwrap_or_default(), &settings.limits)
+            {
                 Ok(Some(p)) => p,
                 Ok(None) => break,
                 Err(e) => {
@@ -431,9 +457,15 @@ impl Session {
             };
             let args = std::mem::take(&mut self.parser.args);
             let inline_buf = std::mem::take(&mut self.parser.inline_buf);
-            let buf: &[u8] = if inline { &inline_buf } else { rbuf.get(consumed..consumed + len).unwrap_or_default() };
+            let buf: &[u8] = if inline {
+                &inline_buf
+            } else {
+                rbuf.get(consumed..consumed + len).unwrap_or_default()
+            };
             let req = Request { buf, args: &args };
-            let stop = self.dispatch(&req, consumed, inline, &mut run, &rbuf, &settings, &view, now);
+            let stop = self.dispatch(
+                &req, consumed, inline, &mut run, &rbuf, &settings, &view, now,
+            );
             self.parser.args = args;
             self.parser.inline_buf = inline_buf;
             if stop == Stop::Wait {
@@ -471,7 +503,10 @@ impl Session {
         self.last_cmd = cmd.map(|c| c.name).unwrap_or("unknown");
         // Authentication gate.
         if !self.authenticated {
-            let allowed = matches!(cmd.map(|c| c.name), Some("auth" | "hello" | "quit" | "reset"));
+            let allowed = matches!(
+                cmd.map(|c| c.name),
+                Some("auth" | "hello" | "quit" | "reset")
+            );
             if !allowed {
                 self.stats.request(class_index(cmd.map(|c| c.class)));
                 self.flush_pending_run(run, rbuf);
@@ -483,13 +518,30 @@ impl Session {
         if self.mode == Mode::Tunnel {
             return self.dispatch_tunnel(req, cmd, run, rbuf, settings);
         }
+        if cmd.is_none() && name.eq_ignore_ascii_case(b"proxy") && self.mode != Mode::Multi {
+            self.stats.request(class_index(Some(Class::Connection)));
+            self.flush_pending_run(run, rbuf);
+            self.proxy_command(req, settings, view, now);
+            return Stop::More;
+        }
         let Some(cmd) = cmd else {
             // Unknown to the table: the master answers (module command or an error).
             self.stats.request(class_index(None));
             if matches!(self.mode, Mode::Multi | Mode::Watch) {
                 return self.dispatch_dedicated_mode(req, None, run, rbuf, settings, view);
             }
-            return self.to_master(req, offset, inline, run, rbuf, settings, view, now, Kind::Write, None);
+            return self.to_master(
+                req,
+                offset,
+                inline,
+                run,
+                rbuf,
+                settings,
+                view,
+                now,
+                Kind::Write,
+                None,
+            );
         };
         self.stats.request(class_index(Some(cmd.class)));
         if settings.deny.denies(cmd) {
@@ -544,7 +596,9 @@ impl Session {
                 let wait = if settings.policy.rules.iter().any(|r| r.wait.is_some()) {
                     settings
                         .policy
-                        .resolve(cmd.name, |f| commands::for_each_key(cmd, req, |i| f(req.arg(i))))
+                        .resolve(cmd.name, |f| {
+                            commands::for_each_key(cmd, req, |i| f(req.arg(i)))
+                        })
                         .wait
                 } else {
                     None
@@ -553,7 +607,18 @@ impl Session {
                     Some(w) => Kind::Durable(w),
                     None => Kind::Write,
                 };
-                self.to_master(req, offset, inline, run, rbuf, settings, view, now, kind, Some(cmd))
+                self.to_master(
+                    req,
+                    offset,
+                    inline,
+                    run,
+                    rbuf,
+                    settings,
+                    view,
+                    now,
+                    kind,
+                    Some(cmd),
+                )
             }
         }
     }
@@ -572,7 +637,9 @@ impl Session {
         now: Instant,
     ) -> Stop {
         let policy = &settings.policy;
-        let resolved = policy.resolve(cmd.name, |f| commands::for_each_key(cmd, req, |i| f(req.arg(i))));
+        let resolved = policy.resolve(cmd.name, |f| {
+            commands::for_each_key(cmd, req, |i| f(req.arg(i)))
+        });
         policy.count_hit(resolved.rule);
         let sess = SessionReads {
             writes_in_flight: self.writes_in_flight > 0,
@@ -592,12 +659,26 @@ impl Session {
                 }
                 self.stats.route(1, d.reason);
                 if let Some(s) = r.staleness_ms(now) {
-                    self.stats.staleness.observe(s.saturating_mul(1000), &STALENESS_BOUNDS_US);
+                    self.stats
+                        .staleness
+                        .observe(s.saturating_mul(1000), &STALENESS_BOUNDS_US);
                 }
                 self.prefer = Some(i);
                 r.backend.served.fetch_add(1, Ordering::Relaxed);
                 let backend = r.backend.clone();
-                self.send_shared(&backend, req, offset, inline, run, rbuf, Kind::ReplicaRead { retry: req.buf.len() as u32 }, true, now);
+                self.send_shared(
+                    &backend,
+                    req,
+                    offset,
+                    inline,
+                    run,
+                    rbuf,
+                    Kind::ReplicaRead {
+                        retry: req.buf.len() as u32,
+                    },
+                    true,
+                    now,
+                );
                 Stop::More
             }
             Target::Master => {
@@ -614,7 +695,16 @@ impl Session {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn master_read(&mut self, req: &Request, offset: usize, inline: bool, run: &mut Option<Run>, rbuf: &[u8], view: &View, now: Instant) -> Stop {
+    fn master_read(
+        &mut self,
+        req: &Request,
+        offset: usize,
+        inline: bool,
+        run: &mut Option<Run>,
+        rbuf: &[u8],
+        view: &View,
+        now: Instant,
+    ) -> Stop {
         let Some(m) = view.master.as_ref() else {
             self.flush_pending_run(run, rbuf);
             self.push_local_error("ERR redsplit: no master is known");
@@ -625,7 +715,17 @@ impl Session {
         }
         m.backend.served.fetch_add(1, Ordering::Relaxed);
         let backend = m.backend.clone();
-        self.send_shared(&backend, req, offset, inline, run, rbuf, Kind::Forward, true, now);
+        self.send_shared(
+            &backend,
+            req,
+            offset,
+            inline,
+            run,
+            rbuf,
+            Kind::Forward,
+            true,
+            now,
+        );
         Stop::More
     }
 
@@ -697,7 +797,10 @@ impl Session {
         read: bool,
         now: Instant,
     ) {
-        let key = ConnKey { db: self.db, resp3: self.resp3 };
+        let key = ConnKey {
+            db: self.db,
+            resp3: self.resp3,
+        };
         let source = match self.source_for(backend, key) {
             Ok(i) => i,
             Err(e) => {
@@ -708,7 +811,14 @@ impl Session {
         };
         let slot = self.sources.get(source).map(|s| s.slot).unwrap_or(0);
         let silent = self.take_silent();
-        self.push_pending(Pending { slot, kind, path: PATH_SHARED, silent, read, sent: now });
+        self.push_pending(Pending {
+            slot,
+            kind,
+            path: PATH_SHARED,
+            silent,
+            read,
+            sent: now,
+        });
         if let Kind::ReplicaRead { .. } = kind {
             self.retry_buf.extend_from_slice(req.buf);
         }
@@ -729,20 +839,43 @@ impl Session {
             }
             _ => {
                 self.flush_pending_run(run, rbuf);
-                *run = Some(Run { source, dedicated: false, retry: false, start: offset, end: offset + len, count: 1 });
+                *run = Some(Run {
+                    source,
+                    dedicated: false,
+                    retry: false,
+                    start: offset,
+                    end: offset + len,
+                    count: 1,
+                });
             }
         }
     }
 
     /// Queue bytes the proxy itself makes for the master's shared connection.
-    fn send_bytes_shared(&mut self, backend: &Arc<Backend>, bytes: &[u8], kind: Kind, now: Instant) {
-        let key = ConnKey { db: self.db, resp3: self.resp3 };
+    fn send_bytes_shared(
+        &mut self,
+        backend: &Arc<Backend>,
+        bytes: &[u8],
+        kind: Kind,
+        now: Instant,
+    ) {
+        let key = ConnKey {
+            db: self.db,
+            resp3: self.resp3,
+        };
         match self.source_for(backend, key) {
             Ok(i) => {
                 let Some(s) = self.sources.get(i) else { return };
                 let slot = s.slot;
                 let res = s.conn.send(bytes, &self.inbox, slot, 1);
-                self.push_pending(Pending { slot, kind, path: PATH_SHARED, silent: false, read: false, sent: now });
+                self.push_pending(Pending {
+                    slot,
+                    kind,
+                    path: PATH_SHARED,
+                    silent: false,
+                    read: false,
+                    sent: now,
+                });
                 if let Err(e) = res {
                     self.inbox.push_failed(slot, &e, 1);
                 }
@@ -782,14 +915,18 @@ impl Session {
             }
         }
         self.stats.backend_failures += 1;
-        if matches!(kind, Kind::RoleProbe { .. } | Kind::Internal) {
+        if matches!(kind, Kind::RoleProbe { .. }) {
             return;
         }
         self.push_local_error(&format!("ERR {}", err.message));
     }
 
     fn source_for(&mut self, backend: &Arc<Backend>, key: ConnKey) -> Result<usize, BackendError> {
-        if let Some(i) = self.sources.iter().position(|s| s.backend == backend.id && s.key == key) {
+        if let Some(i) = self
+            .sources
+            .iter()
+            .position(|s| s.backend == backend.id && s.key == key)
+        {
             let failed = self.sources.get(i).is_some_and(|s| s.conn.is_failed());
             if !failed {
                 return Ok(i);
@@ -801,13 +938,20 @@ impl Session {
         let conn = backend.pool.get(key, self.id)?;
         let slot = self.alloc_slot();
         let retry_slot = self.alloc_slot();
-        self.sources.push(Source { backend: backend.id, key, conn, slot, retry_slot });
+        self.sources.push(Source {
+            backend: backend.id,
+            key,
+            conn,
+            slot,
+            retry_slot,
+        });
         Ok(self.sources.len() - 1)
     }
 
     fn alloc_slot(&mut self) -> u16 {
         if let Some(i) = (0..self.slot_used.len()).find(|i| {
-            !self.slot_used.get(*i).copied().unwrap_or(true) && self.slot_refs.get(*i).copied().unwrap_or(1) == 0
+            !self.slot_used.get(*i).copied().unwrap_or(true)
+                && self.slot_refs.get(*i).copied().unwrap_or(1) == 0
         }) {
             if let Some(u) = self.slot_used.get_mut(i) {
                 *u = true;
@@ -858,10 +1002,19 @@ impl Session {
     /// Drop connections to backends that left the topology.
     fn on_new_epoch(&mut self, view: &View) {
         self.view_epoch = view.epoch;
-        let live: Vec<u32> = view.master.iter().map(|m| m.backend.id).chain(view.replicas.iter().map(|r| r.backend.id)).collect();
+        let live: Vec<u32> = view
+            .master
+            .iter()
+            .map(|m| m.backend.id)
+            .chain(view.replicas.iter().map(|r| r.backend.id))
+            .collect();
         let mut i = 0;
         while i < self.sources.len() {
-            if self.sources.get(i).is_some_and(|s| !live.contains(&s.backend)) {
+            if self
+                .sources
+                .get(i)
+                .is_some_and(|s| !live.contains(&s.backend))
+            {
                 let s = self.sources.swap_remove(i);
                 self.release_slot(s.slot);
                 self.release_slot(s.retry_slot);
@@ -870,7 +1023,13 @@ impl Session {
             }
         }
         let master = view.master.as_ref().map(|m| m.backend.id);
-        if self.dedicated.as_ref().is_some_and(|d| Some(d.backend) != master) && self.dedicated_in_flight == 0 && self.mode == Mode::Normal {
+        if self
+            .dedicated
+            .as_ref()
+            .is_some_and(|d| Some(d.backend) != master)
+            && self.dedicated_in_flight == 0
+            && self.mode == Mode::Normal
+        {
             if let Some(d) = self.dedicated.take() {
                 d.conn.close("the master changed");
                 self.release_slot(d.slot);
@@ -882,8 +1041,14 @@ impl Session {
 
     /// The dedicated master connection, opened (or reopened) as needed.
     fn dedicated_conn(&mut self, view: &View) -> Result<(), String> {
-        let key = ConnKey { db: self.db, resp3: self.resp3 };
-        let master = view.master.as_ref().ok_or_else(|| "ERR redsplit: no master is known".to_string())?;
+        let key = ConnKey {
+            db: self.db,
+            resp3: self.resp3,
+        };
+        let master = view
+            .master
+            .as_ref()
+            .ok_or_else(|| "ERR redsplit: no master is known".to_string())?;
         if let Some(d) = &self.dedicated {
             if d.backend == master.backend.id && !d.conn.is_failed() && d.key == key {
                 return Ok(());
@@ -895,7 +1060,12 @@ impl Session {
         }
         let conn = master.backend.pool.dedicated(key);
         let slot = self.alloc_slot();
-        self.dedicated = Some(Dedicated { conn, slot, backend: master.backend.id, key });
+        self.dedicated = Some(Dedicated {
+            conn,
+            slot,
+            backend: master.backend.id,
+            key,
+        });
         Ok(())
     }
 
@@ -912,7 +1082,14 @@ impl Session {
             return;
         }
         let silent = self.take_silent();
-        self.push_pending(Pending { slot, kind, path: PATH_DEDICATED, silent, read: false, sent: now });
+        self.push_pending(Pending {
+            slot,
+            kind,
+            path: PATH_DEDICATED,
+            silent,
+            read: false,
+            sent: now,
+        });
         if let Err(e) = res {
             self.inbox.push_failed(slot, &e, 1);
         }
@@ -1020,7 +1197,15 @@ impl Session {
         Stop::More
     }
 
-    fn transaction(&mut self, req: &Request, cmd: &'static Command, run: &mut Option<Run>, rbuf: &[u8], settings: &Settings, view: &View) -> Stop {
+    fn transaction(
+        &mut self,
+        req: &Request,
+        cmd: &'static Command,
+        run: &mut Option<Run>,
+        rbuf: &[u8],
+        settings: &Settings,
+        view: &View,
+    ) -> Stop {
         self.flush_pending_run(run, rbuf);
         match cmd.name {
             "multi" | "watch" => {
@@ -1031,7 +1216,11 @@ impl Session {
                     self.push_local_error(&e);
                     return Stop::More;
                 }
-                self.mode = if cmd.name == "multi" { Mode::Multi } else { Mode::Watch };
+                self.mode = if cmd.name == "multi" {
+                    Mode::Multi
+                } else {
+                    Mode::Watch
+                };
                 self.multi_select = None;
                 let _ = settings;
                 self.send_dedicated(req, Kind::Forward, Instant::now());
@@ -1072,17 +1261,38 @@ impl Session {
                 let mut out = BytesMut::new();
                 for ch in frames {
                     let v = vec![kind.clone(), ch, Value::Int(0)];
-                    let v = if self.resp3 { Value::Push(v) } else { Value::Array(v) };
+                    let v = if self.resp3 {
+                        Value::Push(v)
+                    } else {
+                        Value::Array(v)
+                    };
                     v.encode(self.resp3, &mut out);
                 }
                 self.push_local_bytes(&out);
                 Stop::More
             }
-            _ => self.to_master(req, offset, inline, run, rbuf, settings, view, now, Kind::Forward, Some(cmd)),
+            _ => self.to_master(
+                req,
+                offset,
+                inline,
+                run,
+                rbuf,
+                settings,
+                view,
+                now,
+                Kind::Forward,
+                Some(cmd),
+            ),
         }
     }
 
-    fn enter_tunnel(&mut self, req: &Request, run: &mut Option<Run>, rbuf: &[u8], view: &View) -> Stop {
+    fn enter_tunnel(
+        &mut self,
+        req: &Request,
+        run: &mut Option<Run>,
+        rbuf: &[u8],
+        view: &View,
+    ) -> Stop {
         self.flush_pending_run(run, rbuf);
         if !self.pending.is_empty() {
             return Stop::Wait;
@@ -1091,16 +1301,32 @@ impl Session {
             self.push_local_error(&e);
             return Stop::More;
         }
-        let Some(d) = &self.dedicated else { return Stop::More };
+        let Some(d) = &self.dedicated else {
+            return Stop::More;
+        };
         d.conn.set_stream(&self.inbox, d.slot);
         let slot = d.slot;
         self.mode = Mode::Tunnel;
-        self.push_pending(Pending { slot, kind: Kind::Tunnel, path: PATH_DEDICATED, silent: false, read: false, sent: Instant::now() });
+        self.push_pending(Pending {
+            slot,
+            kind: Kind::Tunnel,
+            path: PATH_DEDICATED,
+            silent: false,
+            read: false,
+            sent: Instant::now(),
+        });
         self.send_dedicated(req, Kind::Tunnel, Instant::now());
         Stop::More
     }
 
-    fn dispatch_tunnel(&mut self, req: &Request, cmd: Option<&'static Command>, run: &mut Option<Run>, rbuf: &[u8], settings: &Settings) -> Stop {
+    fn dispatch_tunnel(
+        &mut self,
+        req: &Request,
+        cmd: Option<&'static Command>,
+        run: &mut Option<Run>,
+        rbuf: &[u8],
+        settings: &Settings,
+    ) -> Stop {
         self.flush_pending_run(run, rbuf);
         match cmd.map(|c| c.name) {
             Some("quit") => {
@@ -1149,7 +1375,13 @@ impl Session {
 
     // ---------------------------------------------------------------- WAIT
 
-    fn wait_command(&mut self, req: &Request, _settings: &Settings, view: &View, now: Instant) -> Stop {
+    fn wait_command(
+        &mut self,
+        req: &Request,
+        _settings: &Settings,
+        view: &View,
+        now: Instant,
+    ) -> Stop {
         if req.argc() != 3 {
             self.push_local_error("ERR wrong number of arguments for 'wait' command");
             return Stop::More;
@@ -1171,7 +1403,14 @@ impl Session {
         };
         let backend = m.backend.clone();
         let n = u32::try_from(n.max(0)).unwrap_or(u32::MAX);
-        self.send_bytes_shared(&backend, ROLE, Kind::RoleProbe { wait: Some((n, t as u64)) }, now);
+        self.send_bytes_shared(
+            &backend,
+            ROLE,
+            Kind::RoleProbe {
+                wait: Some((n, t as u64)),
+            },
+            now,
+        );
         self.proxy.monitor.poll_now();
         Stop::More
     }
@@ -1182,7 +1421,13 @@ impl Session {
         let _ = replid;
         view.replicas
             .iter()
-            .filter(|r| r.reachable && matches!(r.health, crate::topology::Health::Ok | crate::topology::Health::LinkDown))
+            .filter(|r| {
+                r.reachable
+                    && matches!(
+                        r.health,
+                        crate::topology::Health::Ok | crate::topology::Health::LinkDown
+                    )
+            })
             .filter(|r| r.offset.is_some_and(|o| o >= target))
             .count() as u32
     }
@@ -1203,17 +1448,25 @@ impl Session {
             self.proxy.monitor.poll_now();
             return false;
         }
-        let Some(h) = self.held.take() else { return true };
+        let Some(h) = self.held.take() else {
+            return true;
+        };
         self.held_sleep = None;
         self.view_rx = None;
         let mut out = BytesMut::new();
         match h.reply {
             Some(reply) => {
                 if done {
-                    self.proxy.metrics.durable_ok.fetch_add(1, Ordering::Relaxed);
+                    self.proxy
+                        .metrics
+                        .durable_ok
+                        .fetch_add(1, Ordering::Relaxed);
                     out.extend_from_slice(&reply);
                 } else {
-                    self.proxy.metrics.durable_timeout.fetch_add(1, Ordering::Relaxed);
+                    self.proxy
+                        .metrics
+                        .durable_timeout
+                        .fetch_add(1, Ordering::Relaxed);
                     self.stats.errors += 1;
                     Value::error(format!(
                         "ERR redsplit: write applied on the master but reached only {have} of {} replicas within {} ms",
@@ -1240,27 +1493,39 @@ impl Session {
         let inbox = self.inbox.clone();
         let mut st = inbox.state.lock();
         loop {
-            if self.held.is_some() {
-                drop(st);
-                if !self.check_held(now) {
-                    return;
+            if let Some(h) = &self.held {
+                // A durable write's reply waits for the ROLE after it, then for replicas.
+                let probe_next = h.target == u64::MAX
+                    && matches!(self.pending.front(), Some(Pending { kind: Kind::RoleProbe { wait: None }, .. }));
+                if !probe_next {
+                    drop(st);
+                    if !self.check_held(now) {
+                        return;
+                    }
+                    st = inbox.state.lock();
+                    continue;
                 }
-                st = inbox.state.lock();
-                continue;
             }
-            let Some(p) = self.pending.front().copied() else { break };
+            let Some(p) = self.pending.front().copied() else {
+                break;
+            };
             if p.slot == LOCAL {
-                let Some(Item::Reply(len)) = self.local.front() else { break };
+                let Some(Item::Reply(len)) = self.local.front() else {
+                    break;
+                };
                 let len = *len;
                 if !p.silent {
-                    self.wbuf.extend_from_slice(self.local.data.get(..len).unwrap_or_default());
+                    self.wbuf
+                        .extend_from_slice(self.local.data.get(..len).unwrap_or_default());
                     self.stats.replies += 1;
                 }
                 self.local.consume();
                 self.pending.pop_front();
                 continue;
             }
-            let Some(q) = st.slots.get_mut(p.slot as usize) else { break };
+            let Some(q) = st.slots.get_mut(p.slot as usize) else {
+                break;
+            };
             if p.kind == Kind::Tunnel {
                 // Forward every frame that arrived.
                 while let Some(item) = q.items.pop_front() {
@@ -1272,7 +1537,8 @@ impl Session {
                             q.data.advance(len);
                         }
                         Item::Failed(e) => {
-                            Value::error(format!("ERR {}", e.message)).encode(self.resp3, &mut self.wbuf);
+                            Value::error(format!("ERR {}", e.message))
+                                .encode(self.resp3, &mut self.wbuf);
                             self.closing = true;
                         }
                     }
@@ -1291,7 +1557,9 @@ impl Session {
                     if let Kind::ReplicaRead { retry } = p.kind {
                         if retryable_reply(frame) {
                             q.consume();
-                            let bytes = BytesMut::from(self.retry_buf.get(..retry as usize).unwrap_or_default());
+                            let bytes = BytesMut::from(
+                                self.retry_buf.get(..retry as usize).unwrap_or_default(),
+                            );
                             self.complete(&p, now);
                             self.retry_on_master(p, &bytes, now);
                             continue;
@@ -1304,7 +1572,9 @@ impl Session {
                     let e = e.clone();
                     q.consume();
                     if let Kind::ReplicaRead { retry } = p.kind {
-                        let bytes = BytesMut::from(self.retry_buf.get(..retry as usize).unwrap_or_default());
+                        let bytes = BytesMut::from(
+                            self.retry_buf.get(..retry as usize).unwrap_or_default(),
+                        );
                         self.complete(&p, now);
                         self.retry_on_master(p, &bytes, now);
                         continue;
@@ -1313,7 +1583,7 @@ impl Session {
                     self.complete(&p, now);
                     self.pending.pop_front();
                     match p.kind {
-                        Kind::RoleProbe { wait: Some(_) } | Kind::Internal => {}
+                        Kind::RoleProbe { wait: Some(_) } => {}
                         Kind::RoleProbe { wait: None } => {
                             // The durable write's reply is held; release it as an error.
                             if let Some(h) = self.held.as_mut() {
@@ -1325,7 +1595,8 @@ impl Session {
                             if !p.silent {
                                 self.stats.errors += 1;
                                 self.stats.replies += 1;
-                                Value::error(format!("ERR {}", e.message)).encode(self.resp3, &mut self.wbuf);
+                                Value::error(format!("ERR {}", e.message))
+                                    .encode(self.resp3, &mut self.wbuf);
                             }
                         }
                     }
@@ -1354,14 +1625,18 @@ impl Session {
             }
             Kind::ReplicaRead { retry } => {
                 self.replica_reads_in_flight = self.replica_reads_in_flight.saturating_sub(1);
-                self.retry_buf.advance((retry as usize).min(self.retry_buf.len()));
+                self.retry_buf
+                    .advance((retry as usize).min(self.retry_buf.len()));
             }
             _ => {}
         }
         let us = now.saturating_duration_since(p.sent).as_micros() as u64;
         if p.read {
             self.stats.read_latency.observe(us, &LATENCY_BOUNDS_US);
-        } else if matches!(p.kind, Kind::Write | Kind::Durable(_) | Kind::Forward | Kind::Exec) {
+        } else if matches!(
+            p.kind,
+            Kind::Write | Kind::Durable(_) | Kind::Forward | Kind::Exec
+        ) {
             self.stats.write_latency.observe(us, &LATENCY_BOUNDS_US);
         }
     }
@@ -1374,10 +1649,17 @@ impl Session {
         self.stats.retries += 1;
         let view = self.proxy.view.load_full();
         let Some(m) = view.master.as_ref() else {
-            self.answer_front(p, "ERR redsplit: the replica failed and no master is known", now);
+            self.answer_front(
+                p,
+                "ERR redsplit: the replica failed and no master is known",
+                now,
+            );
             return;
         };
-        let key = ConnKey { db: self.db, resp3: self.resp3 };
+        let key = ConnKey {
+            db: self.db,
+            resp3: self.resp3,
+        };
         let backend = m.backend.clone();
         match self.source_for(&backend, key) {
             Ok(i) => {
@@ -1388,7 +1670,14 @@ impl Session {
                     *r += 1;
                 }
                 self.shared_in_flight += 1;
-                self.pending.push_front(Pending { slot, kind: Kind::Forward, path: PATH_SHARED, silent: p.silent, read: true, sent: p.sent });
+                self.pending.push_front(Pending {
+                    slot,
+                    kind: Kind::Forward,
+                    path: PATH_SHARED,
+                    silent: p.silent,
+                    read: true,
+                    sent: p.sent,
+                });
                 if let Err(e) = res {
                     self.inbox.push_failed(slot, &e, 1);
                 }
@@ -1404,7 +1693,14 @@ impl Session {
         data.extend_from_slice(&self.local.data);
         self.local.data = data;
         self.local.items.push_front(Item::Reply(len));
-        self.pending.push_front(Pending { slot: LOCAL, kind: Kind::Forward, path: PATH_LOCAL, silent: p.silent, read: true, sent: now });
+        self.pending.push_front(Pending {
+            slot: LOCAL,
+            kind: Kind::Forward,
+            path: PATH_LOCAL,
+            silent: p.silent,
+            read: true,
+            sent: now,
+        });
     }
 
     /// A reply for the front request arrived: forward it (or act on it).
@@ -1413,7 +1709,6 @@ impl Session {
         self.pending.pop_front();
         let is_err = matches!(frame.first(), Some(b'-') | Some(b'!'));
         match p.kind {
-            Kind::Internal => return,
             Kind::RoleProbe { wait } => {
                 let offset = Decoded::parse(frame, self.resp3)
                     .and_then(|d| d.into_items())
@@ -1425,7 +1720,8 @@ impl Session {
                         self.hold(Held {
                             target,
                             replicas: n,
-                            deadline: (timeout_ms > 0).then(|| now + Duration::from_millis(timeout_ms)),
+                            deadline: (timeout_ms > 0)
+                                .then(|| now + Duration::from_millis(timeout_ms)),
                             started: now,
                             reply: None,
                             silent: p.silent,
@@ -1480,7 +1776,9 @@ impl Session {
     }
 
     fn hold(&mut self, h: Held) {
-        self.held_sleep = h.deadline.map(|d| Box::pin(tokio::time::sleep_until(d.into())));
+        self.held_sleep = h
+            .deadline
+            .map(|d| Box::pin(tokio::time::sleep_until(d.into())));
         self.held = Some(h);
     }
 
@@ -1497,7 +1795,10 @@ impl Session {
             return;
         }
         if let Some(Decoded::Array(items)) = Decoded::parse(frame, self.resp3) {
-            if let (Some(k), Some(n)) = (items.first().and_then(|k| k.as_str()), items.get(2).and_then(|n| n.as_int())) {
+            if let (Some(k), Some(n)) = (
+                items.first().and_then(|k| k.as_str()),
+                items.get(2).and_then(|n| n.as_int()),
+            ) {
                 if k.ends_with("subscribe") {
                     self.sub_count = n;
                 }
@@ -1522,7 +1823,14 @@ impl Session {
         }
         self.local.data.extend_from_slice(bytes);
         self.local.items.push_back(Item::Reply(bytes.len()));
-        self.pending.push_back(Pending { slot: LOCAL, kind: Kind::Forward, path: PATH_LOCAL, silent, read: false, sent: Instant::now() });
+        self.pending.push_back(Pending {
+            slot: LOCAL,
+            kind: Kind::Forward,
+            path: PATH_LOCAL,
+            silent,
+            read: false,
+            sent: Instant::now(),
+        });
     }
 
     fn push_local_value(&mut self, v: &Value) {
@@ -1542,7 +1850,8 @@ impl Session {
         if req.argc() != 2 {
             return Err("ERR wrong number of arguments for 'select' command".into());
         }
-        let n = parse_int(req.arg(1)).ok_or_else(|| "ERR value is not an integer or out of range".to_string())?;
+        let n = parse_int(req.arg(1))
+            .ok_or_else(|| "ERR value is not an integer or out of range".to_string())?;
         let dbs = i64::from(self.proxy.info.load().databases);
         if n < 0 || n >= dbs {
             return Err("ERR DB index is out of range".into());
@@ -1550,19 +1859,26 @@ impl Session {
         Ok(n as u32)
     }
 
-    fn local_command(&mut self, req: &Request, cmd: &'static Command, settings: &Settings, view: &View) -> Stop {
+    fn local_command(
+        &mut self,
+        req: &Request,
+        cmd: &'static Command,
+        settings: &Settings,
+        view: &View,
+    ) -> Stop {
         if !commands::arity_ok(cmd, req.argc()) {
-            self.push_local_error(&format!("ERR wrong number of arguments for '{}' command", cmd.name));
+            self.push_local_error(&format!(
+                "ERR wrong number of arguments for '{}' command",
+                cmd.name
+            ));
             return Stop::More;
         }
         match cmd.name {
-            "ping" => {
-                match req.argc() {
-                    1 => self.push_local_raw(reply::PONG),
-                    2 => self.push_local_value(&Value::bulk(req.arg(1))),
-                    _ => self.push_local_error("ERR wrong number of arguments for 'ping' command"),
-                }
-            }
+            "ping" => match req.argc() {
+                1 => self.push_local_raw(reply::PONG),
+                2 => self.push_local_value(&Value::bulk(req.arg(1))),
+                _ => self.push_local_error("ERR wrong number of arguments for 'ping' command"),
+            },
             "echo" => self.push_local_value(&Value::bulk(req.arg(1))),
             "quit" => {
                 self.push_local_raw(reply::OK);
@@ -1601,10 +1917,53 @@ impl Session {
                 }
                 self.push_local_raw(b"+RESET\r\n");
             }
-            _ if cmd.name.starts_with("client|") => return self.client_command(req, cmd, settings, view),
-            _ => self.push_local_error(&format!("ERR unknown subcommand or wrong number of arguments for '{}'", cmd.name)),
+            _ if cmd.name.starts_with("client|") => {
+                return self.client_command(req, cmd, settings, view)
+            }
+            _ => self.push_local_error(&format!(
+                "ERR unknown subcommand or wrong number of arguments for '{}'",
+                cmd.name
+            )),
         }
         Stop::More
+    }
+
+    /// `PROXY STATUS | EXPLAIN cmd… | CONFIG | HELP`.
+    fn proxy_command(&mut self, req: &Request, settings: &Settings, view: &View, now: Instant) {
+        let sub = req.arg(1).to_ascii_lowercase();
+        match sub.as_slice() {
+            b"status" if req.argc() == 2 => {
+                let v = introspect::status(view, settings, now);
+                self.push_local_value(&v);
+            }
+            b"explain" if req.argc() >= 3 => {
+                let args: Vec<&[u8]> = (2..req.argc()).map(|i| req.arg(i)).collect();
+                let sess = SessionReads {
+                    writes_in_flight: self.writes_in_flight > 0,
+                    last_write_ack: self.last_write_ack,
+                    prefer: None,
+                    turn: self.turn,
+                };
+                let v = introspect::explain(&args, &sess, view, settings, now);
+                self.push_local_value(&v);
+            }
+            b"config" if req.argc() == 2 => {
+                if self.user.as_ref().is_some_and(|u| !u.is_admin()) {
+                    self.push_local_error("NOPERM this user has no permissions to run the 'proxy|config' command");
+                    return;
+                }
+                let v = introspect::config(settings);
+                self.push_local_value(&v);
+            }
+            b"help" => {
+                let v = Value::Array(introspect::HELP.iter().map(|l| Value::simple(*l)).collect());
+                self.push_local_value(&v);
+            }
+            _ => self.push_local_error(&format!(
+                "ERR unknown subcommand or wrong number of arguments for '{}'. Try PROXY HELP.",
+                String::from_utf8_lossy(req.arg(1))
+            )),
+        }
     }
 
     fn auth(&mut self, req: &Request, settings: &Settings) {
@@ -1669,7 +2028,10 @@ impl Session {
                 setname = Some(req.arg(i + 1));
                 i += 2;
             } else {
-                self.push_local_error(&format!("ERR Syntax error in HELLO option '{}'", String::from_utf8_lossy(opt)));
+                self.push_local_error(&format!(
+                    "ERR Syntax error in HELLO option '{}'",
+                    String::from_utf8_lossy(opt)
+                ));
                 return;
             }
         }
@@ -1718,7 +2080,13 @@ impl Session {
         self.push_local_value(&v);
     }
 
-    fn client_command(&mut self, req: &Request, cmd: &'static Command, settings: &Settings, view: &View) -> Stop {
+    fn client_command(
+        &mut self,
+        req: &Request,
+        cmd: &'static Command,
+        settings: &Settings,
+        view: &View,
+    ) -> Stop {
         let sub = cmd.name.trim_start_matches("client|");
         match sub {
             "id" => self.push_local_value(&Value::Int(self.id as i64)),
@@ -1797,7 +2165,11 @@ impl Session {
     fn client_line(&self, h: &SessionHandle, me: bool) -> String {
         let info = h.info.lock().clone();
         let now = Instant::now();
-        let idle = self.proxy.uptime_ms(now).saturating_sub(h.last_active_ms.load(Ordering::Relaxed)) / 1000;
+        let idle = self
+            .proxy
+            .uptime_ms(now)
+            .saturating_sub(h.last_active_ms.load(Ordering::Relaxed))
+            / 1000;
         let (flags, multi, cmd) = if me {
             let f = match self.mode {
                 Mode::Multi => "x",
@@ -1805,9 +2177,21 @@ impl Session {
                 _ if self.blocking_in_flight => "b",
                 _ => "N",
             };
-            (f.to_string(), if self.mode == Mode::Multi { 0 } else { -1 }, self.last_cmd.to_string())
+            (
+                f.to_string(),
+                if self.mode == Mode::Multi { 0 } else { -1 },
+                self.last_cmd.to_string(),
+            )
         } else {
-            (if info.flags.is_empty() { "N".into() } else { info.flags.clone() }, -1, info.last_cmd.clone())
+            (
+                if info.flags.is_empty() {
+                    "N".into()
+                } else {
+                    info.flags.clone()
+                },
+                -1,
+                info.last_cmd.clone(),
+            )
         };
         format!(
             "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={} db={} sub=0 psub=0 ssub=0 multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user={} redir=-1 resp={}\n",
@@ -1924,7 +2308,10 @@ fn read_allowance(s: &Session) -> usize {
 }
 
 /// Write whatever is buffered, ignoring errors (the connection is closing).
-async fn flush_now<S: AsyncWrite + Unpin>(stream: &mut S, wbuf: &mut BytesMut) -> std::io::Result<()> {
+async fn flush_now<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    wbuf: &mut BytesMut,
+) -> std::io::Result<()> {
     use tokio::io::AsyncWriteExt;
     if !wbuf.is_empty() {
         let res = tokio::time::timeout(Duration::from_secs(1), stream.write_all(wbuf)).await;
@@ -1936,7 +2323,9 @@ async fn flush_now<S: AsyncWrite + Unpin>(stream: &mut S, wbuf: &mut BytesMut) -
 
 /// Replies from a replica that mean "ask the master instead".
 fn retryable_reply(frame: &[u8]) -> bool {
-    frame.starts_with(b"-LOADING") || frame.starts_with(b"-NOSCRIPT") || frame.starts_with(b"-MASTERDOWN")
+    frame.starts_with(b"-LOADING")
+        || frame.starts_with(b"-NOSCRIPT")
+        || frame.starts_with(b"-MASTERDOWN")
 }
 
 fn valid_name(n: &[u8]) -> Result<(), &'static str> {

@@ -143,7 +143,8 @@ impl ReplicaView {
     /// Staleness bound at `now` (ms), if known.
     #[inline]
     pub fn staleness_ms(&self, now: Instant) -> Option<u64> {
-        self.fresh_as_of.map(|t| now.saturating_duration_since(t).as_millis() as u64)
+        self.fresh_as_of
+            .map(|t| now.saturating_duration_since(t).as_millis() as u64)
     }
 }
 
@@ -167,7 +168,14 @@ pub struct View {
 impl View {
     /// A view with no backends.
     pub fn empty() -> View {
-        View { epoch: 0, taken: Instant::now(), master: None, replicas: Vec::new(), policy_gen: 0, write_rate: 0.0 }
+        View {
+            epoch: 0,
+            taken: Instant::now(),
+            master: None,
+            replicas: Vec::new(),
+            policy_gen: 0,
+            write_rate: 0.0,
+        }
     }
 
     /// The master, if known and up.
@@ -194,13 +202,14 @@ impl Backends {
             p.username == cfg.backend.username && p.password == cfg.backend.password
         };
         let find = |addr: &str, role: Role| -> Option<Arc<Backend>> {
-            old.all().find(|b| b.addr == addr && b.role == role && same_credentials(b)).cloned()
+            old.all()
+                .find(|b| b.addr == addr && b.role == role && same_credentials(b))
+                .cloned()
         };
-        let master = cfg
-            .backend
-            .master
-            .as_ref()
-            .map(|a| find(a, Role::Master).unwrap_or_else(|| Backend::new(a, Role::Master, cfg)));
+        let master =
+            cfg.backend.master.as_ref().map(|a| {
+                find(a, Role::Master).unwrap_or_else(|| Backend::new(a, Role::Master, cfg))
+            });
         let replicas = cfg
             .backend
             .replicas

@@ -19,13 +19,24 @@ fn set_get_and_reads_go_to_replicas() {
     set.wait_synced(SYNC_TIMEOUT);
     // Reads from a fresh connection (no read-your-writes constraint).
     let mut r = proxy.conn();
-    let before: u64 = set.replicas.iter().map(|s| s.commandstats().get("get").copied().unwrap_or(0)).sum();
+    let before: u64 = set
+        .replicas
+        .iter()
+        .map(|s| s.commandstats().get("get").copied().unwrap_or(0))
+        .sum();
     for _ in 0..20 {
         assert_eq!(text(&query(&mut r, &["GET", "k"]).unwrap()), "v");
     }
-    let after: u64 = set.replicas.iter().map(|s| s.commandstats().get("get").copied().unwrap_or(0)).sum();
+    let after: u64 = set
+        .replicas
+        .iter()
+        .map(|s| s.commandstats().get("get").copied().unwrap_or(0))
+        .sum();
     assert_eq!(after - before, 20, "plain reads are served by replicas");
-    assert_eq!(set.master.commandstats().get("get").copied().unwrap_or(0), 0);
+    assert_eq!(
+        set.master.commandstats().get("get").copied().unwrap_or(0),
+        0
+    );
 }
 
 #[test]
@@ -83,7 +94,15 @@ fn transactions_and_watch_conflicts() {
     let proxy = ProxyUnderTest::start(&proxy_yaml(&set, ""));
     proxy.wait_healthy(2);
     let mut c = proxy.conn();
-    let r: Vec<Value> = redis::pipe().atomic().cmd("SET").arg("a").arg(1).cmd("INCR").arg("a").query(&mut c).unwrap();
+    let r: Vec<Value> = redis::pipe()
+        .atomic()
+        .cmd("SET")
+        .arg("a")
+        .arg(1)
+        .cmd("INCR")
+        .arg("a")
+        .query(&mut c)
+        .unwrap();
     assert_eq!(text(&r[0]), "OK");
     assert_eq!(r[1], Value::Int(2));
     // Step by step, as a non-pipelining client does.
@@ -91,29 +110,57 @@ fn transactions_and_watch_conflicts() {
     assert_eq!(text(&query(&mut c, &["INCR", "a"]).unwrap()), "QUEUED");
     assert_eq!(text(&query(&mut c, &["PING"]).unwrap()), "QUEUED");
     let r = query(&mut c, &["EXEC"]).unwrap();
-    assert_eq!(r, Value::Array(vec![Value::Int(3), Value::SimpleString("PONG".into())]));
-    assert!(query(&mut c, &["EXEC"]).unwrap_err().to_string().contains("EXEC without MULTI"));
-    assert!(query(&mut c, &["DISCARD"]).unwrap_err().to_string().contains("DISCARD without MULTI"));
+    assert_eq!(
+        r,
+        Value::Array(vec![Value::Int(3), Value::SimpleString("PONG".into())])
+    );
+    assert!(query(&mut c, &["EXEC"])
+        .unwrap_err()
+        .to_string()
+        .contains("EXEC without MULTI"));
+    assert!(query(&mut c, &["DISCARD"])
+        .unwrap_err()
+        .to_string()
+        .contains("DISCARD without MULTI"));
     // WATCH conflict: another client changes the key between WATCH and EXEC.
     let mut other = proxy.conn();
     assert_eq!(text(&query(&mut c, &["WATCH", "w"]).unwrap()), "OK");
     assert_eq!(query(&mut c, &["GET", "w"]).unwrap(), Value::Nil);
-    assert_eq!(text(&query(&mut other, &["SET", "w", "theirs"]).unwrap()), "OK");
+    assert_eq!(
+        text(&query(&mut other, &["SET", "w", "theirs"]).unwrap()),
+        "OK"
+    );
     assert_eq!(text(&query(&mut c, &["MULTI"]).unwrap()), "OK");
-    assert_eq!(text(&query(&mut c, &["SET", "w", "mine"]).unwrap()), "QUEUED");
-    assert_eq!(query(&mut c, &["EXEC"]).unwrap(), Value::Nil, "EXEC aborts after a WATCH conflict");
+    assert_eq!(
+        text(&query(&mut c, &["SET", "w", "mine"]).unwrap()),
+        "QUEUED"
+    );
+    assert_eq!(
+        query(&mut c, &["EXEC"]).unwrap(),
+        Value::Nil,
+        "EXEC aborts after a WATCH conflict"
+    );
     assert_eq!(set.master.get("w").as_deref(), Some("theirs"));
     // Without a conflict it commits, and the connection is back to normal routing.
     assert_eq!(text(&query(&mut c, &["WATCH", "w"]).unwrap()), "OK");
     assert_eq!(text(&query(&mut c, &["MULTI"]).unwrap()), "OK");
-    assert_eq!(text(&query(&mut c, &["SET", "w", "mine"]).unwrap()), "QUEUED");
-    assert_eq!(query(&mut c, &["EXEC"]).unwrap(), Value::Array(vec![Value::Okay]));
+    assert_eq!(
+        text(&query(&mut c, &["SET", "w", "mine"]).unwrap()),
+        "QUEUED"
+    );
+    assert_eq!(
+        query(&mut c, &["EXEC"]).unwrap(),
+        Value::Array(vec![Value::Okay])
+    );
     assert_eq!(text(&query(&mut c, &["GET", "w"]).unwrap()), "mine");
     // A queued error aborts the transaction, as on Redis.
     assert_eq!(text(&query(&mut c, &["MULTI"]).unwrap()), "OK");
     assert!(query(&mut c, &["NOSUCHCMD"]).is_err());
     let e = query(&mut c, &["EXEC"]).unwrap_err();
-    assert!(format!("{e:?}").contains("ExecAbort") || e.to_string().contains("EXECABORT"), "{e:?}");
+    assert!(
+        format!("{e:?}").contains("ExecAbort") || e.to_string().contains("EXECABORT"),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -129,9 +176,17 @@ fn blocked_client_never_delays_others() {
         (v, started.elapsed())
     });
     // Wait until the master sees the blocked client.
-    wait_until("BLPOP is blocked on the master", Duration::from_secs(5), || {
-        set.master.info("clients").get("blocked_clients").map(String::as_str) == Some("1")
-    });
+    wait_until(
+        "BLPOP is blocked on the master",
+        Duration::from_secs(5),
+        || {
+            set.master
+                .info("clients")
+                .get("blocked_clients")
+                .map(String::as_str)
+                == Some("1")
+        },
+    );
     // A third client works normally meanwhile.
     let mut third = proxy.conn();
     for i in 0..200 {
@@ -140,16 +195,25 @@ fn blocked_client_never_delays_others() {
         assert_eq!(text(&query(&mut third, &["GET", &k]).unwrap()), "x");
     }
     let mut pusher = proxy.conn();
-    assert_eq!(query(&mut pusher, &["LPUSH", "queue", "job"]).unwrap(), Value::Int(1));
+    assert_eq!(
+        query(&mut pusher, &["LPUSH", "queue", "job"]).unwrap(),
+        Value::Int(1)
+    );
     let (v, took) = blocked.join().unwrap();
     assert_eq!(
         v,
-        Value::Array(vec![Value::BulkString(b"queue".to_vec()), Value::BulkString(b"job".to_vec())])
+        Value::Array(vec![
+            Value::BulkString(b"queue".to_vec()),
+            Value::BulkString(b"job".to_vec())
+        ])
     );
     assert!(took < Duration::from_secs(10));
     // The blocked client's connection is usable afterwards.
     let mut c = proxy.conn();
-    assert_eq!(query(&mut c, &["BLPOP", "empty", "0.1"]).unwrap(), Value::Nil);
+    assert_eq!(
+        query(&mut c, &["BLPOP", "empty", "0.1"]).unwrap(),
+        Value::Nil
+    );
 }
 
 #[test]
@@ -159,11 +223,17 @@ fn pubsub_through_the_proxy() {
     proxy.wait_healthy(2);
     let mut sub = raw(proxy.addr);
     use std::io::Write;
-    sub.write_all(b"*2\r\n$9\r\nSUBSCRIBE\r\n$4\r\nnews\r\n*2\r\n$10\r\nPSUBSCRIBE\r\n$2\r\nn*\r\n").unwrap();
+    sub.write_all(
+        b"*2\r\n$9\r\nSUBSCRIBE\r\n$4\r\nnews\r\n*2\r\n$10\r\nPSUBSCRIBE\r\n$2\r\nn*\r\n",
+    )
+    .unwrap();
     let expect = b"*3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n:1\r\n*3\r\n$10\r\npsubscribe\r\n$2\r\nn*\r\n:2\r\n";
     assert_eq!(read_n(&mut sub, expect.len()), expect.to_vec());
     let mut c = proxy.conn();
-    assert_eq!(query(&mut c, &["PUBLISH", "news", "hello"]).unwrap(), Value::Int(2));
+    assert_eq!(
+        query(&mut c, &["PUBLISH", "news", "hello"]).unwrap(),
+        Value::Int(2)
+    );
     let expect = b"*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$5\r\nhello\r\n*4\r\n$8\r\npmessage\r\n$2\r\nn*\r\n$4\r\nnews\r\n$5\r\nhello\r\n";
     assert_eq!(read_n(&mut sub, expect.len()), expect.to_vec());
     // In RESP2 subscribed mode, PING answers as Redis does, and GET is refused by Redis.
@@ -171,7 +241,8 @@ fn pubsub_through_the_proxy() {
     let expect = b"*2\r\n$4\r\npong\r\n$0\r\n\r\n";
     assert_eq!(read_n(&mut sub, expect.len()), expect.to_vec());
     // Unsubscribe from everything: normal commands work again.
-    sub.write_all(b"UNSUBSCRIBE\r\nPUNSUBSCRIBE\r\nSET after sub\r\nGET after\r\n").unwrap();
+    sub.write_all(b"UNSUBSCRIBE\r\nPUNSUBSCRIBE\r\nSET after sub\r\nGET after\r\n")
+        .unwrap();
     let expect = b"*3\r\n$11\r\nunsubscribe\r\n$4\r\nnews\r\n:1\r\n*3\r\n$12\r\npunsubscribe\r\n$2\r\nn*\r\n:0\r\n+OK\r\n$3\r\nsub\r\n";
     assert_eq!(read_n(&mut sub, expect.len()), expect.to_vec());
     // UNSUBSCRIBE when not subscribed answers locally, like Redis.
@@ -189,14 +260,23 @@ fn select_keeps_databases_apart() {
     let mut one = proxy.conn();
     let mut zero = proxy.conn();
     assert_eq!(text(&query(&mut one, &["SELECT", "1"]).unwrap()), "OK");
-    assert_eq!(text(&query(&mut one, &["SET", "k", "in-one"]).unwrap()), "OK");
-    assert_eq!(text(&query(&mut zero, &["SET", "k", "in-zero"]).unwrap()), "OK");
+    assert_eq!(
+        text(&query(&mut one, &["SET", "k", "in-one"]).unwrap()),
+        "OK"
+    );
+    assert_eq!(
+        text(&query(&mut zero, &["SET", "k", "in-zero"]).unwrap()),
+        "OK"
+    );
     set.wait_synced(SYNC_TIMEOUT);
     let mut reader1 = proxy.conn();
     assert_eq!(text(&query(&mut reader1, &["SELECT", "1"]).unwrap()), "OK");
     assert_eq!(text(&query(&mut reader1, &["GET", "k"]).unwrap()), "in-one");
     let mut reader0 = proxy.conn();
-    assert_eq!(text(&query(&mut reader0, &["GET", "k"]).unwrap()), "in-zero");
+    assert_eq!(
+        text(&query(&mut reader0, &["GET", "k"]).unwrap()),
+        "in-zero"
+    );
     assert_eq!(text(&set.master.cmd(&["SELECT", "1"])), "OK");
     let e = query(&mut one, &["SELECT", "99"]).unwrap_err().to_string();
     assert!(e.contains("DB index is out of range"), "{e}");
@@ -220,17 +300,28 @@ fn passwords_checked_by_the_proxy() {
 -WRONGPASS invalid username-password pair or user is disabled.\r\n\
 -NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time\r\n\
 +OK\r\n+PONG\r\n+OK\r\n+PONG\r\n";
-    assert_eq!(String::from_utf8_lossy(&read_n(&mut s, expect.len())), String::from_utf8_lossy(expect));
+    assert_eq!(
+        String::from_utf8_lossy(&read_n(&mut s, expect.len())),
+        String::from_utf8_lossy(expect)
+    );
     // HELLO with AUTH authenticates and switches protocol at once.
     let mut h = raw(proxy.addr);
-    h.write_all(b"HELLO 3 AUTH app apppw SETNAME web1\r\nCLIENT GETNAME\r\n").unwrap();
+    h.write_all(b"HELLO 3 AUTH app apppw SETNAME web1\r\nCLIENT GETNAME\r\n")
+        .unwrap();
     let got = read_n(&mut h, 40);
-    assert!(got.starts_with(b"%7\r\n"), "{}", String::from_utf8_lossy(&got));
+    assert!(
+        got.starts_with(b"%7\r\n"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
     // Without users, AUTH says what Redis says.
     let open = ProxyUnderTest::start(&proxy_yaml(&set, ""));
     let mut c = open.conn();
     let e = query(&mut c, &["AUTH", "x"]).unwrap_err().to_string();
-    assert!(e.contains("AUTH <password> called without any password configured"), "{e}");
+    assert!(
+        e.contains("AUTH <password> called without any password configured"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -247,13 +338,20 @@ fn resp3_end_to_end() {
     assert_eq!(&hello[..4], b"%7\r\n");
     // Drain the rest of the HELLO map.
     std::thread::sleep(Duration::from_millis(50));
-    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let _ = read_n(&mut s, 1 << 20);
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     s.write_all(b"HGETALL h\r\nGET missing\r\n").unwrap();
     let expect = b"%1\r\n$1\r\nf\r\n$1\r\nv\r\n_\r\n";
     assert_eq!(read_n(&mut s, expect.len()), expect.to_vec());
-    assert!(set.replicas.iter().map(|r| r.commandstats().get("hgetall").copied().unwrap_or(0)).sum::<u64>() >= 1);
+    assert!(
+        set.replicas
+            .iter()
+            .map(|r| r.commandstats().get("hgetall").copied().unwrap_or(0))
+            .sum::<u64>()
+            >= 1
+    );
 }
 
 #[test]
@@ -263,21 +361,31 @@ fn inline_commands_and_protocol_errors() {
     proxy.wait_healthy(1);
     use std::io::Write;
     let mut s = raw(proxy.addr);
-    s.write_all(b"PING\r\nSET greeting \"hello world\"\r\nGET greeting\r\n\r\nECHO 'a b'\r\n").unwrap();
+    s.write_all(b"PING\r\nSET greeting \"hello world\"\r\nGET greeting\r\n\r\nECHO 'a b'\r\n")
+        .unwrap();
     let expect = b"+PONG\r\n+OK\r\n$11\r\nhello world\r\n$3\r\na b\r\n";
     assert_eq!(read_n(&mut s, expect.len()), expect.to_vec());
     // A broken stream: Redis's error, then the connection closes.
     let mut bad = raw(proxy.addr);
     bad.write_all(b"PING\r\n*x\r\n").unwrap();
     let got = read_n(&mut bad, 1000);
-    assert_eq!(got, b"+PONG\r\n-ERR Protocol error: invalid multibulk length\r\n".to_vec());
+    assert_eq!(
+        got,
+        b"+PONG\r\n-ERR Protocol error: invalid multibulk length\r\n".to_vec()
+    );
     let mut bad = raw(proxy.addr);
     bad.write_all(b"*1\r\n$4000000000\r\n").unwrap();
-    assert_eq!(read_n(&mut bad, 1000), b"-ERR Protocol error: invalid bulk length\r\n".to_vec());
+    assert_eq!(
+        read_n(&mut bad, 1000),
+        b"-ERR Protocol error: invalid bulk length\r\n".to_vec()
+    );
     // Unknown commands get Redis's own answer.
     let mut c = proxy.conn();
     let e = query(&mut c, &["NOSUCHCMD", "a"]).unwrap_err().to_string();
     assert!(e.contains("unknown command"), "{e}");
     let e = query(&mut c, &["GET"]).unwrap_err().to_string();
-    assert!(e.contains("wrong number of arguments for 'get' command"), "{e}");
+    assert!(
+        e.contains("wrong number of arguments for 'get' command"),
+        "{e}"
+    );
 }

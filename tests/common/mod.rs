@@ -1405,7 +1405,8 @@ pub struct ProxyUnderTest {
 impl ProxyUnderTest {
     /// Start with a YAML configuration; `listen` and `admin.listen` default to port 0.
     pub fn start(yaml: &str) -> ProxyUnderTest {
-        let mut cfg = redsplit::config::Config::from_yaml(yaml).unwrap_or_else(|e| panic!("test config: {e}"));
+        let mut cfg = redsplit::config::Config::from_yaml(yaml)
+            .unwrap_or_else(|e| panic!("test config: {e}"));
         if !yaml.contains("\nlisten:") && !yaml.starts_with("listen:") {
             cfg.listen = "127.0.0.1:0".into();
         }
@@ -1422,8 +1423,15 @@ impl ProxyUnderTest {
             .enable_all()
             .build()
             .expect("runtime");
-        let handle = rt.block_on(redsplit::server::start(cfg, None)).expect("proxy starts");
-        ProxyUnderTest { addr: handle.addr, admin_addr: handle.admin_addr, handle: Some(handle), rt: Some(rt) }
+        let handle = rt
+            .block_on(redsplit::server::start(cfg, None))
+            .expect("proxy starts");
+        ProxyUnderTest {
+            addr: handle.addr,
+            admin_addr: handle.admin_addr,
+            handle: Some(handle),
+            rt: Some(rt),
+        }
     }
 
     /// The shared state (view, metrics, settings).
@@ -1451,7 +1459,12 @@ impl ProxyUnderTest {
         let state = self.state().clone();
         wait_until("the proxy sees a healthy topology", SYNC_TIMEOUT, || {
             let v = state.view.load();
-            v.master_up() && v.replicas.iter().filter(|r| r.health == redsplit::topology::Health::Ok).count() >= replicas
+            v.master_up()
+                && v.replicas
+                    .iter()
+                    .filter(|r| r.health == redsplit::topology::Health::Ok)
+                    .count()
+                    >= replicas
         });
     }
 
@@ -1485,7 +1498,11 @@ impl Drop for ProxyUnderTest {
 
 /// A minimal proxy configuration for a replica set.
 pub fn proxy_yaml(set: &ReplicaSet, extra: &str) -> String {
-    let replicas: Vec<String> = set.replicas.iter().map(|r| format!("\"{}\"", r.addr())).collect();
+    let replicas: Vec<String> = set
+        .replicas
+        .iter()
+        .map(|r| format!("\"{}\"", r.addr()))
+        .collect();
     format!(
         "backend:\n  master: \"{}\"\n  replicas: [{}]\n{}",
         set.master.addr(),
