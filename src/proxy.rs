@@ -143,6 +143,9 @@ pub struct Proxy {
     pub started: Instant,
     /// The configuration file, if any (for reloads).
     pub config_path: Option<std::path::PathBuf>,
+    /// Wakes topology discovery at once (a write was refused with `READONLY`: the node
+    /// the proxy writes to is no longer the master).
+    pub recheck: tokio::sync::Notify,
 }
 
 impl Proxy {
@@ -160,6 +163,7 @@ impl Proxy {
             info: ArcSwap::from_pointee(ServerInfo::default()),
             started: Instant::now(),
             config_path,
+            recheck: tokio::sync::Notify::new(),
         })
     }
 

@@ -1762,6 +1762,7 @@ impl Session {
                 if frame.starts_with(b"-READONLY") {
                     // The master we write to is not a master any more.
                     self.proxy.monitor.poll_now();
+                    self.proxy.recheck.notify_one();
                 }
             }
             _ => {}
