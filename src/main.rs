@@ -40,7 +40,7 @@ fn main() -> std::process::ExitCode {
             .with_env_filter(filter)
             .init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
+        tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter).init();
     }
     match cli.command {
         Command::Check { file } => match redsplit::config::Config::load(&file) {

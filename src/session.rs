@@ -191,6 +191,7 @@ pub struct Session {
     stats: Local,
     last_cmd: &'static str,
     sub_count: i64,
+    settings_gen: u64,
 }
 
 /// How the session ended.
@@ -248,6 +249,7 @@ impl Session {
             stats: Local::default(),
             last_cmd: "NULL",
             sub_count: 0,
+            settings_gen: 0,
         }
     }
 
@@ -419,6 +421,9 @@ impl Session {
         let view = self.proxy.view.load_full();
         if view.epoch != self.view_epoch {
             self.on_new_epoch(&view);
+        }
+        if settings.policy.generation != self.settings_gen {
+            self.on_new_settings(&settings);
         }
         let now = Instant::now();
         self.handle
@@ -997,6 +1002,24 @@ impl Session {
                 true
             }
         }
+    }
+
+    /// A reload happened: re-resolve the user (permissions may have changed; a removed
+    /// user must authenticate again).
+    fn on_new_settings(&mut self, settings: &Settings) {
+        if self.settings_gen != 0 {
+            if !settings.users.required() {
+                self.authenticated = true;
+                self.user = None;
+            } else if let Some(u) = self.user.take() {
+                self.user = settings.users.by_name(&u.name);
+                self.authenticated = self.user.is_some();
+            } else {
+                // Authenticated while no users existed; users were added since.
+                self.authenticated = false;
+            }
+        }
+        self.settings_gen = settings.policy.generation;
     }
 
     /// Drop connections to backends that left the topology.

@@ -1416,15 +1416,25 @@ impl ProxyUnderTest {
         Self::start_config(cfg)
     }
 
+    /// Start from a configuration file (reloads watch it).
+    pub fn start_file(path: &Path) -> ProxyUnderTest {
+        let cfg = redsplit::config::Config::load(path).unwrap_or_else(|e| panic!("test config: {e}"));
+        Self::start_with_path(cfg, Some(path.to_path_buf()))
+    }
+
     /// Start with a configuration value.
     pub fn start_config(cfg: redsplit::config::Config) -> ProxyUnderTest {
+        Self::start_with_path(cfg, None)
+    }
+
+    fn start_with_path(cfg: redsplit::config::Config, path: Option<PathBuf>) -> ProxyUnderTest {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .expect("runtime");
         let handle = rt
-            .block_on(redsplit::server::start(cfg, None))
+            .block_on(redsplit::server::start(cfg, path))
             .expect("proxy starts");
         ProxyUnderTest {
             addr: handle.addr,
