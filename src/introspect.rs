@@ -51,10 +51,22 @@ pub fn status(view: &View, settings: &Settings, now: Instant) -> Value {
         rows.push(Value::Map(vec![
             kv("role", Value::bulk("master")),
             kv("addr", Value::bulk(&m.backend.addr)),
-            kv("state", Value::bulk(if m.up { "up" } else if m.down { "down" } else { "unknown" })),
+            kv(
+                "state",
+                Value::bulk(if m.up {
+                    "up"
+                } else if m.down {
+                    "down"
+                } else {
+                    "unknown"
+                }),
+            ),
             kv("offset", opt_int(m.offset)),
             kv("write_rate_bps", Value::Int(view.write_rate as i64)),
-            kv("served", Value::Int(m.backend.served.load(std::sync::atomic::Ordering::Relaxed) as i64)),
+            kv(
+                "served",
+                Value::Int(m.backend.served.load(std::sync::atomic::Ordering::Relaxed) as i64),
+            ),
             kv("outstanding", Value::Int(m.backend.outstanding() as i64)),
         ]));
     }
@@ -65,7 +77,10 @@ pub fn status(view: &View, settings: &Settings, now: Instant) -> Value {
             .enumerate()
             .map(|(i, b)| {
                 let inp = pools_known && i < 64 && r.in_pool & (1 << i) != 0;
-                kv(&budget_name(b.max_lag_ms, b.max_lag_bytes), Value::Int(i64::from(inp)))
+                kv(
+                    &budget_name(b.max_lag_ms, b.max_lag_bytes),
+                    Value::Int(i64::from(inp)),
+                )
             })
             .collect();
         rows.push(Value::Map(vec![
@@ -76,7 +91,10 @@ pub fn status(view: &View, settings: &Settings, now: Instant) -> Value {
             kv("lag_bytes", opt_int(r.lag_bytes)),
             kv("staleness_ms", opt_int(r.staleness_ms(now))),
             kv("in_pool", Value::Map(pools)),
-            kv("served", Value::Int(r.backend.served.load(std::sync::atomic::Ordering::Relaxed) as i64)),
+            kv(
+                "served",
+                Value::Int(r.backend.served.load(std::sync::atomic::Ordering::Relaxed) as i64),
+            ),
             kv("outstanding", Value::Int(r.backend.outstanding() as i64)),
         ]));
     }
@@ -107,15 +125,27 @@ fn level_value(level: &Level) -> Vec<(Value, Value)> {
 }
 
 /// `PROXY EXPLAIN command args…` for a session whose read state is `sess`.
-pub fn explain(args: &[&[u8]], sess: &SessionReads, view: &View, settings: &Settings, now: Instant) -> Value {
+pub fn explain(
+    args: &[&[u8]],
+    sess: &SessionReads,
+    view: &View,
+    settings: &Settings,
+    now: Instant,
+) -> Value {
     let mut buf = Vec::new();
     let mut spans = Vec::new();
     for a in args {
         let start = buf.len() as u32;
         buf.extend_from_slice(a);
-        spans.push(Span { start, end: buf.len() as u32 });
+        spans.push(Span {
+            start,
+            end: buf.len() as u32,
+        });
     }
-    let req = Request { buf: &buf, args: &spans };
+    let req = Request {
+        buf: &buf,
+        args: &spans,
+    };
     let name = String::from_utf8_lossy(req.arg(0)).to_lowercase();
     let Some(cmd) = commands::lookup(&req) else {
         return Value::Map(vec![
@@ -136,7 +166,9 @@ pub fn explain(args: &[&[u8]], sess: &SessionReads, view: &View, settings: &Sett
     let mut keys = Vec::new();
     commands::for_each_key(cmd, &req, |i| keys.push(Value::bulk(req.arg(i))));
     let policy = &settings.policy;
-    let resolved = policy.resolve(cmd.name, |f| commands::for_each_key(cmd, &req, |i| f(req.arg(i))));
+    let resolved = policy.resolve(cmd.name, |f| {
+        commands::for_each_key(cmd, &req, |i| f(req.arg(i)))
+    });
     let mut out = vec![
         kv("command", Value::bulk(cmd.name)),
         kv("class", Value::bulk(class)),
@@ -146,7 +178,12 @@ pub fn explain(args: &[&[u8]], sess: &SessionReads, view: &View, settings: &Sett
     match cmd.class {
         Class::Connection | Class::Transaction => {
             out.push(kv("target", Value::bulk("proxy")));
-            out.push(kv("reason", Value::bulk("answered by the proxy, or sent on the connection's own master connection")));
+            out.push(kv(
+                "reason",
+                Value::bulk(
+                    "answered by the proxy, or sent on the connection's own master connection",
+                ),
+            ));
             return Value::Map(out);
         }
         Class::Read if !commands::is_blocking(cmd, &req) => {}
@@ -179,7 +216,11 @@ pub fn explain(args: &[&[u8]], sess: &SessionReads, view: &View, settings: &Sett
     let d = router::route_read(&resolved.level, sess, policy, view, now);
     let target = match d.target {
         Target::Master => master_name(view),
-        Target::Replica(i) => view.replicas.get(i).map(|r| format!("replica {}", r.backend.addr)).unwrap_or_default(),
+        Target::Replica(i) => view
+            .replicas
+            .get(i)
+            .map(|r| format!("replica {}", r.backend.addr))
+            .unwrap_or_default(),
         Target::Reject => "error".into(),
     };
     out.push(kv("target", Value::bulk(target)));
@@ -210,5 +251,8 @@ pub fn explain(args: &[&[u8]], sess: &SessionReads, view: &View, settings: &Sett
 }
 
 fn master_name(view: &View) -> String {
-    view.master.as_ref().map(|m| format!("master {}", m.backend.addr)).unwrap_or_else(|| "error (no master known)".into())
+    view.master
+        .as_ref()
+        .map(|m| format!("master {}", m.backend.addr))
+        .unwrap_or_else(|| "error (no master known)".into())
 }

@@ -28,6 +28,16 @@ enum Command {
         #[arg(default_value = "proxy.yaml")]
         file: PathBuf,
     },
+    /// Ask a running proxy's admin endpoint for /healthz; exits non-zero unless it
+    /// answers 200 within 2 s (for container health checks).
+    Healthcheck {
+        /// The configuration file whose `admin.listen` to ask.
+        #[arg(long, short, default_value = "proxy.yaml")]
+        config: PathBuf,
+        /// Ask this address (host:port) instead.
+        #[arg(long)]
+        addr: Option<String>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -40,9 +50,19 @@ fn main() -> std::process::ExitCode {
             .with_env_filter(filter)
             .init();
     } else {
-        tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter).init();
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(filter)
+            .init();
     }
     match cli.command {
+        Command::Healthcheck { config, addr } => match healthcheck(&config, addr) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("unhealthy: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        },
         Command::Check { file } => match redsplit::config::Config::load(&file) {
             Ok(_) => {
                 println!("{}: ok", file.display());
@@ -80,5 +100,43 @@ fn main() -> std::process::ExitCode {
                 }
             }
         }
+    }
+}
+
+/// GET /healthz on the admin endpoint.
+fn healthcheck(config: &std::path::Path, addr: Option<String>) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let addr = match addr {
+        Some(a) => a,
+        None => {
+            let cfg = redsplit::config::Config::load(config).map_err(|e| e.to_string())?;
+            if cfg.admin.listen.is_empty() {
+                return Err("the admin endpoint is disabled (admin.listen is empty)".into());
+            }
+            // A wildcard listen address is reached on loopback.
+            cfg.admin
+                .listen
+                .replace("0.0.0.0:", "127.0.0.1:")
+                .replace("[::]:", "[::1]:")
+        }
+    };
+    let timeout = std::time::Duration::from_secs(2);
+    let sock = std::net::ToSocketAddrs::to_socket_addrs(&addr)
+        .map_err(|e| format!("{addr}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{addr}: no address"))?;
+    let mut s =
+        std::net::TcpStream::connect_timeout(&sock, timeout).map_err(|e| format!("{addr}: {e}"))?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    s.write_all(format!("GET /healthz HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).map_err(|e| e.to_string())?;
+    let status = reply.lines().next().unwrap_or_default();
+    if status.split_whitespace().nth(1) == Some("200") {
+        Ok(())
+    } else {
+        Err(format!("{addr} answered {status:?}"))
     }
 }

@@ -42,7 +42,10 @@ pub fn reload(proxy: &Arc<Proxy>, why: &str, force: bool) -> Result<Outcome, Con
     let new = match Config::load(&path) {
         Ok(c) => c,
         Err(e) => {
-            proxy.metrics.reloads_rejected.fetch_add(1, Ordering::Relaxed);
+            proxy
+                .metrics
+                .reloads_rejected
+                .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(trigger = why, error = %e, "configuration rejected; the running configuration stays");
             return Err(e);
         }
@@ -58,7 +61,10 @@ pub fn apply(proxy: &Arc<Proxy>, mut new: Config, why: &str, force: bool) -> Out
     }
     let restart_required = old.config.restart_required(&new);
     for setting in &restart_required {
-        tracing::warn!(setting, "changed in the configuration file but needs a restart; the running value stays");
+        tracing::warn!(
+            setting,
+            "changed in the configuration file but needs a restart; the running value stays"
+        );
     }
     // Keep the running values of what cannot change live.
     new.listen = old.config.listen.clone();
@@ -93,7 +99,10 @@ pub fn apply(proxy: &Arc<Proxy>, mut new: Config, why: &str, force: bool) -> Out
     proxy.monitor.publish(proxy);
     proxy.metrics.reloads_ok.fetch_add(1, Ordering::Relaxed);
     tracing::info!(trigger = why, generation, fingerprint = %fingerprint, "configuration reloaded");
-    Outcome::Applied { generation, restart_required }
+    Outcome::Applied {
+        generation,
+        restart_required,
+    }
 }
 
 /// Reload on SIGHUP and on file changes until `stop`.
@@ -103,7 +112,11 @@ pub async fn watch(proxy: Arc<Proxy>, mut stop: watch::Receiver<bool>) {
         return;
     };
     let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(64);
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
     let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if res.is_ok() {
             let _ = tx.try_send(());

@@ -156,10 +156,9 @@ impl Monitor {
             st.history.clear();
         }
         for b in backends.all() {
-            if !st.pollers.contains_key(&b.id) {
-                let h = tokio::spawn(poller(Arc::downgrade(proxy), b.clone()));
-                st.pollers.insert(b.id, h.abort_handle());
-            }
+            st.pollers.entry(b.id).or_insert_with(|| {
+                tokio::spawn(poller(Arc::downgrade(proxy), b.clone())).abort_handle()
+            });
         }
         st.backends = backends;
         st.epoch += 1;

@@ -135,7 +135,7 @@ pub fn verdict(
     if level.ryw {
         if let Some(ack) = sess.last_write_ack {
             // The replica must have reached a master offset sampled after the ack.
-            if !r.fresh_as_of.is_some_and(|t| t > ack) {
+            if r.fresh_as_of.is_none_or(|t| t <= ack) {
                 return Verdict::BehindOwnWrite;
             }
         }

@@ -535,18 +535,7 @@ impl Session {
             if matches!(self.mode, Mode::Multi | Mode::Watch) {
                 return self.dispatch_dedicated_mode(req, None, run, rbuf, settings, view);
             }
-            return self.to_master(
-                req,
-                offset,
-                inline,
-                run,
-                rbuf,
-                settings,
-                view,
-                now,
-                Kind::Write,
-                None,
-            );
+            return self.send_to_master(req, offset, inline, run, rbuf, view, now, Kind::Write);
         };
         self.stats.request(class_index(Some(cmd.class)));
         if settings.deny.denies(cmd) {
@@ -585,7 +574,7 @@ impl Session {
                 self.local_command(req, cmd, settings, view)
             }
             Class::Transaction => self.transaction(req, cmd, run, rbuf, settings, view),
-            Class::PubSub => self.pubsub(req, cmd, offset, inline, run, rbuf, settings, view, now),
+            Class::PubSub => self.pubsub(req, cmd, offset, inline, run, rbuf, view, now),
             _ if commands::is_blocking(cmd, req) => {
                 if name.eq_ignore_ascii_case(b"wait") {
                     self.flush_pending_run(run, rbuf);
@@ -612,18 +601,7 @@ impl Session {
                     Some(w) => Kind::Durable(w),
                     None => Kind::Write,
                 };
-                self.to_master(
-                    req,
-                    offset,
-                    inline,
-                    run,
-                    rbuf,
-                    settings,
-                    view,
-                    now,
-                    kind,
-                    Some(cmd),
-                )
+                self.send_to_master(req, offset, inline, run, rbuf, view, now, kind)
             }
         }
     }
@@ -735,18 +713,16 @@ impl Session {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn to_master(
+    fn send_to_master(
         &mut self,
         req: &Request,
         offset: usize,
         inline: bool,
         run: &mut Option<Run>,
         rbuf: &[u8],
-        _settings: &Settings,
         view: &View,
         now: Instant,
         kind: Kind,
-        _cmd: Option<&'static Command>,
     ) -> Stop {
         let d = router::route_write(view);
         let Some(m) = view.master.as_ref().filter(|_| d.target == Target::Master) else {
@@ -1266,7 +1242,6 @@ impl Session {
         inline: bool,
         run: &mut Option<Run>,
         rbuf: &[u8],
-        settings: &Settings,
         view: &View,
         now: Instant,
     ) -> Stop {
@@ -1294,18 +1269,7 @@ impl Session {
                 self.push_local_bytes(&out);
                 Stop::More
             }
-            _ => self.to_master(
-                req,
-                offset,
-                inline,
-                run,
-                rbuf,
-                settings,
-                view,
-                now,
-                Kind::Forward,
-                Some(cmd),
-            ),
+            _ => self.send_to_master(req, offset, inline, run, rbuf, view, now, Kind::Forward),
         }
     }
 
@@ -1519,7 +1483,13 @@ impl Session {
             if let Some(h) = &self.held {
                 // A durable write's reply waits for the ROLE after it, then for replicas.
                 let probe_next = h.target == u64::MAX
-                    && matches!(self.pending.front(), Some(Pending { kind: Kind::RoleProbe { wait: None }, .. }));
+                    && matches!(
+                        self.pending.front(),
+                        Some(Pending {
+                            kind: Kind::RoleProbe { wait: None },
+                            ..
+                        })
+                    );
                 if !probe_next {
                     drop(st);
                     if !self.check_held(now) {
@@ -1758,20 +1728,18 @@ impl Session {
                 }
                 return;
             }
-            Kind::Durable(w) => {
-                if !is_err {
-                    // Hold the reply until `w.replicas` replicas reach the offset the
-                    // following ROLE reports.
-                    self.hold(Held {
-                        target: u64::MAX,
-                        replicas: w.replicas,
-                        deadline: Some(now + Duration::from_millis(w.timeout_ms)),
-                        started: now,
-                        reply: Some(BytesMut::from(frame)),
-                        silent: p.silent,
-                    });
-                    return;
-                }
+            Kind::Durable(w) if !is_err => {
+                // Hold the reply until `w.replicas` replicas reach the offset the
+                // following ROLE reports.
+                self.hold(Held {
+                    target: u64::MAX,
+                    replicas: w.replicas,
+                    deadline: Some(now + Duration::from_millis(w.timeout_ms)),
+                    started: now,
+                    reply: Some(BytesMut::from(frame)),
+                    silent: p.silent,
+                });
+                return;
             }
             Kind::Exec => {
                 if let Some(db) = self.multi_select.take() {
@@ -1781,12 +1749,10 @@ impl Session {
                 }
             }
             Kind::Blocking => self.end_blocking(),
-            Kind::Write => {
-                if frame.starts_with(b"-READONLY") {
-                    // The master we write to is not a master any more.
-                    self.proxy.monitor.poll_now();
-                    self.proxy.recheck.notify_one();
-                }
+            Kind::Write if frame.starts_with(b"-READONLY") => {
+                // The master we write to is not a master any more.
+                self.proxy.monitor.poll_now();
+                self.proxy.recheck.notify_one();
             }
             _ => {}
         }
@@ -1973,7 +1939,9 @@ impl Session {
             }
             b"config" if req.argc() == 2 => {
                 if self.user.as_ref().is_some_and(|u| !u.is_admin()) {
-                    self.push_local_error("NOPERM this user has no permissions to run the 'proxy|config' command");
+                    self.push_local_error(
+                        "NOPERM this user has no permissions to run the 'proxy|config' command",
+                    );
                     return;
                 }
                 let v = introspect::config(settings);
@@ -2180,7 +2148,7 @@ impl Session {
                 // PAUSE, UNPAUSE and anything newer: the master decides.
                 let _ = settings;
                 let mut none = None;
-                return self.to_master(req, 0, true, &mut none, &[], settings, view, Instant::now(), Kind::Forward, Some(cmd));
+                return self.send_to_master(req, 0, true, &mut none, &[], view, Instant::now(), Kind::Forward);
             }
         }
         Stop::More

@@ -398,10 +398,19 @@ fn read_only_scripts_fall_back_to_the_master_on_noscript() {
     set.master.set("sk", "sv");
     set.wait_synced(SYNC_TIMEOUT);
     let mut c = proxy.conn();
-    let sha = text(&query(&mut c, &["SCRIPT", "LOAD", "return redis.call('get', KEYS[1])"]).unwrap());
+    let sha = text(
+        &query(
+            &mut c,
+            &["SCRIPT", "LOAD", "return redis.call('get', KEYS[1])"],
+        )
+        .unwrap(),
+    );
     let mut r = proxy.conn();
     for _ in 0..5 {
-        assert_eq!(text(&query(&mut r, &["EVALSHA_RO", &sha, "1", "sk"]).unwrap()), "sv");
+        assert_eq!(
+            text(&query(&mut r, &["EVALSHA_RO", &sha, "1", "sk"]).unwrap()),
+            "sv"
+        );
     }
     // The replicas were asked first (they never saw SCRIPT LOAD) and said NOSCRIPT.
     let on_replicas: u64 = set
@@ -414,10 +423,26 @@ fn read_only_scripts_fall_back_to_the_master_on_noscript() {
         })
         .sum();
     assert!(on_replicas >= 1, "a replica was tried");
-    assert_eq!(set.master.commandstats().get("evalsha_ro").copied(), Some(5));
+    assert_eq!(
+        set.master.commandstats().get("evalsha_ro").copied(),
+        Some(5)
+    );
     // EVAL_RO itself runs on a replica.
-    assert_eq!(text(&query(&mut r, &["EVAL_RO", "return redis.call('get', KEYS[1])", "1", "sk"]).unwrap()), "sv");
-    let evals: u64 = set.replicas.iter().map(|s| s.commandstats().get("eval_ro").copied().unwrap_or(0)).sum();
+    assert_eq!(
+        text(
+            &query(
+                &mut r,
+                &["EVAL_RO", "return redis.call('get', KEYS[1])", "1", "sk"]
+            )
+            .unwrap()
+        ),
+        "sv"
+    );
+    let evals: u64 = set
+        .replicas
+        .iter()
+        .map(|s| s.commandstats().get("eval_ro").copied().unwrap_or(0))
+        .sum();
     assert_eq!(evals, 1);
 }
 
@@ -426,7 +451,12 @@ fn a_client_vanishing_mid_pipeline_harms_no_one() {
     let set = ReplicaSet::start(2, false);
     let proxy = ProxyUnderTest::start(&proxy_yaml(&set, ""));
     proxy.wait_in_pool(2);
-    let master_clients = |s: &RedisServer| s.info("clients").get("connected_clients").and_then(|v| v.parse::<u64>().ok()).unwrap();
+    let master_clients = |s: &RedisServer| {
+        s.info("clients")
+            .get("connected_clients")
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap()
+    };
     let mut c = proxy.conn();
     query(&mut c, &["SET", "warm", "1"]).unwrap();
     let before = master_clients(&set.master);
@@ -436,7 +466,10 @@ fn a_client_vanishing_mid_pipeline_harms_no_one() {
         let mut req = Vec::new();
         for i in 0..5000 {
             if i % 2 == 0 {
-                req.extend_from_slice(format!("*3\r\n$3\r\nSET\r\n$6\r\nv:{:04}\r\n$1\r\nx\r\n", i % 10000).as_bytes());
+                req.extend_from_slice(
+                    format!("*3\r\n$3\r\nSET\r\n$6\r\nv:{:04}\r\n$1\r\nx\r\n", i % 10000)
+                        .as_bytes(),
+                );
             } else {
                 req.extend_from_slice(b"*2\r\n$3\r\nGET\r\n$4\r\nwarm\r\n");
             }
@@ -447,16 +480,24 @@ fn a_client_vanishing_mid_pipeline_harms_no_one() {
         assert_eq!(text(&query(&mut c, &["GET", "warm"]).unwrap()), "1");
     }
     let state = proxy.state().clone();
-    wait_until("vanished sessions are gone", Duration::from_secs(5), || state.sessions.len() == 1);
+    wait_until("vanished sessions are gone", Duration::from_secs(5), || {
+        state.sessions.len() == 1
+    });
     assert_eq!(text(&query(&mut c, &["SET", "after", "ok"]).unwrap()), "OK");
     // No backend connection leaked for them.
-    assert!(master_clients(&set.master) <= before + 1, "master clients {} vs {before}", master_clients(&set.master));
+    assert!(
+        master_clients(&set.master) <= before + 1,
+        "master clients {} vs {before}",
+        master_clients(&set.master)
+    );
 }
 
 #[test]
 fn replica_then_master_killed_under_load() {
     let mut set = ReplicaSet::start(2, false);
-    let proxy = ProxyUnderTest::start(&proxy_yaml(&set, "backend_extra: 0\n").replace("backend_extra: 0\n", ""));
+    let proxy = ProxyUnderTest::start(
+        &proxy_yaml(&set, "backend_extra: 0\n").replace("backend_extra: 0\n", ""),
+    );
     proxy.wait_in_pool(2);
     set.master.set("r", "1");
     set.wait_synced(SYNC_TIMEOUT);
@@ -467,7 +508,8 @@ fn replica_then_master_killed_under_load() {
     let reads = Arc::new(AtomicU64::new(0));
     let readers: Vec<_> = (0..3)
         .map(|_| {
-            let (stop, errs, reads, addr) = (stop.clone(), read_errors.clone(), reads.clone(), proxy.addr);
+            let (stop, errs, reads, addr) =
+                (stop.clone(), read_errors.clone(), reads.clone(), proxy.addr);
             std::thread::spawn(move || {
                 let mut c = connect(addr);
                 while !stop.load(Ordering::Relaxed) {
@@ -486,30 +528,60 @@ fn replica_then_master_killed_under_load() {
     std::thread::sleep(Duration::from_millis(300));
     set.replicas[0].kill();
     let n0 = reads.load(Ordering::Relaxed);
-    wait_until("reads continue after the replica died", Duration::from_secs(5), || reads.load(Ordering::Relaxed) > n0 + 2000);
-    assert_eq!(read_errors.load(Ordering::Relaxed), 0, "no read failed while the master was healthy");
+    wait_until(
+        "reads continue after the replica died",
+        Duration::from_secs(5),
+        || reads.load(Ordering::Relaxed) > n0 + 2000,
+    );
+    assert_eq!(
+        read_errors.load(Ordering::Relaxed),
+        0,
+        "no read failed while the master was healthy"
+    );
     // The master dies: writes fail fast with a clear error, reads follow on_master_down.
     set.master.kill();
     let mut w = proxy.conn();
     for _ in 0..5 {
         let t = std::time::Instant::now();
         let e = query(&mut w, &["SET", "x", "1"]).unwrap_err().to_string();
-        assert!(t.elapsed() < Duration::from_secs(3), "the write failed within a bounded time");
-        assert!(e.contains("master") && e.contains(&set.master.addr().to_string()), "{e}");
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "the write failed within a bounded time"
+        );
+        assert!(
+            e.contains("master") && e.contains(&set.master.addr().to_string()),
+            "{e}"
+        );
     }
     let state = proxy.state().clone();
-    wait_until("the monitor sees the master down", Duration::from_secs(5), || {
-        state.view.load().master.as_ref().is_some_and(|m| m.down)
-    });
+    wait_until(
+        "the monitor sees the master down",
+        Duration::from_secs(5),
+        || state.view.load().master.as_ref().is_some_and(|m| m.down),
+    );
     let errs = read_errors.load(Ordering::Relaxed);
     let n1 = reads.load(Ordering::Relaxed);
-    wait_until("reads are served by the surviving replica", Duration::from_secs(5), || reads.load(Ordering::Relaxed) > n1 + 500);
+    wait_until(
+        "reads are served by the surviving replica",
+        Duration::from_secs(5),
+        || reads.load(Ordering::Relaxed) > n1 + 500,
+    );
     stop.store(true, Ordering::Relaxed);
     for r in readers {
         r.join().unwrap();
     }
-    eprintln!("read errors around the master's death: {}", read_errors.load(Ordering::Relaxed) - errs);
-    assert!(set.replicas[1].commandstats().get("get").copied().unwrap_or(0) > 0);
+    eprintln!(
+        "read errors around the master's death: {}",
+        read_errors.load(Ordering::Relaxed) - errs
+    );
+    assert!(
+        set.replicas[1]
+            .commandstats()
+            .get("get")
+            .copied()
+            .unwrap_or(0)
+            > 0
+    );
 }
 
 #[test]
@@ -519,7 +591,11 @@ fn redis_cli_and_redis_benchmark_work_through_the_proxy() {
     proxy.wait_in_pool(2);
     let port = proxy.addr.port().to_string();
     let cli = |args: &[&str]| {
-        let out = std::process::Command::new("redis-cli").args(["-p", &port]).args(args).output().unwrap();
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &port])
+            .args(args)
+            .output()
+            .unwrap();
         assert!(out.status.success());
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
@@ -529,14 +605,30 @@ fn redis_cli_and_redis_benchmark_work_through_the_proxy() {
     assert_eq!(cli(&["--no-raw", "INCR", "n"]), "(integer) 1");
     assert_eq!(cli(&["-3", "HSET", "h", "a", "1"]), "1");
     let out = std::process::Command::new("redis-benchmark")
-        .args(["-p", &port, "-q", "-n", "3000", "-P", "8", "-t", "ping,set,get,incr,lpush,rpush,lpop,rpop,sadd,hset,spop,zadd,lrange,mset"])
+        .args([
+            "-p",
+            &port,
+            "-q",
+            "-n",
+            "3000",
+            "-P",
+            "8",
+            "-t",
+            "ping,set,get,incr,lpush,rpush,lpop,rpop,sadd,hset,spop,zadd,lrange,mset",
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
-    assert!(!stdout.contains("ERR") && !stdout.contains("rror"), "{stdout}");
+    assert!(
+        !stdout.contains("ERR") && !stdout.contains("rror"),
+        "{stdout}"
+    );
     for t in ["SET", "GET", "INCR", "LPUSH", "MSET", "LRANGE_100"] {
-        assert!(stdout.contains(&format!("{t}:")) || stdout.contains(&format!("{t} ")), "{t} missing in {stdout}");
+        assert!(
+            stdout.contains(&format!("{t}:")) || stdout.contains(&format!("{t} ")),
+            "{t} missing in {stdout}"
+        );
     }
 }
 
@@ -569,23 +661,38 @@ fn sigterm_drains_in_flight_replies_and_exits_zero() {
         let t = std::time::Instant::now();
         (query(&mut c, &["DEBUG", "SLEEP", "0.8"]), t.elapsed())
     });
-    wait_until("DEBUG SLEEP reached the master", Duration::from_secs(5), || {
-        set.master.commandstats().contains_key("debug") || set.master.try_cmd(&["PING"]).is_err()
-    });
+    wait_until(
+        "DEBUG SLEEP reached the master",
+        Duration::from_secs(5),
+        || {
+            set.master.commandstats().contains_key("debug")
+                || set.master.try_cmd(&["PING"]).is_err()
+        },
+    );
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);
     }
     let (reply, took) = slow.join().unwrap();
-    assert_eq!(text(&reply.unwrap()), "OK", "the in-flight reply was delivered");
+    assert_eq!(
+        text(&reply.unwrap()),
+        "OK",
+        "the in-flight reply was delivered"
+    );
     assert!(took >= Duration::from_millis(700));
     let t = std::time::Instant::now();
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(t.elapsed() < Duration::from_secs(6), "the proxy exits within the grace period");
+        assert!(
+            t.elapsed() < Duration::from_secs(6),
+            "the proxy exits within the grace period"
+        );
         std::thread::sleep(Duration::from_millis(10));
     };
     assert!(status.success(), "exit status {status}");
-    assert!(std::net::TcpStream::connect(addr).is_err(), "no longer accepting");
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "no longer accepting"
+    );
 }

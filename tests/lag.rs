@@ -14,7 +14,10 @@ fn text(v: &Value) -> String {
 }
 
 fn replica_gets(set: &ReplicaSet) -> Vec<u64> {
-    set.replicas.iter().map(|r| r.commandstats().get("get").copied().unwrap_or(0)).collect()
+    set.replicas
+        .iter()
+        .map(|r| r.commandstats().get("get").copied().unwrap_or(0))
+        .collect()
 }
 
 fn master_gets(set: &ReplicaSet) -> u64 {
@@ -112,10 +115,12 @@ fn stale_replicas_are_avoided_and_rejoin_after_the_dwell() {
     // was sent.
     let acks = acks.lock().unwrap();
     let reads = reads.lock().unwrap();
-    let ack_of = |n: u64| acks.get(n as usize).map(|(m, t)| {
-        assert_eq!(*m, n + 1);
-        *t
-    });
+    let ack_of = |n: u64| {
+        acks.get(n as usize).map(|(m, t)| {
+            assert_eq!(*m, n + 1);
+            *t
+        })
+    };
     let bound = Duration::from_millis(BUDGET_MS + POLL_MS);
     let mut worst = Duration::ZERO;
     for (sent, n) in reads.iter() {
@@ -124,21 +129,40 @@ fn stale_replicas_are_avoided_and_rejoin_after_the_dwell() {
             if *sent > superseded {
                 let age = *sent - superseded;
                 worst = worst.max(age);
-                assert!(age <= bound, "read sent {age:?} after value {n} was superseded (bound {bound:?})");
+                assert!(
+                    age <= bound,
+                    "read sent {age:?} after value {n} was superseded (bound {bound:?})"
+                );
             }
         }
     }
-    eprintln!("reads: {}, writes: {}, worst superseded age: {worst:?}, rejoin after {rejoined:?}", reads.len(), acks.len());
+    eprintln!(
+        "reads: {}, writes: {}, worst superseded age: {worst:?}, rejoin after {rejoined:?}",
+        reads.len(),
+        acks.len()
+    );
     assert!(reads.len() > 500, "enough reads to mean something");
     // With both replicas paused, every read went to the master.
-    assert_eq!(both_start.0, both_end.0, "no replica served reads while both were stale");
+    assert_eq!(
+        both_start.0, both_end.0,
+        "no replica served reads while both were stale"
+    );
     assert!(both_end.1 > both_start.1 + 100, "the master served them");
     // While only relay 0 was paused, replica 1 kept serving.
     assert!(before_both[1] > 0);
     // Rejoin only after the dwell time, then serve again.
-    assert_eq!(during_dwell, during_dwell_end, "no replica served reads during the dwell time");
-    assert!(rejoined >= Duration::from_millis(DWELL_MS), "rejoined after {rejoined:?}");
-    assert!(after.iter().zip(&during_dwell_end).all(|(a, b)| a > b), "both replicas serve again: {after:?}");
+    assert_eq!(
+        during_dwell, during_dwell_end,
+        "no replica served reads during the dwell time"
+    );
+    assert!(
+        rejoined >= Duration::from_millis(DWELL_MS),
+        "rejoined after {rejoined:?}"
+    );
+    assert!(
+        after.iter().zip(&during_dwell_end).all(|(a, b)| a > b),
+        "both replicas serve again: {after:?}"
+    );
 }
 
 #[test]
@@ -162,7 +186,10 @@ fn read_your_writes_with_a_delayed_replication_stream() {
             mismatches += 1;
         }
     }
-    assert_eq!(mismatches, 0, "read-your-writes: every GET sees the client's own SET");
+    assert_eq!(
+        mismatches, 0,
+        "read-your-writes: every GET sees the client's own SET"
+    );
     // The same with a rule that allows any replica: the test can fail.
     let mut loose = 0;
     for i in 0..200 {
@@ -173,9 +200,19 @@ fn read_your_writes_with_a_delayed_replication_stream() {
         }
     }
     eprintln!("read-your-writes mismatches: 0 of {pairs}; with `any`: {loose} of 200");
-    assert!(loose > 100, "with `any`, reads right after a write see stale replicas ({loose} of 200)");
+    assert!(
+        loose > 100,
+        "with `any`, reads right after a write see stale replicas ({loose} of 200)"
+    );
     // A write then a read in one pipeline always sees the write.
-    let replies: Vec<Value> = redis::pipe().cmd("SET").arg("p").arg("new").cmd("GET").arg("p").query(&mut c).unwrap();
+    let replies: Vec<Value> = redis::pipe()
+        .cmd("SET")
+        .arg("p")
+        .arg("new")
+        .cmd("GET")
+        .arg("p")
+        .query(&mut c)
+        .unwrap();
     assert_eq!(text(&replies[1]), "new");
 }
 
@@ -189,9 +226,16 @@ fn durable_writes_wait_for_replicas() {
     proxy.wait_in_pool(2);
     let mut c = proxy.conn();
     // Flowing: the reply comes once both replicas hold the write.
-    assert_eq!(text(&query(&mut c, &["SET", "stock:1", "5"]).unwrap()), "OK");
+    assert_eq!(
+        text(&query(&mut c, &["SET", "stock:1", "5"]).unwrap()),
+        "OK"
+    );
     for r in &set.replicas {
-        assert_eq!(r.get("stock:1").as_deref(), Some("5"), "the replica held the write before the reply");
+        assert_eq!(
+            r.get("stock:1").as_deref(),
+            Some("5"),
+            "the replica held the write before the reply"
+        );
     }
     // One stream paused: the write is applied on the master but times out.
     set.relays[0].pause();
@@ -205,22 +249,42 @@ fn durable_writes_wait_for_replicas() {
         t.elapsed()
     });
     let t = Instant::now();
-    let e = query(&mut c, &["SET", "stock:1", "4"]).unwrap_err().to_string();
+    let e = query(&mut c, &["SET", "stock:1", "4"])
+        .unwrap_err()
+        .to_string();
     let took = t.elapsed();
-    assert!(e.contains("write applied on the master but reached only 1 of 2 replicas"), "{e}");
-    assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(3), "{took:?}");
+    assert!(
+        e.contains("write applied on the master but reached only 1 of 2 replicas"),
+        "{e}"
+    );
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
     assert_eq!(set.master.get("stock:1").as_deref(), Some("4"));
     let other_took = other.join().unwrap();
-    assert!(other_took < Duration::from_millis(300), "other clients were not held: {other_took:?}");
+    assert!(
+        other_took < Duration::from_millis(300),
+        "other clients were not held: {other_took:?}"
+    );
     // The client's own WAIT means what it means on Redis.
     assert_eq!(text(&query(&mut c, &["SET", "plain", "1"]).unwrap()), "OK");
-    assert_eq!(query(&mut c, &["WAIT", "1", "1000"]).unwrap(), Value::Int(1));
+    assert_eq!(
+        query(&mut c, &["WAIT", "1", "1000"]).unwrap(),
+        Value::Int(1)
+    );
     let t = Instant::now();
     assert_eq!(query(&mut c, &["WAIT", "2", "200"]).unwrap(), Value::Int(1));
     assert!(t.elapsed() >= Duration::from_millis(200));
     set.relays[0].resume();
-    assert_eq!(query(&mut c, &["WAIT", "2", "2000"]).unwrap(), Value::Int(2));
-    assert_eq!(text(&query(&mut c, &["SET", "stock:2", "1"]).unwrap()), "OK");
+    assert_eq!(
+        query(&mut c, &["WAIT", "2", "2000"]).unwrap(),
+        Value::Int(2)
+    );
+    assert_eq!(
+        text(&query(&mut c, &["SET", "stock:2", "1"]).unwrap()),
+        "OK"
+    );
 }
 
 #[test]
@@ -238,7 +302,9 @@ fn explain_agrees_with_where_reads_went() {
         query(&mut w, &["SET", "noise", &i.to_string()]).unwrap();
     }
     let state = proxy.state().clone();
-    wait_until("replica 0 leaves the pool", Duration::from_secs(5), || state.view.load().replicas[0].in_pool & 1 == 0);
+    wait_until("replica 0 leaves the pool", Duration::from_secs(5), || {
+        state.view.load().replicas[0].in_pool & 1 == 0
+    });
     let mut c = proxy.conn();
     let explain = query(&mut c, &["PROXY", "EXPLAIN", "GET", "k"]).unwrap();
     let s = format!("{explain:?}");
@@ -251,11 +317,24 @@ fn explain_agrees_with_where_reads_went() {
     }
     let after = replica_gets(&set);
     assert_eq!(after[0], before[0], "the stale replica served nothing");
-    assert_eq!(after[1], before[1] + 20, "the replica EXPLAIN named served every read");
-    let s = format!("{:?}", query(&mut c, &["PROXY", "EXPLAIN", "GET", "stock:1"]).unwrap());
-    assert!(s.contains(&format!("master {}", set.master.addr())) && s.contains("stock"), "{s}");
+    assert_eq!(
+        after[1],
+        before[1] + 20,
+        "the replica EXPLAIN named served every read"
+    );
+    let s = format!(
+        "{:?}",
+        query(&mut c, &["PROXY", "EXPLAIN", "GET", "stock:1"]).unwrap()
+    );
+    assert!(
+        s.contains(&format!("master {}", set.master.addr())) && s.contains("stock"),
+        "{s}"
+    );
     let status = format!("{:?}", query(&mut c, &["PROXY", "STATUS"]).unwrap());
-    assert!(status.contains("staleness_ms") && status.contains(&set.replicas[0].addr().to_string()), "{status}");
+    assert!(
+        status.contains("staleness_ms") && status.contains(&set.replicas[0].addr().to_string()),
+        "{status}"
+    );
     set.relays[0].resume();
 }
 
@@ -288,6 +367,10 @@ fn calm_reads_are_served_by_replicas() {
     writer.join().unwrap();
     let replica: u64 = r1.iter().zip(&r0).map(|(a, b)| a - b).sum();
     let share = replica as f64 / n as f64;
-    eprintln!("calm: {replica} of {n} reads on replicas ({:.1}%), {} on the master", share * 100.0, m1 - m0);
+    eprintln!(
+        "calm: {replica} of {n} reads on replicas ({:.1}%), {} on the master",
+        share * 100.0,
+        m1 - m0
+    );
     assert!(share >= 0.95, "share of reads on replicas: {share}");
 }

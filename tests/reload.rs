@@ -30,7 +30,10 @@ fn explain_target(c: &mut redis::Connection, key: &str) -> String {
 }
 
 fn replica_gets(set: &ReplicaSet) -> u64 {
-    set.replicas.iter().map(|r| r.commandstats().get("get").copied().unwrap_or(0)).sum()
+    set.replicas
+        .iter()
+        .map(|r| r.commandstats().get("get").copied().unwrap_or(0))
+        .sum()
 }
 
 struct Load {
@@ -69,7 +72,12 @@ impl Load {
                 })
             })
             .collect();
-        Load { stop, ok, failed, threads }
+        Load {
+            stop,
+            ok,
+            failed,
+            threads,
+        }
     }
 
     fn finish(self) -> (u64, u64) {
@@ -77,7 +85,10 @@ impl Load {
         for t in self.threads {
             t.join().unwrap();
         }
-        (self.ok.load(Ordering::Relaxed), self.failed.load(Ordering::Relaxed))
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -96,9 +107,11 @@ fn a_rule_flips_under_load_without_a_failed_request() {
     let started = Instant::now();
     let ops_before = load.ok.load(Ordering::Relaxed);
     save(&path, &config_text(&set, "master"));
-    wait_until("the new rule routes flip:* to the master", Duration::from_secs(1), || {
-        explain_target(&mut c, "flip:1").contains(&format!("master {}", set.master.addr()))
-    });
+    wait_until(
+        "the new rule routes flip:* to the master",
+        Duration::from_secs(1),
+        || explain_target(&mut c, "flip:1").contains(&format!("master {}", set.master.addr())),
+    );
     let switched = started.elapsed();
     // From now on no replica serves a flip:* read.
     std::thread::sleep(Duration::from_millis(100));
@@ -110,9 +123,11 @@ fn a_rule_flips_under_load_without_a_failed_request() {
     assert_eq!(state.metrics.reloads_ok.load(Ordering::Relaxed), 1);
     // An invalid edit: rejected, counted, the running rule stays.
     save(&path, &config_text(&set, "sometimes"));
-    wait_until("the invalid file is rejected", Duration::from_secs(2), || {
-        state.metrics.reloads_rejected.load(Ordering::Relaxed) == 1
-    });
+    wait_until(
+        "the invalid file is rejected",
+        Duration::from_secs(2),
+        || state.metrics.reloads_rejected.load(Ordering::Relaxed) == 1,
+    );
     std::thread::sleep(Duration::from_millis(300));
     assert!(explain_target(&mut c, "flip:1").contains("master "));
     assert_eq!(replica_gets(&set), r1);
@@ -141,7 +156,9 @@ fn a_configmap_symlink_swap_is_seen() {
     std::fs::write(d.join("..v2/proxy.yaml"), config_text(&set, "master")).unwrap();
     std::os::unix::fs::symlink("..v2", d.join("..data_tmp")).unwrap();
     std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
-    wait_until("the swapped config applies", Duration::from_secs(2), || explain_target(&mut c, "flip:1").contains("master "));
+    wait_until("the swapped config applies", Duration::from_secs(2), || {
+        explain_target(&mut c, "flip:1").contains("master ")
+    });
 }
 
 #[test]
@@ -155,14 +172,23 @@ fn restart_only_settings_are_reported_and_kept() {
     new.workers = 7;
     let out = redsplit::reload::apply(&state, new, "test", false);
     match out {
-        redsplit::reload::Outcome::Applied { restart_required, .. } => {
-            assert!(restart_required.contains(&"listen") && restart_required.contains(&"workers"), "{restart_required:?}");
+        redsplit::reload::Outcome::Applied {
+            restart_required, ..
+        } => {
+            assert!(
+                restart_required.contains(&"listen") && restart_required.contains(&"workers"),
+                "{restart_required:?}"
+            );
         }
         other => panic!("{other:?}"),
     }
     let now = state.settings.load();
     assert_eq!(now.config.listen, running, "the running value stays");
-    assert_eq!(now.policy.rules[0].level.consistency, redsplit::config::Consistency::Master, "the rest applies");
+    assert_eq!(
+        now.policy.rules[0].level.consistency,
+        redsplit::config::Consistency::Master,
+        "the rest applies"
+    );
     let mut c = proxy.conn();
     let cfg = query(&mut c, &["PROXY", "CONFIG"]).unwrap();
     let s = format!("{cfg:?}");
@@ -175,7 +201,8 @@ fn sighup_reloads_the_binary() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("proxy.yaml");
     let port = free_port();
-    let text = config_text(&set, "replica").replace("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}"));
+    let text = config_text(&set, "replica")
+        .replace("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}"));
     std::fs::write(&path, text).unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_redsplit"))
         .args(["run", "--config"])
@@ -203,7 +230,9 @@ fn sighup_reloads_the_binary() {
     unsafe {
         libc::kill(child.id() as i32, libc::SIGHUP);
     }
-    wait_until("SIGHUP reloads", Duration::from_secs(5), || generation(&mut c) > g0);
+    wait_until("SIGHUP reloads", Duration::from_secs(5), || {
+        generation(&mut c) > g0
+    });
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);
     }

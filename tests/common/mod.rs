@@ -1418,7 +1418,8 @@ impl ProxyUnderTest {
 
     /// Start from a configuration file (reloads watch it).
     pub fn start_file(path: &Path) -> ProxyUnderTest {
-        let cfg = redsplit::config::Config::load(path).unwrap_or_else(|e| panic!("test config: {e}"));
+        let cfg =
+            redsplit::config::Config::load(path).unwrap_or_else(|e| panic!("test config: {e}"));
         Self::start_with_path(cfg, Some(path.to_path_buf()))
     }
 

