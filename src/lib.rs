@@ -1,4 +1,27 @@
-//! redsplit: a read/write-splitting Redis proxy.
+//! redsplit: a read/write-splitting Redis proxy that sends each read to a replica only
+//! when that replica is provably fresh enough for it.
+//!
+//! # A tour
+//!
+//! A client's bytes arrive in a [`session`]: [`protocol`] delimits requests in place (no
+//! copy, no allocation), [`commands`] classifies each from Redis's own command table
+//! (read, write, admin, pub/sub, transaction, connection; which arguments are keys),
+//! [`policy`] finds the rule for its keys (a consistency level: master, replica within a
+//! budget, or any), and [`router`] — one pure function — picks the master or a replica
+//! from the current [`topology::View`]. The session hands runs of requests to pipelined
+//! [`backend`] connections shared by all clients, and puts replies back in request
+//! order; transactions, blocking commands and pub/sub get a dedicated connection.
+//!
+//! Off the hot path, [`replication`] polls every backend's replication offset and
+//! publishes a new `View` (each replica's staleness bound, offset gap, health and pool
+//! membership) with one atomic swap; [`sentinel`] keeps the set of backends in step with
+//! Sentinel through failovers; [`reload`] validates an edited `proxy.yaml` ([`config`])
+//! and swaps the settings in ([`proxy::Settings`]); [`admin`] serves `/metrics`
+//! ([`metrics`]), health and a status page; [`introspect`] answers `PROXY STATUS`,
+//! `PROXY EXPLAIN` and `PROXY CONFIG` from the same snapshot and routing function.
+//! [`auth`] checks users and permissions, [`reply`] builds the proxy's own replies, and
+//! [`server`] runs the listener, limits and graceful shutdown. Everything shared lives in
+//! [`proxy::Proxy`].
 #![warn(missing_docs)]
 
 pub mod admin;
