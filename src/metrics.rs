@@ -197,7 +197,16 @@ impl Local {
 
     /// Add everything to `m` and reset.
     pub fn flush(&mut self, m: &Metrics) {
-        if !self.dirty {
+        // Replies and latencies are recorded without `touch`: a batch that only delivered
+        // replies must still be flushed, or an idle client's last reply is never counted.
+        let recorded = self.replies > 0
+            || self.errors > 0
+            || self.retries > 0
+            || self.backend_failures > 0
+            || !self.read_latency.is_empty()
+            || !self.write_latency.is_empty()
+            || !self.staleness.is_empty();
+        if !self.dirty && !recorded {
             return;
         }
         for (a, v) in m.requests.iter().zip(self.requests.iter()) {
