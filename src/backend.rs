@@ -19,12 +19,14 @@
 use crate::config::Secret;
 use crate::protocol::{encode_command, ReplyScanner};
 use crate::reply::Decoded;
+use crate::tls::BackendStream;
 use bytes::{Buf, BytesMut};
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -93,6 +95,10 @@ pub struct ConnParams {
     pub password: Secret,
     /// Connect and handshake timeout.
     pub connect_timeout: Duration,
+    /// TLS towards this backend (or why it cannot be set up).
+    pub tls: Option<Result<crate::tls::Target, Arc<str>>>,
+    /// The configuration `tls` was built from (to tell whether a reload changed it).
+    pub tls_source: Option<crate::config::BackendTlsConfig>,
 }
 
 impl ConnParams {
@@ -487,7 +493,25 @@ impl Conn {
             }
         }
         self.became_ready.store(true, Ordering::Relaxed);
-        let (mut rd, mut wr) = stream.into_split();
+        match stream {
+            BackendStream::Plain(tcp) => {
+                let (rd, wr) = tcp.into_split();
+                Err(self.io(rd, wr, label).await)
+            }
+            BackendStream::Tls(tls) => {
+                let (rd, wr) = tokio::io::split(tls);
+                Err(self.io(rd, wr, label).await)
+            }
+        }
+    }
+
+    /// Write what sessions queue and read replies, until either side fails.
+    async fn io<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+        &self,
+        mut rd: R,
+        mut wr: W,
+        label: Arc<str>,
+    ) -> BackendError {
         let writer = async {
             let mut buf = BytesMut::new();
             loop {
@@ -569,11 +593,10 @@ impl Conn {
                 }
             }
         };
-        let err = tokio::select! {
+        tokio::select! {
             e = writer => e,
             e = reader => e,
-        };
-        Err(err)
+        }
     }
 
     fn deliver(
@@ -667,12 +690,30 @@ async fn connect(
     params: &ConnParams,
     key: ConnKey,
     want_client_id: bool,
-) -> Result<(TcpStream, Option<i64>), BackendError> {
+) -> Result<(BackendStream, Option<i64>), BackendError> {
     let label = params.label();
-    let mut stream = TcpStream::connect(&params.addr).await.map_err(|e| {
+    let tcp = TcpStream::connect(&params.addr).await.map_err(|e| {
         BackendError::new(ErrorKind::Connect, &label, format_args!("unreachable: {e}"))
     })?;
-    let _ = stream.set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
+    let target = match &params.tls {
+        None => None,
+        Some(Ok(t)) => Some(t),
+        Some(Err(e)) => {
+            return Err(BackendError::new(
+                ErrorKind::Connect,
+                &label,
+                format_args!("TLS is misconfigured: {e}"),
+            ))
+        }
+    };
+    let mut stream = BackendStream::wrap(tcp, target).await.map_err(|e| {
+        BackendError::new(
+            ErrorKind::Connect,
+            &label,
+            format_args!("TLS handshake failed: {e}"),
+        )
+    })?;
     let mut hs = Vec::new();
     let mut expect = 0;
     let user = if params.username.is_empty() {
@@ -907,7 +948,7 @@ impl Pool {
 /// monitor, Sentinel, start-up checks). Not pipelined, not shared.
 #[derive(Debug)]
 pub struct ControlConn {
-    stream: TcpStream,
+    stream: BackendStream,
     buf: BytesMut,
     scanner: ReplyScanner,
     label: String,

@@ -52,6 +52,40 @@ pub struct Config {
     pub deny_commands: Vec<String>,
     /// Per-client limits.
     pub limits: LimitsConfig,
+    /// TLS for client connections: when set, `listen` accepts TLS only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClientTlsConfig>,
+}
+
+/// TLS for clients connecting to the proxy.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientTlsConfig {
+    /// PEM certificate chain the proxy presents.
+    pub cert: String,
+    /// PEM private key of that certificate.
+    pub key: String,
+    /// PEM CA certificates; when set, clients must present a certificate signed by one.
+    #[serde(default)]
+    pub client_ca: String,
+}
+
+/// TLS from the proxy to its backends.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendTlsConfig {
+    /// PEM CA certificates the backends' certificates must chain to.
+    pub ca: String,
+    /// Name sent in SNI and checked against each backend's certificate; empty: the
+    /// host part of the backend's address.
+    #[serde(default)]
+    pub server_name: String,
+    /// PEM client certificate to present (for `tls-auth-clients yes`); empty: none.
+    #[serde(default)]
+    pub cert: String,
+    /// PEM private key of the client certificate.
+    #[serde(default)]
+    pub key: String,
 }
 
 impl Default for Config {
@@ -67,6 +101,7 @@ impl Default for Config {
             users: Vec::new(),
             deny_commands: default_deny_commands(),
             limits: LimitsConfig::default(),
+            tls: None,
         }
     }
 }
@@ -136,6 +171,9 @@ pub struct BackendConfig {
     pub reconnect_min_ms: u64,
     /// Longest reconnect delay (ms).
     pub reconnect_max_ms: u64,
+    /// TLS to the backends; unset: plain TCP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<BackendTlsConfig>,
 }
 
 impl Default for BackendConfig {
@@ -151,6 +189,7 @@ impl Default for BackendConfig {
             command_timeout_ms: 3000,
             reconnect_min_ms: 50,
             reconnect_max_ms: 2000,
+            tls: None,
         }
     }
 }

@@ -41,4 +41,5 @@ pub mod router;
 pub mod sentinel;
 pub mod server;
 pub mod session;
+pub mod tls;
 pub mod topology;

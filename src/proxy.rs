@@ -35,11 +35,14 @@ pub struct Settings {
     pub limits: Limits,
     /// Short hash of the configuration.
     pub fingerprint: String,
+    /// TLS for client connections, if configured.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Settings {
-    /// Derive settings from a validated configuration.
-    pub fn new(config: Config, generation: u64) -> Settings {
+    /// Derive settings from a validated configuration. Fails only if TLS material that
+    /// validated a moment ago can no longer be loaded.
+    pub fn new(config: Config, generation: u64) -> Result<Settings, String> {
         let policy = Policy::compile(&config, generation);
         let users = Users::from_config(&config);
         let deny = DenyList::from_config(&config);
@@ -48,15 +51,20 @@ impl Settings {
             max_multibulk_len: config.limits.max_multibulk_len,
             max_inline_len: 64 * 1024,
         };
+        let tls = match &config.tls {
+            Some(t) => Some(crate::tls::server_config(t)?),
+            None => None,
+        };
         let fingerprint = config.fingerprint();
-        Settings {
+        Ok(Settings {
             config: Arc::new(config),
             policy,
             users,
             deny,
             limits,
             fingerprint,
-        }
+            tls,
+        })
     }
 
     /// The backend command timeout.
@@ -150,9 +158,12 @@ pub struct Proxy {
 
 impl Proxy {
     /// Shared state for a validated configuration.
-    pub fn new(config: Config, config_path: Option<std::path::PathBuf>) -> Arc<Proxy> {
-        Arc::new(Proxy {
-            settings: ArcSwap::from_pointee(Settings::new(config, 1)),
+    pub fn new(
+        config: Config,
+        config_path: Option<std::path::PathBuf>,
+    ) -> Result<Arc<Proxy>, String> {
+        Ok(Arc::new(Proxy {
+            settings: ArcSwap::from_pointee(Settings::new(config, 1)?),
             view: ArcSwap::from_pointee(View::empty()),
             view_version: tokio::sync::watch::channel(0).0,
             monitor: Monitor::new(),
@@ -164,7 +175,7 @@ impl Proxy {
             started: Instant::now(),
             config_path,
             recheck: tokio::sync::Notify::new(),
-        })
+        }))
     }
 
     /// A new client id.

@@ -31,6 +31,8 @@ pub enum Outcome {
     },
     /// The file's text is what already runs.
     Unchanged,
+    /// It validated but could not be put into effect (TLS files unreadable).
+    Rejected(String),
 }
 
 /// Re-read the configuration file and apply it. `force` applies it even if unchanged
@@ -78,7 +80,17 @@ pub fn apply(proxy: &Arc<Proxy>, mut new: Config, why: &str, force: bool) -> Out
         new.backend.sentinel = old.config.backend.sentinel.clone();
     }
     let generation = proxy.next_generation();
-    let settings = Settings::new(new, generation);
+    let settings = match Settings::new(new, generation) {
+        Ok(s) => s,
+        Err(e) => {
+            proxy
+                .metrics
+                .reloads_rejected
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(trigger = why, error = %e, "configuration rejected; the running configuration stays");
+            return Outcome::Rejected(e);
+        }
+    };
     let is_static = settings.config.backend.sentinel.is_none();
     let fingerprint = settings.fingerprint.clone();
     proxy.settings.store(Arc::new(settings));

@@ -41,7 +41,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         .await
         .with_context(|| format!("failed to listen at `listen` ({listen})"))?;
     let addr = listener.local_addr()?;
-    let proxy = Proxy::new(config, config_path);
+    let proxy = Proxy::new(config, config_path).map_err(|e| anyhow::anyhow!("tls: {e}"))?;
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
 
@@ -187,7 +187,21 @@ async fn serve_client(proxy: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
         .metrics
         .clients_connected
         .fetch_add(1, Ordering::Relaxed);
-    let end = Session::new(proxy.clone(), handle).run(stream).await;
+    let tls = proxy.settings.load().tls.clone();
+    let end = match tls {
+        None => Session::new(proxy.clone(), handle).run(stream).await,
+        Some(config) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(config);
+            match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => Session::new(proxy.clone(), handle).run(tls).await,
+                Ok(Err(e)) => {
+                    tracing::info!(client = id, %peer, error = %e, "TLS handshake failed");
+                    crate::session::End::Dropped(format!("TLS handshake failed: {e}"))
+                }
+                Err(_) => crate::session::End::Dropped("TLS handshake timed out".into()),
+            }
+        }
+    };
     tracing::debug!(client = id, %peer, end = ?end, "client left");
     proxy.sessions.remove(&id);
     proxy

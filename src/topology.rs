@@ -39,6 +39,11 @@ impl Backend {
             username: b.username.clone(),
             password: b.password.clone(),
             connect_timeout: Duration::from_millis(b.connect_timeout_ms),
+            tls: b
+                .tls
+                .as_ref()
+                .map(|t| crate::tls::backend_target(t, addr).map_err(Arc::from)),
+            tls_source: b.tls.clone(),
         };
         Arc::new(Backend {
             id: NEXT_BACKEND_ID.fetch_add(1, Ordering::Relaxed),
@@ -199,7 +204,9 @@ impl Backends {
     pub fn from_static(cfg: &Config, old: &Backends) -> Backends {
         let same_credentials = |b: &Backend| {
             let p = b.pool.params();
-            p.username == cfg.backend.username && p.password == cfg.backend.password
+            p.username == cfg.backend.username
+                && p.password == cfg.backend.password
+                && p.tls_source == cfg.backend.tls
         };
         let find = |addr: &str, role: Role| -> Option<Arc<Backend>> {
             old.all()

@@ -154,6 +154,33 @@ pub(crate) fn problems(cfg: &Config) -> Vec<Problem> {
         }
     }
 
+    // TLS: the files must load.
+    if let Some(t) = &cfg.tls {
+        if let Err(e) = crate::tls::server_config(t) {
+            p.add(
+                "tls.cert",
+                format!("`tls`: {e}; give PEM files the proxy can read"),
+            );
+        }
+        if !t.client_ca.is_empty() && t.cert.is_empty() {
+            p.add(
+                "tls.cert",
+                "`tls.cert` is empty: give the certificate the proxy presents",
+            );
+        }
+    }
+    if let Some(t) = &cfg.backend.tls {
+        if let Err(e) = crate::tls::backend_target(t, "localhost:6379") {
+            p.add(
+                "backend.tls.ca",
+                format!("`backend.tls`: {e}; give PEM files the proxy can read"),
+            );
+        }
+        if t.cert.is_empty() != t.key.is_empty() {
+            p.add("backend.tls.cert", "`backend.tls` gives only one of cert and key: give both (a client certificate) or neither");
+        }
+    }
+
     // Backends.
     let b = &cfg.backend;
     let has_static = b.master.is_some() || !b.replicas.is_empty();

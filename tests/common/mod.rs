@@ -1429,6 +1429,13 @@ impl ProxyUnderTest {
     }
 
     fn start_with_path(cfg: redsplit::config::Config, path: Option<PathBuf>) -> ProxyUnderTest {
+        // RUST_LOG=redsplit=debug shows the proxy's logs in a test's output.
+        if std::env::var_os("RUST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_test_writer()
+                .try_init();
+        }
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
