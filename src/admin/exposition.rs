@@ -548,7 +548,7 @@ mod tests {
 
     #[test]
     fn renders_counters_and_histograms() {
-        let proxy = Proxy::new(Config::default(), None);
+        let proxy = Proxy::new(Config::default(), None).unwrap();
         proxy.metrics.requests[0].store(7, Ordering::Relaxed);
         let mut local = crate::metrics::LocalHistogram::default();
         local.observe(300, &crate::metrics::LATENCY_BOUNDS_US);
@@ -595,7 +595,7 @@ mod tests {
         let mut cfg = Config::default();
         cfg.routing.rules =
             serde_yaml::from_str("- name: 'say \"hi\" \\ bye'\n  keys: ['k*']\n").expect("rule");
-        let proxy = Proxy::new(cfg, None);
+        let proxy = Proxy::new(cfg, None).unwrap();
         let text = render(proxy);
         assert!(
             text.contains(r#"redsplit_rule_hits_total{rule="say \"hi\" \\ bye"} 0"#),
