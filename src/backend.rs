@@ -269,6 +269,11 @@ struct Inner {
     busy_since: Option<Instant>,
     /// Requests queued or in flight.
     in_flight: u64,
+    /// The writer holds bytes it is writing (so nobody may write around it).
+    writing: bool,
+    /// The socket's write half, for writing straight from the sending task when nothing
+    /// is queued (plain TCP only): saves a task wake-up per batch.
+    direct: Option<Arc<tokio::net::tcp::OwnedWriteHalf>>,
 }
 
 /// A pipelined connection to one Redis.
@@ -284,6 +289,8 @@ pub struct Conn {
     wake: Notify,
     tasks: Mutex<Vec<AbortHandle>>,
     became_ready: AtomicBool,
+    /// Set once the connection failed (a lock-free check for senders).
+    failed: AtomicBool,
     /// The backend's `CLIENT ID` for this connection (dedicated connections), or -1.
     pub backend_client_id: AtomicI64,
     /// Set while a blocking command is outstanding: the timeout watchdog leaves the
@@ -319,10 +326,13 @@ impl Conn {
                 stream_sink: None,
                 busy_since: None,
                 in_flight: 0,
+                writing: false,
+                direct: None,
             }),
             wake: Notify::new(),
             tasks: Mutex::new(Vec::new()),
             became_ready: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
             backend_client_id: AtomicI64::new(-1),
             blocking: AtomicBool::new(false),
             outstanding,
@@ -342,7 +352,7 @@ impl Conn {
 
     /// Whether the connection has failed (it will never recover; get a new one).
     pub fn is_failed(&self) -> bool {
-        matches!(self.inner.lock().state, State::Failed(_))
+        self.failed.load(Ordering::Relaxed)
     }
 
     /// Whether the handshake completed.
@@ -359,13 +369,28 @@ impl Conn {
         count: u32,
     ) -> Result<(), BackendError> {
         let was_empty;
+        let mut written = 0;
         {
             let mut g = self.inner.lock();
             if let State::Failed(e) = &g.state {
                 return Err(e.clone());
             }
             was_empty = g.out.is_empty();
-            g.out.extend_from_slice(data);
+            if was_empty && !g.writing {
+                if let Some(w) = &g.direct {
+                    // Nothing queued and nothing being written: write now, in order.
+                    match w.try_write(data) {
+                        Ok(n) => written = n,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        // The writer will meet the error again and fail the connection.
+                        Err(_) => {}
+                    }
+                }
+            }
+            if written < data.len() {
+                g.out
+                    .extend_from_slice(data.get(written..).unwrap_or_default());
+            }
             if count > 0 {
                 if g.waiters.is_empty() {
                     g.busy_since = Some(Instant::now());
@@ -385,7 +410,7 @@ impl Conn {
             self.outstanding
                 .fetch_add(u64::from(count), Ordering::Relaxed);
         }
-        if was_empty {
+        if was_empty && written < data.len() {
             self.wake.notify_one();
         }
         Ok(())
@@ -410,7 +435,9 @@ impl Conn {
                 return;
             }
             g.state = State::Failed(err.clone());
+            self.failed.store(true, Ordering::Relaxed);
             g.out = BytesMut::new();
+            g.direct = None;
             let n = g.in_flight;
             g.in_flight = 0;
             (std::mem::take(&mut g.waiters), g.stream_sink.take(), n)
@@ -496,106 +523,149 @@ impl Conn {
         match stream {
             BackendStream::Plain(tcp) => {
                 let (rd, wr) = tcp.into_split();
-                Err(self.io(rd, wr, label).await)
+                let wr = Arc::new(wr);
+                self.inner.lock().direct = Some(wr.clone());
+                tokio::select! {
+                    e = self.write_direct(wr, &label) => Err(e),
+                    e = self.read_replies(rd, &label) => Err(e),
+                }
             }
             BackendStream::Tls(tls) => {
                 let (rd, wr) = tokio::io::split(tls);
-                Err(self.io(rd, wr, label).await)
+                tokio::select! {
+                    e = self.write_stream(wr, &label) => Err(e),
+                    e = self.read_replies(rd, &label) => Err(e),
+                }
             }
         }
     }
 
-    /// Write what sessions queue and read replies, until either side fails.
-    async fn io<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    /// Take what sessions queued, under the lock, and mark it as being written.
+    fn take_out(&self, buf: &mut BytesMut) -> bool {
+        let mut g = self.inner.lock();
+        if g.out.is_empty() {
+            g.writing = false;
+            false
+        } else {
+            std::mem::swap(&mut g.out, buf);
+            g.writing = true;
+            true
+        }
+    }
+
+    /// Write what sessions queue, through a stream (TLS).
+    async fn write_stream<W: AsyncWrite + Unpin>(&self, mut wr: W, label: &str) -> BackendError {
+        let mut buf = BytesMut::new();
+        loop {
+            if !self.take_out(&mut buf) {
+                self.wake.notified().await;
+                continue;
+            }
+            if let Err(e) = wr.write_all(&buf).await {
+                return BackendError::new(
+                    ErrorKind::Lost,
+                    label,
+                    format_args!("connection lost: {e}"),
+                );
+            }
+            buf.clear();
+            if buf.capacity() > 1 << 20 {
+                buf = BytesMut::new();
+            }
+        }
+    }
+
+    /// Write what sessions queue (plain TCP): what they could not write themselves.
+    async fn write_direct(
         &self,
-        mut rd: R,
-        mut wr: W,
-        label: Arc<str>,
+        wr: Arc<tokio::net::tcp::OwnedWriteHalf>,
+        label: &str,
     ) -> BackendError {
-        let writer = async {
-            let mut buf = BytesMut::new();
-            loop {
-                let took = {
-                    let mut g = self.inner.lock();
-                    if g.out.is_empty() {
-                        false
-                    } else {
-                        std::mem::swap(&mut g.out, &mut buf);
-                        true
-                    }
-                };
-                if !took {
-                    self.wake.notified().await;
-                    continue;
-                }
-                if let Err(e) = wr.write_all(&buf).await {
+        let mut buf = BytesMut::new();
+        loop {
+            if !self.take_out(&mut buf) {
+                self.wake.notified().await;
+                continue;
+            }
+            let mut done = 0;
+            while done < buf.len() {
+                if let Err(e) = wr.writable().await {
                     return BackendError::new(
                         ErrorKind::Lost,
-                        &label,
+                        label,
                         format_args!("connection lost: {e}"),
                     );
                 }
-                buf.clear();
-                if buf.capacity() > 1 << 20 {
-                    buf = BytesMut::new();
-                }
-            }
-        };
-        let reader = async {
-            let mut buf = BytesMut::with_capacity(16 * 1024);
-            let mut scanner = ReplyScanner::new();
-            let mut lens: Vec<usize> = Vec::new();
-            let mut groups: Vec<(Arc<Inbox>, u16, usize)> = Vec::new();
-            loop {
-                if buf.capacity() - buf.len() < 4096 {
-                    buf.reserve(16 * 1024);
-                }
-                match rd.read_buf(&mut buf).await {
-                    Ok(0) => {
-                        return BackendError::new(ErrorKind::Lost, &label, "closed the connection")
-                    }
-                    Ok(_) => {}
+                match wr.try_write(buf.get(done..).unwrap_or_default()) {
+                    Ok(n) => done += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                     Err(e) => {
                         return BackendError::new(
                             ErrorKind::Lost,
-                            &label,
+                            label,
                             format_args!("connection lost: {e}"),
                         )
                     }
                 }
-                let mut consumed = 0;
-                lens.clear();
-                loop {
-                    match scanner.scan(buf.get(consumed..).unwrap_or_default()) {
-                        Ok(Some(n)) => {
-                            lens.push(n);
-                            consumed += n;
-                        }
-                        Ok(None) => break,
-                        Err(e) => {
-                            return BackendError::new(
-                                ErrorKind::Lost,
-                                &label,
-                                format_args!("sent a bad reply: {e}"),
-                            )
-                        }
-                    }
+            }
+            buf.clear();
+            if buf.capacity() > 1 << 20 {
+                buf = BytesMut::new();
+            }
+        }
+    }
+
+    /// Read replies and hand them to the sessions waiting for them.
+    async fn read_replies<R: AsyncRead + Unpin>(&self, mut rd: R, label: &str) -> BackendError {
+        let mut buf = BytesMut::with_capacity(16 * 1024);
+        let mut scanner = ReplyScanner::new();
+        let mut lens: Vec<usize> = Vec::new();
+        let mut groups: Vec<(Arc<Inbox>, u16, usize)> = Vec::new();
+        loop {
+            if buf.capacity() - buf.len() < 4096 {
+                buf.reserve(16 * 1024);
+            }
+            match rd.read_buf(&mut buf).await {
+                Ok(0) => {
+                    return BackendError::new(ErrorKind::Lost, &label, "closed the connection")
                 }
-                if lens.is_empty() {
-                    continue;
-                }
-                if let Err(e) = self.deliver(&buf[..consumed], &lens, &mut groups) {
-                    return e;
-                }
-                buf.advance(consumed);
-                if buf.is_empty() && buf.capacity() > 1 << 20 {
-                    buf = BytesMut::with_capacity(16 * 1024);
+                Ok(_) => {}
+                Err(e) => {
+                    return BackendError::new(
+                        ErrorKind::Lost,
+                        &label,
+                        format_args!("connection lost: {e}"),
+                    )
                 }
             }
-        };
-        tokio::select! {
-            e = writer => e,
-            e = reader => e,
+            let mut consumed = 0;
+            lens.clear();
+            loop {
+                match scanner.scan(buf.get(consumed..).unwrap_or_default()) {
+                    Ok(Some(n)) => {
+                        lens.push(n);
+                        consumed += n;
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        return BackendError::new(
+                            ErrorKind::Lost,
+                            &label,
+                            format_args!("sent a bad reply: {e}"),
+                        )
+                    }
+                }
+            }
+            if lens.is_empty() {
+                continue;
+            }
+            if let Err(e) = self.deliver(&buf[..consumed], &lens, &mut groups) {
+                return e;
+            }
+            buf.advance(consumed);
+            if buf.is_empty() && buf.capacity() > 1 << 20 {
+                buf = BytesMut::with_capacity(16 * 1024);
+            }
         }
     }
 

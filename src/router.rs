@@ -367,6 +367,13 @@ mod tests {
     const RULES: &str = "routing:\n  rules:\n    - {name: stock, keys: ['stock:*'], consistency: master}\n    - {name: feed, keys: ['feed:*'], max_lag_ms: 5000}\n    - {name: scan, keys: ['scan:*'], consistency: any}\n";
 
     #[test]
+    fn reasons_are_listed_in_declaration_order() {
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{r:?}");
+        }
+    }
+
+    #[test]
     fn fresh_replica_serves_and_stale_one_does_not() {
         let c = cfg(RULES);
         let p = Policy::compile(&c, 1);

@@ -88,6 +88,9 @@ const PATH_DEDICATED: u8 = 2;
 #[derive(Debug)]
 struct Source {
     backend: u32,
+    backend_ref: Arc<Backend>,
+    /// Requests sent since the last flush of counters.
+    served: u32,
     key: ConnKey,
     conn: Arc<Conn>,
     slot: u16,
@@ -192,6 +195,8 @@ pub struct Session {
     last_cmd: &'static str,
     sub_count: i64,
     settings_gen: u64,
+    /// Rule hits since the last flush: one per rule, then the default.
+    hits: Vec<u32>,
 }
 
 /// How the session ended.
@@ -250,6 +255,7 @@ impl Session {
             last_cmd: "NULL",
             sub_count: 0,
             settings_gen: 0,
+            hits: Vec::new(),
         }
     }
 
@@ -417,8 +423,8 @@ impl Session {
         if self.rbuf.is_empty() || self.closing || self.held.is_some() {
             return Ok(());
         }
-        let settings = self.proxy.settings.load_full();
-        let view = self.proxy.view.load_full();
+        let settings = self.proxy.settings.load();
+        let view = self.proxy.view.load();
         if view.epoch != self.view_epoch {
             self.on_new_epoch(&view);
         }
@@ -481,6 +487,7 @@ impl Session {
         if let Some(r) = run.take() {
             self.flush_run(&r, &rbuf);
         }
+        self.flush_counters(&settings);
         self.rbuf = rbuf;
         self.rbuf.advance(consumed);
         if consumed > 0 {
@@ -623,7 +630,7 @@ impl Session {
         let resolved = policy.resolve(cmd.name, |f| {
             commands::for_each_key(cmd, req, |i| f(req.arg(i)))
         });
-        policy.count_hit(resolved.rule);
+        self.count_hit(resolved.rule);
         let sess = SessionReads {
             writes_in_flight: self.writes_in_flight > 0,
             last_write_ack: self.last_write_ack,
@@ -647,7 +654,6 @@ impl Session {
                         .observe(s.saturating_mul(1000), &STALENESS_BOUNDS_US);
                 }
                 self.prefer = Some(i);
-                r.backend.served.fetch_add(1, Ordering::Relaxed);
                 let backend = r.backend.clone();
                 self.send_shared(
                     &backend,
@@ -696,7 +702,6 @@ impl Session {
         if self.dedicated_in_flight > 0 {
             return self.barrier(run, rbuf);
         }
-        m.backend.served.fetch_add(1, Ordering::Relaxed);
         let backend = m.backend.clone();
         self.send_shared(
             &backend,
@@ -737,7 +742,6 @@ impl Session {
             return self.barrier(run, rbuf);
         }
         self.stats.route(0, Reason::Write);
-        m.backend.served.fetch_add(1, Ordering::Relaxed);
         let backend = m.backend.clone();
         if let Kind::Durable(_) = kind {
             self.flush_pending_run(run, rbuf);
@@ -790,7 +794,13 @@ impl Session {
                 return;
             }
         };
-        let slot = self.sources.get(source).map(|s| s.slot).unwrap_or(0);
+        let slot = match self.sources.get_mut(source) {
+            Some(s) => {
+                s.served += 1;
+                s.slot
+            }
+            None => 0,
+        };
         let silent = self.take_silent();
         self.push_pending(Pending {
             slot,
@@ -921,6 +931,8 @@ impl Session {
         let retry_slot = self.alloc_slot();
         self.sources.push(Source {
             backend: backend.id,
+            backend_ref: backend.clone(),
+            served: 0,
             key,
             conn,
             slot,
@@ -996,6 +1008,45 @@ impl Session {
             }
         }
         self.settings_gen = settings.policy.generation;
+        self.hits.clear();
+        self.hits.resize(settings.policy.rules.len() + 1, 0);
+    }
+
+    /// Count a routing decision's rule, locally until the batch ends.
+    #[inline]
+    fn count_hit(&mut self, rule: Option<usize>) {
+        let i = rule.unwrap_or(self.hits.len().saturating_sub(1));
+        if let Some(h) = self.hits.get_mut(i) {
+            *h += 1;
+        }
+    }
+
+    /// Add this batch's rule hits and per-backend counts to the shared counters.
+    fn flush_counters(&mut self, settings: &Settings) {
+        let policy = &settings.policy;
+        let n = self.hits.len();
+        for (i, h) in self.hits.iter_mut().enumerate() {
+            if *h > 0 {
+                let c = if i + 1 == n {
+                    &policy.default_hits
+                } else {
+                    match policy.rules.get(i) {
+                        Some(r) => &r.hits,
+                        None => continue,
+                    }
+                };
+                c.fetch_add(u64::from(*h), Ordering::Relaxed);
+                *h = 0;
+            }
+        }
+        for s in self.sources.iter_mut() {
+            if s.served > 0 {
+                s.backend_ref
+                    .served
+                    .fetch_add(u64::from(s.served), Ordering::Relaxed);
+                s.served = 0;
+            }
+        }
     }
 
     /// Drop connections to backends that left the topology.
