@@ -627,13 +627,13 @@ impl Conn {
             }
             match rd.read_buf(&mut buf).await {
                 Ok(0) => {
-                    return BackendError::new(ErrorKind::Lost, &label, "closed the connection")
+                    return BackendError::new(ErrorKind::Lost, label, "closed the connection")
                 }
                 Ok(_) => {}
                 Err(e) => {
                     return BackendError::new(
                         ErrorKind::Lost,
-                        &label,
+                        label,
                         format_args!("connection lost: {e}"),
                     )
                 }
@@ -650,7 +650,7 @@ impl Conn {
                     Err(e) => {
                         return BackendError::new(
                             ErrorKind::Lost,
-                            &label,
+                            label,
                             format_args!("sent a bad reply: {e}"),
                         )
                     }
