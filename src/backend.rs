@@ -626,9 +626,7 @@ impl Conn {
                 buf.reserve(16 * 1024);
             }
             match rd.read_buf(&mut buf).await {
-                Ok(0) => {
-                    return BackendError::new(ErrorKind::Lost, label, "closed the connection")
-                }
+                Ok(0) => return BackendError::new(ErrorKind::Lost, label, "closed the connection"),
                 Ok(_) => {}
                 Err(e) => {
                     return BackendError::new(

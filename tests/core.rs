@@ -696,3 +696,167 @@ fn sigterm_drains_in_flight_replies_and_exits_zero() {
         "no longer accepting"
     );
 }
+
+#[test]
+fn connection_commands_answer_like_redis() {
+    let set = ReplicaSet::start(1, false);
+    let proxy = ProxyUnderTest::start(&proxy_yaml(&set, ""));
+    proxy.wait_healthy(1);
+    let mut c = proxy.conn();
+    let id = match query(&mut c, &["CLIENT", "ID"]).unwrap() {
+        Value::Int(n) => n,
+        v => panic!("{v:?}"),
+    };
+    assert_eq!(query(&mut c, &["CLIENT", "GETNAME"]).unwrap(), Value::Nil);
+    assert_eq!(
+        text(&query(&mut c, &["CLIENT", "SETNAME", "worker-1"]).unwrap()),
+        "OK"
+    );
+    assert_eq!(
+        text(&query(&mut c, &["CLIENT", "GETNAME"]).unwrap()),
+        "worker-1"
+    );
+    let e = query(&mut c, &["CLIENT", "SETNAME", "has space"])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("Client names cannot contain spaces"), "{e}");
+    let info = text(&query(&mut c, &["CLIENT", "INFO"]).unwrap());
+    assert!(
+        info.starts_with(&format!("id={id} "))
+            && info.contains("name=worker-1")
+            && info.contains("db=0"),
+        "{info}"
+    );
+    let mut other = proxy.conn();
+    query(&mut other, &["CLIENT", "SETNAME", "other"]).unwrap();
+    let list = text(&query(&mut c, &["CLIENT", "LIST"]).unwrap());
+    assert!(
+        list.contains("name=worker-1") && list.contains("name=other"),
+        "{list}"
+    );
+    assert_eq!(text(&query(&mut c, &["ECHO", "hi"]).unwrap()), "hi");
+    assert_eq!(text(&query(&mut c, &["PING", "x"]).unwrap()), "x");
+    let e = query(&mut c, &["ECHO"]).unwrap_err().to_string();
+    assert!(
+        e.contains("wrong number of arguments for 'echo' command"),
+        "{e}"
+    );
+    // CLIENT KILL by id: the other connection is closed.
+    let other_id = match query(&mut other, &["CLIENT", "ID"]).unwrap() {
+        Value::Int(n) => n,
+        v => panic!("{v:?}"),
+    };
+    assert_eq!(
+        query(&mut c, &["CLIENT", "KILL", "ID", &other_id.to_string()]).unwrap(),
+        Value::Int(1)
+    );
+    wait_until("the killed client is gone", Duration::from_secs(5), || {
+        query(&mut other, &["PING"]).is_err()
+    });
+    // CLIENT REPLY OFF / ON.
+    use std::io::Write;
+    let mut s = raw(proxy.addr);
+    s.write_all(b"CLIENT REPLY OFF\r\nSET quiet 1\r\nGET quiet\r\nCLIENT REPLY ON\r\nGET quiet\r\nCLIENT REPLY SKIP\r\nPING\r\nPING\r\n").unwrap();
+    let expect = b"+OK\r\n$1\r\n1\r\n+PONG\r\n";
+    assert_eq!(read_n(&mut s, expect.len()), expect.to_vec());
+    // RESET: back to db 0, RESP2, out of any mode.
+    let mut r = raw(proxy.addr);
+    r.write_all(b"SELECT 2\r\nMULTI\r\nRESET\r\nSET r 1\r\nCLIENT INFO\r\n")
+        .unwrap();
+    let got = String::from_utf8_lossy(&read_n(&mut r, 40)).to_string();
+    assert!(got.starts_with("+OK\r\n+OK\r\n+RESET\r\n+OK\r\n"), "{got}");
+    // HELLO 2 replies with a flat array; unknown versions get NOPROTO.
+    let mut h = raw(proxy.addr);
+    h.write_all(b"HELLO 4\r\nHELLO 2\r\n").unwrap();
+    let got = String::from_utf8_lossy(&read_n(&mut h, 60)).to_string();
+    assert!(
+        got.starts_with(
+            "-NOPROTO unsupported protocol version\r\n*14\r\n$6\r\nserver\r\n$5\r\nredis\r\n"
+        ),
+        "{got}"
+    );
+    // QUIT answers OK and closes.
+    let mut q = raw(proxy.addr);
+    q.write_all(b"QUIT\r\n").unwrap();
+    assert_eq!(read_n(&mut q, 100), b"+OK\r\n".to_vec());
+}
+
+#[test]
+fn blocking_stream_reads_and_tracking() {
+    let set = ReplicaSet::start(1, false);
+    let proxy = ProxyUnderTest::start(&proxy_yaml(&set, ""));
+    proxy.wait_healthy(1);
+    let addr = proxy.addr;
+    let reader = std::thread::spawn(move || {
+        let mut c = connect(addr);
+        query(
+            &mut c,
+            &["XREAD", "BLOCK", "5000", "STREAMS", "events", "$"],
+        )
+        .unwrap()
+    });
+    wait_until(
+        "XREAD is blocked on the master",
+        Duration::from_secs(5),
+        || {
+            set.master
+                .info("clients")
+                .get("blocked_clients")
+                .map(String::as_str)
+                == Some("1")
+        },
+    );
+    let mut c = proxy.conn();
+    query(&mut c, &["XADD", "events", "*", "f", "v"]).unwrap();
+    let got = format!("{:?}", reader.join().unwrap());
+    assert!(
+        got.contains("events") && got.contains("\"f\"") || got.contains("f"),
+        "{got}"
+    );
+    // RESP3 client-side caching: invalidation pushes arrive on the tracking connection.
+    use std::io::Write;
+    let mut t = raw(proxy.addr);
+    t.write_all(b"HELLO 3\r\n").unwrap();
+    let _ = read_n(&mut t, 4);
+    std::thread::sleep(Duration::from_millis(50));
+    t.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let _ = read_n(&mut t, 1 << 16);
+    t.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    t.write_all(b"CLIENT TRACKING ON\r\nGET tracked\r\n")
+        .unwrap();
+    let expect = b"+OK\r\n_\r\n";
+    assert_eq!(read_n(&mut t, expect.len()), expect.to_vec());
+    query(&mut c, &["SET", "tracked", "new"]).unwrap();
+    let push = String::from_utf8_lossy(&read_n(&mut t, 30)).to_string();
+    assert!(
+        push.starts_with(">2\r\n$10\r\ninvalidate\r\n") && push.contains("tracked"),
+        "{push}"
+    );
+}
+
+#[test]
+fn monitor_is_denied_by_default_and_works_when_allowed() {
+    let set = ReplicaSet::start(1, false);
+    let proxy = ProxyUnderTest::start(&proxy_yaml(&set, ""));
+    let mut c = proxy.conn();
+    let e = query(&mut c, &["MONITOR"]).unwrap_err().to_string();
+    assert!(
+        (e.contains("NOPERM") || e.contains("NoPerm"))
+            && e.contains("'monitor'")
+            && e.contains("deny_commands"),
+        "{e}"
+    );
+    let open = ProxyUnderTest::start(&proxy_yaml(&set, "deny_commands: []\n"));
+    use std::io::Write;
+    let mut m = raw(open.addr);
+    m.write_all(b"MONITOR\r\n").unwrap();
+    assert!(read_n(&mut m, 5).starts_with(b"+OK\r\n"));
+    let mut w = open.conn();
+    query(&mut w, &["SET", "watched", "1"]).unwrap();
+    let mut seen = String::new();
+    wait_until("MONITOR shows the SET", Duration::from_secs(5), || {
+        seen.push_str(&String::from_utf8_lossy(&read_n(&mut m, 1)));
+        seen.contains("\"SET\" \"watched\" \"1\"")
+    });
+}
