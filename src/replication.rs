@@ -152,8 +152,16 @@ impl Monitor {
             }
         }
         if master_changed {
-            st.master = MasterObs::default();
-            st.history.clear();
+            if backends.master.is_some() {
+                st.master = MasterObs::default();
+                st.history.clear();
+            } else {
+                // No master is known (a failover is under way): keep the last master's
+                // replication ID and offsets, so that replicas still on its history stay
+                // comparable and can serve reads as while a master is down. The next
+                // master starts afresh.
+                st.master.up = false;
+            }
         }
         for b in backends.all() {
             st.pollers.entry(b.id).or_insert_with(|| {

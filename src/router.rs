@@ -167,7 +167,8 @@ pub fn route_read(
     now: Instant,
 ) -> Decision {
     let master_known = view.master.is_some();
-    if view.master.as_ref().is_some_and(|m| m.down) {
+    // No master known (a failover under way) is handled as a master that is down.
+    if view.master.as_ref().is_none_or(|m| m.down) {
         return match policy.on_master_down {
             OnMasterDown::ServeReplicas => match pick_reachable(view) {
                 Some(i) => Decision {
@@ -469,6 +470,12 @@ mod tests {
         let c2 = cfg("routing: {on_master_down: error}");
         let p2 = Policy::compile(&c2, 1);
         assert_eq!(route_read(&l, &s, &p2, &v, now).target, Target::Reject);
+        // No master known at all: the same as a master that is down.
+        v.master = None;
+        assert_eq!(route_read(&l, &s, &p, &v, now).reason, Reason::MasterDown);
+        assert_eq!(route_read(&l, &s, &p2, &v, now).target, Target::Reject);
+        v.replicas.clear();
+        assert_eq!(route_read(&l, &s, &p, &v, now).reason, Reason::NoMaster);
     }
 
     #[test]

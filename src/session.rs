@@ -134,6 +134,8 @@ struct Held {
     /// The write's reply (durable), or `None` for `WAIT` (the reply is a count).
     reply: Option<BytesMut>,
     silent: bool,
+    /// The master the target offset is from; replicas of another master never count.
+    master: Option<u32>,
 }
 
 /// A run of consecutive requests for one connection, not yet handed over.
@@ -1453,10 +1455,15 @@ impl Session {
         Stop::More
     }
 
-    fn count_replicas_at(&self, target: u64) -> u32 {
+    fn count_replicas_at(&self, target: u64, master: Option<u32>) -> u32 {
         let view = self.proxy.view.load();
-        let replid = view.master.as_ref().and_then(|m| m.replid.clone());
-        let _ = replid;
+        if view
+            .master
+            .as_ref()
+            .is_some_and(|m| Some(m.backend.id) != master)
+        {
+            return 0;
+        }
         view.replicas
             .iter()
             .filter(|r| {
@@ -1473,7 +1480,7 @@ impl Session {
     /// Check a held reply; `true` when it was released.
     fn check_held(&mut self, now: Instant) -> bool {
         let Some(h) = &self.held else { return true };
-        let have = self.count_replicas_at(h.target);
+        let have = self.count_replicas_at(h.target, h.master);
         let done = have >= h.replicas;
         let expired = h.deadline.is_some_and(|d| now >= d);
         if !done && !expired {
@@ -1769,6 +1776,7 @@ impl Session {
                             started: now,
                             reply: None,
                             silent: p.silent,
+                            master: None,
                         });
                     }
                     None => {
@@ -1789,6 +1797,7 @@ impl Session {
                     started: now,
                     reply: Some(BytesMut::from(frame)),
                     silent: p.silent,
+                    master: None,
                 });
                 return;
             }
@@ -1816,7 +1825,8 @@ impl Session {
         }
     }
 
-    fn hold(&mut self, h: Held) {
+    fn hold(&mut self, mut h: Held) {
+        h.master = self.proxy.view.load().master.as_ref().map(|m| m.backend.id);
         self.held_sleep = h
             .deadline
             .map(|d| Box::pin(tokio::time::sleep_until(d.into())));

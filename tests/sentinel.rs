@@ -1,0 +1,786 @@
+//! Following Sentinel: real `redis-sentinel` processes (three) watch a master and two
+//! replicas, all on free ports with short timeouts, and the proxy knows only the
+//! Sentinels. The tests fail the master over (killed, or gracefully with `SENTINEL
+//! FAILOVER`), restart the old master, and kill a Sentinel, and check the outcome on the
+//! backends themselves.
+//!
+//! Replicas replicate directly (no relays): Sentinel re-points every replica at the
+//! master it knows, which would bypass a relay.
+mod common;
+
+use common::*;
+use redis::Value;
+use redsplit::topology::{Health, View};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+const NAME: &str = "redsplit";
+/// Sentinel's `down-after-milliseconds`.
+const DOWN_AFTER_MS: u64 = 500;
+/// Sentinel's `failover-timeout`.
+const FAILOVER_TIMEOUT_MS: u64 = 3000;
+/// The read budget of the default rule.
+const BUDGET_MS: u64 = 1000;
+const DWELL_MS: u64 = 300;
+/// How long a failover may take before a test gives up. Normally two seconds or so; a
+/// machine that stalls for more than 2 s puts Sentinel in TILT mode, where it does
+/// nothing for 30 s.
+const FAILOVER_DEADLINE: Duration = Duration::from_secs(45);
+
+fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// A proxy configured with the Sentinels only.
+fn sentinel_yaml(sentinels: &Sentinels, rules: &str) -> String {
+    let addrs: Vec<String> = sentinels
+        .addrs()
+        .iter()
+        .map(|a| format!("\"{a}\""))
+        .collect();
+    format!(
+        "backend:\n  sentinel:\n    addresses: [{}]\n    master_name: {NAME}\n    refresh_ms: 200\n\
+         replication: {{poll_interval_ms: 50, dwell_ms: {DWELL_MS}}}\n\
+         routing:\n  default: {{consistency: replica, max_lag_ms: {BUDGET_MS}}}\n{rules}",
+        addrs.join(", ")
+    )
+}
+
+/// A replica set, three Sentinels watching it, and the proxy in front, with both
+/// replicas in the read pool. Dropped proxy first, servers last.
+struct World {
+    proxy: ProxyUnderTest,
+    sentinels: Sentinels,
+    set: ReplicaSet,
+}
+
+impl World {
+    fn start(rules: &str) -> World {
+        World::start_yaml(|s| sentinel_yaml(s, rules))
+    }
+
+    fn start_yaml(yaml: impl FnOnce(&Sentinels) -> String) -> World {
+        init_logs();
+        let set = ReplicaSet::start(2, false);
+        let sentinels = Sentinels::start(3, &set.master, NAME, DOWN_AFTER_MS, FAILOVER_TIMEOUT_MS);
+        let proxy = ProxyUnderTest::start(&yaml(&sentinels));
+        proxy.wait_in_pool(2);
+        let v = proxy.state().view.load();
+        assert_eq!(
+            v.master.as_ref().map(|m| m.backend.addr.clone()),
+            Some(set.master.addr().to_string()),
+            "the proxy found the master through Sentinel"
+        );
+        World {
+            proxy,
+            sentinels,
+            set,
+        }
+    }
+
+    /// The server listening at `addr`.
+    fn server(&self, addr: SocketAddr) -> &RedisServer {
+        std::iter::once(&self.set.master)
+            .chain(&self.set.replicas)
+            .find(|s| s.addr() == addr)
+            .unwrap_or_else(|| panic!("no server at {addr}"))
+    }
+
+    fn view(&self) -> Arc<View> {
+        self.proxy.state().view.load_full()
+    }
+
+    /// Wait until the proxy writes to a confirmed master other than `old`, that the
+    /// live Sentinels name too; returns it and when the proxy was seen using it.
+    fn wait_new_master(&self, old: SocketAddr) -> (SocketAddr, Instant) {
+        let mut seen = None;
+        wait_until("the proxy follows the failover", FAILOVER_DEADLINE, || {
+            let v = self.view();
+            let Some(m) = v.master.as_ref() else {
+                return false;
+            };
+            if m.backend.addr == old.to_string() {
+                return false;
+            }
+            seen.get_or_insert_with(Instant::now);
+            m.up && self.sentinels.master_addr().map(|a| a.to_string())
+                == Some(m.backend.addr.clone())
+        });
+        let addr: SocketAddr = self
+            .view()
+            .master
+            .as_ref()
+            .unwrap()
+            .backend
+            .addr
+            .parse()
+            .unwrap();
+        (addr, seen.unwrap())
+    }
+}
+
+/// When each Sentinel published `+switch-master`, from a subscription per Sentinel.
+struct SwitchWatch {
+    seen: Arc<Mutex<Vec<Instant>>>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl SwitchWatch {
+    fn start(sentinels: &Sentinels) -> SwitchWatch {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let threads = sentinels
+            .addrs()
+            .into_iter()
+            .map(|addr| {
+                let (seen, stop, ready) = (seen.clone(), stop.clone(), ready_tx.clone());
+                std::thread::spawn(move || {
+                    let Ok(mut c) = try_connect(addr) else {
+                        let _ = ready.send(());
+                        return;
+                    };
+                    let mut ps = c.as_pubsub();
+                    ps.subscribe("+switch-master").expect("subscribe");
+                    ps.set_read_timeout(Some(Duration::from_millis(50)))
+                        .unwrap();
+                    let _ = ready.send(());
+                    while !stop.load(Ordering::Relaxed) {
+                        match ps.get_message() {
+                            Ok(_) => seen.lock().unwrap().push(Instant::now()),
+                            Err(e) if e.is_timeout() => {}
+                            Err(_) => return,
+                        }
+                    }
+                })
+            })
+            .collect::<Vec<_>>();
+        for _ in 0..threads.len() {
+            ready_rx.recv().unwrap();
+        }
+        SwitchWatch {
+            seen,
+            stop,
+            threads,
+        }
+    }
+
+    /// The first and last `+switch-master`, once at least one was published.
+    fn first_and_last(&self) -> Option<(Instant, Instant)> {
+        let s = self.seen.lock().unwrap();
+        Some((*s.iter().min()?, *s.iter().max()?))
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+    }
+}
+
+/// One request of a load loop.
+#[derive(Clone, Debug)]
+struct Op {
+    n: u64,
+    sent: Instant,
+    done: Instant,
+    err: Option<String>,
+}
+
+/// Run `f(conn, n)` for n = 1, 2, … through the proxy until `stop`, pausing `pace`
+/// between requests; reconnects after a broken connection.
+fn load(
+    addr: SocketAddr,
+    stop: &Arc<AtomicBool>,
+    pace: Duration,
+    f: impl Fn(&mut redis::Connection, u64) -> redis::RedisResult<()> + Send + 'static,
+) -> JoinHandle<Vec<Op>> {
+    let stop = stop.clone();
+    std::thread::spawn(move || {
+        let mut ops = Vec::new();
+        let mut conn = connect(addr);
+        let mut n = 0;
+        while !stop.load(Ordering::Relaxed) {
+            n += 1;
+            let sent = Instant::now();
+            let r = f(&mut conn, n);
+            let done = Instant::now();
+            let broken = r
+                .as_ref()
+                .is_err_and(|e| e.is_unrecoverable_error() || e.is_timeout());
+            ops.push(Op {
+                n,
+                sent,
+                done,
+                err: r.err().map(|e| e.to_string()),
+            });
+            if broken {
+                conn = connect(addr);
+            }
+            std::thread::sleep(pace);
+        }
+        ops
+    })
+}
+
+/// Sample the proxy's view every millisecond until `stop`: a replica in the read pool
+/// must be healthy (link up, same replication history as the master) with a known
+/// staleness within budget (plus the time until the monitor's next publication), under
+/// whichever master. Returns the number of samples.
+fn pool_sampler(w: &World, stop: &Arc<AtomicBool>) -> JoinHandle<usize> {
+    let (state, stop) = (w.proxy.state().clone(), stop.clone());
+    std::thread::spawn(move || {
+        let mut n = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let v = state.view.load_full();
+            let now = Instant::now();
+            for r in v.replicas.iter().filter(|r| r.in_pool & 1 == 1) {
+                let staleness = r.staleness_ms(now);
+                assert!(
+                    r.health == Health::Ok
+                        && staleness.is_some_and(|s| s <= BUDGET_MS + 200)
+                        && v.master.as_ref().is_none_or(|m| m.replid.is_some()),
+                    "{} in the pool with health {:?}, staleness {staleness:?}",
+                    r.backend.addr,
+                    r.health,
+                );
+            }
+            n += 1;
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        n
+    })
+}
+
+/// From the first failure's start to the last failure's end.
+fn failure_window(ops: &[Op]) -> Option<(Instant, Instant)> {
+    let first = ops.iter().find(|o| o.err.is_some())?;
+    let last = ops.iter().rev().find(|o| o.err.is_some())?;
+    Some((first.sent, last.done))
+}
+
+/// The longest run of consecutive failures, from its first start to its last end.
+fn longest_failure_streak(ops: &[Op]) -> Duration {
+    let mut longest = Duration::ZERO;
+    let mut start: Option<Instant> = None;
+    for o in ops {
+        match (&o.err, start) {
+            (Some(_), None) => {
+                start = Some(o.sent);
+                longest = longest.max(o.done - o.sent);
+            }
+            (Some(_), Some(s)) => longest = longest.max(o.done - s),
+            (None, _) => start = None,
+        }
+    }
+    longest
+}
+
+/// Distinct error messages and how often each came.
+fn error_kinds(ops: &[Op]) -> HashMap<String, usize> {
+    let mut out = HashMap::new();
+    for e in ops.iter().filter_map(|o| o.err.as_ref()) {
+        *out.entry(e.clone()).or_default() += 1;
+    }
+    out
+}
+
+/// The values of `keys` on `server`, read directly.
+fn values_on(server: &RedisServer, keys: &[String]) -> Vec<Option<String>> {
+    let mut c = server.conn();
+    let mut out = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(500) {
+        let v: Vec<Option<String>> = redis::cmd("MGET").arg(chunk).query(&mut c).unwrap();
+        out.extend(v);
+    }
+    out
+}
+
+/// Acknowledged writes of `ops` (keys `prefix{n}` holding `n`) missing on `server`.
+fn missing_on(server: &RedisServer, prefix: &str, ops: &[&Op]) -> Vec<u64> {
+    let keys: Vec<String> = ops.iter().map(|o| format!("{prefix}{}", o.n)).collect();
+    values_on(server, &keys)
+        .into_iter()
+        .zip(ops)
+        .filter(|(v, o)| v.as_deref() != Some(o.n.to_string().as_str()))
+        .map(|(_, o)| o.n)
+        .collect()
+}
+
+fn gets(server: &RedisServer) -> u64 {
+    server.commandstats().get("get").copied().unwrap_or(0)
+}
+
+#[test]
+fn master_killed_under_load_writes_move_to_the_new_master() {
+    let mut w = World::start(
+        "  rules:\n    - {name: durable, keys: ['d:*'], consistency: master, wait: {replicas: 1, timeout_ms: 1000}}\n",
+    );
+    let old = w.set.master.addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    let addr = w.proxy.addr;
+    let writer = load(addr, &stop, Duration::from_millis(2), |c, n| {
+        query(c, &["SET", &format!("w:{n}"), &n.to_string()]).map(drop)
+    });
+    let durable = load(addr, &stop, Duration::from_millis(2), |c, n| {
+        query(c, &["SET", &format!("d:{n}"), &n.to_string()]).map(drop)
+    });
+    let reader = load(addr, &stop, Duration::from_millis(1), |c, n| {
+        query(c, &["GET", &format!("w:{}", n % 500)]).map(drop)
+    });
+    let pool = pool_sampler(&w, &stop);
+    let watch = SwitchWatch::start(&w.sentinels);
+    std::thread::sleep(Duration::from_millis(500));
+    let killed = Instant::now();
+    w.set.master.kill();
+    let (new, adopted) = w.wait_new_master(old);
+    wait_until(
+        "a Sentinel published +switch-master",
+        FAILOVER_DEADLINE,
+        || watch.first_and_last().is_some(),
+    );
+    // Keep the load going on the new master for a while.
+    std::thread::sleep(Duration::from_millis(1000));
+    stop.store(true, Ordering::Relaxed);
+    let writes = writer.join().unwrap();
+    let durables = durable.join().unwrap();
+    let reads = reader.join().unwrap();
+    let samples = pool.join().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let (first_switch, last_switch) = watch.first_and_last().unwrap();
+    watch.stop();
+
+    let new_master = w.server(new);
+    assert_eq!(new_master.role(), "master");
+    let (fail_start, fail_end) =
+        failure_window(&writes).expect("writes failed while no master was known");
+    let window = fail_end - fail_start;
+    let first_ok_after = writes
+        .iter()
+        .find(|o| o.err.is_none() && o.sent > killed)
+        .map(|o| o.done - killed);
+    let read_streak = longest_failure_streak(&reads);
+    let slowest = writes
+        .iter()
+        .chain(&durables)
+        .chain(&reads)
+        .map(|o| o.done - o.sent)
+        .max()
+        .unwrap();
+    eprintln!(
+        "killed master: Sentinel +switch-master after {:?} (first) / {:?} (last); proxy used the new master after {:?}; \
+         writes failed for {:?} (from {:?} to {:?} after the kill), first write ok on the new master {:?} after the kill; \
+         longest read failure streak {:?}; slowest request {:?}",
+        first_switch - killed,
+        last_switch - killed,
+        adopted - killed,
+        window,
+        fail_start.saturating_duration_since(killed),
+        fail_end - killed,
+        first_ok_after,
+        read_streak,
+        slowest,
+    );
+    eprintln!("{samples} views sampled: no replica was in the read pool without a known lag within budget");
+    eprintln!(
+        "writes: {} ok, {} failed {:?}; durable: {} ok, {} failed {:?}; reads: {} ok, {} failed {:?}",
+        writes.iter().filter(|o| o.err.is_none()).count(),
+        writes.iter().filter(|o| o.err.is_some()).count(),
+        error_kinds(&writes),
+        durables.iter().filter(|o| o.err.is_none()).count(),
+        durables.iter().filter(|o| o.err.is_some()).count(),
+        error_kinds(&durables),
+        reads.iter().filter(|o| o.err.is_none()).count(),
+        reads.iter().filter(|o| o.err.is_some()).count(),
+        error_kinds(&reads),
+    );
+
+    // Writes failed only around the failover, and failed fast, never hanging.
+    assert!(
+        writes.iter().all(|o| o.err.is_none() || o.done >= killed),
+        "no write failed before the kill"
+    );
+    assert!(
+        slowest < Duration::from_secs(3),
+        "no request hung: {slowest:?}"
+    );
+    for e in writes.iter().filter_map(|o| o.err.as_ref()) {
+        assert!(e.contains("redsplit"), "a clear error from the proxy: {e}");
+    }
+    // After the window, every write was acknowledged and is on the new master.
+    let after: Vec<&Op> = writes.iter().filter(|o| o.sent > fail_end).collect();
+    assert!(
+        after.len() > 100,
+        "the load went on after the failover ({} writes)",
+        after.len()
+    );
+    assert!(after.iter().all(|o| o.err.is_none()));
+    let missing = missing_on(new_master, "w:", &after);
+    assert!(
+        missing.is_empty(),
+        "acknowledged writes missing on the new master: {missing:?}"
+    );
+    // No durable write the proxy acknowledged was lost.
+    let acked: Vec<&Op> = durables.iter().filter(|o| o.err.is_none()).collect();
+    assert!(
+        acked.iter().any(|o| o.sent > fail_end),
+        "durable writes resumed"
+    );
+    let missing = missing_on(new_master, "d:", &acked);
+    assert!(
+        missing.is_empty(),
+        "acknowledged durable writes lost: {missing:?}"
+    );
+    // Reads never failed for longer than writes did.
+    assert!(
+        read_streak <= window,
+        "reads failed for {read_streak:?}, writes for {window:?}"
+    );
+    assert!(
+        reads
+            .iter()
+            .filter(|o| o.sent > killed && o.done < fail_end && o.err.is_none())
+            .count()
+            > 0,
+        "reads were served during the failover"
+    );
+    // The change was counted, and the old master left the topology.
+    let v = w.view();
+    assert!(v.replicas.iter().all(|r| r.backend.addr != old.to_string()));
+    assert!(
+        w.proxy
+            .state()
+            .metrics
+            .topology_changes
+            .load(Ordering::Relaxed)
+            >= 1
+    );
+}
+
+#[test]
+fn graceful_failover() {
+    let w = World::start("");
+    let old = w.set.master.addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    let addr = w.proxy.addr;
+    let writer = load(addr, &stop, Duration::from_millis(2), |c, n| {
+        query(c, &["SET", &format!("w:{n}"), &n.to_string()]).map(drop)
+    });
+    let reader = load(addr, &stop, Duration::from_millis(1), |c, n| {
+        query(c, &["GET", &format!("w:{}", n % 500)]).map(drop)
+    });
+    let watch = SwitchWatch::start(&w.sentinels);
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    w.sentinels.cmd(1, &["SENTINEL", "FAILOVER", NAME]);
+    let (new, adopted) = w.wait_new_master(old);
+    wait_until(
+        "a Sentinel published +switch-master",
+        FAILOVER_DEADLINE,
+        || watch.first_and_last().is_some(),
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    stop.store(true, Ordering::Relaxed);
+    let writes = writer.join().unwrap();
+    let reads = reader.join().unwrap();
+    let (first_switch, _) = watch.first_and_last().unwrap();
+    watch.stop();
+
+    let failed: Vec<&Op> = writes.iter().filter(|o| o.err.is_some()).collect();
+    let window = failure_window(&writes).map(|(a, b)| b - a);
+    eprintln!(
+        "SENTINEL FAILOVER: +switch-master after {:?}; proxy used the new master after {:?}; \
+         {} of {} writes failed {:?} over {window:?}; {} reads failed {:?}",
+        first_switch - started,
+        adopted - started,
+        failed.len(),
+        writes.len(),
+        error_kinds(&writes),
+        reads.iter().filter(|o| o.err.is_some()).count(),
+        error_kinds(&reads),
+    );
+    // Writes fail only while a replica is being promoted, with a clear error, so that
+    // no write reaches the old master after the promotion (where it would be lost).
+    for o in &failed {
+        let e = o.err.as_deref().unwrap_or_default();
+        assert!(e.contains("no master is known"), "{e}");
+    }
+    assert!(
+        window.is_none_or(|w| w < Duration::from_secs(3)),
+        "writes failed for {window:?}"
+    );
+    // Every write the proxy acknowledged, before and after the switch, is on the new
+    // master: none was taken by the old master once the new one was promoted.
+    let new_master = w.server(new);
+    let acked: Vec<&Op> = writes.iter().filter(|o| o.err.is_none()).collect();
+    let missing = missing_on(new_master, "w:", &acked);
+    assert!(missing.is_empty(), "acknowledged writes lost: {missing:?}");
+    // Reads kept being served (a read in flight on the replica being promoted fails:
+    // Sentinel closes that replica's client connections, and no master is known for a
+    // retry at that moment).
+    let read_streak = longest_failure_streak(&reads);
+    let write_window = window.unwrap_or_default();
+    assert!(
+        read_streak <= write_window,
+        "reads failed for {read_streak:?}, writes for {write_window:?}"
+    );
+}
+
+#[test]
+fn old_master_restarted_rejoins_as_a_replica_once_in_sync() {
+    let mut w = World::start("");
+    let old = w.set.master.addr();
+    let mut c = w.proxy.conn();
+    for i in 0..100 {
+        query(&mut c, &["SET", &format!("k:{i}"), &i.to_string()]).unwrap();
+    }
+    w.set.master.kill();
+    let (new, _) = w.wait_new_master(old);
+    // Written to the new master while the old one is away.
+    query(&mut c, &["SET", "after", "failover"]).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = load(w.proxy.addr, &stop, Duration::from_millis(1), |c, n| {
+        query(c, &["GET", &format!("k:{}", n % 100)]).map(drop)
+    });
+    w.set.master.restart();
+    let restarted = Instant::now();
+    let old_server = &w.set.master;
+    // It comes back as a master with no data, until Sentinel converts it.
+    let mut in_view_as: Option<Instant> = None;
+    let mut joined: Option<Instant> = None;
+    let mut samples = 0;
+    // Sentinel converts it after 8 s (longer in TILT mode, see FAILOVER_DEADLINE).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if Instant::now() >= deadline {
+            panic!(
+                "the old master did not rejoin the read pool; its INFO: {:?}; Sentinel 0 lists {:?} (INFO {:?}); the proxy sees {:?}",
+                old_server.info("replication"),
+                w.sentinels.replicas(0),
+                w.sentinels.cmd(0, &["INFO", "sentinel"]),
+                w.view().replicas,
+            );
+        }
+        samples += 1;
+        let served = gets(old_server);
+        let v = w.view();
+        assert!(
+            v.master
+                .as_ref()
+                .is_some_and(|m| m.backend.addr == new.to_string()),
+            "the master stays"
+        );
+        let entry = v
+            .replicas
+            .iter()
+            .find(|r| r.backend.addr == old.to_string());
+        if let Some(r) = entry {
+            if in_view_as.is_none() {
+                in_view_as = Some(Instant::now());
+                let info = old_server.info("replication");
+                assert_eq!(info["role"], "slave", "it joined only as a replica");
+            }
+            if r.in_pool & 1 == 1 && joined.is_none() {
+                joined = Some(Instant::now());
+                // Link up to the new master, same history, lag within budget.
+                let info = old_server.info("replication");
+                assert_eq!(info["master_link_status"], "up");
+                assert_eq!(
+                    format!("{}:{}", info["master_host"], info["master_port"]),
+                    new.to_string()
+                );
+                assert_eq!(r.health, Health::Ok);
+                let staleness = r.staleness_ms(Instant::now()).expect("known staleness");
+                assert!(staleness <= BUDGET_MS, "staleness {staleness} ms");
+            }
+        }
+        if joined.is_none() {
+            assert_eq!(
+                served, 0,
+                "no read went to the old master before it joined the pool"
+            );
+        } else if served > 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let reads = reader.join().unwrap();
+    let joined = joined.unwrap();
+    eprintln!(
+        "old master restarted: in the topology after {:?}, in the read pool after {:?} ({samples} samples); {} reads, {} failed",
+        in_view_as.map(|t| t - restarted),
+        joined - restarted,
+        reads.len(),
+        reads.iter().filter(|o| o.err.is_some()).count(),
+    );
+    assert!(
+        reads.iter().all(|o| o.err.is_none()),
+        "reads kept being served"
+    );
+    // It holds the data, the write made while it was away included.
+    assert_eq!(old_server.get("after").as_deref(), Some("failover"));
+    assert_eq!(old_server.get("k:7").as_deref(), Some("7"));
+    // PROXY STATUS shows it as a healthy replica in the pool.
+    let status = query(&mut c, &["PROXY", "STATUS"]).unwrap();
+    let Value::Array(rows) = status else {
+        panic!("{status:?}")
+    };
+    let row = rows
+        .iter()
+        .map(|r| format!("{r:?}"))
+        .find(|r| r.contains(&old.to_string()))
+        .expect("the old master has a row");
+    assert!(row.contains("replica") && row.contains("\"ok\""), "{row}");
+}
+
+#[test]
+fn one_sentinel_down_the_proxy_still_follows() {
+    let mut w = World::start("");
+    let old = w.set.master.addr();
+    // The first Sentinel of the list goes away before the failover.
+    w.sentinels.kill(0);
+    let mut c = w.proxy.conn();
+    query(&mut c, &["SET", "before", "1"]).unwrap();
+    w.set.master.kill();
+    let killed = Instant::now();
+    let (new, adopted) = w.wait_new_master(old);
+    eprintln!(
+        "one Sentinel down: the proxy used the new master {:?} after the kill",
+        adopted - killed
+    );
+    let new_master = w.server(new);
+    assert_eq!(new_master.role(), "master");
+    // Writes go to the new master.
+    wait_until(
+        "a write through the proxy succeeds",
+        Duration::from_secs(5),
+        || query(&mut c, &["SET", "after", "2"]).is_ok(),
+    );
+    assert_eq!(new_master.get("after").as_deref(), Some("2"));
+    assert_eq!(new_master.get("before").as_deref(), Some("1"));
+    assert!(w
+        .view()
+        .replicas
+        .iter()
+        .all(|r| r.backend.addr != old.to_string()));
+}
+
+#[test]
+fn sentinel_and_backend_credentials_are_used() {
+    init_logs();
+    let set = ReplicaSet::start(2, false);
+    let sentinels = Sentinels::start(3, &set.master, NAME, DOWN_AFTER_MS, FAILOVER_TIMEOUT_MS);
+    for i in 0..3 {
+        sentinels.cmd(
+            i,
+            &[
+                "ACL",
+                "SETUSER",
+                "watcher",
+                "on",
+                ">sentinel-pw",
+                "allchannels",
+                "+@all",
+            ],
+        );
+    }
+    for s in std::iter::once(&set.master).chain(&set.replicas) {
+        s.cmd(&[
+            "ACL",
+            "SETUSER",
+            "app",
+            "on",
+            ">node-pw",
+            "allkeys",
+            "allchannels",
+            "+@all",
+        ]);
+    }
+    let yaml = |sentinel_pw: &str| {
+        sentinel_yaml(&sentinels, "").replacen(
+            "backend:\n  sentinel:\n",
+            &format!(
+                "backend:\n  username: app\n  password: node-pw\n  sentinel:\n    username: watcher\n    password: {sentinel_pw}\n"
+            ),
+            1,
+        )
+    };
+    let proxy = ProxyUnderTest::start(&yaml("sentinel-pw"));
+    proxy.wait_in_pool(2);
+    let mut c = proxy.conn();
+    query(&mut c, &["SET", "k", "v"]).unwrap();
+    assert_eq!(set.master.get("k").as_deref(), Some("v"));
+    // The proxy's connections (named `redsplit`) authenticated as the configured users.
+    let users = |list: Value| -> Vec<String> {
+        value_text(&list)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("name=redsplit"))
+            .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("user=")))
+            .map(String::from)
+            .collect()
+    };
+    for i in 0..3 {
+        let u = users(sentinels.cmd(i, &["CLIENT", "LIST"]));
+        assert!(
+            !u.is_empty() && u.iter().all(|u| u == "watcher"),
+            "sentinel {i}: {u:?}"
+        );
+    }
+    for s in std::iter::once(&set.master).chain(&set.replicas) {
+        let u = users(s.cmd(&["CLIENT", "LIST"]));
+        assert!(
+            !u.is_empty() && u.iter().all(|u| u == "app"),
+            "{}: {u:?}",
+            s.addr()
+        );
+    }
+    // With a wrong Sentinel password nothing is discovered: writes fail fast.
+    let wrong = ProxyUnderTest::start(&yaml("wrong"));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(wrong.state().view.load().master.is_none());
+    let e = query(&mut wrong.conn(), &["SET", "k", "w"])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no master is known"), "{e}");
+}
+
+#[test]
+fn readonly_from_the_master_triggers_a_check_at_once() {
+    // Periodic refreshes are a minute apart: only the READONLY reply can trigger a check.
+    let w =
+        World::start_yaml(|s| sentinel_yaml(s, "").replace("refresh_ms: 200", "refresh_ms: 60000"));
+    let elsewhere = RedisServer::start();
+    let mut c = w.proxy.conn();
+    query(&mut c, &["SET", "k", "1"]).unwrap();
+    // The master becomes a replica behind the proxy's and Sentinel's backs.
+    let port = elsewhere.port().to_string();
+    w.set.master.cmd(&["REPLICAOF", "127.0.0.1", &port]);
+    let e = query(&mut c, &["SET", "k", "2"]).unwrap_err().to_string();
+    assert!(
+        e.contains("read only replica"),
+        "the write got READONLY: {e}"
+    );
+    let refused = Instant::now();
+    let state = w.proxy.state().clone();
+    wait_until(
+        "the proxy stops writing to a node that says it is a replica",
+        Duration::from_secs(2),
+        || state.view.load().master.is_none(),
+    );
+    let took = refused.elapsed();
+    eprintln!("READONLY: the proxy dropped the master {took:?} after the refused write");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    let e = query(&mut c, &["SET", "k", "3"]).unwrap_err().to_string();
+    assert!(e.contains("no master is known"), "{e}");
+}
