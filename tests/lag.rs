@@ -341,7 +341,8 @@ fn explain_agrees_with_where_reads_went() {
 #[test]
 fn calm_reads_are_served_by_replicas() {
     let set = ReplicaSet::start(2, false);
-    let proxy = ProxyUnderTest::start(&lag_yaml(&set, ""));
+    // The shipped defaults: 1 s budget, 50 ms polls.
+    let proxy = ProxyUnderTest::start(&proxy_yaml(&set, ""));
     proxy.wait_in_pool(2);
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
