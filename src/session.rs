@@ -1699,19 +1699,33 @@ impl Session {
         self.pending.pop_front();
         self.stats.retries += 1;
         let view = self.proxy.view.load_full();
-        let Some(m) = view.master.as_ref() else {
-            self.answer_front(
-                p,
-                "ERR redsplit: the replica failed and no master is known",
-                now,
-            );
-            return;
-        };
+        // The master, or while none is known (a failover), another healthy replica.
+        let failed = self
+            .sources
+            .iter()
+            .find(|s| s.slot == p.slot || s.retry_slot == p.slot)
+            .map(|s| s.backend);
+        let backend =
+            match view.master.as_ref().filter(|m| !m.down) {
+                Some(m) => m.backend.clone(),
+                None => match view.replicas.iter().find(|r| {
+                    r.health == crate::topology::Health::Ok && Some(r.backend.id) != failed
+                }) {
+                    Some(r) => r.backend.clone(),
+                    None => {
+                        self.answer_front(
+                            p,
+                            "ERR redsplit: the replica failed and no master is known",
+                            now,
+                        );
+                        return;
+                    }
+                },
+            };
         let key = ConnKey {
             db: self.db,
             resp3: self.resp3,
         };
-        let backend = m.backend.clone();
         match self.source_for(&backend, key) {
             Ok(i) => {
                 let Some(s) = self.sources.get(i) else { return };
