@@ -190,17 +190,9 @@ async fn serve_client(proxy: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
     let tls = proxy.settings.load().tls.clone();
     let end = match tls {
         None => Session::new(proxy.clone(), handle).run(stream).await,
-        Some(config) => {
-            let acceptor = tokio_rustls::TlsAcceptor::from(config);
-            match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => Session::new(proxy.clone(), handle).run(tls).await,
-                Ok(Err(e)) => {
-                    tracing::info!(client = id, %peer, error = %e, "TLS handshake failed");
-                    crate::session::End::Dropped(format!("TLS handshake failed: {e}"))
-                }
-                Err(_) => crate::session::End::Dropped("TLS handshake timed out".into()),
-            }
-        }
+        // Boxed: a TLS session's state is large and plain sessions should not carry room
+        // for it.
+        Some(config) => Box::pin(serve_tls(proxy.clone(), handle, stream, config)).await,
     };
     tracing::debug!(client = id, %peer, end = ?end, "client left");
     proxy.sessions.remove(&id);
@@ -208,6 +200,23 @@ async fn serve_client(proxy: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
         .metrics
         .clients_connected
         .fetch_sub(1, Ordering::Relaxed);
+}
+
+async fn serve_tls(
+    proxy: Arc<Proxy>,
+    handle: Arc<SessionHandle>,
+    stream: TcpStream,
+    config: Arc<rustls::ServerConfig>,
+) -> crate::session::End {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => Session::new(proxy, handle).run(tls).await,
+        Ok(Err(e)) => {
+            tracing::info!(client = handle.id, peer = %handle.peer, error = %e, "TLS handshake failed");
+            crate::session::End::Dropped(format!("TLS handshake failed: {e}"))
+        }
+        Err(_) => crate::session::End::Dropped("TLS handshake timed out".into()),
+    }
 }
 
 /// Once a second: release the buffers of idle clients and close clients idle past

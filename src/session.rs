@@ -189,11 +189,12 @@ pub struct Session {
     turn: usize,
     view_epoch: u64,
     reply_mode: ReplyMode,
-    held: Option<Held>,
+    held: Option<Box<Held>>,
     held_sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     view_rx: Option<tokio::sync::watch::Receiver<u64>>,
     closing: bool,
-    stats: Local,
+    /// This batch's counts; allocated while the client is active, freed when idle.
+    stats: Option<Box<Local>>,
     last_cmd: &'static str,
     sub_count: i64,
     settings_gen: u64,
@@ -211,6 +212,12 @@ pub enum End {
 }
 
 impl Session {
+    /// This batch's counters.
+    #[inline]
+    fn stats(&mut self) -> &mut Local {
+        self.stats.get_or_insert_with(Default::default)
+    }
+
     /// A session for a newly accepted client.
     pub fn new(proxy: Arc<Proxy>, handle: Arc<SessionHandle>) -> Session {
         let id = handle.id;
@@ -253,7 +260,7 @@ impl Session {
             held_sleep: None,
             view_rx: None,
             closing: false,
-            stats: Local::default(),
+            stats: None,
             last_cmd: "NULL",
             sub_count: 0,
             settings_gen: 0,
@@ -262,10 +269,19 @@ impl Session {
     }
 
     /// Serve the client until it leaves or is dropped.
-    pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(mut self, mut stream: S) -> End {
-        let end = self.serve(&mut stream).await;
-        self.shutdown();
-        end
+    #[allow(clippy::manual_async_fn)]
+    pub fn run<S: AsyncRead + AsyncWrite + Unpin>(
+        mut self,
+        mut stream: S,
+    ) -> impl Future<Output = End> {
+        // An `async move` block rather than an `async fn`: the session and the stream
+        // are stored once in the future, not copied into a second slot (this state is
+        // the bulk of what an idle client costs).
+        async move {
+            let end = self.serve(&mut stream).await;
+            self.shutdown();
+            end
+        }
     }
 
     fn shutdown(&mut self) {
@@ -273,13 +289,15 @@ impl Session {
         if let Some(d) = self.dedicated.take() {
             d.conn.close("client disconnected");
         }
-        self.stats.flush(&self.proxy.metrics);
+        if let Some(st) = self.stats.as_mut() {
+            st.flush(&self.proxy.metrics);
+        }
     }
 
     async fn serve<S: AsyncRead + AsyncWrite + Unpin>(&mut self, stream: &mut S) -> End {
         loop {
             if self.inbox.kill.load(Ordering::Relaxed) {
-                let _ = flush_now(stream, &mut self.wbuf).await;
+                let _ = Box::pin(flush_now(stream, &mut self.wbuf)).await;
                 return End::Dropped("killed".into());
             }
             if self.inbox.trim.swap(false, Ordering::Relaxed) {
@@ -299,7 +317,9 @@ impl Session {
                     break;
                 }
             }
-            self.stats.flush(&self.proxy.metrics);
+            if let Some(st) = self.stats.as_mut() {
+                st.flush(&self.proxy.metrics);
+            }
             let limits = &self.proxy.settings.load().config.limits;
             let out_limit = if self.mode == Mode::Tunnel {
                 limits.pubsub_output_buffer_limit.0
@@ -331,7 +351,7 @@ impl Session {
                 return End::Dropped("query buffer limit".into());
             }
             if self.closing && self.pending.is_empty() {
-                let _ = flush_now(stream, &mut self.wbuf).await;
+                let _ = Box::pin(flush_now(stream, &mut self.wbuf)).await;
                 return End::Closed;
             }
             let draining = self.inbox.drain.load(Ordering::Relaxed);
@@ -340,7 +360,10 @@ impl Session {
             }
             // Wait for the next thing to do.
             let can_read = !self.closing && !draining && self.rbuf.len() < read_allowance(self);
-            if can_read && self.rbuf.capacity() - self.rbuf.len() < 1024 {
+            // An idle client holds no read buffer: the first read after idling goes to
+            // the stack and only data that arrived is kept.
+            if can_read && self.rbuf.capacity() > 0 && self.rbuf.capacity() - self.rbuf.len() < 1024
+            {
                 self.rbuf.reserve(if self.rbuf.is_empty() {
                     4096
                 } else {
@@ -362,7 +385,22 @@ impl Session {
                         Poll::Pending => {}
                     }
                 }
-                if can_read {
+                if can_read && self.rbuf.capacity() == 0 {
+                    let mut tmp = [0u8; 2048];
+                    let mut rb = tokio::io::ReadBuf::new(&mut tmp);
+                    match Pin::new(&mut *stream).poll_read(cx, &mut rb) {
+                        Poll::Ready(Ok(())) if rb.filled().is_empty() => {
+                            return Poll::Ready(Event::Closed)
+                        }
+                        Poll::Ready(Ok(())) => {
+                            self.rbuf.reserve(4096);
+                            self.rbuf.extend_from_slice(rb.filled());
+                            return Poll::Ready(Event::Progress);
+                        }
+                        Poll::Ready(Err(e)) => return Poll::Ready(Event::Error(e.to_string())),
+                        Poll::Pending => {}
+                    }
+                } else if can_read {
                     match tokio_util::io::poll_read_buf(Pin::new(&mut *stream), cx, &mut self.rbuf)
                     {
                         Poll::Ready(Ok(0)) => return Poll::Ready(Event::Closed),
@@ -397,6 +435,10 @@ impl Session {
     }
 
     fn trim_buffers(&mut self) {
+        if let Some(st) = self.stats.take() {
+            let mut st = st;
+            st.flush(&self.proxy.metrics);
+        }
         if self.rbuf.is_empty() {
             self.rbuf = BytesMut::new();
         }
@@ -522,7 +564,7 @@ impl Session {
                 Some("auth" | "hello" | "quit" | "reset")
             );
             if !allowed {
-                self.stats.request(class_index(cmd.map(|c| c.class)));
+                self.stats().request(class_index(cmd.map(|c| c.class)));
                 self.flush_pending_run(run, rbuf);
                 self.push_local_raw(reply::NOAUTH);
                 return Stop::More;
@@ -533,20 +575,20 @@ impl Session {
             return self.dispatch_tunnel(req, cmd, run, rbuf, settings);
         }
         if cmd.is_none() && name.eq_ignore_ascii_case(b"proxy") && self.mode != Mode::Multi {
-            self.stats.request(class_index(Some(Class::Connection)));
+            self.stats().request(class_index(Some(Class::Connection)));
             self.flush_pending_run(run, rbuf);
             self.proxy_command(req, settings, view, now);
             return Stop::More;
         }
         let Some(cmd) = cmd else {
             // Unknown to the table: the master answers (module command or an error).
-            self.stats.request(class_index(None));
+            self.stats().request(class_index(None));
             if matches!(self.mode, Mode::Multi | Mode::Watch) {
                 return self.dispatch_dedicated_mode(req, None, run, rbuf, settings, view);
             }
             return self.send_to_master(req, offset, inline, run, rbuf, view, now, Kind::Write);
         };
-        self.stats.request(class_index(Some(cmd.class)));
+        self.stats().request(class_index(Some(cmd.class)));
         if settings.deny.denies(cmd) {
             self.flush_pending_run(run, rbuf);
             self.push_local_error(&format!(
@@ -649,9 +691,9 @@ impl Session {
                 if self.dedicated_in_flight > 0 {
                     return self.barrier(run, rbuf);
                 }
-                self.stats.route(1, d.reason);
+                self.stats().route(1, d.reason);
                 if let Some(s) = r.staleness_ms(now) {
-                    self.stats
+                    self.stats()
                         .staleness
                         .observe(s.saturating_mul(1000), &STALENESS_BOUNDS_US);
                 }
@@ -673,11 +715,11 @@ impl Session {
                 Stop::More
             }
             Target::Master => {
-                self.stats.route(0, d.reason);
+                self.stats().route(0, d.reason);
                 self.master_read(req, offset, inline, run, rbuf, view, now)
             }
             Target::Reject => {
-                self.stats.route(2, d.reason);
+                self.stats().route(2, d.reason);
                 self.flush_pending_run(run, rbuf);
                 self.push_local_error(&reject_message(d, &resolved.level, view));
                 Stop::More
@@ -733,7 +775,7 @@ impl Session {
     ) -> Stop {
         let d = router::route_write(view);
         let Some(m) = view.master.as_ref().filter(|_| d.target == Target::Master) else {
-            self.stats.route(2, Reason::NoMaster);
+            self.stats().route(2, Reason::NoMaster);
             self.flush_pending_run(run, rbuf);
             self.push_local_error("ERR redsplit: no master is known");
             return Stop::More;
@@ -743,7 +785,7 @@ impl Session {
         if self.replica_reads_in_flight > 0 || self.dedicated_in_flight > 0 {
             return self.barrier(run, rbuf);
         }
-        self.stats.route(0, Reason::Write);
+        self.stats().route(0, Reason::Write);
         let backend = m.backend.clone();
         if let Kind::Durable(_) = kind {
             self.flush_pending_run(run, rbuf);
@@ -902,12 +944,12 @@ impl Session {
             let view = self.proxy.view.load_full();
             if let Some(m) = view.master.as_ref() {
                 let backend = m.backend.clone();
-                self.stats.retries += 1;
+                self.stats().retries += 1;
                 self.send_bytes_shared(&backend, bytes, Kind::Forward, now);
                 return;
             }
         }
-        self.stats.backend_failures += 1;
+        self.stats().backend_failures += 1;
         if matches!(kind, Kind::RoleProbe { .. }) {
             return;
         }
@@ -1512,7 +1554,7 @@ impl Session {
                         .metrics
                         .durable_timeout
                         .fetch_add(1, Ordering::Relaxed);
-                    self.stats.errors += 1;
+                    self.stats().errors += 1;
                     Value::error(format!(
                         "ERR redsplit: write applied on the master but reached only {have} of {} replicas within {} ms",
                         h.replicas,
@@ -1525,7 +1567,7 @@ impl Session {
         }
         if !h.silent {
             self.wbuf.extend_from_slice(&out);
-            self.stats.replies += 1;
+            self.stats().replies += 1;
         }
         true
     }
@@ -1568,7 +1610,7 @@ impl Session {
                 if !p.silent {
                     self.wbuf
                         .extend_from_slice(self.local.data.get(..len).unwrap_or_default());
-                    self.stats.replies += 1;
+                    self.stats().replies += 1;
                 }
                 self.local.consume();
                 self.pending.pop_front();
@@ -1630,7 +1672,7 @@ impl Session {
                         self.retry_on_master(p, &bytes, now);
                         continue;
                     }
-                    self.stats.backend_failures += 1;
+                    self.stats().backend_failures += 1;
                     self.complete(&p, now);
                     self.pending.pop_front();
                     match p.kind {
@@ -1644,8 +1686,8 @@ impl Session {
                         }
                         _ => {
                             if !p.silent {
-                                self.stats.errors += 1;
-                                self.stats.replies += 1;
+                                self.stats().errors += 1;
+                                self.stats().replies += 1;
                                 Value::error(format!("ERR {}", e.message))
                                     .encode(self.resp3, &mut self.wbuf);
                             }
@@ -1683,12 +1725,12 @@ impl Session {
         }
         let us = now.saturating_duration_since(p.sent).as_micros() as u64;
         if p.read {
-            self.stats.read_latency.observe(us, &LATENCY_BOUNDS_US);
+            self.stats().read_latency.observe(us, &LATENCY_BOUNDS_US);
         } else if matches!(
             p.kind,
             Kind::Write | Kind::Durable(_) | Kind::Forward | Kind::Exec
         ) {
-            self.stats.write_latency.observe(us, &LATENCY_BOUNDS_US);
+            self.stats().write_latency.observe(us, &LATENCY_BOUNDS_US);
         }
     }
 
@@ -1697,7 +1739,7 @@ impl Session {
     /// replies to this session.
     fn retry_on_master(&mut self, p: Pending, bytes: &[u8], now: Instant) {
         self.pending.pop_front();
-        self.stats.retries += 1;
+        self.stats().retries += 1;
         let view = self.proxy.view.load_full();
         // The master, or while none is known (a failover), another healthy replica.
         let failed = self
@@ -1831,10 +1873,10 @@ impl Session {
             _ => {}
         }
         if is_err {
-            self.stats.errors += 1;
+            self.stats().errors += 1;
         }
         if !p.silent {
-            self.stats.replies += 1;
+            self.stats().replies += 1;
             self.wbuf.extend_from_slice(frame);
         }
     }
@@ -1844,7 +1886,7 @@ impl Session {
         self.held_sleep = h
             .deadline
             .map(|d| Box::pin(tokio::time::sleep_until(d.into())));
-        self.held = Some(h);
+        self.held = Some(Box::new(h));
     }
 
     fn end_blocking(&mut self) {
@@ -1882,7 +1924,7 @@ impl Session {
         if self.pending.is_empty() {
             if !silent {
                 self.wbuf.extend_from_slice(bytes);
-                self.stats.replies += 1;
+                self.stats().replies += 1;
             }
             return;
         }
@@ -1904,8 +1946,8 @@ impl Session {
     }
 
     fn push_local_error(&mut self, msg: &str) {
-        self.stats.errors += 1;
-        self.stats.touch();
+        self.stats().errors += 1;
+        self.stats().touch();
         self.push_local_value(&Value::error(msg));
     }
 
