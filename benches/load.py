@@ -1,0 +1,1369 @@
+#!/usr/bin/env python3
+"""Load benchmark: redsplit side by side with direct Redis and twemproxy.
+
+Starts, on free ports in a temp dir: a Redis master and two replicas (no persistence),
+`nutcracker` in front of the master, redsplit with replica reads (`routing.default`:
+replica, 1000 ms) and redsplit with every read on the master (`consistency: master`).
+Then, for every cell of the matrix (GET/SET x clients {1,50,500} x pipeline {1,16} x
+value {16 B, 4 KB}), runs `redis-benchmark` against the four targets, interleaved within
+each round (the order rotates every round), for ROUNDS rounds, and prints one table of
+medians: ops/s, p50, p99, the proxy's CPU per operation (utime+stime from /proc/PID/stat
+before and after each run), the ratios redsplit/direct, redsplit/nutcracker and
+p99/direct's p99, and whether each target of the performance issue is met.
+
+Two more sections run by default: memory per client connection (RSS of a fresh
+redsplit before and after opening IDLE_CONNS idle connections, and after each has sent
+one PING and gone idle long enough for the proxy to release its buffers), and
+throughput of one cell with `workers: 1` against `workers: 2`. A `profile` section, on
+request, runs `perf record` on redsplit under one cell and sorts its self time into
+kernel, parsing, routing, copying, allocator and runtime, then counts its system calls
+per request with `perf stat` on the syscall tracepoints.
+
+Usage (from the repository root):
+    benches/load.py                 # full matrix, 5 rounds (takes ~20-30 min)
+    QUICK=1 benches/load.py         # smoke run: 1 round, small N, 16 B cells only
+    benches/load.py --rounds 7 --n 200000 --sections matrix
+    SECTIONS=profile benches/load.py   # where redsplit's time goes (needs perf)
+    benches/load.py --help
+
+Every option also reads an environment variable of the same name in capitals
+(ROUNDS, N, N_PIPELINED, QUICK, WORKERS, KEYSPACE, IDLE_CONNS, SECTIONS, KEEP, ...).
+Raw per-run figures go to target/load-bench/ as CSV, next to a copy of the table.
+
+Needs: redis-server, redis-benchmark (Redis 7), nutcracker, cargo, Linux /proc.
+"""
+
+import argparse
+import csv
+import ctypes
+import datetime as dt
+import io
+import os
+import resource
+import selectors
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+OPS = ("get", "set")
+CLIENTS = (1, 50, 500)
+PIPELINES = (1, 16)
+VALUES = (16, 4096)
+TARGETS = ("direct", "nutcracker", "redsplit-replica", "redsplit-master")
+REDSPLIT_TARGETS = ("redsplit-replica", "redsplit-master")
+
+# The issue's targets.
+MIN_VS_DIRECT = 0.75
+MIN_VS_DIRECT_CLIENT_BOUND = 0.9  # 50 and 500 clients, pipeline 1
+MIN_VS_NUTCRACKER_PIPELINED = 2.5  # pipeline 16
+MAX_P99_VS_DIRECT = 2.0
+MAX_CPU_US_PER_OP = 0.8  # 50 clients, pipeline 16, 16 B
+MAX_IDLE_BYTES = 1024
+MAX_SERVED_IDLE_BYTES = 2048
+
+# How long to wait for processes and replication, and how often to look.
+START_TIMEOUT = 20.0
+SYNC_TIMEOUT = 60.0
+POLL = 0.02
+
+
+class BenchError(Exception):
+    """A failure that stops the benchmark, with a message saying what went wrong."""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def log(msg):
+    print(f"[{dt.datetime.now():%H:%M:%S}] {msg}", file=sys.stderr, flush=True)
+
+
+def wait_until(what, timeout, cond, interval=POLL):
+    """Poll `cond` until it returns a true value (returned) or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = cond()
+        if got:
+            return got
+        if time.monotonic() >= deadline:
+            raise BenchError(f"timed out after {timeout:.0f} s waiting until {what}")
+        time.sleep(interval)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def _die_with_parent():
+    # PR_SET_PDEATHSIG: children die with this script even if it is killed hard.
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+# ------------------------------------------------------------------------------ RESP
+
+
+class Resp:
+    """A minimal blocking RESP client, enough for setup and checks."""
+
+    def __init__(self, port, timeout=5.0):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+
+    def close(self):
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @staticmethod
+    def encode(*args):
+        out = [b"*%d\r\n" % len(args)]
+        for a in args:
+            if not isinstance(a, bytes):
+                a = str(a).encode()
+            out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+        return b"".join(out)
+
+    def _fill(self):
+        chunk = self.sock.recv(1 << 16)
+        if not chunk:
+            raise BenchError("connection closed by the server")
+        self.buf += chunk
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            self._fill()
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def read(self):
+        line = self._line()
+        kind, rest = line[:1], line[1:]
+        if kind in (b"+", b"(", b","):
+            return rest.decode()
+        if kind == b"-":
+            return RespError(rest.decode())
+        if kind == b":":
+            return int(rest)
+        if kind == b"_":
+            return None
+        if kind == b"#":
+            return rest == b"t"
+        if kind in (b"$", b"=", b"!"):
+            n = int(rest)
+            if n < 0:
+                return None
+            while len(self.buf) < n + 2:
+                self._fill()
+            data, self.buf = self.buf[:n], self.buf[n + 2 :]
+            return data.decode(errors="replace")
+        if kind in (b"*", b"~", b">"):
+            n = int(rest)
+            return None if n < 0 else [self.read() for _ in range(n)]
+        if kind == b"%":
+            return [self.read() for _ in range(2 * int(rest))]
+        raise BenchError(f"unexpected reply line {line!r}")
+
+    def cmd(self, *args):
+        self.sock.sendall(self.encode(*args))
+        return self.read()
+
+    def pipeline(self, commands):
+        self.sock.sendall(b"".join(self.encode(*c) for c in commands))
+        return [self.read() for _ in commands]
+
+
+class RespError(str):
+    """An error reply."""
+
+
+def flatten(v):
+    if isinstance(v, list):
+        for x in v:
+            yield from flatten(x)
+    else:
+        yield v
+
+
+FAILED = object()
+
+
+def try_cmd(port, *args):
+    """One command on a new connection; FAILED if the connection or the read fails."""
+    try:
+        with Resp(port, timeout=2.0) as c:
+            return c.cmd(*args)
+    except (OSError, BenchError, ValueError):
+        return FAILED
+
+
+def info(port, section):
+    text = try_cmd(port, "INFO", section)
+    if not isinstance(text, str) or isinstance(text, RespError):
+        raise BenchError(f"INFO {section} on port {port} failed: {text!r}")
+    out = {}
+    for line in text.splitlines():
+        if ":" in line and not line.startswith("#"):
+            k, v = line.split(":", 1)
+            out[k] = v
+    return out
+
+
+# ------------------------------------------------------------------------- processes
+
+
+class Proc:
+    """A child process on a port, logging to a file in the work dir."""
+
+    def __init__(self, name, argv, port, workdir, env=None):
+        self.name = name
+        self.port = port
+        self.log_path = os.path.join(workdir, f"{name}.log")
+        self.logf = open(self.log_path, "wb")
+        self.p = subprocess.Popen(
+            argv,
+            stdout=self.logf,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=workdir,
+            env=env,
+            preexec_fn=_die_with_parent,
+        )
+
+    @property
+    def pid(self):
+        return self.p.pid
+
+    def alive(self):
+        return self.p.poll() is None
+
+    def check_alive(self):
+        if not self.alive():
+            raise BenchError(
+                f"{self.name} exited with status {self.p.returncode}; "
+                f"its log ({self.log_path}) ends with:\n{self.tail()}"
+            )
+
+    def tail(self, n=20):
+        try:
+            with open(self.log_path, "rb") as f:
+                lines = f.read().decode(errors="replace").splitlines()
+            return "\n".join(lines[-n:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self):
+        if self.alive():
+            self.p.terminate()
+            try:
+                self.p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        self.logf.close()
+
+
+def cpu_ticks(pid):
+    """utime + stime of a whole process, in clock ticks (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+    return int(fields[11]) + int(fields[12])
+
+
+def cpu_ns(pid):
+    """On-CPU time of every live thread, in ns (/proc/PID/task/*/schedstat): finer than
+    ticks, but misses threads that exited. Recorded in the raw CSV as a cross-check."""
+    total = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass
+    except OSError:
+        return None
+    return total
+
+
+def rss_bytes(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise BenchError(f"no VmRSS for pid {pid}")
+
+
+def owns_listener(pid, port):
+    """Whether process `pid` holds the socket listening on 127.0.0.1:`port` (and not
+    some other process that took the port first)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    cols = line.split()
+                    # local_address is HEXIP:HEXPORT; state 0A is LISTEN.
+                    if int(cols[1].rsplit(":", 1)[1], 16) == port and cols[3] == "0A":
+                        inodes.add(cols[9])
+        except OSError:
+            pass
+    if not inodes:
+        return False
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:[") and link[8:-1] in inodes:
+                return True
+    except OSError:
+        pass
+    return False
+
+
+def open_fds(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+class World:
+    """Every process of the benchmark; `close()` stops them all."""
+
+    def __init__(self, args):
+        self.args = args
+        self.procs = []
+        self.workdir = tempfile.mkdtemp(prefix="redsplit-load-")
+        self.redsplit_bin = args.redsplit_bin
+        self.master = None
+        self.replicas = []
+        self.ports = {}
+        self.pids = {}
+        self.value_size = None
+
+    def close(self):
+        for p in reversed(self.procs):
+            try:
+                p.stop()
+            except Exception as e:  # keep stopping the others
+                log(f"stopping {p.name}: {e}")
+        self.procs = []
+        if self.args.keep:
+            log(f"kept {self.workdir}")
+        else:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _start(self, name, make_argv, ready, env=None, attempts=5):
+        """Start on a free port, retrying on a new port if the process dies before it
+        is ready (usually: the port was taken meanwhile)."""
+        last = None
+        for _ in range(attempts):
+            port = free_port()
+            argv = make_argv(port)
+            p = Proc(name, argv, port, self.workdir, env=env)
+            deadline = time.monotonic() + START_TIMEOUT
+            while time.monotonic() < deadline:
+                if not p.alive():
+                    break
+                if ready(port) and owns_listener(p.pid, port):
+                    self.procs.append(p)
+                    return p
+                time.sleep(POLL)
+            last = p.tail()
+            p.stop()
+        raise BenchError(f"{name} did not start; last log:\n{last}")
+
+    # -- Redis
+
+    def start_redis(self, name, replica_of=None):
+        d = os.path.join(self.workdir, name)
+        os.makedirs(d, exist_ok=True)
+
+        def argv(port):
+            a = [
+                "redis-server",
+                "--port", str(port),
+                "--bind", "127.0.0.1",
+                "--save", "",
+                "--appendonly", "no",
+                "--dir", d,
+                "--maxclients", "20000",
+                "--repl-diskless-sync", "yes",
+                "--repl-diskless-sync-delay", "0",
+            ]
+            if replica_of:
+                a += ["--replicaof", "127.0.0.1", str(replica_of)]
+            return a
+
+        return self._start(name, argv, lambda port: try_cmd(port, "PING") == "PONG")
+
+    def start_replica_set(self):
+        self.master = self.start_redis("master")
+        self.replicas = [
+            self.start_redis(f"replica{i}", replica_of=self.master.port) for i in range(2)
+        ]
+        for r in self.replicas:
+            wait_until(
+                f"{r.name} has its link to the master up",
+                SYNC_TIMEOUT,
+                lambda r=r: info(r.port, "replication").get("master_link_status") == "up",
+            )
+        # Make sure the replication stream flows (the master waits for a first ACK).
+        try_cmd(self.master.port, "PUBLISH", "redsplit-load", "sync")
+        self.wait_replicas_synced()
+        self.ports["direct"] = self.master.port
+        self.pids["direct"] = self.master.pid
+        log(
+            f"redis: master :{self.master.port}, replicas "
+            + ", ".join(f":{r.port}" for r in self.replicas)
+        )
+
+    def wait_replicas_synced(self):
+        target = int(info(self.master.port, "replication")["master_repl_offset"])
+        for r in self.replicas:
+            wait_until(
+                f"{r.name} reaches master offset {target}",
+                SYNC_TIMEOUT,
+                lambda r=r: int(info(r.port, "replication").get("slave_repl_offset", -1))
+                >= target,
+            )
+
+    # -- nutcracker
+
+    def start_nutcracker(self):
+        conf = os.path.join(self.workdir, "nutcracker.yml")
+        stats = {}
+
+        def argv(port):
+            stats["port"] = free_port()
+            with open(conf, "w") as f:
+                f.write(
+                    "redsplit:\n"
+                    f"  listen: 127.0.0.1:{port}\n"
+                    "  hash: fnv1a_64\n"
+                    "  distribution: ketama\n"
+                    "  redis: true\n"
+                    "  preconnect: true\n"
+                    "  auto_eject_hosts: false\n"
+                    "  server_connections: 1\n"
+                    "  servers:\n"
+                    f"    - 127.0.0.1:{self.master.port}:1\n"
+                )
+            return [
+                "nutcracker",
+                "--conf-file", conf,
+                "--stats-addr", "127.0.0.1",
+                "--stats-port", str(stats["port"]),
+                "--pid-file", os.path.join(self.workdir, "nutcracker.pid"),
+            ]
+
+        def ready(port):
+            # nutcracker answers nothing itself: a SET answered proves the whole path.
+            return try_cmd(port, "SET", "redsplit-load:probe", "1") == "OK"
+
+        p = self._start("nutcracker", argv, ready)
+        self.ports["nutcracker"] = p.port
+        self.pids["nutcracker"] = p.pid
+        log(f"nutcracker :{p.port}")
+        return p
+
+    # -- redsplit
+
+    def redsplit_yaml(self, port, consistency, workers):
+        default = (
+            "{consistency: replica, max_lag_ms: 1000}"
+            if consistency == "replica"
+            else "{consistency: master}"
+        )
+        replicas = ", ".join(f"127.0.0.1:{r.port}" for r in self.replicas)
+        return (
+            f"listen: 127.0.0.1:{port}\n"
+            f"workers: {workers}\n"
+            "admin: {listen: ''}\n"
+            "backend:\n"
+            f"  master: 127.0.0.1:{self.master.port}\n"
+            f"  replicas: [{replicas}]\n"
+            "routing:\n"
+            f"  default: {default}\n"
+            "limits:\n"
+            f"  max_clients: {self.args.idle_conns + 1000}\n"
+        )
+
+    def start_redsplit(self, name, consistency, workers):
+        conf = os.path.join(self.workdir, f"{name}.yaml")
+        env = dict(os.environ)
+        env.setdefault("RUST_LOG", "warn")
+
+        def argv(port):
+            with open(conf, "w") as f:
+                f.write(self.redsplit_yaml(port, consistency, workers))
+            return [self.redsplit_bin, "run", "--config", conf]
+
+        p = self._start(name, argv, lambda port: try_cmd(port, "PING") == "PONG", env=env)
+        want = "fresh" if consistency == "replica" else "rule"
+
+        def routed():
+            p.check_alive()
+            v = try_cmd(p.port, "PROXY", "EXPLAIN", "GET", "key:000000000000")
+            if not isinstance(v, list):
+                return False
+            words = list(flatten(v))
+            if want not in words:
+                return False
+            # Replica reads: both replicas must be in the read pool.
+            return consistency != "replica" or words.count("eligible") == len(self.replicas)
+
+        wait_until(f"{name} routes reads as configured ({want})", SYNC_TIMEOUT, routed)
+        log(f"{name} :{p.port} (workers {workers}, reads: {consistency})")
+        return p
+
+    def add_target(self, target, proc):
+        self.ports[target] = proc.port
+        self.pids[target] = proc.pid
+
+    # -- data
+
+    def populate(self, size):
+        """SET every key redis-benchmark -r KEYSPACE can pick (key:%012d) to a value of
+        `size` bytes, then wait for the replicas."""
+        if self.value_size == size:
+            return
+        value = b"x" * size
+        batch = 1000
+        with Resp(self.master.port, timeout=30.0) as c:
+            for start in range(0, self.args.keyspace, batch):
+                cmds = [
+                    (b"SET", b"key:%012d" % i, value)
+                    for i in range(start, min(start + batch, self.args.keyspace))
+                ]
+                for r in c.pipeline(cmds):
+                    if r != "OK":
+                        raise BenchError(f"populate: SET answered {r!r}")
+        self.wait_replicas_synced()
+        self.value_size = size
+        log(f"populated {self.args.keyspace} keys with {size}-byte values")
+
+    def replica_gets(self):
+        total = 0
+        for r in self.replicas:
+            stats = info(r.port, "commandstats").get("cmdstat_get", "")
+            for kv in stats.split(","):
+                if kv.startswith("calls="):
+                    total += int(kv[len("calls="):])
+        return total
+
+
+# ------------------------------------------------------------------- redis-benchmark
+
+
+def run_benchmark(world, target, op, clients, pipeline, size, n):
+    """One redis-benchmark run; returns a dict of its figures."""
+    port = world.ports[target]
+    pid = world.pids[target]
+    proxy = target != "direct"
+    for p in world.procs:
+        p.check_alive()
+    if op == "get":
+        world.wait_replicas_synced()
+    argv = [
+        "redis-benchmark",
+        "-h", "127.0.0.1",
+        "-p", str(port),
+        "-t", op,
+        "-c", str(clients),
+        "-P", str(pipeline),
+        "-d", str(size),
+        "-n", str(n),
+        "-r", str(world.args.keyspace),
+        "--csv",
+    ]
+    gets0 = world.replica_gets() if target in REDSPLIT_TARGETS and op == "get" else None
+    t0, ns0 = (cpu_ticks(pid), cpu_ns(pid)) if proxy else (None, None)
+    wall0 = time.monotonic()
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=world.args.run_timeout)
+    wall = time.monotonic() - wall0
+    t1, ns1 = (cpu_ticks(pid), cpu_ns(pid)) if proxy else (None, None)
+    if r.returncode != 0:
+        raise BenchError(
+            f"redis-benchmark against {target} failed ({r.returncode}): {' '.join(argv)}\n"
+            f"{r.stdout}\n{r.stderr}"
+        )
+    rows = [row for row in csv.reader(io.StringIO(r.stdout)) if row and row[0] != "test"]
+    if len(rows) != 1:
+        raise BenchError(f"unexpected redis-benchmark output from {target}:\n{r.stdout}{r.stderr}")
+    row = rows[0]
+    res = {
+        "target": target,
+        "op": op,
+        "clients": clients,
+        "pipeline": pipeline,
+        "size": size,
+        "n": n,
+        "rps": float(row[1]),
+        "avg_ms": float(row[2]),
+        "p50_ms": float(row[4]),
+        "p95_ms": float(row[5]),
+        "p99_ms": float(row[6]),
+        "max_ms": float(row[7]),
+        "wall_s": wall,
+        "cpu_ticks": None,
+        "cpu_us_op": None,
+        "cpu_us_op_schedstat": None,
+        "replica_share": None,
+    }
+    if proxy:
+        res["cpu_ticks"] = t1 - t0
+        res["cpu_us_op"] = (t1 - t0) * 1e6 / CLK_TCK / n
+        if ns0 is not None and ns1 is not None:
+            res["cpu_us_op_schedstat"] = (ns1 - ns0) / 1e3 / n
+    if gets0 is not None:
+        res["replica_share"] = (world.replica_gets() - gets0) / n
+    return res
+
+
+# ------------------------------------------------------------------------- sections
+
+
+def cells(args):
+    out = []
+    for size in args.values:
+        for op in OPS:
+            for c in args.clients:
+                for p in args.pipelines:
+                    out.append((op, c, p, size))
+    return out
+
+
+def requests_for(args, pipeline):
+    return args.n_pipelined if pipeline > 1 else args.n
+
+
+def matrix(world, args, raw):
+    targets = list(TARGETS)
+    results = {}
+    by_size = {}
+    for cell in cells(args):
+        by_size.setdefault(cell[3], []).append(cell)
+    total = sum(len(v) for v in by_size.values()) * len(targets) * args.rounds
+    done = 0
+    for size, size_cells in by_size.items():
+        world.populate(size)
+        # Warm every target (connections, pools, page cache) before counting.
+        for t in targets:
+            for op in OPS:
+                run_benchmark(world, t, op, 50, 16, size, 20000)
+        for rnd in range(args.rounds):
+            order = targets[rnd % len(targets):] + targets[: rnd % len(targets)]
+            for cell in size_cells:
+                op, c, p, _ = cell
+                for t in order:
+                    res = run_benchmark(world, t, op, c, p, size, requests_for(args, p))
+                    res["round"] = rnd + 1
+                    res["section"] = "matrix"
+                    raw.append(res)
+                    results.setdefault(cell, {}).setdefault(t, []).append(res)
+                    done += 1
+                log(
+                    f"round {rnd + 1}/{args.rounds} {op.upper()} c={c} P={p} {size} B: "
+                    + ", ".join(
+                        f"{t} {results[cell][t][-1]['rps']:,.0f}" for t in targets
+                    )
+                    + f"  [{done}/{total}]"
+                )
+    return results
+
+
+# Below this many clock ticks of proxy CPU in a run, /proc/PID/stat is too coarse (a
+# tick is 10 ms) and the per-thread schedstat figure (ns) is shown instead, marked `*`.
+MIN_CPU_TICKS = 100
+
+
+def summarize(runs):
+    ticks = median([r["cpu_ticks"] for r in runs])
+    coarse = ticks is not None and ticks < MIN_CPU_TICKS
+    fine = median([r["cpu_us_op_schedstat"] for r in runs]) if coarse else None
+    return {
+        "rps": median([r["rps"] for r in runs]),
+        "p50": median([r["p50_ms"] for r in runs]),
+        "p99": median([r["p99_ms"] for r in runs]),
+        "cpu": fine if fine is not None else median([r["cpu_us_op"] for r in runs]),
+        "cpu_fine": fine is not None,
+        "share": median([r["replica_share"] for r in runs]),
+        "n": len(runs),
+    }
+
+
+def mark(ok):
+    return "ok" if ok else "MISS"
+
+
+def matrix_table(results, args):
+    lines = []
+    checks = []
+    hdr = (
+        f"{'cell':<22} {'target':<17} {'ops/s':>10} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'cpu us/op':>9} {'x direct':>12} {'x nutcracker':>13} {'p99/direct':>11}"
+    )
+    lines.append(hdr)
+    lines.append("-" * len(hdr))
+    for cell in cells(args):
+        if cell not in results:
+            continue
+        op, c, p, size = cell
+        label = f"{op.upper()} c={c} P={p} {size_label(size)}"
+        s = {t: summarize(results[cell][t]) for t in TARGETS if t in results[cell]}
+        d, nc = s.get("direct"), s.get("nutcracker")
+        for i, t in enumerate(TARGETS):
+            if t not in s:
+                continue
+            x = s[t]
+            cpu = "-"
+            if x["cpu"] is not None:
+                cpu = f"{x['cpu']:.2f}{'*' if x['cpu_fine'] else ''}"
+            vs_d = vs_n = p99r = ""
+            if t in REDSPLIT_TARGETS and d and nc:
+                need = MIN_VS_DIRECT_CLIENT_BOUND if (c >= 50 and p == 1) else MIN_VS_DIRECT
+                rd = x["rps"] / d["rps"]
+                ok = rd >= need
+                checks.append((f"{label} {t} >= {need}x direct", ok))
+                vs_d = f"{rd:.2f} {mark(ok)}"
+                rn = x["rps"] / nc["rps"]
+                if p > 1:
+                    ok = rn >= MIN_VS_NUTCRACKER_PIPELINED
+                    checks.append((f"{label} {t} >= {MIN_VS_NUTCRACKER_PIPELINED}x nutcracker", ok))
+                    vs_n = f"{rn:.2f} {mark(ok)}"
+                else:
+                    vs_n = f"{rn:.2f}"
+                if d["p99"] > 0:
+                    pr = x["p99"] / d["p99"]
+                    ok = pr <= MAX_P99_VS_DIRECT
+                    checks.append((f"{label} {t} p99 <= {MAX_P99_VS_DIRECT}x direct", ok))
+                    p99r = f"{pr:.2f} {mark(ok)}"
+                if c == 50 and p == 16 and size == 16 and x["cpu"] is not None:
+                    ok = x["cpu"] <= MAX_CPU_US_PER_OP
+                    checks.append((f"{label} {t} cpu <= {MAX_CPU_US_PER_OP} us/op", ok))
+                    cpu += f" {mark(ok)}"
+            if t == "nutcracker" and d:
+                vs_d = f"{x['rps'] / d['rps']:.2f}"
+            lines.append(
+                f"{label if i == 0 else '':<22} {t:<17} {x['rps']:>10,.0f} {x['p50']:>7.3f} "
+                f"{x['p99']:>7.3f} {cpu:>9} {vs_d:>12} {vs_n:>13} {p99r:>11}"
+            )
+            if t == "redsplit-replica" and op == "get" and x["share"] is not None and x["share"] < 0.99:
+                lines.append(f"{'':<22} ^ only {x['share']:.0%} of these GETs reached a replica")
+        lines.append("")
+    return lines, checks
+
+
+def size_label(size):
+    return f"{size // 1024} KB" if size >= 1024 and size % 1024 == 0 else f"{size} B"
+
+
+def memory(world, args, raw):
+    """RSS of a fresh redsplit per idle client connection, before and after serving."""
+    p = world.start_redsplit("redsplit-mem", "replica", args.workers)
+    pid, n = p.pid, args.idle_conns
+    # The readiness checks' connections close on their own: start from a still count.
+    fds0 = settled(lambda: open_fds(pid))
+    rss0 = settled_rss(pid)
+    socks = []
+    try:
+        for i in range(n):
+            s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+            socks.append(s)
+            if i % 200 == 199:
+                # Let the accept loop keep up: a connection the kernel completed while
+                # the accept queue was full may never reach the proxy.
+                wait_until("the proxy accepts the connections", 30,
+                           lambda i=i: open_fds(pid) - fds0 >= i + 1 - 50)
+        try:
+            wait_until(f"the proxy holds {n} client connections", 60,
+                       lambda: open_fds(pid) - fds0 >= n)
+        except BenchError as e:
+            ss = subprocess.run(["ss", "-s"], capture_output=True, text=True).stdout
+            raise BenchError(f"{e} (it holds {open_fds(pid) - fds0}); its log ends with:\n"
+                             f"{p.tail()}\nss -s:\n{ss}") from None
+        rss1 = settled_rss(pid)
+        ping = Resp.encode("PING")
+        for s in socks:
+            s.sendall(ping)
+        sel = selectors.DefaultSelector()
+        want = b"+PONG\r\n"
+        got = {}
+        for s in socks:
+            s.setblocking(False)
+            sel.register(s, selectors.EVENT_READ)
+            got[s] = b""
+        pending = len(socks)
+        deadline = time.monotonic() + 60
+        while pending:
+            if time.monotonic() > deadline:
+                raise BenchError(f"{pending} connections did not get their PONG")
+            for key, _ in sel.select(timeout=1):
+                data = key.fileobj.recv(64)
+                if not data:
+                    raise BenchError("the proxy closed an idle connection")
+                got[key.fileobj] += data
+                if got[key.fileobj] == want:
+                    sel.unregister(key.fileobj)
+                    pending -= 1
+                elif len(got[key.fileobj]) >= len(want):
+                    raise BenchError(f"unexpected reply {got[key.fileobj]!r}")
+        sel.close()
+        served_at = time.monotonic()
+        rss2 = rss_bytes(pid)
+        # The proxy releases an idle client's buffers after 2 s idle (checked once a
+        # second): wait past that, then until RSS stops moving.
+        while time.monotonic() < served_at + 3.5:
+            time.sleep(0.1)
+        rss3 = settled_rss(pid)
+        p.check_alive()
+    finally:
+        for s in socks:
+            s.close()
+    res = {
+        "section": "memory",
+        "target": "redsplit",
+        "n": n,
+        "rss_before": rss0,
+        "rss_idle": rss1,
+        "rss_served": rss2,
+        "rss_served_idle": rss3,
+    }
+    raw.append(res)
+    idle = (rss1 - rss0) / n
+    served = (rss3 - rss0) / n
+    lines = [
+        f"memory: redsplit RSS with {n} client connections (fresh process, workers {args.workers})",
+        f"  before: {rss0 / 1e6:.1f} MB; {n} idle: {rss1 / 1e6:.1f} MB; "
+        f"just after one PING each: {rss2 / 1e6:.1f} MB; idle again: {rss3 / 1e6:.1f} MB",
+        f"  per idle connection:                {idle:8.0f} B  (target <= {MAX_IDLE_BYTES} B) "
+        f"{mark(idle <= MAX_IDLE_BYTES)}",
+        f"  per connection just after serving:  {(rss2 - rss0) / n:8.0f} B",
+        f"  per connection served, idle again:  {served:8.0f} B  (target <= "
+        f"{MAX_SERVED_IDLE_BYTES} B) {mark(served <= MAX_SERVED_IDLE_BYTES)}",
+    ]
+    checks = [
+        (f"memory per idle connection <= {MAX_IDLE_BYTES} B", idle <= MAX_IDLE_BYTES),
+        (f"memory per served idle connection <= {MAX_SERVED_IDLE_BYTES} B",
+         served <= MAX_SERVED_IDLE_BYTES),
+    ]
+    # This proxy's memory has served its purpose; it would only add noise.
+    p.stop()
+    world.procs.remove(p)
+    return lines, checks
+
+
+def settled(measure, quiet=0.5, timeout=10.0):
+    """`measure()` once it has not changed for `quiet` seconds (or after `timeout`)."""
+    last = measure()
+    since = time.monotonic()
+    deadline = since + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = measure()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            break
+    return last
+
+
+def settled_rss(pid):
+    """RSS once it has stopped moving."""
+    return settled(lambda: rss_bytes(pid))
+
+
+def workers(world, args, raw):
+    """One cell against redsplit with workers: 1 and workers: 2, interleaved."""
+    op, c, p, size = args.workers_cell
+    world.populate(size)
+    w1 = world.start_redsplit("redsplit-w1", "replica", 1)
+    w2 = world.start_redsplit("redsplit-w2", "replica", 2)
+    world.add_target("redsplit-w1", w1)
+    world.add_target("redsplit-w2", w2)
+    targets = ["direct", "redsplit-w1", "redsplit-w2"]
+    runs = {t: [] for t in targets}
+    n = requests_for(args, p)
+    for t in targets:
+        run_benchmark(world, t, op, c, p, size, 20000)
+    for rnd in range(args.rounds):
+        order = targets[rnd % 3:] + targets[: rnd % 3]
+        for t in order:
+            res = run_benchmark(world, t, op, c, p, size, n)
+            res["round"] = rnd + 1
+            res["section"] = "workers"
+            raw.append(res)
+            runs[t].append(res)
+    s = {t: summarize(runs[t]) for t in targets}
+    label = f"{op.upper()} c={c} P={p} {size_label(size)}"
+    lines = [f"workers: {label}, median of {args.rounds} interleaved rounds"]
+    for t in targets:
+        x = s[t]
+        cpu = ""
+        if x["cpu"] is not None:
+            cpu = f"cpu {x['cpu']:.2f}{'*' if x['cpu_fine'] else ''} us/op"
+        lines.append(
+            f"  {t:<12} {x['rps']:>10,.0f} ops/s  p50 {x['p50']:.3f} ms  p99 {x['p99']:.3f} ms  {cpu}"
+        )
+    lines.append(
+        f"  workers 2 / workers 1: {s['redsplit-w2']['rps'] / s['redsplit-w1']['rps']:.2f}x"
+    )
+    for proc in (w1, w2):
+        proc.stop()
+        world.procs.remove(proc)
+    return lines
+
+
+class Perf:
+    """A `perf record`/`perf stat` attached to a process, started with its events off and
+    switched on through its control FIFO, so nothing is missed and nothing is guessed:
+    `enable()` returns once perf acknowledges."""
+
+    def __init__(self, workdir, name, argv):
+        self.ctl = os.path.join(workdir, f"{name}.ctl")
+        self.ack = os.path.join(workdir, f"{name}.ack")
+        for f in (self.ctl, self.ack):
+            if os.path.exists(f):
+                os.unlink(f)
+            os.mkfifo(f)
+        self.p = subprocess.Popen(
+            argv[:2] + ["-D", "-1", "--control", f"fifo:{self.ctl},{self.ack}"] + argv[2:],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            preexec_fn=_die_with_parent,
+        )
+        # Opening a FIFO blocks until perf opens the other end; perf never does if it
+        # fails first, so open without blocking and poll.
+        self.ctl_fd = wait_until(f"{argv[1]} opens its control FIFO", START_TIMEOUT,
+                                 self._open_ctl)
+        self.ack_f = open(self.ack, "r")
+
+    def _open_ctl(self):
+        if self.p.poll() is not None:
+            raise BenchError(f"{' '.join(self.p.args[:2])} failed: {self.p.stderr.read()}")
+        try:
+            return os.open(self.ctl, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:
+            return None
+
+    def _command(self, cmd):
+        os.write(self.ctl_fd, (cmd + "\n").encode())
+        # perf ends each answer with a NUL after the newline.
+        ack = self.ack_f.readline().replace("\x00", "").strip()
+        if ack != "ack":
+            raise BenchError(f"perf answered {ack!r} to {cmd!r}")
+
+    def enable(self):
+        self._command("enable")
+
+    def stop(self):
+        """Switch the events off, end perf, and return its stderr."""
+        self._command("disable")
+        os.close(self.ctl_fd)
+        self.ack_f.close()
+        self.p.send_signal(signal.SIGINT)
+        _, err = self.p.communicate(timeout=120)
+        if self.p.returncode not in (0, -signal.SIGINT):
+            raise BenchError(f"{' '.join(self.p.args[:2])} exited with {self.p.returncode}: {err}")
+        return err
+
+
+# What a profile's self time is spent on, by symbol (first match wins).
+def _kernel(dso):
+    return dso.startswith("[kernel")
+
+
+KERNEL_NET = ("tcp", "__tcp", "skb", "__skb", "ip_", "__ip", "net_", "__net", "__dev_",
+              "dev_", "sock_", "__sock", "sk_", "inet", "__inet", "bbr", "loopback",
+              "_copy_to_iter", "_copy_from_iter", "__napi", "process_backlog", "__sys_send",
+              "__sys_recv", "release_sock", "lock_sock", "__release_sock", "validate_xmit",
+              "__x64_sys_send", "__x64_sys_recv", "ipv4_", "raw_local_deliver",
+              # Buffers (skb and slab), softirq delivery, checks on the copied ranges.
+              "__alloc_skb", "__build_skb", "__copy_skb", "kmem_cache", "__slab", "___slab",
+              "slab_", "kfree", "kmalloc", "do_softirq", "__local_bh", "handle_softirqs",
+              "eth_", "netif", "napi", "dst_", "__sk_", "__check_object_size",
+              "check_stack_object", "__virt_addr_valid", "_raw_spin_lock_bh",
+              "_raw_spin_unlock_bh", "security_sock", "bpf_skops", "__xfrm", "__mod_timer",
+              "import_ubuf",
+              # On this path it is mostly sock_def_readable waking the peer (call graphs).
+              "_raw_spin_unlock_irqrestore")
+KERNEL_SCHED = ("finish_task_switch", "__schedule", "schedule", "try_to_wake_up", "ttwu",
+                "enqueue_", "dequeue_", "update_curr", "update_load", "pick_next", "psi_",
+                "select_task_rq", "set_next_entity", "put_prev", "switch_mm", "__switch_to",
+                "futex", "__futex", "do_futex", "get_futex", "wake_up", "__wake_up", "_raw_spin_unlock_irq", "native_sched_clock",
+                "read_tsc", "ktime_get", "reweight", "sched_", "check_preempt", "resched")
+
+PROFILE_CATEGORIES = (
+    ("kernel: TCP over loopback (send, receive, skb buffers, delivery to the peer and "
+     "its wake-up)",
+     lambda dso, sym: _kernel(dso) and sym.startswith(KERNEL_NET)),
+    ("kernel: scheduler, context switches, futex",
+     lambda dso, sym: _kernel(dso) and sym.startswith(KERNEL_SCHED)),
+    ("kernel: epoll", lambda dso, sym: _kernel(dso) and ("ep_" in sym or "epoll" in sym)),
+    ("kernel: syscall entry/exit, fd lookup, other",
+     lambda dso, sym: _kernel(dso)),
+    ("copying (memcpy/memmove)", lambda dso, sym: "memcpy" in sym or "memmove" in sym),
+    ("allocator", lambda dso, sym: any(
+        k in sym for k in ("malloc", "free", "realloc", "calloc", "alloc::alloc"))),
+    ("request parsing, reply scanning",
+     lambda dso, sym: "redsplit::protocol" in sym or "memchr" in sym),
+    # hashbrown and CharSearcher: the deny list's set lookup and the `name|sub` splits of
+    # command names, per request (no other map or string search is on this path).
+    ("classify, resolve, route", lambda dso, sym: any(
+        k in sym for k in ("redsplit::commands", "redsplit::policy", "redsplit::router",
+                           "redsplit::auth", "hashbrown::", "CharSearcher"))),
+    ("session (dispatch, replies in order)", lambda dso, sym: any(
+        k in sym for k in ("redsplit::session", "redsplit::server", "PollFn"))),
+    ("clock (Instant::now)", lambda dso, sym: "clock_gettime" in sym or "Timespec" in sym),
+    ("metrics", lambda dso, sym: "redsplit::metrics" in sym),
+    ("backend connections", lambda dso, sym: "redsplit::backend" in sym),
+    ("tokio runtime (scheduling, I/O driver)",
+     lambda dso, sym: "tokio::" in sym or "mio::" in sym),
+    ("locks, snapshots, maps", lambda dso, sym: any(
+        k in sym for k in ("parking_lot", "arc_swap", "dashmap", "std::sync", "futex"))),
+    ("libc (syscall wrappers, other)", lambda dso, sym: dso.startswith("libc")),
+    ("other", lambda dso, sym: True),
+)
+
+
+def profile(world, args):
+    """perf record on a redsplit under one cell; top symbols and where the time goes."""
+    if not shutil.which("perf"):
+        raise BenchError("perf is not installed (Debian: apt-get install linux-perf)")
+    op, c, p, size = args.profile_cell
+    target = "redsplit-replica"
+    world.populate(size)
+    pid = world.pids[target]
+    n = 4 * requests_for(args, p)
+    run_benchmark(world, target, op, c, p, size, 20000)
+    data = os.path.join(world.workdir, "perf.data")
+    rec = Perf(
+        world.workdir, "perf-record",
+        ["perf", "record", "-e", "cpu-clock", "-F", str(args.profile_freq), "-p", str(pid),
+         "-o", data]
+        + ({"fp": ["--call-graph", "fp"], "dwarf": ["--call-graph", "dwarf,16384"]}
+           .get(args.profile_callgraph, [])),
+    )
+    rec.enable()
+    res = run_benchmark(world, target, op, c, p, size, n)
+    rec.stop()
+    rep = subprocess.run(
+        ["perf", "report", "-i", data, "--stdio", "--no-children", "--sort", "dso,symbol",
+         "--percent-limit", "0.01", "--max-stack", "0"],
+        capture_output=True, text=True,
+    )
+    if rep.returncode != 0:
+        raise BenchError(f"perf report failed: {rep.stderr}")
+    rows = []
+    for line in rep.stdout.splitlines():
+        parts = line.split(None, 3)
+        if len(parts) == 4 and parts[0].endswith("%") and parts[2] in ("[.]", "[k]"):
+            pct = float(parts[0].rstrip("%"))
+            rows.append((pct, parts[1], parts[3].strip(), parts[2]))
+    if not rows:
+        raise BenchError(f"perf report has no samples:\n{rep.stdout[:2000]}")
+    cats = {}
+    for pct, dso, sym, kind in rows:
+        if kind == "[k]" and not dso.startswith("[kernel"):
+            dso = "[kernel]"
+        for name, pred in PROFILE_CATEGORIES:
+            if pred(dso, sym):
+                cats[name] = cats.get(name, 0.0) + pct
+                break
+    label = f"{op.upper()} c={c} P={p} {size_label(size)}"
+    lines = [
+        f"profile: {target} under {label}, {res['rps']:,.0f} ops/s, "
+        f"cpu {res['cpu_us_op_schedstat'] or res['cpu_us_op']:.2f} us/op "
+        f"(perf record -e cpu-clock -F {args.profile_freq}, self time)",
+        "  where the time goes:",
+    ]
+    for name, _ in PROFILE_CATEGORIES:
+        if name in cats:
+            lines.append(f"    {cats[name]:6.2f}%  {name}")
+    lines.append(f"  top {args.profile_top} symbols:")
+    for pct, dso, sym, _ in sorted(rows, reverse=True)[: args.profile_top]:
+        lines.append(f"    {pct:6.2f}%  {dso:<18.18} {sym[:110]}")
+    lines += syscalls(world, target, pid, op, c, p, size, n)
+    stamp = os.path.basename(world.workdir)
+    os.makedirs(args.out, exist_ok=True)
+    report_path = os.path.join(args.out, f"perf-report-{stamp}.txt")
+    with open(report_path, "w") as f:
+        f.write(rep.stdout)
+    lines.append(f"  full report: {report_path}")
+    if args.profile_callgraph:
+        graph = subprocess.run(
+            ["perf", "report", "-i", data, "--stdio", "--no-children", "--sort", "dso,symbol",
+             "--percent-limit", "1"],
+            capture_output=True, text=True,
+        )
+        graph_path = os.path.join(args.out, f"perf-callgraph-{stamp}.txt")
+        with open(graph_path, "w") as f:
+            f.write(graph.stdout)
+        lines.append(f"  call graphs: {graph_path}")
+    return lines
+
+
+SYSCALLS = ("recvfrom", "sendto", "read", "write", "readv", "writev", "epoll_wait",
+            "epoll_pwait", "futex", "sched_yield")
+
+
+def syscalls(world, target, pid, op, c, p, size, n):
+    """System calls of the proxy per request and per client batch, by perf stat on the
+    syscall tracepoints during one more run of the cell."""
+    events = ["raw_syscalls:sys_enter"] + [f"syscalls:sys_enter_{s}" for s in SYSCALLS]
+    out = os.path.join(world.workdir, "perf-stat.csv")
+    try:
+        st = Perf(world.workdir, "perf-stat",
+                  ["perf", "stat", "-x", ",", "-o", out, "-e", ",".join(events), "-p", str(pid)])
+    except BenchError as e:
+        return [f"  syscalls: {e}"]
+    st.enable()
+    run_benchmark(world, target, op, c, p, size, n)
+    st.stop()
+    counts = {}
+    with open(out) as f:
+        for row in csv.reader(f):
+            if len(row) >= 3 and row[0].strip().isdigit():
+                counts[row[2].split(":")[-1].replace("sys_enter_", "")] = int(row[0])
+    total = counts.get("sys_enter")
+    if total is None:
+        return ["  syscalls: perf stat counted nothing (tracepoints not readable?)"]
+    lines = [
+        f"  system calls during {n} requests: {total / n:.3f} per request, "
+        f"{total / n * p:.2f} per client batch of {p}:"
+    ]
+    for name in SYSCALLS:
+        k = counts.get(name, 0)
+        if k:
+            lines.append(f"    {name:<12} {k / n:8.4f}/request  {k / n * p:7.3f}/batch")
+    return lines
+
+
+# ------------------------------------------------------------------------------ main
+
+
+def parse_args():
+    env = os.environ.get
+    quick = env("QUICK", "0") not in ("", "0", "false", "no")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--quick", action="store_true", default=quick,
+                    help="smoke run: 1 round, small N, 16 B cells only (env QUICK=1)")
+    ap.add_argument("--rounds", type=int, default=env("ROUNDS"),
+                    help="rounds per cell (env ROUNDS; default 5, quick 1)")
+    ap.add_argument("--n", type=int, default=env("N"),
+                    help="requests per pipeline-1 run (env N; default 100000, quick 10000)")
+    ap.add_argument("--n-pipelined", type=int, default=env("N_PIPELINED"),
+                    help="requests per pipeline-16 run (env N_PIPELINED; default 5*N)")
+    ap.add_argument("--workers", type=int, default=int(env("WORKERS", "2")),
+                    help="redsplit worker threads in the matrix (env WORKERS; default 2)")
+    ap.add_argument("--keyspace", type=int, default=int(env("KEYSPACE", "10000")),
+                    help="redis-benchmark -r (env KEYSPACE; default 10000)")
+    ap.add_argument("--idle-conns", type=int, default=env("IDLE_CONNS"),
+                    help="connections for the memory section (env IDLE_CONNS; default 10000)")
+    ap.add_argument("--sections", default=env("SECTIONS", "matrix,memory,workers"),
+                    help="comma-separated: matrix, memory, workers, profile (env SECTIONS; "
+                    "default matrix,memory,workers)")
+    ap.add_argument("--clients", default=env("CLIENTS"),
+                    help="comma-separated client counts (env CLIENTS; default 1,50,500)")
+    ap.add_argument("--pipelines", default=env("PIPELINES"),
+                    help="comma-separated pipeline depths (env PIPELINES; default 1,16)")
+    ap.add_argument("--values", default=env("VALUES"),
+                    help="comma-separated value sizes in bytes (env VALUES; default 16,4096; "
+                    "quick 16)")
+    ap.add_argument("--workers-cell", default=env("WORKERS_CELL", "get,50,16,16"),
+                    help="op,clients,pipeline,size of the workers section "
+                    "(env WORKERS_CELL; default get,50,16,16)")
+    ap.add_argument("--profile-cell", default=env("PROFILE_CELL", "get,50,16,16"),
+                    help="op,clients,pipeline,size the profile section runs "
+                    "(env PROFILE_CELL; default get,50,16,16)")
+    ap.add_argument("--profile-freq", type=int, default=int(env("PROFILE_FREQ", "1999")),
+                    help="perf sampling frequency, Hz (env PROFILE_FREQ)")
+    ap.add_argument("--profile-top", type=int, default=int(env("PROFILE_TOP", "30")),
+                    help="symbols listed by the profile section (env PROFILE_TOP)")
+    ap.add_argument("--profile-callgraph", default=env("PROFILE_CALLGRAPH", ""),
+                    choices=("", "fp", "dwarf"),
+                    help="also record call graphs, by frame pointers (kernel stacks; "
+                    "redsplit has none) or DWARF (large), into a second report "
+                    "(env PROFILE_CALLGRAPH)")
+    ap.add_argument("--run-timeout", type=float, default=float(env("RUN_TIMEOUT", "600")),
+                    help="seconds one redis-benchmark run may take (env RUN_TIMEOUT)")
+    ap.add_argument("--no-build", action="store_true",
+                    default=env("NO_BUILD", "0") not in ("", "0"),
+                    help="use the existing release binary (env NO_BUILD=1)")
+    ap.add_argument("--keep", action="store_true", default=env("KEEP", "0") not in ("", "0"),
+                    help="keep the temp dir with configs and logs (env KEEP=1)")
+    ap.add_argument("--out", default=env("OUT", os.path.join(ROOT, "target", "load-bench")),
+                    help="directory for the raw CSV and the table (env OUT)")
+    a = ap.parse_args()
+
+    def ints(s, default):
+        return tuple(int(x) for x in s.split(",")) if s else default
+
+    a.rounds = int(a.rounds) if a.rounds else (1 if a.quick else 5)
+    a.n = int(a.n) if a.n else (10000 if a.quick else 100000)
+    a.n_pipelined = int(a.n_pipelined) if a.n_pipelined else 5 * a.n
+    a.idle_conns = int(a.idle_conns) if a.idle_conns else 10000
+    a.clients = ints(a.clients, CLIENTS)
+    a.pipelines = ints(a.pipelines, PIPELINES)
+    a.values = ints(a.values, (16,) if a.quick else VALUES)
+    a.sections = [s.strip() for s in a.sections.split(",") if s.strip()]
+    for s in a.sections:
+        if s not in ("matrix", "memory", "workers", "profile"):
+            ap.error(f"unknown section {s!r}")
+    def cell(text):
+        op, c, p, d = text.split(",")
+        return (op.lower(), int(c), int(p), int(d))
+
+    a.workers_cell = cell(a.workers_cell)
+    a.profile_cell = cell(a.profile_cell)
+    if a.rounds < 5 and not a.quick:
+        log(f"note: {a.rounds} rounds; the issue asks for at least 5")
+    target_dir = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+    a.redsplit_bin = os.path.join(target_dir, "release", "redsplit")
+    return a
+
+
+def preflight(args):
+    for tool in ("redis-server", "redis-benchmark", "nutcracker"):
+        if not shutil.which(tool):
+            raise BenchError(f"{tool} is not installed")
+    v = subprocess.run(["redis-benchmark", "--version"], capture_output=True, text=True)
+    log(v.stdout.strip())
+    # Room for the idle connections here and in the proxy (children inherit it).
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = args.idle_conns + 1000
+    want = hard if hard == resource.RLIM_INFINITY else max(soft, min(hard, need * 2))
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if "memory" in args.sections and soft != resource.RLIM_INFINITY and soft < need:
+        raise BenchError(
+            f"open-file limit {soft} is below the {need} the memory section needs; "
+            "raise the hard limit (ulimit -Hn) or lower IDLE_CONNS"
+        )
+    if not args.no_build:
+        log("building target/release/redsplit")
+        r = subprocess.run(["cargo", "build", "--release", "--bin", "redsplit"], cwd=ROOT)
+        if r.returncode != 0:
+            raise BenchError("cargo build --release failed")
+    if not os.access(args.redsplit_bin, os.X_OK):
+        raise BenchError(f"{args.redsplit_bin} not found; build it or drop --no-build")
+
+
+def write_raw(raw, path):
+    keys = []
+    for r in raw:
+        for k in r:
+            if k not in keys:
+                keys.append(k)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        for r in raw:
+            w.writerow(r)
+
+
+def main():
+    args = parse_args()
+    world = None
+
+    def on_signal(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+    raw = []
+    out_lines = []
+    checks = []
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    try:
+        preflight(args)
+        world = World(args)
+        world.start_replica_set()
+        world.start_nutcracker()
+        world.add_target(
+            "redsplit-replica", world.start_redsplit("redsplit-replica", "replica", args.workers)
+        )
+        world.add_target(
+            "redsplit-master", world.start_redsplit("redsplit-master", "master", args.workers)
+        )
+        head = (
+            f"redsplit load benchmark {stamp}: {os.cpu_count()} CPUs, load average "
+            f"{os.getloadavg()[0]:.2f}; rounds {args.rounds}, N {args.n} (pipeline 1) / "
+            f"{args.n_pipelined} (pipeline 16), keyspace {args.keyspace}, redsplit workers "
+            f"{args.workers}{', QUICK' if args.quick else ''}"
+        )
+        out_lines += [
+            head,
+            "medians; cpu us/op = proxy utime+stime (/proc/PID/stat) / requests; `*`: under "
+            f"{MIN_CPU_TICKS} ticks per run, so from /proc/PID/task/*/schedstat instead",
+            "",
+        ]
+        if "matrix" in args.sections:
+            results = matrix(world, args, raw)
+            lines, c = matrix_table(results, args)
+            out_lines += lines
+            checks += c
+        if "memory" in args.sections:
+            lines, c = memory(world, args, raw)
+            out_lines += lines + [""]
+            checks += c
+        if "workers" in args.sections:
+            out_lines += workers(world, args, raw) + [""]
+        if "profile" in args.sections:
+            out_lines += profile(world, args) + [""]
+        if checks:
+            missed = [name for name, ok in checks if not ok]
+            out_lines.append(f"targets met: {len(checks) - len(missed)}/{len(checks)}")
+            for name in missed:
+                out_lines.append(f"  MISS {name}")
+    except BenchError as e:
+        log(f"error: {e}")
+        return 1
+    except KeyboardInterrupt:
+        log("interrupted")
+        return 130
+    finally:
+        if world is not None:
+            world.close()
+        if raw:
+            os.makedirs(args.out, exist_ok=True)
+            path = os.path.join(args.out, f"runs-{stamp}.csv")
+            write_raw(raw, path)
+            log(f"raw runs: {path}")
+    text = "\n".join(out_lines)
+    print(text)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, f"table-{stamp}.txt"), "w") as f:
+        f.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
