@@ -173,12 +173,12 @@ fn route(c: &mut Criterion) {
     g.bench_function("resolve_get", |b| {
         let req = get.req();
         b.iter(|| {
-            policy.resolve(get_cmd.name, |f| {
+            policy.resolve(get_cmd, |f| {
                 commands::for_each_key(get_cmd, black_box(&req), |i| f(req.arg(i)))
             })
         })
     });
-    let level = policy.resolve("get", |f| f(KEY)).level;
+    let level = policy.resolve(get_cmd, |f| f(KEY)).level;
     g.bench_function("route_read_2_replicas", |b| {
         b.iter(|| redsplit::router::route_read(black_box(&level), &sess, policy, &view, w.now))
     });

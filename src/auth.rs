@@ -134,10 +134,12 @@ impl Users {
     }
 }
 
-/// The deny list, as lowercase command names (`config`, or `config|set`).
+/// The deny list: the table entries it names (a container covers its subcommands), and
+/// the names themselves for commands registered at run time.
 #[derive(Debug, Default)]
 pub struct DenyList {
     names: HashSet<String>,
+    ids: HashSet<usize>,
 }
 
 impl DenyList {
@@ -149,6 +151,7 @@ impl DenyList {
                 .iter()
                 .map(|c| c.to_ascii_lowercase())
                 .collect(),
+            ids: crate::policy::command_ids(&cfg.deny_commands),
         }
     }
 
@@ -158,7 +161,13 @@ impl DenyList {
         if self.names.is_empty() {
             return false;
         }
-        let base = cmd.name.split('|').next().unwrap_or(cmd.name);
-        self.names.contains(cmd.name) || self.names.contains(base)
+        if self.ids.contains(&crate::policy::command_id(cmd)) {
+            return true;
+        }
+        if cmd.flags.contains(crate::commands::Flags::MODULE) {
+            let base = cmd.name.split('|').next().unwrap_or(cmd.name);
+            return self.names.contains(cmd.name) || self.names.contains(base);
+        }
+        false
     }
 }

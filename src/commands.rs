@@ -377,10 +377,31 @@ fn cmp_ci(table_name: &[u8], name: &[u8]) -> Ordering {
 }
 
 /// A top-level command by name, any case.
+/// Longest command name in the static table (checked when the index is built).
+const MAX_STATIC_NAME: usize = 32;
+
+/// The static table's top-level commands by lowercase name: one hash and one compare per
+/// lookup instead of a binary search with case-folding compares.
+static INDEX: std::sync::LazyLock<rustc_hash::FxHashMap<&'static [u8], &'static Command>> =
+    std::sync::LazyLock::new(|| {
+        table::COMMANDS
+            .iter()
+            .filter(|c| c.name.len() <= MAX_STATIC_NAME)
+            .map(|c| (c.name.as_bytes(), c))
+            .collect()
+    });
+
 fn lookup_top(name: &[u8]) -> Option<&'static Command> {
-    let t = table::COMMANDS;
-    if let Ok(i) = t.binary_search_by(|c| cmp_ci(c.name.as_bytes(), name)) {
-        return t.get(i);
+    if name.len() <= MAX_STATIC_NAME {
+        let mut buf = [0u8; MAX_STATIC_NAME];
+        if let Some(lower) = buf.get_mut(..name.len()) {
+            for (d, s) in lower.iter_mut().zip(name) {
+                *d = s.to_ascii_lowercase();
+            }
+            if let Some(c) = INDEX.get(&*lower) {
+                return Some(c);
+            }
+        }
     }
     if !HAS_DYNAMIC.load(AtomicOrdering::Acquire) || name.len() > MAX_DYNAMIC_NAME {
         return None;

@@ -166,7 +166,7 @@ pub fn explain(
     let mut keys = Vec::new();
     commands::for_each_key(cmd, &req, |i| keys.push(Value::bulk(req.arg(i))));
     let policy = &settings.policy;
-    let resolved = policy.resolve(cmd.name, |f| {
+    let resolved = policy.resolve(cmd, |f| {
         commands::for_each_key(cmd, &req, |i| f(req.arg(i)))
     });
     let mut out = vec![

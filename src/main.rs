@@ -1,5 +1,6 @@
 //! The `redsplit` command.
 use clap::{Parser, Subcommand};
+
 use std::path::PathBuf;
 
 /// A read/write-splitting Redis proxy that routes each read to a replica only when its

@@ -7,6 +7,7 @@
 //! (`literal`, `prefix*`, `*suffix`) match without the general matcher.
 #![deny(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
 
+use crate::commands::Command;
 use crate::config::{
     Config, Consistency, Fallback, LevelConfig, OnMasterDown, ReplicaChoice, RuleConfig,
 };
@@ -267,6 +268,9 @@ pub struct Rule {
     pub keys: Vec<Glob>,
     /// Lowercase command names (empty: any command).
     pub commands: Vec<String>,
+    /// The same commands as table entries (containers include their subcommands), for
+    /// a pointer comparison per request.
+    command_ptrs: rustc_hash::FxHashSet<usize>,
     /// The level for reads.
     pub level: Level,
     /// Durability for writes.
@@ -277,18 +281,36 @@ pub struct Rule {
 
 impl Rule {
     #[inline]
-    fn matches_command(&self, cmd: &str) -> bool {
-        if self.commands.is_empty() {
-            return true;
-        }
-        let container = cmd.split('|').next().unwrap_or(cmd);
-        self.commands.iter().any(|c| c == cmd || c == container)
+    fn matches_command(&self, cmd: &Command) -> bool {
+        self.commands.is_empty() || self.command_ptrs.contains(&command_id(cmd))
     }
 
     #[inline]
     fn matches_key(&self, key: &[u8]) -> bool {
         self.keys.iter().any(|g| g.matches(key))
     }
+}
+
+/// A command table entry's identity.
+#[inline]
+pub fn command_id(cmd: &Command) -> usize {
+    cmd as *const Command as usize
+}
+
+/// The table entries `names` denote: each named command, and every subcommand of a
+/// named container (`config` covers `config|set`). Names unknown to the table denote
+/// nothing (validation already rejected them).
+pub fn command_ids(names: &[String]) -> rustc_hash::FxHashSet<usize> {
+    let mut out = rustc_hash::FxHashSet::default();
+    for name in names {
+        if let Some(c) = crate::commands::lookup_name(name.as_bytes()) {
+            out.insert(command_id(c));
+            for sub in c.subcommands {
+                out.insert(command_id(sub));
+            }
+        }
+    }
+    out
 }
 
 /// What the policy says about one request.
@@ -357,6 +379,7 @@ impl Policy {
                     name: rc.name.clone(),
                     keys: rc.keys.iter().map(|k| Glob::new(k)).collect(),
                     commands: rc.commands.iter().map(|c| c.to_ascii_lowercase()).collect(),
+                    command_ptrs: command_ids(&rc.commands),
                     level: level_of(&lc),
                     wait: rc.wait.map(|w| Wait {
                         replicas: w.replicas,
@@ -380,7 +403,11 @@ impl Policy {
 
     /// Resolve the level for command `cmd` (lowercase table name) whose keys are given by
     /// `for_each_key`, which calls its argument once per key.
-    pub fn resolve(&self, cmd: &str, for_each_key: impl FnOnce(&mut dyn FnMut(&[u8]))) -> Resolved {
+    pub fn resolve(
+        &self,
+        cmd: &Command,
+        for_each_key: impl FnOnce(&mut dyn FnMut(&[u8])),
+    ) -> Resolved {
         let mut best: Option<(Level, Option<usize>)> = None;
         let mut wait: Option<Wait> = None;
         let mut any_key = false;
@@ -415,7 +442,7 @@ impl Policy {
         Resolved { level, rule, wait }
     }
 
-    fn level_for_key(&self, cmd: &str, key: &[u8]) -> (Level, Option<usize>, Option<Wait>) {
+    fn level_for_key(&self, cmd: &Command, key: &[u8]) -> (Level, Option<usize>, Option<Wait>) {
         for (i, rule) in self.rules.iter().enumerate() {
             if !rule.matches_command(cmd) {
                 continue;
@@ -531,6 +558,7 @@ routing:
 "#;
 
     fn resolve(p: &Policy, cmd: &str, keys: &[&str]) -> Resolved {
+        let cmd = crate::commands::lookup_name(cmd.as_bytes()).unwrap();
         p.resolve(cmd, |f| {
             for k in keys {
                 f(k.as_bytes())

@@ -362,7 +362,8 @@ mod tests {
     }
 
     fn level(p: &Policy, key: &str) -> Level {
-        p.resolve("get", |f| f(key.as_bytes())).level
+        let get = crate::commands::lookup_name(b"get").unwrap();
+        p.resolve(get, |f| f(key.as_bytes())).level
     }
 
     const RULES: &str = "routing:\n  rules:\n    - {name: stock, keys: ['stock:*'], consistency: master}\n    - {name: feed, keys: ['feed:*'], max_lag_ms: 5000}\n    - {name: scan, keys: ['scan:*'], consistency: any}\n";

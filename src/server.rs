@@ -223,6 +223,7 @@ async fn serve_tls(
 /// `idle_timeout_ms`.
 async fn janitor(proxy: Arc<Proxy>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut pending_release = false;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -230,6 +231,7 @@ async fn janitor(proxy: Arc<Proxy>, mut stop: watch::Receiver<bool>) {
         }
         let now_ms = proxy.uptime_ms(Instant::now());
         let idle_timeout = proxy.settings.load().config.limits.idle_timeout_ms;
+        let mut trimmed = 0usize;
         for e in proxy.sessions.iter() {
             let h = e.value();
             let idle = now_ms.saturating_sub(h.last_active_ms.load(Ordering::Relaxed));
@@ -239,8 +241,25 @@ async fn janitor(proxy: Arc<Proxy>, mut stop: watch::Receiver<bool>) {
             } else if idle >= 2000 && !h.inbox.trimmed.swap(true, Ordering::Relaxed) {
                 h.inbox.trim.store(true, Ordering::Relaxed);
                 h.inbox.notify.notify_one();
+                trimmed += 1;
             }
         }
+        // Buffers freed by trimmed sessions go back to the system on the next tick
+        // (the allocator keeps freed memory otherwise).
+        if pending_release {
+            release_free_memory();
+        }
+        pending_release = trimmed > 0;
+    }
+}
+
+/// Return freed heap memory to the operating system.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists; it has no
+    // preconditions.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -479,6 +479,10 @@ impl Session {
         self.handle
             .last_active_ms
             .store(self.proxy.uptime_ms(now), Ordering::Relaxed);
+        if self.inbox.trimmed.load(Ordering::Relaxed) {
+            // Active again: the janitor may trim this client's buffers next time it idles.
+            self.inbox.trimmed.store(false, Ordering::Relaxed);
+        }
         self.prefer = None;
         let max_pipeline = settings.config.limits.max_pipeline;
         let rbuf = std::mem::take(&mut self.rbuf);
@@ -641,9 +645,7 @@ impl Session {
                 let wait = if settings.policy.rules.iter().any(|r| r.wait.is_some()) {
                     settings
                         .policy
-                        .resolve(cmd.name, |f| {
-                            commands::for_each_key(cmd, req, |i| f(req.arg(i)))
-                        })
+                        .resolve(cmd, |f| commands::for_each_key(cmd, req, |i| f(req.arg(i))))
                         .wait
                 } else {
                     None
@@ -671,9 +673,7 @@ impl Session {
         now: Instant,
     ) -> Stop {
         let policy = &settings.policy;
-        let resolved = policy.resolve(cmd.name, |f| {
-            commands::for_each_key(cmd, req, |i| f(req.arg(i)))
-        });
+        let resolved = policy.resolve(cmd, |f| commands::for_each_key(cmd, req, |i| f(req.arg(i))));
         self.count_hit(resolved.rule);
         let sess = SessionReads {
             writes_in_flight: self.writes_in_flight > 0,

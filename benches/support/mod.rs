@@ -37,7 +37,7 @@ pub fn world() -> World {
     let cfg = Config::from_yaml(include_str!("../../proxy.yaml")).expect("proxy.yaml loads");
     let now = Instant::now();
     let view = view(&cfg, now);
-    let proxy = Proxy::new(cfg, None);
+    let proxy = Proxy::new(cfg, None).expect("settings build");
     proxy.view.store(Arc::new(view));
     World { proxy, now }
 }
@@ -168,18 +168,15 @@ pub fn route_one(
     let policy = &settings.policy;
     match cmd.class {
         Class::Read => {
-            let resolved = policy.resolve(cmd.name, |f| {
-                commands::for_each_key(cmd, req, |i| f(req.arg(i)))
-            });
+            let resolved =
+                policy.resolve(cmd, |f| commands::for_each_key(cmd, req, |i| f(req.arg(i))));
             policy.count_hit(resolved.rule);
             Routed::Read(router::route_read(&resolved.level, sess, policy, view, now))
         }
         Class::Write | Class::Admin => {
             let wait = if policy.rules.iter().any(|r| r.wait.is_some()) {
                 policy
-                    .resolve(cmd.name, |f| {
-                        commands::for_each_key(cmd, req, |i| f(req.arg(i)))
-                    })
+                    .resolve(cmd, |f| commands::for_each_key(cmd, req, |i| f(req.arg(i))))
                     .wait
             } else {
                 None
