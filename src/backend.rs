@@ -376,9 +376,12 @@ impl Conn {
                 return Err(e.clone());
             }
             was_empty = g.out.is_empty();
-            if was_empty && !g.writing {
+            // An idle connection (nothing queued, being written or awaiting replies) is
+            // written at once, saving a task wake-up: that is the latency path. A busy one
+            // is left to the writer, which lets the other ready sessions queue theirs
+            // first and sends them all in one write: that is the throughput path.
+            if was_empty && !g.writing && g.waiters.is_empty() {
                 if let Some(w) = &g.direct {
-                    // Nothing queued and nothing being written: write now, in order.
                     match w.try_write(data) {
                         Ok(n) => written = n,
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -553,11 +556,21 @@ impl Conn {
         }
     }
 
+    /// Like `take_out`, but first let every task that is ready run (and queue its
+    /// requests), so that one write carries the batches of many sessions.
+    async fn take_out_coalesced(&self, buf: &mut BytesMut) -> bool {
+        if self.inner.lock().out.is_empty() {
+            return self.take_out(buf);
+        }
+        tokio::task::yield_now().await;
+        self.take_out(buf)
+    }
+
     /// Write what sessions queue, through a stream (TLS).
     async fn write_stream<W: AsyncWrite + Unpin>(&self, mut wr: W, label: &str) -> BackendError {
         let mut buf = BytesMut::new();
         loop {
-            if !self.take_out(&mut buf) {
+            if !self.take_out_coalesced(&mut buf).await {
                 self.wake.notified().await;
                 continue;
             }
@@ -583,7 +596,7 @@ impl Conn {
     ) -> BackendError {
         let mut buf = BytesMut::new();
         loop {
-            if !self.take_out(&mut buf) {
+            if !self.take_out_coalesced(&mut buf).await {
                 self.wake.notified().await;
                 continue;
             }
