@@ -9,7 +9,7 @@ use crate::backend::{ConnParams, ControlConn, Inbox, Role};
 use crate::config::Config;
 use crate::proxy::{ClientInfo, Proxy, ServerInfo, SessionHandle};
 use crate::reply::{parse_info, Decoded};
-use crate::session::Session;
+use crate::session::{End, Parked, Session};
 use crate::topology::Backends;
 use anyhow::Context;
 use std::net::SocketAddr;
@@ -161,41 +161,123 @@ async fn accept_loop(proxy: Arc<Proxy>, listener: TcpListener, mut stop: watch::
     }
 }
 
-async fn serve_client(proxy: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
-    let _ = stream.set_nodelay(true);
-    let local = stream.local_addr().unwrap_or(peer);
-    let id = proxy.next_session_id();
-    let handle = Arc::new(SessionHandle {
-        id,
-        peer,
-        local,
-        created: Instant::now(),
-        inbox: Inbox::new(),
-        info: parking_lot::Mutex::new(ClientInfo {
-            resp: 2,
-            user: "default".into(),
-            ..Default::default()
-        }),
-        last_active_ms: std::sync::atomic::AtomicU64::new(proxy.uptime_ms(Instant::now())),
-    });
-    proxy.sessions.insert(id, handle.clone());
-    proxy
-        .metrics
-        .clients_accepted
-        .fetch_add(1, Ordering::Relaxed);
-    proxy
-        .metrics
-        .clients_connected
-        .fetch_add(1, Ordering::Relaxed);
-    let tls = proxy.settings.load().tls.clone();
-    let end = match tls {
-        None => Session::new(proxy.clone(), handle).run(stream).await,
-        // Boxed: a TLS session's state is large and plain sessions should not carry room
-        // for it.
-        Some(config) => Box::pin(serve_tls(proxy.clone(), handle, stream, config)).await,
-    };
-    tracing::debug!(client = id, %peer, end = ?end, "client left");
-    proxy.sessions.remove(&id);
+#[allow(clippy::manual_async_fn)]
+fn serve_client(
+    proxy: Arc<Proxy>,
+    stream: TcpStream,
+    peer: SocketAddr,
+) -> impl std::future::Future<Output = ()> + Send {
+    // An `async move` block: the arguments are stored once in the task, not twice.
+    async move {
+        let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().unwrap_or(peer);
+        let id = proxy.next_session_id();
+        let handle = Arc::new(SessionHandle {
+            id,
+            peer,
+            local,
+            created: Instant::now(),
+            inbox: Inbox::new(),
+            info: parking_lot::Mutex::new(ClientInfo {
+                resp: 2,
+                user: "default".into(),
+                ..Default::default()
+            }),
+            last_active_ms: std::sync::atomic::AtomicU64::new(proxy.uptime_ms(Instant::now())),
+        });
+        proxy.sessions.insert(id, handle.clone());
+        proxy
+            .metrics
+            .clients_accepted
+            .fetch_add(1, Ordering::Relaxed);
+        proxy
+            .metrics
+            .clients_connected
+            .fetch_add(1, Ordering::Relaxed);
+        let tls = proxy.settings.load().tls.clone();
+        match tls {
+            None => serve_plain(proxy, handle, stream).await,
+            // Boxed: a TLS session's state is large and plain sessions should not carry room
+            // for it.
+            Some(config) => {
+                let end = Box::pin(serve_tls(proxy.clone(), handle.clone(), stream, config)).await;
+                finish(&proxy, &handle, end);
+            }
+        }
+    }
+}
+
+/// Serve a plain TCP client. Its session state lives in a box only while it is active:
+/// a new client, and one idle for a while with nothing in flight, is *parked* — the task
+/// keeps just the connection and a few fields and waits for the next byte — so an idle
+/// client costs a few hundred bytes instead of a whole session.
+#[allow(clippy::manual_async_fn)]
+fn serve_plain(
+    proxy: Arc<Proxy>,
+    handle: Arc<SessionHandle>,
+    mut stream: TcpStream,
+) -> impl std::future::Future<Output = ()> + Send {
+    async move {
+        let mut parked: Option<Parked> = None;
+        loop {
+            // Parked: wait for data, a kill, or the proxy draining. (Polled by hand: no
+            // readiness future to store while the client idles.)
+            loop {
+                let notified = handle.inbox.notify.notified();
+                tokio::pin!(notified);
+                let readable = std::future::poll_fn(|cx| {
+                    if let std::task::Poll::Ready(r) = stream.poll_read_ready(cx) {
+                        return std::task::Poll::Ready(Some(r));
+                    }
+                    if std::future::Future::poll(notified.as_mut(), cx).is_ready() {
+                        return std::task::Poll::Ready(None);
+                    }
+                    std::task::Poll::Pending
+                })
+                .await;
+                match readable {
+                    Some(Ok(())) => break,
+                    Some(Err(_)) => {
+                        finish(&proxy, &handle, End::Closed);
+                        return;
+                    }
+                    None => {
+                        if handle.inbox.kill.load(Ordering::Relaxed) {
+                            finish(&proxy, &handle, End::Dropped("killed".into()));
+                            return;
+                        }
+                        if handle.inbox.drain.load(Ordering::Relaxed) {
+                            finish(&proxy, &handle, End::Closed);
+                            return;
+                        }
+                    }
+                }
+            }
+            // Active. (A trim asked for while parked is moot.)
+            handle.inbox.trim.store(false, Ordering::Relaxed);
+            let mut session = Box::new(match parked.take() {
+                Some(p) => Session::resume(proxy.clone(), handle.clone(), p),
+                None => Session::new(proxy.clone(), handle.clone()),
+            });
+            let end = Box::pin(session.serve_parkable(&mut stream)).await;
+            if let End::Parked = end {
+                if let Some(p) = session.park() {
+                    parked = Some(p);
+                    continue;
+                }
+            }
+            session.close();
+            finish(&proxy, &handle, end);
+            return;
+        }
+    }
+}
+
+/// A client is gone: unregister it.
+fn finish(proxy: &Proxy, handle: &SessionHandle, end: End) {
+    tracing::debug!(client = handle.id, peer = %handle.peer, end = ?end, "client left");
+    handle.inbox.close();
+    proxy.sessions.remove(&handle.id);
     proxy
         .metrics
         .clients_connected
@@ -213,9 +295,9 @@ async fn serve_tls(
         Ok(Ok(tls)) => Session::new(proxy, handle).run(tls).await,
         Ok(Err(e)) => {
             tracing::info!(client = handle.id, peer = %handle.peer, error = %e, "TLS handshake failed");
-            crate::session::End::Dropped(format!("TLS handshake failed: {e}"))
+            End::Dropped(format!("TLS handshake failed: {e}"))
         }
-        Err(_) => crate::session::End::Dropped("TLS handshake timed out".into()),
+        Err(_) => End::Dropped("TLS handshake timed out".into()),
     }
 }
 

@@ -200,6 +200,8 @@ pub struct Session {
     settings_gen: u64,
     /// Rule hits since the last flush: one per rule, then the default.
     hits: Vec<u32>,
+    /// Whether this session may end its task when idle ([`Session::run_parkable`]).
+    may_park: bool,
 }
 
 /// How the session ended.
@@ -209,6 +211,21 @@ pub enum End {
     Closed,
     /// A protocol error, a limit, or a kill.
     Dropped(String),
+    /// The client went idle with nothing in flight; its state is in the [`Parked`] the
+    /// run returned, and the connection stays open.
+    Parked,
+}
+
+/// What an idle client's session keeps while it has no task: enough to resume exactly
+/// where it was (database, protocol, user, read-your-writes state).
+#[derive(Debug, Clone)]
+pub struct Parked {
+    db: u32,
+    resp3: bool,
+    user: Option<Arc<User>>,
+    authenticated: bool,
+    last_write_ack: Option<Instant>,
+    turn: usize,
 }
 
 impl Session {
@@ -265,7 +282,71 @@ impl Session {
             sub_count: 0,
             settings_gen: 0,
             hits: Vec::new(),
+            may_park: false,
         }
+    }
+
+    /// A session resuming a parked client.
+    pub fn resume(proxy: Arc<Proxy>, handle: Arc<SessionHandle>, p: Parked) -> Session {
+        let mut s = Session::new(proxy, handle);
+        s.db = p.db;
+        s.resp3 = p.resp3;
+        s.user = p.user;
+        s.authenticated = p.authenticated;
+        s.last_write_ack = p.last_write_ack;
+        // Re-check the user against whatever settings run now.
+        s.settings_gen = u64::MAX;
+        s.turn = p.turn;
+        s
+    }
+
+    /// The state to park, if this session may give up its task now: idle, nothing in
+    /// flight or buffered, no server-side state (transaction, subscription, blocking).
+    fn parkable(&self) -> Option<Parked> {
+        let idle = self.mode == Mode::Normal
+            && self.pending.is_empty()
+            && self.rbuf.is_empty()
+            && self.wbuf.is_empty()
+            && self.held.is_none()
+            && !self.closing
+            && !self.blocking_in_flight
+            && self.reply_mode == ReplyMode::On
+            && self.dedicated.is_none();
+        idle.then(|| Parked {
+            db: self.db,
+            resp3: self.resp3,
+            user: self.user.clone(),
+            authenticated: self.authenticated,
+            last_write_ack: self.last_write_ack,
+            turn: self.turn,
+        })
+    }
+
+    /// Serve until the client leaves, or until it idles with nothing in flight and may
+    /// give up its state: then [`End::Parked`] is returned and [`Session::park`] gives
+    /// what to resume with.
+    pub async fn serve_parkable<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        stream: &mut S,
+    ) -> End {
+        self.may_park = true;
+        self.serve(stream).await
+    }
+
+    /// Give up the session's state for parking (after [`End::Parked`]); `None` if it is
+    /// not idle after all. Counters are flushed; the inbox (owned by the handle) stays.
+    pub fn park(&mut self) -> Option<Parked> {
+        let p = self.parkable()?;
+        if let Some(st) = self.stats.as_mut() {
+            st.flush(&self.proxy.metrics);
+        }
+        self.inbox.state.lock().slots = Vec::new();
+        Some(p)
+    }
+
+    /// End the session: close its dedicated connection and its inbox, flush counters.
+    pub fn close(&mut self) {
+        self.shutdown();
     }
 
     /// Serve the client until it leaves or is dropped.
@@ -302,6 +383,9 @@ impl Session {
             }
             if self.inbox.trim.swap(false, Ordering::Relaxed) {
                 self.trim_buffers();
+                if self.may_park && self.parkable().is_some() {
+                    return End::Parked;
+                }
             }
             // Work until nothing more can be done without waiting.
             let mut rounds = 0;
@@ -2020,7 +2104,7 @@ impl Session {
                     let mut info = self.handle.info.lock();
                     info.db = 0;
                     info.resp = 2;
-                    info.user = "default".into();
+                    info.user.clear();
                 }
                 self.push_local_raw(b"+RESET\r\n");
             }
