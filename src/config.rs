@@ -366,7 +366,8 @@ pub struct UserConfig {
     /// Key patterns the user may touch.
     #[serde(default = "all_keys")]
     pub keys: Vec<String>,
-    /// Whether the user may run admin commands (`CONFIG`, `FLUSHALL`, …).
+    /// Whether the user may run admin commands: those Redis flags `admin` (`CONFIG`,
+    /// `DEBUG`, `MONITOR`, …) and `FLUSHALL`, `FLUSHDB`, `SWAPDB`.
     #[serde(default)]
     pub admin: bool,
 }

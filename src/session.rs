@@ -331,7 +331,9 @@ impl Session {
                 return End::Closed;
             }
             // Wait for the next thing to do.
-            let can_read = !self.closing && !draining && self.rbuf.len() < read_allowance(self);
+            let can_read = !self.closing
+                && !draining
+                && self.rbuf.len() < read_allowance(self, limits.max_pipeline);
             if can_read && self.rbuf.capacity() - self.rbuf.len() < 1024 {
                 self.rbuf.reserve(if self.rbuf.is_empty() {
                     4096
@@ -348,6 +350,10 @@ impl Session {
                         Poll::Ready(Ok(0)) => return Poll::Ready(Event::Closed),
                         Poll::Ready(Ok(n)) => {
                             self.wbuf.advance(n);
+                            // As in Redis, replies written count as activity.
+                            self.handle
+                                .last_active_ms
+                                .store(self.proxy.uptime_ms(Instant::now()), Ordering::Relaxed);
                             return Poll::Ready(Event::Progress);
                         }
                         Poll::Ready(Err(e)) => return Poll::Ready(Event::Error(e.to_string())),
@@ -671,7 +677,7 @@ impl Session {
             Target::Reject => {
                 self.stats.route(2, d.reason);
                 self.flush_pending_run(run, rbuf);
-                self.push_local_error(&reject_message(d, &resolved.level, view));
+                self.push_local_error(&reject_message(d, &resolved.level, view, policy));
                 Stop::More
             }
         }
@@ -1171,6 +1177,7 @@ impl Session {
         if self.mode != Mode::Multi && cmd.is_some_and(|c| commands::is_blocking(c, req)) {
             kind = Kind::Blocking;
             self.blocking_in_flight = true;
+            self.set_flags("b");
             if let Some(d) = &self.dedicated {
                 d.conn.blocking.store(true, Ordering::Relaxed);
             }
@@ -1192,6 +1199,7 @@ impl Session {
             d.conn.blocking.store(true, Ordering::Relaxed);
         }
         self.blocking_in_flight = true;
+        self.set_flags("b");
         self.send_dedicated(req, Kind::Blocking, Instant::now());
         Stop::More
     }
@@ -1294,6 +1302,14 @@ impl Session {
         d.conn.set_stream(&self.inbox, d.slot);
         let slot = d.slot;
         self.mode = Mode::Tunnel;
+        let name = req.arg(0);
+        self.set_flags(if name.eq_ignore_ascii_case(b"monitor") {
+            "O"
+        } else if name.eq_ignore_ascii_case(b"client") {
+            "t"
+        } else {
+            "P"
+        });
         self.push_pending(Pending {
             slot,
             kind: Kind::Tunnel,
@@ -1358,6 +1374,7 @@ impl Session {
         }
         self.mode = Mode::Normal;
         self.sub_count = 0;
+        self.set_flags("");
     }
 
     // ---------------------------------------------------------------- WAIT
@@ -1774,8 +1791,19 @@ impl Session {
 
     fn end_blocking(&mut self) {
         self.blocking_in_flight = false;
+        self.set_flags("");
         if let Some(d) = &self.dedicated {
             d.conn.blocking.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// Publish the client's `CLIENT LIST` flags for others to see; the janitor's idle
+    /// timeout spares `P` (pub/sub), `O` (MONITOR) and `b` (blocked), as Redis does.
+    fn set_flags(&self, flags: &str) {
+        let mut info = self.handle.info.lock();
+        if info.flags != flags {
+            info.flags.clear();
+            info.flags.push_str(flags);
         }
     }
 
@@ -1893,6 +1921,7 @@ impl Session {
                     self.release_slot(d.slot);
                 }
                 self.mode = Mode::Normal;
+                self.set_flags("");
                 self.db = 0;
                 self.resp3 = false;
                 self.reply_mode = ReplyMode::On;
@@ -2289,9 +2318,11 @@ enum Event {
     Error(String),
 }
 
-/// How much unparsed request data the session reads ahead.
-fn read_allowance(s: &Session) -> usize {
-    if s.blocking_in_flight || s.held.is_some() || s.pending.len() >= 4096 {
+/// How much unparsed request data the session reads ahead: a little while it may not
+/// dispatch (a blocking command or a held reply outstanding, or `max_pipeline` requests
+/// in flight), so that a deep pipeline waits in the client's socket, not in the proxy.
+fn read_allowance(s: &Session, max_pipeline: usize) -> usize {
+    if s.blocking_in_flight || s.held.is_some() || s.pending.len() >= max_pipeline.min(4096) {
         // Keep reading a little, to notice a client that goes away while it waits.
         64 * 1024
     } else {
@@ -2329,8 +2360,22 @@ fn valid_name(n: &[u8]) -> Result<(), &'static str> {
 }
 
 /// The error for a read that could not be routed.
-fn reject_message(d: Decision, level: &crate::policy::Level, view: &View) -> String {
+fn reject_message(
+    d: Decision,
+    level: &crate::policy::Level,
+    view: &View,
+    policy: &crate::policy::Policy,
+) -> String {
     match d.reason {
+        Reason::NoMaster
+            if policy.on_master_down == crate::config::OnMasterDown::Error
+                && view.master.as_ref().is_some_and(|m| m.down) =>
+        {
+            format!(
+                "ERR redsplit: the master {} is down and reads are refused (routing.on_master_down: error)",
+                view.master.as_ref().map(|m| m.backend.addr.as_str()).unwrap_or("?")
+            )
+        }
         Reason::NoMaster => "ERR redsplit: the master is down and no replica can serve this read".into(),
         Reason::OwnWrite => "ERR redsplit: no replica has this client's last write yet (fallback: error)".into(),
         Reason::OverBudget => format!(
