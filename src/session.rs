@@ -42,6 +42,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 /// The slot number of replies the session makes itself.
 const LOCAL: u16 = u16::MAX;
 
+/// Shared-connection requests a new client may have in flight before any reply arrived.
+const INITIAL_WINDOW: u32 = 32;
+
 /// `ROLE`, sent after a durable write or for `WAIT` to learn the master's offset.
 const ROLE: &[u8] = b"*1\r\n$4\r\nROLE\r\n";
 
@@ -192,6 +195,17 @@ pub struct Session {
     last_cmd: &'static str,
     sub_count: i64,
     settings_gen: u64,
+    /// Shared-connection requests this client may have in flight: it starts at
+    /// [`INITIAL_WINDOW`] and grows by one per reply (doubling per round trip), but never
+    /// past what `client_output_buffer_limit` holds at the size of the client's recent
+    /// replies, nor past `max_pipeline`. So a client that pipelines requests with large
+    /// replies cannot make a backend build more reply data for it than it may buffer.
+    window: u32,
+    /// The size of this client's recent large replies (decays by 1/16 per reply).
+    reply_est: u64,
+    /// `client_output_buffer_limit` (0: none) and `max_pipeline`, from the settings.
+    window_budget: u64,
+    window_max: u32,
 }
 
 /// How the session ended.
@@ -250,6 +264,10 @@ impl Session {
             last_cmd: "NULL",
             sub_count: 0,
             settings_gen: 0,
+            window: INITIAL_WINDOW,
+            reply_est: 0,
+            window_budget: 0,
+            window_max: u32::MAX,
         }
     }
 
@@ -437,13 +455,18 @@ impl Session {
             .store(self.proxy.uptime_ms(now), Ordering::Relaxed);
         self.prefer = None;
         let max_pipeline = settings.config.limits.max_pipeline;
+        self.window_budget = settings.config.limits.client_output_buffer_limit.0;
+        self.window_max = u32::try_from(max_pipeline).unwrap_or(u32::MAX).max(1);
         let rbuf = std::mem::take(&mut self.rbuf);
         let mut consumed = 0usize;
         let mut run: Option<Run> = None;
         let mut result = Ok(());
         self.parser.unauthenticated = !self.authenticated;
         while consumed < rbuf.len() && !self.closing {
-            if self.pending.len() >= max_pipeline || self.blocking_in_flight || self.held.is_some()
+            if self.pending.len() >= max_pipeline
+                || self.shared_in_flight >= self.window
+                || self.blocking_in_flight
+                || self.held.is_some()
             {
                 break;
             }
@@ -1715,6 +1738,9 @@ impl Session {
 
     /// A reply for the front request arrived: forward it (or act on it).
     fn finish_reply(&mut self, p: &Pending, frame: &[u8], now: Instant) {
+        if p.path == PATH_SHARED {
+            self.on_shared_reply(frame.len());
+        }
         self.complete(p, now);
         self.pending.pop_front();
         let is_err = matches!(frame.first(), Some(b'-') | Some(b'!'));
@@ -1780,6 +1806,20 @@ impl Session {
             self.stats.replies += 1;
             self.wbuf.extend_from_slice(frame);
         }
+    }
+
+    /// Adjust the in-flight window (the `window` field) to a reply of `len` bytes.
+    fn on_shared_reply(&mut self, len: usize) {
+        let len = len as u64;
+        self.reply_est = len.max(self.reply_est - self.reply_est / 16);
+        let cap = if self.window_budget == 0 {
+            self.window_max
+        } else {
+            u32::try_from(self.window_budget / self.reply_est.max(1))
+                .unwrap_or(u32::MAX)
+                .clamp(1, self.window_max)
+        };
+        self.window = self.window.saturating_add(1).min(cap);
     }
 
     fn hold(&mut self, h: Held) {
@@ -2319,10 +2359,15 @@ enum Event {
 }
 
 /// How much unparsed request data the session reads ahead: a little while it may not
-/// dispatch (a blocking command or a held reply outstanding, or `max_pipeline` requests
-/// in flight), so that a deep pipeline waits in the client's socket, not in the proxy.
+/// dispatch (a blocking command or a held reply outstanding, `max_pipeline` requests in
+/// flight, or its window full), so that a deep pipeline waits in the client's socket,
+/// not in the proxy.
 fn read_allowance(s: &Session, max_pipeline: usize) -> usize {
-    if s.blocking_in_flight || s.held.is_some() || s.pending.len() >= max_pipeline.min(4096) {
+    if s.blocking_in_flight
+        || s.held.is_some()
+        || s.pending.len() >= max_pipeline.min(4096)
+        || s.shared_in_flight >= s.window
+    {
         // Keep reading a little, to notice a client that goes away while it waits.
         64 * 1024
     } else {

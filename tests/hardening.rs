@@ -14,7 +14,9 @@
 //! - 5 000 clients connected at once: < 64 MB while connected (about 13 KB each, the
 //!   client sockets of this process included);
 //! - clients that never read (1 MB replies, a pub/sub flood): < 64 MB at the peak, with
-//!   8 MB and 4 MB output buffer limits;
+//!   8 MB and 4 MB output buffer limits; and for a never-reading client's burst of
+//!   requests, Redis's own memory peak stays < 128 MB (it was 1 GB before the proxy
+//!   bounded what one client has in flight by its reply sizes);
 //! - a 100 MB value: it round-trips intact; once its client has left, memory is back to
 //!   within 48 MB of the baseline (the value passes through four buffers on its way).
 mod common;
@@ -736,6 +738,62 @@ fn clients_that_never_read_are_disconnected_over_their_output_limit() {
     );
     side.progress("after the flood");
     side.finish();
+}
+
+/// A client that pipelines requests with large replies as fast as it can and never
+/// reads: besides its own output limit, what it has in flight on a shared connection is
+/// bounded by the size of its replies, so Redis never builds much more reply data for it
+/// than the proxy would buffer (without that bound, its first 4096 requests made Redis
+/// build 1 GB of replies here, 4 GB with 1 MB values, stalling everyone meanwhile).
+#[test]
+fn a_never_reading_burst_is_bounded_at_the_backend() {
+    let _g = exclusive();
+    let set = ReplicaSet::start(1, false);
+    let proxy = ProxyUnderTest::start(&proxy_yaml(
+        &set,
+        "limits:\n  client_output_buffer_limit: 8mb\n",
+    ));
+    proxy.wait_healthy(1);
+    set.master.set("burst", &"b".repeat(256 * 1024));
+    set.master.cmd(&["CONFIG", "RESETSTAT"]);
+    let mut side = proxy.conn();
+    let mut s = slow_reader(proxy.addr);
+    let started = Instant::now();
+    let mut slowest = Duration::ZERO;
+    let writer = {
+        let mut s = s.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if s.write_all(b"*2\r\n$3\r\nGET\r\n$5\r\nburst\r\n").is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    while !writer.is_finished() && started.elapsed() < Duration::from_secs(20) {
+        let t = Instant::now();
+        query(&mut side, &["GET", "burst"]).unwrap();
+        slowest = slowest.max(t.elapsed());
+    }
+    writer.join().unwrap();
+    assert!(closed_within(&mut s, Duration::from_secs(5)));
+    let peak: u64 = set.master.info("memory")["used_memory_peak"]
+        .parse()
+        .unwrap();
+    eprintln!(
+        "burst: Redis peak {} MB, slowest side GET {slowest:?}",
+        peak >> 20
+    );
+    assert!(
+        peak < 128 << 20,
+        "Redis buffered {} MB for one client",
+        peak >> 20
+    );
+    assert!(
+        slowest < Duration::from_millis(500),
+        "others waited {slowest:?}"
+    );
 }
 
 #[test]
