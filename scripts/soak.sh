@@ -181,5 +181,5 @@ echo "routed to the master:   $(metric redsplit_routed_total 'target="master"')"
 echo "refused (routing):      $(metric redsplit_routed_total 'target="rejected"')"
 echo "log lines at WARN/ERROR: $(sed 's/\x1b\[[0-9;]*m//g' "$work/redsplit.log" | grep -cE ' (WARN|ERROR) ' || true)"
 echo "errors clients saw (redis-benchmark prints some of them), by message:"
-grep -ao 'Error from server: [^(]*' "$work/bench.log" | sed 's/:[0-9]* /:PORT /' | sort | uniq -c | sort -rn | head || true
+grep -ao 'Error from server: [^(]*' "$work/bench.log" | sort | uniq -c | sort -rn | head || true
 echo "RSS: start ${rss_start} kB, peak ${peak} kB, end ${rss_end} kB"
