@@ -40,7 +40,7 @@ impl User {
     /// Whether this user may run `cmd` (the table entry) at all.
     pub fn may_run(&self, cmd: &Command) -> bool {
         let base = cmd.name.split('|').next().unwrap_or(cmd.name);
-        if cmd.class == Class::Admin && !self.admin {
+        if needs_admin(cmd, base) && !self.admin {
             return false;
         }
         match &self.commands {
@@ -74,6 +74,13 @@ impl User {
     pub fn all_keys(&self) -> bool {
         self.all_keys
     }
+}
+
+/// Whether running `cmd` takes the `admin` permission: commands Redis flags `admin`, and
+/// the ones that wipe or swap whole databases (Redis flags them only `write`, but counts
+/// them `@dangerous` with the admin commands).
+fn needs_admin(cmd: &Command, base: &str) -> bool {
+    cmd.class == Class::Admin || matches!(base, "flushall" | "flushdb" | "swapdb")
 }
 
 /// The users of the current configuration.

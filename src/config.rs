@@ -405,7 +405,8 @@ pub struct UserConfig {
     /// Key patterns the user may touch.
     #[serde(default = "all_keys")]
     pub keys: Vec<String>,
-    /// Whether the user may run admin commands (`CONFIG`, `FLUSHALL`, …).
+    /// Whether the user may run admin commands: those Redis flags `admin` (`CONFIG`,
+    /// `DEBUG`, `MONITOR`, …) and `FLUSHALL`, `FLUSHDB`, `SWAPDB`.
     #[serde(default)]
     pub admin: bool,
 }
@@ -494,7 +495,9 @@ pub struct LimitsConfig {
     pub max_multibulk_len: u64,
     /// Largest buffered, not yet forwarded, request data of one client (bytes).
     pub client_query_buffer_limit: ByteSize,
-    /// Largest reply data waiting for a client to read it (bytes).
+    /// Largest reply data waiting for a client to read it (bytes); a client over it is
+    /// disconnected. It also bounds what one client has in flight on shared backend
+    /// connections, by the size of its recent replies.
     pub client_output_buffer_limit: ByteSize,
     /// The same for a client in pub/sub or MONITOR mode (bytes).
     pub pubsub_output_buffer_limit: ByteSize,

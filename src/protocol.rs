@@ -353,14 +353,14 @@ pub fn parse_int(s: &[u8]) -> Option<i64> {
 /// Split an inline command line the way Redis's `sdssplitargs` does: words separated by
 /// whitespace, `"..."` with backslash escapes (`\n`, `\xHH`, …), and `'...'` with only
 /// `\'` escaped. `None` on unbalanced quotes (or a closing quote not followed by a
-/// space).
+/// space). As in C, where the line is a NUL-terminated string, a NUL byte ends it.
 pub fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
     let mut out = Vec::new();
     let mut i = 0;
-    let n = line.len();
+    let n = memchr::memchr(0, line).unwrap_or(line.len());
     let at = |i: usize| line.get(i).copied().unwrap_or(0);
     loop {
-        while i < n && at(i).is_ascii_whitespace() {
+        while i < n && is_c_space(at(i)) {
             i += 1;
         }
         if i >= n {
@@ -394,7 +394,7 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
                         other => other,
                     });
                 } else if c == b'"' {
-                    if i + 1 < n && !at(i + 1).is_ascii_whitespace() {
+                    if i + 1 < n && !is_c_space(at(i + 1)) {
                         return None;
                     }
                     i += 1;
@@ -411,7 +411,7 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
                     i += 1;
                     cur.push(b'\'');
                 } else if c == b'\'' {
-                    if i + 1 < n && !at(i + 1).is_ascii_whitespace() {
+                    if i + 1 < n && !is_c_space(at(i + 1)) {
                         return None;
                     }
                     i += 1;
@@ -434,6 +434,12 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
         }
         out.push(cur);
     }
+}
+
+/// C's `isspace`: what `sdssplitargs` skips between words and wants after a closing
+/// quote.
+fn is_c_space(c: u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
 }
 
 fn is_hex(c: u8) -> bool {
@@ -612,6 +618,32 @@ mod tests {
         assert_eq!(
             p.parse(b"get \"abc\r\n", &l).unwrap_err().0,
             "Protocol error: unbalanced quotes in request"
+        );
+    }
+
+    #[test]
+    fn inline_nul_ends_the_line_as_in_c() {
+        let l = Limits::default();
+        let mut p = RequestParser::new();
+        assert_eq!(
+            p.parse(b"GET a\0b c\r\n", &l).unwrap(),
+            Some(Parsed::Inline { len: 11 })
+        );
+        let buf = p.inline_buf.clone();
+        assert_eq!(args_of(&p, &buf), vec![b"GET".to_vec(), b"a".to_vec()]);
+        assert_eq!(
+            p.parse(b"\0PING\r\n", &l).unwrap(),
+            Some(Parsed::Empty { len: 7 })
+        );
+        assert_eq!(
+            p.parse(b"GET \"a\0\"\r\n", &l).unwrap_err().0,
+            "Protocol error: unbalanced quotes in request"
+        );
+        // C's isspace is skipped before a word; inside one, only space, tab, CR and LF
+        // end it.
+        assert_eq!(
+            split_args(b"\x0bGET\x0bk"),
+            Some(vec![b"GET\x0bk".to_vec()])
         );
     }
 

@@ -117,8 +117,13 @@ pub fn apply(proxy: &Arc<Proxy>, mut new: Config, why: &str, force: bool) -> Out
     }
 }
 
-/// Reload on SIGHUP and on file changes until `stop`.
-pub async fn watch(proxy: Arc<Proxy>, mut stop: watch::Receiver<bool>) {
+/// Reload on SIGHUP (`hup`, registered by the caller before clients are accepted) and on
+/// file changes until `stop`.
+pub async fn watch(
+    proxy: Arc<Proxy>,
+    mut stop: watch::Receiver<bool>,
+    mut hup: Option<tokio::signal::unix::Signal>,
+) {
     let Some(path) = proxy.config_path.clone() else {
         let _ = stop.changed().await;
         return;
@@ -139,13 +144,6 @@ pub async fn watch(proxy: Arc<Proxy>, mut stop: watch::Receiver<bool>) {
         Ok(w) => Some(w),
         Err(e) => {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the configuration directory; reload with SIGHUP");
-            None
-        }
-    };
-    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot handle SIGHUP");
             None
         }
     };

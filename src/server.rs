@@ -67,9 +67,23 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     }
     tasks.push(tokio::spawn(janitor(proxy.clone(), stop_rx.clone())));
     let admin_addr = crate::admin::start(proxy.clone(), stop_rx.clone()).await?;
+    // SIGHUP is taken over here, before the first client is accepted: its default action
+    // ends the process, and the reload task may not have run yet when one arrives.
+    let hup = if proxy.config_path.is_some() {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot handle SIGHUP");
+                None
+            }
+        }
+    } else {
+        None
+    };
     tasks.push(tokio::spawn(crate::reload::watch(
         proxy.clone(),
         stop_rx.clone(),
+        hup,
     )));
     tasks.push(tokio::spawn(accept_loop(proxy.clone(), listener, stop_rx)));
     tracing::info!(%addr, admin = ?admin_addr, "redsplit listening");
@@ -317,7 +331,9 @@ async fn janitor(proxy: Arc<Proxy>, mut stop: watch::Receiver<bool>) {
         for e in proxy.sessions.iter() {
             let h = e.value();
             let idle = now_ms.saturating_sub(h.last_active_ms.load(Ordering::Relaxed));
-            if idle_timeout > 0 && idle > idle_timeout && !h.info.lock().flags.contains('P') {
+            // Subscribers, MONITOR and blocked clients are not idle, as in Redis.
+            let exempt = h.info.lock().flags.contains(['P', 'O', 'b']);
+            if idle_timeout > 0 && idle > idle_timeout && !exempt {
                 h.inbox.kill.store(true, Ordering::Relaxed);
                 h.inbox.notify.notify_one();
             } else if idle >= 2000 && !h.inbox.trimmed.swap(true, Ordering::Relaxed) {

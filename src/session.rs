@@ -42,6 +42,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 /// The slot number of replies the session makes itself.
 const LOCAL: u16 = u16::MAX;
 
+/// Shared-connection requests a new client may have in flight before any reply arrived.
+const INITIAL_WINDOW: u32 = 32;
+
 /// `ROLE`, sent after a durable write or for `WAIT` to learn the master's offset.
 const ROLE: &[u8] = b"*1\r\n$4\r\nROLE\r\n";
 
@@ -202,6 +205,17 @@ pub struct Session {
     hits: Vec<u32>,
     /// Whether this session may end its task when idle ([`Session::run_parkable`]).
     may_park: bool,
+    /// Shared-connection requests this client may have in flight: it starts at
+    /// [`INITIAL_WINDOW`] and grows by one per reply (doubling per round trip), but never
+    /// past what `client_output_buffer_limit` holds at the size of the client's recent
+    /// replies, nor past `max_pipeline`. So a client that pipelines requests with large
+    /// replies cannot make a backend build more reply data for it than it may buffer.
+    window: u32,
+    /// The size of this client's recent large replies (decays by 1/16 per reply).
+    reply_est: u64,
+    /// `client_output_buffer_limit` (0: none) and `max_pipeline`, from the settings.
+    window_budget: u64,
+    window_max: u32,
 }
 
 /// How the session ended.
@@ -283,6 +297,10 @@ impl Session {
             settings_gen: 0,
             hits: Vec::new(),
             may_park: false,
+            window: INITIAL_WINDOW,
+            reply_est: 0,
+            window_budget: 0,
+            window_max: u32::MAX,
         }
     }
 
@@ -443,7 +461,9 @@ impl Session {
                 return End::Closed;
             }
             // Wait for the next thing to do.
-            let can_read = !self.closing && !draining && self.rbuf.len() < read_allowance(self);
+            let can_read = !self.closing
+                && !draining
+                && self.rbuf.len() < read_allowance(self, limits.max_pipeline);
             // An idle client holds no read buffer: the first read after idling goes to
             // the stack and only data that arrived is kept.
             if can_read && self.rbuf.capacity() > 0 && self.rbuf.capacity() - self.rbuf.len() < 1024
@@ -463,6 +483,10 @@ impl Session {
                         Poll::Ready(Ok(0)) => return Poll::Ready(Event::Closed),
                         Poll::Ready(Ok(n)) => {
                             self.wbuf.advance(n);
+                            // As in Redis, replies written count as activity.
+                            self.handle
+                                .last_active_ms
+                                .store(self.proxy.uptime_ms(Instant::now()), Ordering::Relaxed);
                             return Poll::Ready(Event::Progress);
                         }
                         Poll::Ready(Err(e)) => return Poll::Ready(Event::Error(e.to_string())),
@@ -569,13 +593,18 @@ impl Session {
         }
         self.prefer = None;
         let max_pipeline = settings.config.limits.max_pipeline;
+        self.window_budget = settings.config.limits.client_output_buffer_limit.0;
+        self.window_max = u32::try_from(max_pipeline).unwrap_or(u32::MAX).max(1);
         let rbuf = std::mem::take(&mut self.rbuf);
         let mut consumed = 0usize;
         let mut run: Option<Run> = None;
         let mut result = Ok(());
         self.parser.unauthenticated = !self.authenticated;
         while consumed < rbuf.len() && !self.closing {
-            if self.pending.len() >= max_pipeline || self.blocking_in_flight || self.held.is_some()
+            if self.pending.len() >= max_pipeline
+                || self.shared_in_flight >= self.window
+                || self.blocking_in_flight
+                || self.held.is_some()
             {
                 break;
             }
@@ -805,7 +834,7 @@ impl Session {
             Target::Reject => {
                 self.stats().route(2, d.reason);
                 self.flush_pending_run(run, rbuf);
-                self.push_local_error(&reject_message(d, &resolved.level, view));
+                self.push_local_error(&reject_message(d, &resolved.level, view, policy));
                 Stop::More
             }
         }
@@ -1350,6 +1379,7 @@ impl Session {
         if self.mode != Mode::Multi && cmd.is_some_and(|c| commands::is_blocking(c, req)) {
             kind = Kind::Blocking;
             self.blocking_in_flight = true;
+            self.set_flags("b");
             if let Some(d) = &self.dedicated {
                 d.conn.blocking.store(true, Ordering::Relaxed);
             }
@@ -1371,6 +1401,7 @@ impl Session {
             d.conn.blocking.store(true, Ordering::Relaxed);
         }
         self.blocking_in_flight = true;
+        self.set_flags("b");
         self.send_dedicated(req, Kind::Blocking, Instant::now());
         Stop::More
     }
@@ -1473,6 +1504,14 @@ impl Session {
         d.conn.set_stream(&self.inbox, d.slot);
         let slot = d.slot;
         self.mode = Mode::Tunnel;
+        let name = req.arg(0);
+        self.set_flags(if name.eq_ignore_ascii_case(b"monitor") {
+            "O"
+        } else if name.eq_ignore_ascii_case(b"client") {
+            "t"
+        } else {
+            "P"
+        });
         self.push_pending(Pending {
             slot,
             kind: Kind::Tunnel,
@@ -1537,6 +1576,7 @@ impl Session {
         }
         self.mode = Mode::Normal;
         self.sub_count = 0;
+        self.set_flags("");
     }
 
     // ---------------------------------------------------------------- WAIT
@@ -1896,6 +1936,9 @@ impl Session {
 
     /// A reply for the front request arrived: forward it (or act on it).
     fn finish_reply(&mut self, p: &Pending, frame: &[u8], now: Instant) {
+        if p.path == PATH_SHARED {
+            self.on_shared_reply(frame.len());
+        }
         self.complete(p, now);
         self.pending.pop_front();
         let is_err = matches!(frame.first(), Some(b'-') | Some(b'!'));
@@ -1965,6 +2008,20 @@ impl Session {
         }
     }
 
+    /// Adjust the in-flight window (the `window` field) to a reply of `len` bytes.
+    fn on_shared_reply(&mut self, len: usize) {
+        let len = len as u64;
+        self.reply_est = len.max(self.reply_est - self.reply_est / 16);
+        let cap = if self.window_budget == 0 {
+            self.window_max
+        } else {
+            u32::try_from(self.window_budget / self.reply_est.max(1))
+                .unwrap_or(u32::MAX)
+                .clamp(1, self.window_max)
+        };
+        self.window = self.window.saturating_add(1).min(cap);
+    }
+
     fn hold(&mut self, mut h: Held) {
         h.master = self.proxy.view.load().master.as_ref().map(|m| m.backend.id);
         self.held_sleep = h
@@ -1975,8 +2032,19 @@ impl Session {
 
     fn end_blocking(&mut self) {
         self.blocking_in_flight = false;
+        self.set_flags("");
         if let Some(d) = &self.dedicated {
             d.conn.blocking.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// Publish the client's `CLIENT LIST` flags for others to see; the janitor's idle
+    /// timeout spares `P` (pub/sub), `O` (MONITOR) and `b` (blocked), as Redis does.
+    fn set_flags(&self, flags: &str) {
+        let mut info = self.handle.info.lock();
+        if info.flags != flags {
+            info.flags.clear();
+            info.flags.push_str(flags);
         }
     }
 
@@ -2094,6 +2162,7 @@ impl Session {
                     self.release_slot(d.slot);
                 }
                 self.mode = Mode::Normal;
+                self.set_flags("");
                 self.db = 0;
                 self.resp3 = false;
                 self.reply_mode = ReplyMode::On;
@@ -2490,9 +2559,16 @@ enum Event {
     Error(String),
 }
 
-/// How much unparsed request data the session reads ahead.
-fn read_allowance(s: &Session) -> usize {
-    if s.blocking_in_flight || s.held.is_some() || s.pending.len() >= 4096 {
+/// How much unparsed request data the session reads ahead: a little while it may not
+/// dispatch (a blocking command or a held reply outstanding, `max_pipeline` requests in
+/// flight, or its window full), so that a deep pipeline waits in the client's socket,
+/// not in the proxy.
+fn read_allowance(s: &Session, max_pipeline: usize) -> usize {
+    if s.blocking_in_flight
+        || s.held.is_some()
+        || s.pending.len() >= max_pipeline.min(4096)
+        || s.shared_in_flight >= s.window
+    {
         // Keep reading a little, to notice a client that goes away while it waits.
         64 * 1024
     } else {
@@ -2530,8 +2606,22 @@ fn valid_name(n: &[u8]) -> Result<(), &'static str> {
 }
 
 /// The error for a read that could not be routed.
-fn reject_message(d: Decision, level: &crate::policy::Level, view: &View) -> String {
+fn reject_message(
+    d: Decision,
+    level: &crate::policy::Level,
+    view: &View,
+    policy: &crate::policy::Policy,
+) -> String {
     match d.reason {
+        Reason::NoMaster
+            if policy.on_master_down == crate::config::OnMasterDown::Error
+                && view.master.as_ref().is_some_and(|m| m.down) =>
+        {
+            format!(
+                "ERR redsplit: the master {} is down and reads are refused (routing.on_master_down: error)",
+                view.master.as_ref().map(|m| m.backend.addr.as_str()).unwrap_or("?")
+            )
+        }
         Reason::NoMaster => "ERR redsplit: the master is down and no replica can serve this read".into(),
         Reason::OwnWrite => "ERR redsplit: no replica has this client's last write yet (fallback: error)".into(),
         Reason::OverBudget => format!(
