@@ -82,11 +82,9 @@ fn main() -> std::process::ExitCode {
                     return std::process::ExitCode::FAILURE;
                 }
             };
-            let mut rt = tokio::runtime::Builder::new_multi_thread();
-            if cfg.workers > 0 {
-                rt.worker_threads(cfg.workers);
-            }
-            let rt = match rt.enable_all().build() {
+            // This runtime runs the control plane (monitor, admin, reloads); clients are
+            // served by `workers` threads of their own.
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("cannot start the runtime: {e}");
