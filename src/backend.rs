@@ -898,21 +898,6 @@ async fn connect(
     Ok((stream, client_id))
 }
 
-thread_local! {
-    /// The data-plane thread this code runs on (0 on any other thread).
-    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-/// Mark the current thread as data-plane worker `i`: pools give it connections of its
-/// own, so a client and the backend connections it uses share one thread.
-pub fn set_worker(i: usize) {
-    WORKER.with(|w| w.set(i));
-}
-
-fn worker() -> usize {
-    WORKER.with(|w| w.get())
-}
-
 /// Reconnect bookkeeping for one pool position.
 #[derive(Debug)]
 struct PoolSlot {
@@ -922,15 +907,13 @@ struct PoolSlot {
     last_error: Option<BackendError>,
 }
 
-/// Shared connections to one backend: `size` per worker thread, database and protocol
-/// version.
+/// Shared connections to one backend: `size` per database and protocol version.
 #[derive(Debug)]
 pub struct Pool {
     params: Arc<ConnParams>,
     size: usize,
     backoff: (Duration, Duration),
-    /// Per worker thread and connection setup.
-    slots: dashmap::DashMap<(usize, ConnKey), Arc<Vec<Mutex<PoolSlot>>>>,
+    slots: dashmap::DashMap<ConnKey, Arc<Vec<Mutex<PoolSlot>>>>,
     /// Requests in flight on this backend's connections.
     pub outstanding: Arc<AtomicU64>,
 }
@@ -962,7 +945,7 @@ impl Pool {
     pub fn get(&self, key: ConnKey, hint: u64) -> Result<Arc<Conn>, BackendError> {
         let slots = self
             .slots
-            .entry((worker(), key))
+            .entry(key)
             .or_insert_with(|| {
                 Arc::new(
                     (0..self.size)

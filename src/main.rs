@@ -82,9 +82,11 @@ fn main() -> std::process::ExitCode {
                     return std::process::ExitCode::FAILURE;
                 }
             };
-            // This runtime runs the control plane (monitor, admin, reloads); clients are
-            // served by `workers` threads of their own.
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let mut rt = tokio::runtime::Builder::new_multi_thread();
+            if cfg.workers > 0 {
+                rt.worker_threads(cfg.workers);
+            }
+            let rt = match rt.enable_all().build() {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("cannot start the runtime: {e}");

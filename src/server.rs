@@ -32,81 +32,15 @@ pub struct Handle {
     pub proxy: Arc<Proxy>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    /// Tells the worker threads to end (after their clients are gone).
-    exit: watch::Sender<bool>,
-}
-
-/// How many data-plane threads `workers` asks for.
-fn worker_count(workers: usize) -> usize {
-    if workers > 0 {
-        workers
-    } else {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-    }
-}
-
-/// `n` listening sockets on one address with SO_REUSEPORT, so the kernel spreads new
-/// connections over the worker threads. Port 0 picks one free port for all of them.
-fn bind_listeners(listen: &str, n: usize) -> std::io::Result<(Vec<std::net::TcpListener>, SocketAddr)> {
-    use std::net::ToSocketAddrs;
-    let mut addr = listen
-        .to_socket_addrs()?
-        .next()
-        .ok_or_else(|| std::io::Error::other(format!("{listen} resolves to no address")))?;
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
-        socket.set_reuse_address(true)?;
-        socket.set_reuse_port(true)?;
-        socket.set_nonblocking(true)?;
-        socket.bind(&addr.into())?;
-        socket.listen(1024)?;
-        let l: std::net::TcpListener = socket.into();
-        addr = l.local_addr()?;
-        out.push(l);
-    }
-    Ok((out, addr))
-}
-
-/// Start the data plane: one thread per listener, each with a single-threaded runtime
-/// that accepts, serves its clients and owns the backend connections they use. A client
-/// and its backend connections share a thread: no cross-thread wake-ups on the hot path.
-fn start_workers(
-    proxy: &Arc<Proxy>,
-    listeners: Vec<std::net::TcpListener>,
-    stop: &watch::Receiver<bool>,
-    exit: &watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    for (i, listener) in listeners.into_iter().enumerate() {
-        let (proxy, stop, mut exit) = (proxy.clone(), stop.clone(), exit.clone());
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("cannot start a worker runtime")?;
-        std::thread::Builder::new()
-            .name(format!("redsplit-w{i}"))
-            .spawn(move || {
-                crate::backend::set_worker(i);
-                rt.block_on(async move {
-                    match TcpListener::from_std(listener) {
-                        Ok(l) => {
-                            tokio::spawn(accept_loop(proxy, l, stop));
-                        }
-                        Err(e) => tracing::error!(error = %e, "worker cannot listen"),
-                    }
-                    let _ = exit.wait_for(|e| *e).await;
-                });
-            })
-            .context("cannot start a worker thread")?;
-    }
-    Ok(())
 }
 
 /// Start the proxy with a validated configuration.
 pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<Handle> {
     let listen = config.listen.clone();
-    let (listeners, addr) = bind_listeners(&listen, worker_count(config.workers))
+    let listener = TcpListener::bind(&listen)
+        .await
         .with_context(|| format!("failed to listen at `listen` ({listen})"))?;
+    let addr = listener.local_addr()?;
     let proxy = Proxy::new(config, config_path).map_err(|e| anyhow::anyhow!("tls: {e}"))?;
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -151,17 +85,14 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         stop_rx.clone(),
         hup,
     )));
-    let (exit, exit_rx) = watch::channel(false);
-    let workers = listeners.len();
-    start_workers(&proxy, listeners, &stop_rx, &exit_rx)?;
-    tracing::info!(%addr, admin = ?admin_addr, workers, "redsplit listening");
+    tasks.push(tokio::spawn(accept_loop(proxy.clone(), listener, stop_rx)));
+    tracing::info!(%addr, admin = ?admin_addr, "redsplit listening");
     Ok(Handle {
         addr,
         admin_addr,
         proxy,
         stop,
         tasks,
-        exit,
     })
 }
 
@@ -200,7 +131,6 @@ impl Handle {
         for t in self.tasks {
             t.abort();
         }
-        let _ = self.exit.send(true);
         tracing::info!("redsplit stopped");
     }
 }
