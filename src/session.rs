@@ -22,9 +22,7 @@ use crate::commands::{self, Class, Command};
 use crate::introspect;
 use crate::metrics::{class_index, Local, LATENCY_BOUNDS_US, STALENESS_BOUNDS_US};
 use crate::policy::Wait;
-use crate::protocol::{
-    encode_command, parse_int, Parsed, ProtocolError, Request, RequestParser, Span,
-};
+use crate::protocol::{parse_int, Parsed, ProtocolError, Request, RequestParser};
 use crate::proxy::{Proxy, SessionHandle, Settings};
 use crate::reply::{self, Decoded, Value};
 use crate::router::{self, Decision, Reason, SessionReads, Target};
@@ -199,7 +197,6 @@ pub struct Session {
     /// This batch's counts; allocated while the client is active, freed when idle.
     stats: Option<Box<Local>>,
     last_cmd: &'static str,
-    sub_count: i64,
     settings_gen: u64,
     /// Rule hits since the last flush: one per rule, then the default.
     hits: Vec<u32>,
@@ -293,7 +290,6 @@ impl Session {
             closing: false,
             stats: None,
             last_cmd: "NULL",
-            sub_count: 0,
             settings_gen: 0,
             hits: Vec::new(),
             may_park: false,
@@ -1575,7 +1571,6 @@ impl Session {
             self.release_slot(d.slot);
         }
         self.mode = Mode::Normal;
-        self.sub_count = 0;
         self.set_flags("");
     }
 
@@ -1749,7 +1744,6 @@ impl Session {
                     match item {
                         Item::Reply(len) => {
                             let frame = q.data.get(..len).unwrap_or_default();
-                            self.track_subscriptions(frame);
                             self.wbuf.extend_from_slice(frame);
                             q.data.advance(len);
                         }
@@ -2045,23 +2039,6 @@ impl Session {
         if info.flags != flags {
             info.flags.clear();
             info.flags.push_str(flags);
-        }
-    }
-
-    /// Follow the subscription count in tunnel mode.
-    fn track_subscriptions(&mut self, frame: &[u8]) {
-        if !matches!(frame.first(), Some(b'*') | Some(b'>')) || frame.len() > 512 {
-            return;
-        }
-        if let Some(Decoded::Array(items)) = Decoded::parse(frame, self.resp3) {
-            if let (Some(k), Some(n)) = (
-                items.first().and_then(|k| k.as_str()),
-                items.get(2).and_then(|n| n.as_int()),
-            ) {
-                if k.ends_with("subscribe") {
-                    self.sub_count = n;
-                }
-            }
         }
     }
 
@@ -2639,16 +2616,4 @@ fn budget_text(level: &crate::policy::Level) -> String {
         (None, Some(b)) => format!("{b} bytes"),
         (None, None) => "unbounded".into(),
     }
-}
-
-/// Encode a command for sending (used for requests the proxy makes itself).
-pub fn command_bytes(args: &[&[u8]]) -> Vec<u8> {
-    let mut v = Vec::new();
-    encode_command(&mut v, args.iter().copied());
-    v
-}
-
-#[allow(dead_code)]
-fn _assert_span_is_copy(s: Span) -> Span {
-    s
 }
