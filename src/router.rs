@@ -369,6 +369,23 @@ mod tests {
     const RULES: &str = "routing:\n  rules:\n    - {name: stock, keys: ['stock:*'], consistency: master}\n    - {name: feed, keys: ['feed:*'], max_lag_ms: 5000}\n    - {name: scan, keys: ['scan:*'], consistency: any}\n";
 
     #[test]
+    fn least_outstanding_spreads_ties() {
+        let c = cfg("");
+        let p = Policy::compile(&c, 1);
+        let now = Instant::now();
+        let v = view(&c, now, [10, 10]);
+        let l = level(&p, "k");
+        let mut seen = [0; 2];
+        for turn in 0..10 {
+            let s = SessionReads { turn, ..Default::default() };
+            if let Target::Replica(i) = route_read(&l, &s, &p, &v, now).target {
+                seen[i] += 1;
+            }
+        }
+        assert_eq!(seen, [5, 5]);
+    }
+
+    #[test]
     fn reasons_are_listed_in_declaration_order() {
         for (i, r) in Reason::ALL.iter().enumerate() {
             assert_eq!(*r as usize, i, "{r:?}");
