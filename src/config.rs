@@ -211,10 +211,19 @@ pub struct SentinelConfig {
     /// How often the topology is re-read even without events (ms).
     #[serde(default = "default_sentinel_refresh_ms")]
     pub refresh_ms: u64,
+    /// During a planned failover (Sentinel promotes a replica while the master still
+    /// answers) writes wait this long for the new master instead of failing; 0 fails
+    /// them at once (ms).
+    #[serde(default = "default_hold_writes_ms")]
+    pub hold_writes_ms: u64,
 }
 
 fn default_sentinel_refresh_ms() -> u64 {
     1000
+}
+
+fn default_hold_writes_ms() -> u64 {
+    3000
 }
 
 /// The replication monitor: how offsets are polled and how replicas enter the pool.

@@ -148,7 +148,17 @@ impl Monitor {
         }
         for old in st.backends.all() {
             if !new_ids.contains(&old.id) {
-                old.pool.close_all("was removed from the topology");
+                // Sessions stop using it at once (the epoch moves); requests already in
+                // flight get their replies (the node may still be up, e.g. an old master
+                // during a planned failover), then its connections close.
+                let old = old.clone();
+                tokio::spawn(async move {
+                    let deadline = Instant::now() + Duration::from_secs(2);
+                    while old.outstanding() > 0 && Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    old.pool.close_all("was removed from the topology");
+                });
             }
         }
         if master_changed {
@@ -367,6 +377,7 @@ impl Monitor {
             replicas,
             policy_gen: policy.generation,
             write_rate,
+            switching: st.backends.switching,
         };
         proxy.view.store(Arc::new(view));
         proxy.view_version.send_modify(|v| *v += 1);

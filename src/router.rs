@@ -377,7 +377,10 @@ mod tests {
         let l = level(&p, "k");
         let mut seen = [0; 2];
         for turn in 0..10 {
-            let s = SessionReads { turn, ..Default::default() };
+            let s = SessionReads {
+                turn,
+                ..Default::default()
+            };
             if let Target::Replica(i) = route_read(&l, &s, &p, &v, now).target {
                 seen[i] += 1;
             }

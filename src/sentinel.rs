@@ -20,10 +20,12 @@
 //! master, lag within budget) then decides when it serves reads.
 //!
 //! While a Sentinel is promoting a replica (failover states `select_slave` to
-//! `wait_promotion`), or the named master does not confirm, the topology has no master:
-//! writes fail fast with `no master is known` rather than reaching an old master whose
-//! writes the promotion is about to discard, and reads are served by replicas as while
-//! the master is down. The set changes only when it really differs; backends whose
+//! `wait_promotion`), or the named master does not confirm, the topology has no master,
+//! so that no write reaches an old master whose writes the promotion is about to
+//! discard; reads are served by replicas as while the master is down. If the promotion
+//! began while the master still answered (a planned failover, `SENTINEL FAILOVER`),
+//! writes wait for the new master, up to `hold_writes_ms`; otherwise (the master died)
+//! they fail fast with `no master is known`. The set changes only when it really differs; backends whose
 //! address and role are unchanged are reused, so their connections survive. Every
 //! change is counted in `topology_changes` and logged once at `info`.
 
@@ -671,6 +673,7 @@ fn build(cfg: &Config, current: &Backends, master: Option<&str>, replicas: &[Str
     Backends {
         master,
         replicas: list.into_iter().map(|a| find(a, Role::Replica)).collect(),
+        switching: false,
     }
 }
 
@@ -793,8 +796,13 @@ impl Follower {
             })
             .map(|(a, _)| a.clone())
             .collect();
-        let next = build(cfg, &current, master.as_deref(), &replicas);
-        if !same_set(&current, &next) {
+        let mut next = build(cfg, &current, master.as_deref(), &replicas);
+        // A promotion begun while the master still answered is a planned switch: writes
+        // wait for the new master (up to `hold_writes_ms`) rather than fail.
+        next.switching = master.is_none()
+            && named.promoting
+            && (current.switching || proxy.view.load().master_up());
+        if !same_set(&current, &next) || next.switching != current.switching {
             self.apply(proxy, &current, next, &named, master_role);
         }
         master.is_some() && matches!(master_role, Some(NodeRole::Master))
@@ -1144,6 +1152,7 @@ mod tests {
         let current = Backends {
             master: Some(m.clone()),
             replicas: vec![r.clone()],
+            switching: false,
         };
         let same = build(&cfg, &current, Some("m:1"), &["r:1".into()]);
         assert!(same_set(&current, &same));

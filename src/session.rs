@@ -200,6 +200,8 @@ pub struct Session {
     settings_gen: u64,
     /// Rule hits since the last flush: one per rule, then the default.
     hits: Vec<u32>,
+    /// While writes wait for a failover to finish: until when.
+    master_wait: Option<Instant>,
     /// Whether this session may end its task when idle ([`Session::run_parkable`]).
     may_park: bool,
     /// Shared-connection requests this client may have in flight: it starts at
@@ -293,6 +295,7 @@ impl Session {
             settings_gen: 0,
             hits: Vec::new(),
             may_park: false,
+            master_wait: None,
             window: INITIAL_WINDOW,
             reply_est: 0,
             window_budget: 0,
@@ -578,6 +581,13 @@ impl Session {
         }
         if settings.policy.generation != self.settings_gen {
             self.on_new_settings(&settings);
+        }
+        if self.master_wait.is_some() && !view.switching {
+            // The failover is over (or abandoned): writes go (or fail) now.
+            self.master_wait = None;
+            if self.held.is_none() {
+                self.view_rx = None;
+            }
         }
         let now = Instant::now();
         self.handle
@@ -883,10 +893,36 @@ impl Session {
         kind: Kind,
     ) -> Stop {
         let d = router::route_write(view);
+        if view.master.is_none() && view.switching {
+            // A planned failover: hold the write (and what follows it) until the new
+            // master is known, for at most `hold_writes_ms`.
+            let hold = self
+                .proxy
+                .settings
+                .load()
+                .config
+                .backend
+                .sentinel
+                .as_ref()
+                .map_or(0, |s| s.hold_writes_ms);
+            let deadline = *self
+                .master_wait
+                .get_or_insert(now + Duration::from_millis(hold));
+            if now < deadline {
+                if self.view_rx.is_none() {
+                    self.view_rx = Some(self.proxy.view_version.subscribe());
+                }
+                return self.barrier(run, rbuf);
+            }
+        }
         let Some(m) = view.master.as_ref().filter(|_| d.target == Target::Master) else {
             self.stats().route(2, Reason::NoMaster);
             self.flush_pending_run(run, rbuf);
-            self.push_local_error("ERR redsplit: no master is known");
+            self.push_local_error(if view.switching {
+                "ERR redsplit: no master is known (a failover is under way)"
+            } else {
+                "ERR redsplit: no master is known"
+            });
             return Stop::More;
         };
         // A write waits for this session's replica reads (they may need a retry on the

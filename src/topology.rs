@@ -168,6 +168,8 @@ pub struct View {
     pub policy_gen: u64,
     /// Replication bytes per second written on the master, recently.
     pub write_rate: f64,
+    /// No master while Sentinel promotes a replica in a planned failover: writes wait.
+    pub switching: bool,
 }
 
 impl View {
@@ -180,6 +182,7 @@ impl View {
             replicas: Vec::new(),
             policy_gen: 0,
             write_rate: 0.0,
+            switching: false,
         }
     }
 
@@ -196,6 +199,9 @@ pub struct Backends {
     pub master: Option<Arc<Backend>>,
     /// The replicas.
     pub replicas: Vec<Arc<Backend>>,
+    /// No master because Sentinel is promoting a replica while the old master was still
+    /// up (a planned failover): writes wait for the new master instead of failing.
+    pub switching: bool,
 }
 
 impl Backends {
@@ -223,7 +229,11 @@ impl Backends {
             .iter()
             .map(|a| find(a, Role::Replica).unwrap_or_else(|| Backend::new(a, Role::Replica, cfg)))
             .collect();
-        Backends { master, replicas }
+        Backends {
+            master,
+            replicas,
+            switching: false,
+        }
     }
 
     /// Every backend.

@@ -33,8 +33,15 @@ fn set_get_and_reads_go_to_replicas() {
         .map(|s| s.commandstats().get("get").copied().unwrap_or(0))
         .sum();
     assert_eq!(after - before, 20, "plain reads are served by replicas");
-    let each: Vec<u64> = set.replicas.iter().map(|s| s.commandstats().get("get").copied().unwrap_or(0)).collect();
-    assert!(each.iter().all(|n| *n >= 5), "reads spread over both replicas: {each:?}");
+    let each: Vec<u64> = set
+        .replicas
+        .iter()
+        .map(|s| s.commandstats().get("get").copied().unwrap_or(0))
+        .collect();
+    assert!(
+        each.iter().all(|n| *n >= 5),
+        "reads spread over both replicas: {each:?}"
+    );
     assert_eq!(
         set.master.commandstats().get("get").copied().unwrap_or(0),
         0

@@ -508,15 +508,22 @@ fn graceful_failover() {
         reads.iter().filter(|o| o.err.is_some()).count(),
         error_kinds(&reads),
     );
-    // Writes fail only while a replica is being promoted, with a clear error, so that
-    // no write reaches the old master after the promotion (where it would be lost).
-    for o in &failed {
-        let e = o.err.as_deref().unwrap_or_default();
-        assert!(e.contains("no master is known"), "{e}");
-    }
+    // No write fails: while the replica is promoted (the old master would lose what it
+    // took then), writes wait for the new master instead.
     assert!(
-        window.is_none_or(|w| w < Duration::from_secs(3)),
-        "writes failed for {window:?}"
+        failed.is_empty(),
+        "writes failed: {:?}",
+        error_kinds(&writes)
+    );
+    let slowest = writes
+        .iter()
+        .map(|o| o.done - o.sent)
+        .max()
+        .unwrap_or_default();
+    eprintln!("slowest write across the switch: {slowest:?}");
+    assert!(
+        slowest < Duration::from_secs(4),
+        "a write waited {slowest:?} (hold is 3 s)"
     );
     // Every write the proxy acknowledged, before and after the switch, is on the new
     // master: none was taken by the old master once the new one was promoted.
@@ -524,14 +531,11 @@ fn graceful_failover() {
     let acked: Vec<&Op> = writes.iter().filter(|o| o.err.is_none()).collect();
     let missing = missing_on(new_master, "w:", &acked);
     assert!(missing.is_empty(), "acknowledged writes lost: {missing:?}");
-    // Reads kept being served (a read in flight on the replica being promoted fails:
-    // Sentinel closes that replica's client connections, and no master is known for a
-    // retry at that moment).
+    // Reads kept being served.
     let read_streak = longest_failure_streak(&reads);
-    let write_window = window.unwrap_or_default();
     assert!(
-        read_streak <= write_window,
-        "reads failed for {read_streak:?}, writes for {write_window:?}"
+        read_streak < Duration::from_secs(1),
+        "reads failed for {read_streak:?}"
     );
 }
 
