@@ -358,6 +358,7 @@ mod tests {
             replicas,
             policy_gen: 1,
             write_rate: 0.0,
+            switching: false,
         }
     }
 
