@@ -1069,26 +1069,14 @@ impl ControlConn {
         args: &[&[u8]],
         timeout: Duration,
     ) -> Result<Decoded, BackendError> {
-        let mut req = Vec::new();
-        encode_command(&mut req, args.iter().copied());
-        let label = self.label.clone();
-        let fut = async {
-            self.stream.write_all(&req).await.map_err(|e| {
-                BackendError::new(
-                    ErrorKind::Lost,
-                    &label,
-                    format_args!("connection lost: {e}"),
-                )
-            })?;
-            self.read_frame().await
-        };
-        tokio::time::timeout(timeout, fut).await.map_err(|_| {
+        let frame = self.call_raw(args, timeout).await?;
+        Decoded::parse(&frame, false).ok_or_else(|| {
             BackendError::new(
-                ErrorKind::Timeout,
+                ErrorKind::Lost,
                 &self.label,
-                format_args!("did not answer within {} ms", timeout.as_millis()),
+                "sent a reply that does not decode",
             )
-        })?
+        })
     }
 
     /// Send one command and return its reply's raw bytes, within `timeout`.

@@ -428,28 +428,10 @@ impl Session {
                 limits.client_output_buffer_limit.0
             };
             if out_limit > 0 && self.wbuf.len() as u64 > out_limit {
-                self.proxy
-                    .metrics
-                    .clients_limited
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::info!(
-                    client = self.id,
-                    bytes = self.wbuf.len(),
-                    "client output buffer limit reached; closing"
-                );
-                return End::Dropped("output buffer limit".into());
+                return self.limited("output", self.wbuf.len());
             }
             if self.rbuf.len() as u64 > limits.client_query_buffer_limit.0 {
-                self.proxy
-                    .metrics
-                    .clients_limited
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::info!(
-                    client = self.id,
-                    bytes = self.rbuf.len(),
-                    "client query buffer limit reached; closing"
-                );
-                return End::Dropped("query buffer limit".into());
+                return self.limited("query", self.rbuf.len());
             }
             if self.closing && self.pending.is_empty() {
                 let _ = Box::pin(flush_now(stream, &mut self.wbuf)).await;
@@ -539,6 +521,20 @@ impl Session {
                 Event::Error(e) => return End::Dropped(e),
             }
         }
+    }
+
+    /// A client over one of its buffer limits is closed, as Redis closes it.
+    fn limited(&self, which: &str, bytes: usize) -> End {
+        self.proxy
+            .metrics
+            .clients_limited
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            client = self.id,
+            bytes,
+            "client {which} buffer limit reached; closing"
+        );
+        End::Dropped(format!("{which} buffer limit"))
     }
 
     fn trim_buffers(&mut self) {
