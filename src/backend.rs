@@ -199,8 +199,8 @@ impl InboxState {
 
 impl Inbox {
     /// A new, empty inbox.
-    pub fn new() -> Arc<Inbox> {
-        Arc::new(Inbox::default())
+    pub fn new() -> Inbox {
+        Inbox::default()
     }
 
     /// Append complete replies (`lens` gives each length; `data` holds them back to back).
@@ -240,11 +240,30 @@ impl Inbox {
     }
 }
 
+/// What owns an [`Inbox`]: connections hold their waiters' owners through this, so an
+/// inbox can live inside a bigger per-client structure (one allocation per client).
+pub trait Sink: Send + Sync + std::fmt::Debug {
+    /// The inbox replies are delivered to.
+    fn inbox(&self) -> &Inbox;
+}
+
+impl Sink for Inbox {
+    fn inbox(&self) -> &Inbox {
+        self
+    }
+}
+
+/// Whether two sinks are the same object.
+#[inline]
+fn same_sink(a: &Arc<dyn Sink>, b: &Arc<dyn Sink>) -> bool {
+    std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b))
+}
+
 /// Where the replies of a run of requests go.
 #[derive(Debug)]
 pub struct Waiter {
     /// The session's inbox.
-    pub sink: Arc<Inbox>,
+    pub sink: Arc<dyn Sink>,
     /// The slot within it.
     pub slot: u16,
     /// How many replies.
@@ -264,7 +283,7 @@ struct Inner {
     out: BytesMut,
     waiters: VecDeque<Waiter>,
     /// Stream mode: frames without a waiter go here.
-    stream_sink: Option<(Arc<Inbox>, u16)>,
+    stream_sink: Option<(Arc<dyn Sink>, u16)>,
     /// When the oldest unanswered request was sent, or the last reply arrived since.
     busy_since: Option<Instant>,
     /// Requests queued or in flight.
@@ -364,7 +383,7 @@ impl Conn {
     pub fn send(
         &self,
         data: &[u8],
-        sink: &Arc<Inbox>,
+        sink: &Arc<dyn Sink>,
         slot: u16,
         count: u32,
     ) -> Result<(), BackendError> {
@@ -400,7 +419,7 @@ impl Conn {
                 }
                 g.in_flight += u64::from(count);
                 match g.waiters.back_mut() {
-                    Some(w) if w.slot == slot && Arc::ptr_eq(&w.sink, sink) => w.count += count,
+                    Some(w) if w.slot == slot && same_sink(&w.sink, sink) => w.count += count,
                     _ => g.waiters.push_back(Waiter {
                         sink: sink.clone(),
                         slot,
@@ -421,7 +440,7 @@ impl Conn {
 
     /// Switch to stream mode: every frame from now on goes to `sink`'s `slot`. Call only
     /// when no request of this connection is waiting.
-    pub fn set_stream(&self, sink: &Arc<Inbox>, slot: u16) {
+    pub fn set_stream(&self, sink: &Arc<dyn Sink>, slot: u16) {
         self.inner.lock().stream_sink = Some((sink.clone(), slot));
     }
 
@@ -455,10 +474,10 @@ impl Conn {
             }
         }
         for w in waiters {
-            w.sink.push_failed(w.slot, &err, w.count);
+            w.sink.inbox().push_failed(w.slot, &err, w.count);
         }
         if let Some((sink, slot)) = sink {
-            sink.push_failed(slot, &err, 1);
+            sink.inbox().push_failed(slot, &err, 1);
         }
         for t in self.tasks.lock().drain(..) {
             t.abort();
@@ -633,7 +652,7 @@ impl Conn {
         let mut buf = BytesMut::with_capacity(16 * 1024);
         let mut scanner = ReplyScanner::new();
         let mut lens: Vec<usize> = Vec::new();
-        let mut groups: Vec<(Arc<Inbox>, u16, usize)> = Vec::new();
+        let mut groups: Vec<(Arc<dyn Sink>, u16, usize)> = Vec::new();
         loop {
             if buf.capacity() - buf.len() < 4096 {
                 buf.reserve(16 * 1024);
@@ -684,7 +703,7 @@ impl Conn {
         &self,
         data: &[u8],
         lens: &[usize],
-        groups: &mut Vec<(Arc<Inbox>, u16, usize)>,
+        groups: &mut Vec<(Arc<dyn Sink>, u16, usize)>,
     ) -> Result<(), BackendError> {
         groups.clear();
         let mut i = 0;
@@ -732,7 +751,8 @@ impl Conn {
         for (sink, slot, n) in groups.drain(..) {
             let these = lens.get(li..li + n).unwrap_or_default();
             let bytes: usize = these.iter().sum();
-            sink.push_replies(slot, data.get(off..off + bytes).unwrap_or_default(), these);
+            sink.inbox()
+                .push_replies(slot, data.get(off..off + bytes).unwrap_or_default(), these);
             off += bytes;
             li += n;
         }

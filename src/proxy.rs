@@ -103,12 +103,18 @@ pub struct SessionHandle {
     pub local: SocketAddr,
     /// When it connected.
     pub created: Instant,
-    /// Its inbox (to wake or stop it).
-    pub inbox: Arc<Inbox>,
+    /// Its inbox (where replies arrive; also how it is woken or stopped).
+    pub inbox: Inbox,
     /// Details that change rarely.
     pub info: Mutex<ClientInfo>,
     /// Milliseconds since the proxy started, at the client's last request.
     pub last_active_ms: AtomicU64,
+}
+
+impl crate::backend::Sink for SessionHandle {
+    fn inbox(&self) -> &Inbox {
+        &self.inbox
+    }
 }
 
 /// Mutable client details.
@@ -122,10 +128,8 @@ pub struct ClientInfo {
     pub resp: u8,
     /// Authenticated user.
     pub user: String,
-    /// Last command name.
-    pub last_cmd: String,
-    /// Redis-style flags (`N`, `x`, `b`, `P`, `O`, …).
-    pub flags: String,
+    /// Redis-style flags (`N`, `x`, `b`, `P`, `O`, …); empty means `N`.
+    pub flags: &'static str,
 }
 
 /// The shared state.

@@ -232,7 +232,7 @@ fn serve_plain(
     mut stream: TcpStream,
 ) -> impl std::future::Future<Output = ()> + Send {
     async move {
-        let mut parked: Option<Parked> = None;
+        let mut parked: Option<Box<Parked>> = None;
         loop {
             // Parked: wait for data, a kill, or the proxy draining. (Polled by hand: no
             // readiness future to store while the client idles.)
@@ -269,14 +269,14 @@ fn serve_plain(
             }
             // Active. (A trim asked for while parked is moot.)
             handle.inbox.trim.store(false, Ordering::Relaxed);
-            let mut session = Box::new(match parked.take() {
+            let mut session = Box::new(match parked.take().map(|p| *p) {
                 Some(p) => Session::resume(proxy.clone(), handle.clone(), p),
                 None => Session::new(proxy.clone(), handle.clone()),
             });
             let end = Box::pin(session.serve_parkable(&mut stream)).await;
             if let End::Parked = end {
                 if let Some(p) = session.park() {
-                    parked = Some(p);
+                    parked = Some(Box::new(p));
                     continue;
                 }
             }

@@ -17,7 +17,7 @@
 //! waits until the other side is idle; a blocking command runs alone.
 
 use crate::auth::User;
-use crate::backend::{BackendError, Conn, ConnKey, Inbox, Item, SlotQueue};
+use crate::backend::{BackendError, Conn, ConnKey, Item, Sink, SlotQueue};
 use crate::commands::{self, Class, Command};
 use crate::introspect;
 use crate::metrics::{class_index, Local, LATENCY_BOUNDS_US, STALENESS_BOUNDS_US};
@@ -162,7 +162,8 @@ pub struct Session {
     proxy: Arc<Proxy>,
     handle: Arc<SessionHandle>,
     id: u64,
-    inbox: Arc<Inbox>,
+    /// This client's handle as the owner of its inbox, for backend waiters.
+    sink: Arc<dyn Sink>,
     rbuf: BytesMut,
     wbuf: BytesMut,
     parser: RequestParser,
@@ -251,14 +252,14 @@ impl Session {
     /// A session for a newly accepted client.
     pub fn new(proxy: Arc<Proxy>, handle: Arc<SessionHandle>) -> Session {
         let id = handle.id;
-        let inbox = handle.inbox.clone();
+        let sink: Arc<dyn Sink> = handle.clone();
         let authenticated = !proxy.settings.load().users.required();
         let epoch = proxy.view.load().epoch;
         Session {
             proxy,
             handle,
             id,
-            inbox,
+            sink,
             rbuf: BytesMut::new(),
             wbuf: BytesMut::new(),
             parser: RequestParser::new(),
@@ -357,7 +358,7 @@ impl Session {
         if let Some(st) = self.stats.as_mut() {
             st.flush(&self.proxy.metrics);
         }
-        self.inbox.state.lock().slots = Vec::new();
+        self.handle.inbox.state.lock().slots = Vec::new();
         Some(p)
     }
 
@@ -383,7 +384,7 @@ impl Session {
     }
 
     fn shutdown(&mut self) {
-        self.inbox.close();
+        self.handle.inbox.close();
         if let Some(d) = self.dedicated.take() {
             d.conn.close("client disconnected");
         }
@@ -394,11 +395,11 @@ impl Session {
 
     async fn serve<S: AsyncRead + AsyncWrite + Unpin>(&mut self, stream: &mut S) -> End {
         loop {
-            if self.inbox.kill.load(Ordering::Relaxed) {
+            if self.handle.inbox.kill.load(Ordering::Relaxed) {
                 let _ = Box::pin(flush_now(stream, &mut self.wbuf)).await;
                 return End::Dropped("killed".into());
             }
-            if self.inbox.trim.swap(false, Ordering::Relaxed) {
+            if self.handle.inbox.trim.swap(false, Ordering::Relaxed) {
                 self.trim_buffers();
                 if self.may_park && self.parkable().is_some() {
                     return End::Parked;
@@ -437,7 +438,7 @@ impl Session {
                 let _ = Box::pin(flush_now(stream, &mut self.wbuf)).await;
                 return End::Closed;
             }
-            let draining = self.inbox.drain.load(Ordering::Relaxed);
+            let draining = self.handle.inbox.drain.load(Ordering::Relaxed);
             if draining && self.pending.is_empty() && self.wbuf.is_empty() {
                 return End::Closed;
             }
@@ -455,7 +456,7 @@ impl Session {
                     16 * 1024
                 });
             }
-            let notified = self.inbox.notify.notified();
+            let notified = self.handle.inbox.notify.notified();
             tokio::pin!(notified);
             let mut view_changed = self.view_rx.as_mut().map(|rx| Box::pin(rx.changed()));
             let event = std::future::poll_fn(|cx| {
@@ -554,7 +555,7 @@ impl Session {
         if self.pending.is_empty() {
             self.pending = VecDeque::new();
             self.local.trim();
-            let mut st = self.inbox.state.lock();
+            let mut st = self.handle.inbox.state.lock();
             for s in st.slots.iter_mut() {
                 s.trim();
             }
@@ -589,9 +590,9 @@ impl Session {
         self.handle
             .last_active_ms
             .store(self.proxy.uptime_ms(now), Ordering::Relaxed);
-        if self.inbox.trimmed.load(Ordering::Relaxed) {
+        if self.handle.inbox.trimmed.load(Ordering::Relaxed) {
             // Active again: the janitor may trim this client's buffers next time it idles.
-            self.inbox.trimmed.store(false, Ordering::Relaxed);
+            self.handle.inbox.trimmed.store(false, Ordering::Relaxed);
         }
         self.prefer = None;
         let max_pipeline = settings.config.limits.max_pipeline;
@@ -1001,8 +1002,8 @@ impl Session {
         if inline {
             self.flush_pending_run(run, rbuf);
             if let Some(s) = self.sources.get(source) {
-                if let Err(e) = s.conn.send(req.buf, &self.inbox, s.slot, 1) {
-                    self.inbox.push_failed(slot, &e, 1);
+                if let Err(e) = s.conn.send(req.buf, &self.sink, s.slot, 1) {
+                    self.handle.inbox.push_failed(slot, &e, 1);
                 }
             }
             return;
@@ -1043,7 +1044,7 @@ impl Session {
             Ok(i) => {
                 let Some(s) = self.sources.get(i) else { return };
                 let slot = s.slot;
-                let res = s.conn.send(bytes, &self.inbox, slot, 1);
+                let res = s.conn.send(bytes, &self.sink, slot, 1);
                 self.push_pending(Pending {
                     slot,
                     kind,
@@ -1053,7 +1054,7 @@ impl Session {
                     sent: now,
                 });
                 if let Err(e) = res {
-                    self.inbox.push_failed(slot, &e, 1);
+                    self.handle.inbox.push_failed(slot, &e, 1);
                 }
             }
             Err(e) => self.fail_request(kind, bytes, &e, now),
@@ -1064,16 +1065,16 @@ impl Session {
         let bytes = rbuf.get(r.start..r.end).unwrap_or_default();
         if r.dedicated {
             if let Some(d) = &self.dedicated {
-                if let Err(e) = d.conn.send(bytes, &self.inbox, d.slot, r.count) {
-                    self.inbox.push_failed(d.slot, &e, r.count);
+                if let Err(e) = d.conn.send(bytes, &self.sink, d.slot, r.count) {
+                    self.handle.inbox.push_failed(d.slot, &e, r.count);
                 }
             }
             return;
         }
         if let Some(s) = self.sources.get(r.source) {
             let slot = if r.retry { s.retry_slot } else { s.slot };
-            if let Err(e) = s.conn.send(bytes, &self.inbox, slot, r.count) {
-                self.inbox.push_failed(slot, &e, r.count);
+            if let Err(e) = s.conn.send(bytes, &self.sink, slot, r.count) {
+                self.handle.inbox.push_failed(slot, &e, r.count);
             }
         }
     }
@@ -1308,7 +1309,7 @@ impl Session {
         let Some(d) = &self.dedicated else { return };
         let slot = d.slot;
         let count = if kind == Kind::Tunnel { 0 } else { 1 };
-        let res = d.conn.send(req.buf, &self.inbox, slot, count);
+        let res = d.conn.send(req.buf, &self.sink, slot, count);
         if kind == Kind::Tunnel {
             if let Err(e) = res {
                 self.push_local_error(&format!("ERR {}", e.message));
@@ -1326,7 +1327,7 @@ impl Session {
             sent: now,
         });
         if let Err(e) = res {
-            self.inbox.push_failed(slot, &e, 1);
+            self.handle.inbox.push_failed(slot, &e, 1);
         }
     }
 
@@ -1529,7 +1530,7 @@ impl Session {
         let Some(d) = &self.dedicated else {
             return Stop::More;
         };
-        d.conn.set_stream(&self.inbox, d.slot);
+        d.conn.set_stream(&self.sink, d.slot);
         let slot = d.slot;
         self.mode = Mode::Tunnel;
         let name = req.arg(0);
@@ -1591,7 +1592,7 @@ impl Session {
                     *r = r.saturating_sub(1);
                 }
                 self.dedicated_in_flight = self.dedicated_in_flight.saturating_sub(1);
-                let mut st = self.inbox.state.lock();
+                let mut st = self.handle.inbox.state.lock();
                 if let Some(q) = st.slots.get_mut(slot as usize) {
                     q.items.clear();
                     q.data.clear();
@@ -1728,7 +1729,8 @@ impl Session {
     /// Move every completed reply, in request order, to the output buffer.
     fn drain(&mut self) {
         let now = Instant::now();
-        let inbox = self.inbox.clone();
+        let handle = self.handle.clone();
+        let inbox = &handle.inbox;
         let mut st = inbox.state.lock();
         loop {
             if let Some(h) = &self.held {
@@ -1922,7 +1924,7 @@ impl Session {
             Ok(i) => {
                 let Some(s) = self.sources.get(i) else { return };
                 let slot = s.retry_slot;
-                let res = s.conn.send(bytes, &self.inbox, slot, 1);
+                let res = s.conn.send(bytes, &self.sink, slot, 1);
                 if let Some(r) = self.slot_refs.get_mut(slot as usize) {
                     *r += 1;
                 }
@@ -1936,7 +1938,7 @@ impl Session {
                     sent: p.sent,
                 });
                 if let Err(e) = res {
-                    self.inbox.push_failed(slot, &e, 1);
+                    self.handle.inbox.push_failed(slot, &e, 1);
                 }
             }
             Err(e) => self.answer_front(p, &format!("ERR {}", e.message), now),
@@ -2066,12 +2068,8 @@ impl Session {
 
     /// Publish the client's `CLIENT LIST` flags for others to see; the janitor's idle
     /// timeout spares `P` (pub/sub), `O` (MONITOR) and `b` (blocked), as Redis does.
-    fn set_flags(&self, flags: &str) {
-        let mut info = self.handle.info.lock();
-        if info.flags != flags {
-            info.flags.clear();
-            info.flags.push_str(flags);
-        }
+    fn set_flags(&self, flags: &'static str) {
+        self.handle.info.lock().flags = flags;
     }
 
     // ---------------------------------------------------------------- local replies
@@ -2456,12 +2454,12 @@ impl Session {
         } else {
             (
                 if info.flags.is_empty() {
-                    "N".into()
+                    "N".to_string()
                 } else {
-                    info.flags.clone()
+                    info.flags.to_string()
                 },
                 -1,
-                info.last_cmd.clone(),
+                "NULL".to_string(),
             )
         };
         format!(
