@@ -160,13 +160,43 @@ impl SlotQueue {
     }
 }
 
+/// Wakes one task: a pending flag and the task's waker. Like `Notify::notify_one` with a
+/// single waiter, but polled in place, so a waiting task stores no future for it (an idle
+/// client's task stays small).
+#[derive(Debug, Default)]
+pub struct Signal {
+    pending: AtomicBool,
+    waker: atomic_waker::AtomicWaker,
+}
+
+impl Signal {
+    /// Wake the task, or make its next poll ready if it is not waiting.
+    pub fn notify(&self) {
+        self.pending.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Ready (and consumed) once [`Signal::notify`] was called since the last ready poll.
+    pub fn poll(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.pending.swap(false, Ordering::AcqRel) {
+            return std::task::Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        if self.pending.swap(false, Ordering::AcqRel) {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    }
+}
+
 /// Where a session's replies arrive. Backends push into slots; the session drains them.
 #[derive(Debug, Default)]
 pub struct Inbox {
     /// The slots, under one short lock.
     pub state: Mutex<InboxState>,
     /// Wakes the session.
-    pub notify: Notify,
+    pub notify: Signal,
     /// Asks the session to stop (client kill, idle timeout, shutdown).
     pub kill: AtomicBool,
     /// Asks the session to release idle buffers.
@@ -214,7 +244,7 @@ impl Inbox {
             q.data.extend_from_slice(data);
             q.items.extend(lens.iter().map(|l| Item::Reply(*l)));
         }
-        self.notify.notify_one();
+        self.notify.notify();
     }
 
     /// Record `count` failed requests.
@@ -229,7 +259,7 @@ impl Inbox {
                 q.items.push_back(Item::Failed(err.clone()));
             }
         }
-        self.notify.notify_one();
+        self.notify.notify();
     }
 
     /// Mark the session gone and free what was queued for it.

@@ -101,8 +101,8 @@ pub struct SessionHandle {
     pub peer: SocketAddr,
     /// The proxy's address the client connected to.
     pub local: SocketAddr,
-    /// When it connected.
-    pub created: Instant,
+    /// When it connected, in milliseconds since the proxy started.
+    pub created_ms: u64,
     /// Its inbox (where replies arrive; also how it is woken or stopped).
     pub inbox: Inbox,
     /// Details that change rarely.
@@ -121,15 +121,26 @@ impl crate::backend::Sink for SessionHandle {
 #[derive(Debug, Default, Clone)]
 pub struct ClientInfo {
     /// `CLIENT SETNAME`.
-    pub name: String,
+    pub name: Box<str>,
     /// Selected database.
     pub db: u32,
     /// 2 or 3.
     pub resp: u8,
-    /// Authenticated user.
-    pub user: String,
+    /// Authenticated user; empty means `default`.
+    pub user: Box<str>,
     /// Redis-style flags (`N`, `x`, `b`, `P`, `O`, …); empty means `N`.
     pub flags: &'static str,
+}
+
+impl ClientInfo {
+    /// The user name as Redis shows it.
+    pub fn user_name(&self) -> &str {
+        if self.user.is_empty() {
+            "default"
+        } else {
+            &self.user
+        }
+    }
 }
 
 /// The shared state.

@@ -456,8 +456,6 @@ impl Session {
                     16 * 1024
                 });
             }
-            let notified = self.handle.inbox.notify.notified();
-            tokio::pin!(notified);
             let mut view_changed = self.view_rx.as_mut().map(|rx| Box::pin(rx.changed()));
             let event = std::future::poll_fn(|cx| {
                 if !self.wbuf.is_empty() {
@@ -499,7 +497,7 @@ impl Session {
                         Poll::Pending => {}
                     }
                 }
-                if notified.as_mut().poll(cx).is_ready() {
+                if self.handle.inbox.notify.poll(cx).is_ready() {
                     return Poll::Ready(Event::Progress);
                 }
                 if let Some(s) = self.held_sleep.as_mut() {
@@ -2180,7 +2178,7 @@ impl Session {
                     let mut info = self.handle.info.lock();
                     info.db = 0;
                     info.resp = 2;
-                    info.user.clear();
+                    info.user = Box::default();
                 }
                 self.push_local_raw(b"+RESET\r\n");
             }
@@ -2256,7 +2254,7 @@ impl Session {
         }
         match settings.users.check(user, pass) {
             Some(u) => {
-                self.handle.info.lock().user = u.name.clone();
+                self.handle.info.lock().user = u.name.as_str().into();
                 self.user = Some(u);
                 self.authenticated = true;
                 self.push_local_raw(reply::OK);
@@ -2308,7 +2306,7 @@ impl Session {
             if settings.users.required() {
                 match settings.users.check(u, p) {
                     Some(user) => {
-                        self.handle.info.lock().user = user.name.clone();
+                        self.handle.info.lock().user = user.name.as_str().into();
                         self.user = Some(user);
                         self.authenticated = true;
                     }
@@ -2332,7 +2330,7 @@ impl Session {
                 return;
             }
             self.name = String::from_utf8_lossy(n).into_owned();
-            self.handle.info.lock().name = self.name.clone();
+            self.handle.info.lock().name = self.name.as_str().into();
         }
         self.resp3 = proto == 3;
         self.handle.info.lock().resp = proto as u8;
@@ -2370,7 +2368,7 @@ impl Session {
             "setname" => match valid_name(req.arg(2)) {
                 Ok(()) => {
                     self.name = String::from_utf8_lossy(req.arg(2)).into_owned();
-                    self.handle.info.lock().name = self.name.clone();
+                    self.handle.info.lock().name = self.name.as_str().into();
                     self.push_local_raw(reply::OK);
                 }
                 Err(e) => self.push_local_error(e),
@@ -2468,13 +2466,13 @@ impl Session {
             h.peer,
             h.local,
             info.name,
-            now.duration_since(h.created).as_secs(),
+            self.proxy.uptime_ms(now).saturating_sub(h.created_ms) / 1000,
             idle,
             flags,
             if me { self.db } else { info.db },
             multi,
             if cmd.is_empty() { "NULL" } else { &cmd },
-            if info.user.is_empty() { "default" } else { &info.user },
+            info.user_name(),
             if me { if self.resp3 { 3 } else { 2 } } else { info.resp.max(2) },
         )
     }
@@ -2527,12 +2525,14 @@ impl Session {
             if id.is_some_and(|i| i != h.id)
                 || addr.as_ref().is_some_and(|a| *a != h.peer.to_string())
                 || laddr.as_ref().is_some_and(|a| *a != h.local.to_string())
-                || user.as_ref().is_some_and(|u| *u != h.info.lock().user)
+                || user
+                    .as_ref()
+                    .is_some_and(|u| u != h.info.lock().user_name())
             {
                 continue;
             }
             h.inbox.kill.store(true, Ordering::Relaxed);
-            h.inbox.notify.notify_one();
+            h.inbox.notify.notify();
             killed += 1;
         }
         if old_form {

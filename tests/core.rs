@@ -762,6 +762,22 @@ fn connection_commands_answer_like_redis() {
     wait_until("the killed client is gone", Duration::from_secs(5), || {
         query(&mut other, &["PING"]).is_err()
     });
+    // A client that never authenticated is user `default`, in CLIENT LIST and for
+    // CLIENT KILL USER (which skips the caller).
+    let mut third = proxy.conn();
+    query(&mut third, &["PING"]).unwrap();
+    let list = text(&query(&mut c, &["CLIENT", "LIST"]).unwrap());
+    assert!(list.lines().all(|l| l.contains(" user=default ")), "{list}");
+    match query(&mut c, &["CLIENT", "KILL", "USER", "default"]).unwrap() {
+        Value::Int(n) => assert!(n >= 1, "killed {n}"),
+        v => panic!("{v:?}"),
+    }
+    wait_until(
+        "the user's other client is gone",
+        Duration::from_secs(5),
+        || query(&mut third, &["PING"]).is_err(),
+    );
+    assert_eq!(text(&query(&mut c, &["PING", "still"]).unwrap()), "still");
     // CLIENT REPLY OFF / ON.
     use std::io::Write;
     let mut s = raw(proxy.addr);
