@@ -8,7 +8,8 @@
 # The configuration is /etc/redsplit/proxy.yaml (mount your own over it; it is reloaded
 # when it changes). SIGTERM drains in-flight replies within shutdown_grace_ms.
 
-FROM rust:1.95-slim-bookworm AS build
+# The full Rust image: building jemalloc (the allocator) needs make.
+FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src

@@ -20,8 +20,9 @@
 //! ([`metrics`]), health and a status page; [`introspect`] answers `PROXY STATUS`,
 //! `PROXY EXPLAIN` and `PROXY CONFIG` from the same snapshot and routing function.
 //! [`auth`] checks users and permissions, [`reply`] builds the proxy's own replies, and
-//! [`server`] runs the listener, limits and graceful shutdown. Everything shared lives in
-//! [`proxy::Proxy`].
+//! [`server`] runs the listener, limits and graceful shutdown, and parks idle clients (a
+//! client with nothing in flight keeps only its socket and a small task until its next
+//! byte; its session state is rebuilt then). Everything shared lives in [`proxy::Proxy`].
 #![warn(missing_docs)]
 
 pub mod admin;
