@@ -5,7 +5,7 @@
 use crate::commands::{self, Class};
 use crate::config::Consistency;
 use crate::policy::Level;
-use crate::protocol::{Request, Span};
+use crate::protocol::OwnedRequest;
 use crate::proxy::Settings;
 use crate::reply::Value;
 use crate::router::{self, SessionReads, Target, Verdict};
@@ -132,20 +132,8 @@ pub fn explain(
     settings: &Settings,
     now: Instant,
 ) -> Value {
-    let mut buf = Vec::new();
-    let mut spans = Vec::new();
-    for a in args {
-        let start = buf.len() as u32;
-        buf.extend_from_slice(a);
-        spans.push(Span {
-            start,
-            end: buf.len() as u32,
-        });
-    }
-    let req = Request {
-        buf: &buf,
-        args: &spans,
-    };
+    let owned = OwnedRequest::new(args);
+    let req = owned.request();
     let name = String::from_utf8_lossy(req.arg(0)).to_lowercase();
     let Some(cmd) = commands::lookup(&req) else {
         return Value::Map(vec![

@@ -56,6 +56,38 @@ impl<'a> Request<'a> {
     }
 }
 
+/// A request built from separate arguments (`PROXY EXPLAIN`, tests): the arguments back
+/// to back in one buffer, with their spans.
+#[derive(Clone, Debug, Default)]
+pub struct OwnedRequest {
+    buf: Vec<u8>,
+    args: Vec<Span>,
+}
+
+impl OwnedRequest {
+    /// The request made of `args` (the first is the command name).
+    pub fn new<A: AsRef<[u8]>>(args: impl IntoIterator<Item = A>) -> OwnedRequest {
+        let mut r = OwnedRequest::default();
+        for a in args {
+            let start = r.buf.len() as u32;
+            r.buf.extend_from_slice(a.as_ref());
+            r.args.push(Span {
+                start,
+                end: r.buf.len() as u32,
+            });
+        }
+        r
+    }
+
+    /// The request, as the parser would have returned it.
+    pub fn request(&self) -> Request<'_> {
+        Request {
+            buf: &self.buf,
+            args: &self.args,
+        }
+    }
+}
+
 /// Limits applied while scanning client requests, as Redis applies them.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {

@@ -367,6 +367,21 @@ mod tests {
         p.resolve(get, |f| f(key.as_bytes())).level
     }
 
+    /// How ten sessions (turns 0–9) that prefer no replica spread over two replicas.
+    fn spread(l: &Level, p: &Policy, v: &View, now: Instant) -> [usize; 2] {
+        let mut seen = [0; 2];
+        for turn in 0..10 {
+            let s = SessionReads {
+                turn,
+                ..Default::default()
+            };
+            if let Target::Replica(i) = route_read(l, &s, p, v, now).target {
+                seen[i] += 1;
+            }
+        }
+        seen
+    }
+
     const RULES: &str = "routing:\n  rules:\n    - {name: stock, keys: ['stock:*'], consistency: master}\n    - {name: feed, keys: ['feed:*'], max_lag_ms: 5000}\n    - {name: scan, keys: ['scan:*'], consistency: any}\n";
 
     #[test]
@@ -376,17 +391,7 @@ mod tests {
         let now = Instant::now();
         let v = view(&c, now, [10, 10]);
         let l = level(&p, "k");
-        let mut seen = [0; 2];
-        for turn in 0..10 {
-            let s = SessionReads {
-                turn,
-                ..Default::default()
-            };
-            if let Target::Replica(i) = route_read(&l, &s, &p, &v, now).target {
-                seen[i] += 1;
-            }
-        }
-        assert_eq!(seen, [5, 5]);
+        assert_eq!(spread(&l, &p, &v, now), [5, 5]);
     }
 
     #[test]
@@ -507,17 +512,7 @@ mod tests {
         let now = Instant::now();
         let mut v = view(&c, now, [10, 10]);
         let l = level(&p, "k");
-        let mut seen = [0; 2];
-        for turn in 0..10 {
-            let s = SessionReads {
-                turn,
-                ..Default::default()
-            };
-            if let Target::Replica(i) = route_read(&l, &s, &p, &v, now).target {
-                seen[i] += 1;
-            }
-        }
-        assert_eq!(seen, [5, 5]);
+        assert_eq!(spread(&l, &p, &v, now), [5, 5]);
         v.replicas[0].in_pool = 0;
         for turn in 0..4 {
             let s = SessionReads {

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use redsplit::commands::{self, gen};
-use redsplit::protocol::{Request, Span};
+use redsplit::protocol::OwnedRequest;
 
 /// A `redis-server` on a free port in a temporary directory, killed on drop.
 struct RedisServer {
@@ -99,20 +99,8 @@ impl Drop for RedisServer {
 /// The keys `for_each_key` finds in `args`, by name; `None` if the command is unknown.
 /// Also checks that every index is inside the request.
 fn our_keys(args: &[Vec<u8>]) -> Option<Vec<Vec<u8>>> {
-    let mut buf = Vec::new();
-    let mut spans = Vec::new();
-    for a in args {
-        let start = buf.len() as u32;
-        buf.extend_from_slice(a);
-        spans.push(Span {
-            start,
-            end: buf.len() as u32,
-        });
-    }
-    let req = Request {
-        buf: &buf,
-        args: &spans,
-    };
+    let owned = OwnedRequest::new(args);
+    let req = owned.request();
     let cmd = commands::lookup(&req)?;
     let mut out = Vec::new();
     commands::for_each_key(cmd, &req, |i| {

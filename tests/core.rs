@@ -185,17 +185,7 @@ fn blocked_client_never_delays_others() {
         (v, started.elapsed())
     });
     // Wait until the master sees the blocked client.
-    wait_until(
-        "BLPOP is blocked on the master",
-        Duration::from_secs(5),
-        || {
-            set.master
-                .info("clients")
-                .get("blocked_clients")
-                .map(String::as_str)
-                == Some("1")
-        },
-    );
+    set.master.wait_blocked_clients(1, Duration::from_secs(5));
     // A third client works normally meanwhile.
     let mut third = proxy.conn();
     for i in 0..200 {
@@ -820,17 +810,7 @@ fn blocking_stream_reads_and_tracking() {
         )
         .unwrap()
     });
-    wait_until(
-        "XREAD is blocked on the master",
-        Duration::from_secs(5),
-        || {
-            set.master
-                .info("clients")
-                .get("blocked_clients")
-                .map(String::as_str)
-                == Some("1")
-        },
-    );
+    set.master.wait_blocked_clients(1, Duration::from_secs(5));
     let mut c = proxy.conn();
     query(&mut c, &["XADD", "events", "*", "f", "v"]).unwrap();
     let got = format!("{:?}", reader.join().unwrap());

@@ -26,6 +26,9 @@ use redis_protocol::resp3::types::{
 use redsplit::commands;
 use redsplit::protocol::{Limits, Parsed, ProtocolError, ReplyScanner, Request, RequestParser};
 
+#[path = "support/feed.rs"]
+mod feed;
+
 // ------------------------------------------------------------------------------ requests
 
 /// One item of a generated request stream.
@@ -131,48 +134,28 @@ fn expected_args(item: &Item) -> Option<Vec<Vec<u8>>> {
 fn parse_chunked(input: &[u8], chunks: &[usize], limits: &Limits, unauth: bool) -> Outcome {
     let mut p = RequestParser::new();
     p.unauthenticated = unauth;
-    let mut buf: Vec<u8> = Vec::new();
     let mut requests = Vec::new();
-    let mut at = 0;
-    let mut sizes = chunks.iter().copied();
-    while at < input.len() {
-        let n = sizes
-            .next()
-            .unwrap_or(input.len() - at)
-            .clamp(1, input.len() - at);
-        buf.extend_from_slice(&input[at..at + n]);
-        at += n;
-        let mut consumed = 0;
-        loop {
-            match p.parse(&buf[consumed..], limits) {
-                Ok(Some(Parsed::Empty { len })) => consumed += len,
-                Ok(Some(Parsed::Multibulk { len })) => {
-                    let req = &buf[consumed..consumed + len];
-                    requests.push(args_checked(req, &p.args));
-                    consumed += len;
+    let end = feed::feed(
+        input,
+        |r| chunks.get(r).copied().unwrap_or(usize::MAX),
+        &mut p,
+        |p, buf| {
+            Ok(match p.parse(buf, limits)? {
+                Some(Parsed::Empty { len }) => Some(len),
+                Some(Parsed::Multibulk { len }) => {
+                    requests.push(args_checked(&buf[..len], &p.args));
+                    Some(len)
                 }
-                Ok(Some(Parsed::Inline { len })) => {
+                Some(Parsed::Inline { len }) => {
                     requests.push(args_checked(&p.inline_buf, &p.args));
-                    consumed += len;
+                    Some(len)
                 }
-                Ok(None) => break,
-                Err(e) => {
-                    return Outcome {
-                        requests,
-                        end: Some(Err(e)),
-                    }
-                }
-            }
-        }
-        buf.drain(..consumed);
-        if consumed > 0 {
-            p.reset();
-        }
-    }
-    Outcome {
-        requests,
-        end: (!buf.is_empty()).then_some(Ok(buf.len())),
-    }
+                None => None,
+            })
+        },
+        RequestParser::reset,
+    );
+    Outcome { requests, end }
 }
 
 /// The arguments of a parsed request, after running the command table over it.
@@ -402,40 +385,23 @@ proptest! {
 
 /// Scan `input` fed in `chunks` the way a backend connection's reader does; the lengths
 /// of the replies found, then how it ended (`None`: all consumed).
-fn scan_chunked(
-    input: &[u8],
-    chunks: &[usize],
-) -> (Vec<usize>, Option<Result<usize, ProtocolError>>) {
-    let mut s = ReplyScanner::new();
-    let mut buf: Vec<u8> = Vec::new();
+fn scan_chunked(input: &[u8], chunks: &[usize]) -> (Vec<usize>, feed::End<ProtocolError>) {
     let mut lens = Vec::new();
-    let mut at = 0;
-    let mut sizes = chunks.iter().copied();
-    while at < input.len() {
-        let n = sizes
-            .next()
-            .unwrap_or(input.len() - at)
-            .clamp(1, input.len() - at);
-        buf.extend_from_slice(&input[at..at + n]);
-        at += n;
-        let mut consumed = 0;
-        loop {
-            match s.scan(&buf[consumed..]) {
-                Ok(Some(len)) => {
-                    assert!(
-                        len > 0 && consumed + len <= buf.len(),
-                        "length {len} out of range"
-                    );
-                    lens.push(len);
-                    consumed += len;
-                }
-                Ok(None) => break,
-                Err(e) => return (lens, Some(Err(e))),
+    let end = feed::feed(
+        input,
+        |r| chunks.get(r).copied().unwrap_or(usize::MAX),
+        &mut ReplyScanner::new(),
+        |s, buf| {
+            let got = s.scan(buf)?;
+            if let Some(len) = got {
+                assert!(len > 0 && len <= buf.len(), "length {len} out of range");
+                lens.push(len);
             }
-        }
-        buf.drain(..consumed);
-    }
-    (lens, (!buf.is_empty()).then_some(Ok(buf.len())))
+            Ok(got)
+        },
+        |_| {},
+    );
+    (lens, end)
 }
 
 fn line_text() -> impl Strategy<Value = String> {

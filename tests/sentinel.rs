@@ -179,6 +179,15 @@ impl SwitchWatch {
         Some((*s.iter().min()?, *s.iter().max()?))
     }
 
+    /// Waits until a Sentinel publishes `+switch-master`.
+    fn wait_published(&self) {
+        wait_until(
+            "a Sentinel published +switch-master",
+            FAILOVER_DEADLINE,
+            || self.first_and_last().is_some(),
+        );
+    }
+
     fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads {
@@ -343,11 +352,7 @@ fn master_killed_under_load_writes_move_to_the_new_master() {
     let killed = Instant::now();
     w.set.master.kill();
     let (new, adopted) = w.wait_new_master(old);
-    wait_until(
-        "a Sentinel published +switch-master",
-        FAILOVER_DEADLINE,
-        || watch.first_and_last().is_some(),
-    );
+    watch.wait_published();
     // Keep the load going on the new master for a while.
     std::thread::sleep(Duration::from_millis(1000));
     stop.store(true, Ordering::Relaxed);
@@ -483,11 +488,7 @@ fn graceful_failover() {
     let started = Instant::now();
     w.sentinels.cmd(1, &["SENTINEL", "FAILOVER", NAME]);
     let (new, adopted) = w.wait_new_master(old);
-    wait_until(
-        "a Sentinel published +switch-master",
-        FAILOVER_DEADLINE,
-        || watch.first_and_last().is_some(),
-    );
+    watch.wait_published();
     std::thread::sleep(Duration::from_millis(1000));
     stop.store(true, Ordering::Relaxed);
     let writes = writer.join().unwrap();

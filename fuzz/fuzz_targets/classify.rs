@@ -6,7 +6,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use redsplit::commands::{self, Command};
-use redsplit::protocol::{Request, Span};
+use redsplit::protocol::{OwnedRequest, Request};
 
 fn check(cmd: &Command, req: &Request) {
     let mut n = 0;
@@ -44,20 +44,8 @@ fuzz_target!(|input: (u16, bool, Vec<Vec<u8>>)| {
         }
     }
     args.extend(rest.into_iter().take(64));
-    let mut buf = Vec::new();
-    let mut spans = Vec::new();
-    for a in &args {
-        let start = buf.len() as u32;
-        buf.extend_from_slice(a);
-        spans.push(Span {
-            start,
-            end: buf.len() as u32,
-        });
-    }
-    let req = Request {
-        buf: &buf,
-        args: &spans,
-    };
+    let owned = OwnedRequest::new(&args);
+    let req = owned.request();
     if let Some(cmd) = commands::lookup(&req) {
         check(cmd, &req);
     }

@@ -8,35 +8,29 @@
 use libfuzzer_sys::fuzz_target;
 use redsplit::protocol::{ProtocolError, ReplyScanner};
 
-type Outcome = (Vec<usize>, Option<Result<usize, ProtocolError>>);
+#[path = "../../tests/support/feed.rs"]
+mod support;
+
+type Outcome = (Vec<usize>, support::End<ProtocolError>);
 
 /// Feed `input` as a backend connection's reader does.
 fn feed(input: &[u8], chunk: impl Fn(usize) -> usize) -> Outcome {
-    let mut s = ReplyScanner::new();
-    let mut buf = Vec::new();
     let mut lens = Vec::new();
-    let mut at = 0;
-    let mut round = 0;
-    while at < input.len() {
-        let n = chunk(round).clamp(1, input.len() - at);
-        round += 1;
-        buf.extend_from_slice(&input[at..at + n]);
-        at += n;
-        let mut consumed = 0;
-        loop {
-            match s.scan(&buf[consumed..]) {
-                Ok(Some(len)) => {
-                    assert!(len > 0 && consumed + len <= buf.len());
-                    lens.push(len);
-                    consumed += len;
-                }
-                Ok(None) => break,
-                Err(e) => return (lens, Some(Err(e))),
+    let end = support::feed(
+        input,
+        chunk,
+        &mut ReplyScanner::new(),
+        |s, buf| {
+            let got = s.scan(buf)?;
+            if let Some(len) = got {
+                assert!(len > 0 && len <= buf.len());
+                lens.push(len);
             }
-        }
-        buf.drain(..consumed);
-    }
-    (lens, (!buf.is_empty()).then_some(Ok(buf.len())))
+            Ok(got)
+        },
+        |_| {},
+    );
+    (lens, end)
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -9,6 +9,9 @@ use libfuzzer_sys::fuzz_target;
 use redsplit::commands;
 use redsplit::protocol::{Limits, Parsed, ProtocolError, Request, RequestParser};
 
+#[path = "../../tests/support/feed.rs"]
+mod support;
+
 #[derive(Debug, PartialEq, Eq)]
 struct Outcome {
     requests: Vec<Vec<Vec<u8>>>,
@@ -21,50 +24,33 @@ fn feed(input: &[u8], chunk: impl Fn(usize) -> usize, unauth: bool) -> Outcome {
     let limits = Limits::default();
     let mut p = RequestParser::new();
     p.unauthenticated = unauth;
-    let mut buf = Vec::new();
     let mut requests = Vec::new();
-    let mut at = 0;
-    let mut round = 0;
-    while at < input.len() {
-        let n = chunk(round).clamp(1, input.len() - at);
-        round += 1;
-        buf.extend_from_slice(&input[at..at + n]);
-        at += n;
-        let mut consumed = 0;
-        loop {
-            match p.parse(&buf[consumed..], &limits) {
-                Ok(Some(Parsed::Empty { len })) => {
+    let end = support::feed(
+        input,
+        chunk,
+        &mut p,
+        |p, buf| {
+            Ok(match p.parse(buf, &limits)? {
+                Some(Parsed::Empty { len }) => {
                     assert!(len > 0);
-                    consumed += len;
+                    Some(len)
                 }
-                Ok(Some(Parsed::Multibulk { len })) => {
-                    assert!(len > 0 && consumed + len <= buf.len());
-                    requests.push(check(&buf[consumed..consumed + len], &p.args));
-                    consumed += len;
+                Some(Parsed::Multibulk { len }) => {
+                    assert!(len > 0 && len <= buf.len());
+                    requests.push(check(&buf[..len], &p.args));
+                    Some(len)
                 }
-                Ok(Some(Parsed::Inline { len })) => {
-                    assert!(len > 0 && consumed + len <= buf.len());
+                Some(Parsed::Inline { len }) => {
+                    assert!(len > 0 && len <= buf.len());
                     requests.push(check(&p.inline_buf, &p.args));
-                    consumed += len;
+                    Some(len)
                 }
-                Ok(None) => break,
-                Err(e) => {
-                    return Outcome {
-                        requests,
-                        end: Some(Err(e)),
-                    }
-                }
-            }
-        }
-        buf.drain(..consumed);
-        if consumed > 0 {
-            p.reset();
-        }
-    }
-    Outcome {
-        requests,
-        end: (!buf.is_empty()).then_some(Ok(buf.len())),
-    }
+                None => None,
+            })
+        },
+        RequestParser::reset,
+    );
+    Outcome { requests, end }
 }
 
 fn check(buf: &[u8], spans: &[redsplit::protocol::Span]) -> Vec<Vec<u8>> {

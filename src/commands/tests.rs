@@ -1,21 +1,6 @@
 use super::*;
-use crate::protocol::Span;
+use crate::protocol::OwnedRequest;
 use proptest::prelude::*;
-
-/// A request buffer and its argument spans.
-fn build(args: &[&[u8]]) -> (Vec<u8>, Vec<Span>) {
-    let mut buf = Vec::new();
-    let mut spans = Vec::new();
-    for a in args {
-        let start = buf.len() as u32;
-        buf.extend_from_slice(a);
-        spans.push(Span {
-            start,
-            end: buf.len() as u32,
-        });
-    }
-    (buf, spans)
-}
 
 /// Run `f` on the request made of the words of `line` (`""` is an empty argument).
 fn with_req<R>(line: &str, f: impl FnOnce(&Request) -> R) -> R {
@@ -23,11 +8,7 @@ fn with_req<R>(line: &str, f: impl FnOnce(&Request) -> R) -> R {
         .split_whitespace()
         .map(|w| if w == "\"\"" { &b""[..] } else { w.as_bytes() })
         .collect();
-    let (buf, spans) = build(&words);
-    f(&Request {
-        buf: &buf,
-        args: &spans,
-    })
+    f(&OwnedRequest::new(words).request())
 }
 
 fn cmd(name: &str) -> &'static Command {
@@ -510,8 +491,8 @@ proptest! {
         rest in prop::collection::vec(word(), 0..12),
     ) {
         let args: Vec<&[u8]> = name.iter().chain(rest.iter()).map(Vec::as_slice).collect();
-        let (buf, spans) = build(&args);
-        let req = Request { buf: &buf, args: &spans };
+        let owned = OwnedRequest::new(args);
+        let req = owned.request();
         if let Some(c) = lookup(&req) {
             let mut n = 0;
             for_each_key(c, &req, |i| {

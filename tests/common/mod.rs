@@ -711,6 +711,16 @@ impl RedisServer {
             .is_some_and(|status| status == "up")
     }
 
+    /// Waits until this server reports `n` clients blocked (in `BLPOP`, `XREAD BLOCK`, …).
+    pub fn wait_blocked_clients(&self, n: usize, timeout: Duration) {
+        let want = n.to_string();
+        wait_until(
+            &format!("{} has {n} blocked clients", self.addr()),
+            timeout,
+            || self.info("clients").get("blocked_clients") == Some(&want),
+        );
+    }
+
     /// Waits until this replica reports `master_link_status:up`.
     ///
     /// Right after a full sync that does not yet mean writes flow: the master starts
