@@ -325,6 +325,10 @@ struct Inner {
     direct: Option<Arc<tokio::net::tcp::OwnedWriteHalf>>,
 }
 
+/// Smallest and largest read from a backend socket.
+const MIN_READ: usize = 16 * 1024;
+const MAX_READ: usize = 256 * 1024;
+
 /// A pipelined connection to one Redis.
 #[derive(Debug)]
 pub struct Conn {
@@ -679,17 +683,27 @@ impl Conn {
 
     /// Read replies and hand them to the sessions waiting for them.
     async fn read_replies<R: AsyncRead + Unpin>(&self, mut rd: R, label: &str) -> BackendError {
-        let mut buf = BytesMut::with_capacity(16 * 1024);
+        let mut buf = BytesMut::with_capacity(MIN_READ);
         let mut scanner = ReplyScanner::new();
         let mut lens: Vec<usize> = Vec::new();
         let mut groups: Vec<(Arc<dyn Sink>, u16, usize)> = Vec::new();
+        // Read size: doubled while reads fill the buffer (large replies), halved again
+        // when they come in small, so big replies take few system calls.
+        let mut chunk = MIN_READ;
         loop {
-            if buf.capacity() - buf.len() < 4096 {
-                buf.reserve(16 * 1024);
+            if buf.capacity() - buf.len() < chunk / 4 {
+                buf.reserve(chunk);
             }
+            let spare = buf.capacity() - buf.len();
             match rd.read_buf(&mut buf).await {
                 Ok(0) => return BackendError::new(ErrorKind::Lost, label, "closed the connection"),
-                Ok(_) => {}
+                Ok(n) => {
+                    if n == spare {
+                        chunk = (chunk * 2).min(MAX_READ);
+                    } else if n < chunk / 8 {
+                        chunk = (chunk / 2).max(MIN_READ);
+                    }
+                }
                 Err(e) => {
                     return BackendError::new(
                         ErrorKind::Lost,
@@ -724,7 +738,7 @@ impl Conn {
             }
             buf.advance(consumed);
             if buf.is_empty() && buf.capacity() > 1 << 20 {
-                buf = BytesMut::with_capacity(16 * 1024);
+                buf = BytesMut::with_capacity(MIN_READ);
             }
         }
     }

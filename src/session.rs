@@ -1792,6 +1792,9 @@ impl Session {
                 }
                 break;
             }
+            if self.wbuf.is_empty() && self.take_whole_slot(q, now) {
+                continue;
+            }
             let Some(item) = q.items.front() else { break };
             match item {
                 Item::Reply(len) => {
@@ -1849,6 +1852,52 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// When everything queued in `q` is the replies to the next requests, each passed to
+    /// the client as it came (the common case: a batch of plain reads or writes), complete
+    /// them and hand the slot's buffer over as the output buffer, which must be empty,
+    /// instead of copying the bytes. False (and nothing done) otherwise.
+    fn take_whole_slot(&mut self, q: &mut SlotQueue, now: Instant) -> bool {
+        if q.items.is_empty() || q.items.len() > self.pending.len() {
+            return false;
+        }
+        let Some(slot) = self.pending.front().map(|p| p.slot) else {
+            return false;
+        };
+        let mut off = 0usize;
+        for (item, p) in q.items.iter().zip(self.pending.iter()) {
+            let Item::Reply(len) = item else {
+                return false;
+            };
+            let frame = q.data.get(off..off + len).unwrap_or_default();
+            off += len;
+            let verbatim = match p.kind {
+                Kind::Forward | Kind::Write | Kind::Exec => true,
+                Kind::ReplicaRead { .. } => !retryable_reply(frame),
+                _ => false,
+            };
+            if !verbatim || p.silent || p.slot != slot {
+                return false;
+            }
+        }
+        let mut off = 0usize;
+        for item in &q.items {
+            let Item::Reply(len) = *item else {
+                return false;
+            };
+            let Some(p) = self.pending.front().copied() else {
+                return false;
+            };
+            let frame = q.data.get(off..off + len).unwrap_or_default();
+            off += len;
+            self.account_reply(&p, frame, now);
+        }
+        q.items.clear();
+        q.data.truncate(off);
+        std::mem::swap(&mut self.wbuf, &mut q.data);
+        q.data.clear();
+        true
     }
 
     /// Bookkeeping when a remote request completes (before any retry).
@@ -1962,12 +2011,21 @@ impl Session {
 
     /// A reply for the front request arrived: forward it (or act on it).
     fn finish_reply(&mut self, p: &Pending, frame: &[u8], now: Instant) {
+        let is_err = matches!(frame.first(), Some(b'-') | Some(b'!'));
+        if !matches!(p.kind, Kind::RoleProbe { .. })
+            && (is_err || !matches!(p.kind, Kind::Durable(_)))
+        {
+            self.account_reply(p, frame, now);
+            if !p.silent {
+                self.wbuf.extend_from_slice(frame);
+            }
+            return;
+        }
         if p.path == PATH_SHARED {
             self.on_shared_reply(frame.len());
         }
         self.complete(p, now);
         self.pending.pop_front();
-        let is_err = matches!(frame.first(), Some(b'-') | Some(b'!'));
         match p.kind {
             Kind::RoleProbe { wait } => {
                 let offset = Decoded::parse(frame, self.resp3)
@@ -1994,7 +2052,6 @@ impl Session {
                         }
                     }
                 }
-                return;
             }
             Kind::Durable(w) if !is_err => {
                 // Hold the reply until `w.replicas` replicas reach the offset the
@@ -2008,8 +2065,20 @@ impl Session {
                     silent: p.silent,
                     master: None,
                 });
-                return;
             }
+            _ => {}
+        }
+    }
+
+    /// Bookkeeping for a reply passed on unchanged: everything `finish_reply` does for
+    /// it but the copy to the output buffer.
+    fn account_reply(&mut self, p: &Pending, frame: &[u8], now: Instant) {
+        if p.path == PATH_SHARED {
+            self.on_shared_reply(frame.len());
+        }
+        self.complete(p, now);
+        self.pending.pop_front();
+        match p.kind {
             Kind::Exec => {
                 if let Some(db) = self.multi_select.take() {
                     if matches!(frame.first(), Some(b'*')) && !frame.starts_with(b"*-1") {
@@ -2025,12 +2094,11 @@ impl Session {
             }
             _ => {}
         }
-        if is_err {
+        if matches!(frame.first(), Some(b'-') | Some(b'!')) {
             self.stats().errors += 1;
         }
         if !p.silent {
             self.stats().replies += 1;
-            self.wbuf.extend_from_slice(frame);
         }
     }
 

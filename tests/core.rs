@@ -74,7 +74,81 @@ fn deep_pipeline_keeps_order() {
             _ => assert_eq!(text(v), i.to_string()),
         }
     }
-    let _ = Duration::from_millis(1);
+}
+
+/// Replies of many sizes (up to 300 KB, so they span many reads on both sides), from
+/// replicas, the master and the proxy itself, in one pipeline while another client's
+/// pipeline shares the backend connections: each reply whole, in order, with its own
+/// bytes.
+#[test]
+fn large_replies_in_pipelines_arrive_whole_and_in_order() {
+    let set = ReplicaSet::start(2, false);
+    let proxy = ProxyUnderTest::start(&proxy_yaml(&set, ""));
+    proxy.wait_in_pool(2);
+    let value = |k: usize, round: usize| -> Vec<u8> {
+        let len = 1 + (k * 7_919) % 300_000;
+        (0..len)
+            .map(|i| b'a' + ((i + k + round) % 26) as u8)
+            .collect()
+    };
+    let keys = 40;
+    let mut c = proxy.conn();
+    for k in 0..keys {
+        let _: () = redis::cmd("SET")
+            .arg(format!("big:{k}"))
+            .arg(value(k, 0))
+            .query(&mut c)
+            .unwrap();
+    }
+    let other = {
+        let mut o = proxy.conn();
+        std::thread::spawn(move || {
+            for round in 0..20 {
+                let mut p = redis::pipe();
+                for k in 0..keys {
+                    p.cmd("STRLEN").arg(format!("big:{k}"));
+                }
+                let lens: Vec<usize> = p.query(&mut o).unwrap();
+                assert_eq!(lens.len(), keys, "round {round}");
+            }
+        })
+    };
+    for round in 1..4 {
+        let mut p = redis::pipe();
+        for k in 0..keys {
+            p.cmd("GET").arg(format!("big:{k}"));
+            p.cmd("PING");
+            if k % 5 == 0 {
+                p.cmd("SET")
+                    .arg(format!("big:{k}"))
+                    .arg(value(k, round))
+                    .ignore();
+                p.cmd("GET").arg(format!("big:{k}"));
+            }
+        }
+        let replies: Vec<Value> = p.query(&mut c).unwrap();
+        let mut it = replies.iter();
+        for k in 0..keys {
+            let before = if k % 5 == 0 { round - 1 } else { 0 };
+            let v = it.next().expect("a reply per GET");
+            assert_eq!(
+                v,
+                &Value::BulkString(value(k, before)),
+                "round {round} GET big:{k}"
+            );
+            assert_eq!(text(it.next().expect("a reply per PING")), "PONG");
+            if k % 5 == 0 {
+                let v = it.next().expect("a reply per GET");
+                assert_eq!(
+                    v,
+                    &Value::BulkString(value(k, round)),
+                    "round {round} reads its write of big:{k}"
+                );
+            }
+        }
+        assert!(it.next().is_none());
+    }
+    other.join().unwrap();
 }
 
 fn raw(addr: std::net::SocketAddr) -> std::net::TcpStream {
