@@ -168,6 +168,12 @@ pub struct Session {
     wbuf: BytesMut,
     parser: RequestParser,
     pending: VecDeque<Pending>,
+    /// The last latency computed (sent, now, µs): the requests of one batch share both
+    /// instants, so their latency is computed once.
+    latency_memo: Option<(Instant, Instant, u64)>,
+    /// When the output buffer's newest bytes were produced (the last read of requests
+    /// or of replies): a reply written then counts as activity at this time.
+    replies_at: Instant,
     local: SlotQueue,
     retry_buf: BytesMut,
     sources: Vec<Source>,
@@ -264,6 +270,8 @@ impl Session {
             wbuf: BytesMut::new(),
             parser: RequestParser::new(),
             pending: VecDeque::new(),
+            latency_memo: None,
+            replies_at: Instant::now(),
             local: SlotQueue::default(),
             retry_buf: BytesMut::new(),
             sources: Vec::new(),
@@ -466,7 +474,7 @@ impl Session {
                             // As in Redis, replies written count as activity.
                             self.handle
                                 .last_active_ms
-                                .store(self.proxy.uptime_ms(Instant::now()), Ordering::Relaxed);
+                                .store(self.proxy.uptime_ms(self.replies_at), Ordering::Relaxed);
                             return Poll::Ready(Event::Progress);
                         }
                         Poll::Ready(Err(e)) => return Poll::Ready(Event::Error(e.to_string())),
@@ -585,6 +593,7 @@ impl Session {
             }
         }
         let now = Instant::now();
+        self.replies_at = now;
         self.handle
             .last_active_ms
             .store(self.proxy.uptime_ms(now), Ordering::Relaxed);
@@ -1727,6 +1736,7 @@ impl Session {
     /// Move every completed reply, in request order, to the output buffer.
     fn drain(&mut self) {
         let now = Instant::now();
+        self.replies_at = now;
         let handle = self.handle.clone();
         let inbox = &handle.inbox;
         let mut st = inbox.state.lock();
@@ -1922,7 +1932,14 @@ impl Session {
             }
             _ => {}
         }
-        let us = now.saturating_duration_since(p.sent).as_micros() as u64;
+        let us = match self.latency_memo {
+            Some((sent, at, us)) if sent == p.sent && at == now => us,
+            _ => {
+                let us = now.saturating_duration_since(p.sent).as_micros() as u64;
+                self.latency_memo = Some((p.sent, now, us));
+                us
+            }
+        };
         if p.read {
             self.stats().read_latency.observe(us, &LATENCY_BOUNDS_US);
         } else if matches!(

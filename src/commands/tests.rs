@@ -89,6 +89,44 @@ fn lookup_is_case_insensitive_and_resolves_subcommands() {
     assert!(lookup_name(b"client|").is_none());
     assert!(lookup_name(b"|").is_none());
     assert!(lookup_name(b"").is_none());
+    // Every top-level name of the table, in three cases; and
+    // the name with a NUL or a letter more or less is no command.
+    for c in table::COMMANDS {
+        let upper = c.name.to_ascii_uppercase();
+        let mixed: String = c
+            .name
+            .chars()
+            .enumerate()
+            .map(|(i, ch)| {
+                if i % 2 == 0 {
+                    ch.to_ascii_uppercase()
+                } else {
+                    ch
+                }
+            })
+            .collect();
+        for n in [c.name, upper.as_str(), mixed.as_str()] {
+            assert_eq!(
+                lookup_top(n.as_bytes()).map(|f| f.name),
+                Some(c.name),
+                "{n}"
+            );
+        }
+        let with_nul = [c.name.as_bytes(), b"\0"].concat();
+        let longer = [c.name.as_bytes(), b"x"].concat();
+        for n in [
+            &with_nul[..],
+            &longer[..],
+            &c.name.as_bytes()[..c.name.len() - 1],
+        ] {
+            let found = lookup_top(n).map(|f| f.name.as_bytes());
+            assert!(
+                found.is_none() || found == Some(n),
+                "{:?}",
+                String::from_utf8_lossy(n)
+            );
+        }
+    }
     assert!(is_known_name("SHUTDOWN"));
     assert!(is_known_name("client|kill"));
     assert!(is_known_name("config"));
