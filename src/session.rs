@@ -10,6 +10,9 @@
 //!
 //! Consecutive requests bound for the same connection are handed over as one byte range
 //! of the read buffer, so a pipeline costs one lock and one copy per run, not per request.
+//! On the way back, when the output buffer is empty and a slot holds exactly the replies
+//! to the next requests, passed on unchanged, the slot's buffer becomes the output buffer
+//! (no copy).
 //!
 //! Ordering across connections is kept by three barriers: a write waits until the
 //! session's replica reads are answered (so a failed replica read can be retried on the
