@@ -1,10 +1,10 @@
 //! One client connection: decode requests, answer the proxy's own commands, route the
 //! rest, and return replies in request order.
 //!
-//! A session keeps a FIFO of [`Pending`] requests. Each names the *slot* its reply will
-//! arrive in: the session's own queue for replies it makes itself, or an [`Inbox`] slot
-//! fed by one backend connection (each connection answers in order, so each slot is a
-//! FIFO too). Draining takes the front request's reply from its slot, so replies go
+//! A session keeps a FIFO of `Pending` requests. Each names the *slot* its reply will
+//! arrive in: the session's own queue for replies it makes itself, or a slot of its
+//! [`Inbox`](crate::backend::Inbox) fed by one backend connection (each connection
+//! answers in order, so each slot is a FIFO too). Draining takes the front request's reply from its slot, so replies go
 //! back in request order even when consecutive requests of a pipeline went to different
 //! backends.
 //!
