@@ -141,6 +141,19 @@ impl SlotQueue {
         self.items.front()
     }
 
+    /// Each queued item's reply bytes, in order (`None` for a failure).
+    pub fn frames(&self) -> impl Iterator<Item = Option<&[u8]>> {
+        let mut off = 0;
+        self.items.iter().map(move |item| match item {
+            Item::Reply(len) => {
+                let frame = self.data.get(off..off + len);
+                off += len;
+                frame
+            }
+            Item::Failed(_) => None,
+        })
+    }
+
     /// Drop the front item (and its bytes).
     pub fn consume(&mut self) {
         if let Some(Item::Reply(len)) = self.items.pop_front() {

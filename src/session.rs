@@ -4,9 +4,9 @@
 //! A session keeps a FIFO of `Pending` requests. Each names the *slot* its reply will
 //! arrive in: the session's own queue for replies it makes itself, or a slot of its
 //! [`Inbox`](crate::backend::Inbox) fed by one backend connection (each connection
-//! answers in order, so each slot is a FIFO too). Draining takes the front request's reply from its slot, so replies go
-//! back in request order even when consecutive requests of a pipeline went to different
-//! backends.
+//! answers in order, so each slot is a FIFO too). Draining takes the front request's
+//! reply from its slot, so replies go back in request order even when consecutive
+//! requests of a pipeline went to different backends.
 //!
 //! Consecutive requests bound for the same connection are handed over as one byte range
 //! of the read buffer, so a pipeline costs one lock and one copy per run, not per request.
@@ -1867,47 +1867,28 @@ impl Session {
         }
     }
 
-    /// When everything queued in `q` is the replies to the next requests, each passed to
-    /// the client as it came (the common case: a batch of plain reads or writes), complete
-    /// them and hand the slot's buffer over as the output buffer, which must be empty,
-    /// instead of copying the bytes. False (and nothing done) otherwise.
+    /// When everything queued in `q` is the replies to the next requests, each forwarded
+    /// as it came (the common case: a batch of plain reads or writes), settle them and
+    /// hand the slot's buffer over as the output buffer, which must be empty, instead of
+    /// copying the bytes. False (and nothing done) otherwise.
     fn take_whole_slot(&mut self, q: &mut SlotQueue, now: Instant) -> bool {
-        if q.items.is_empty() || q.items.len() > self.pending.len() {
-            return false;
-        }
         let Some(slot) = self.pending.front().map(|p| p.slot) else {
             return false;
         };
-        let mut off = 0usize;
-        for (item, p) in q.items.iter().zip(self.pending.iter()) {
-            let Item::Reply(len) = item else {
-                return false;
-            };
-            let frame = q.data.get(off..off + len).unwrap_or_default();
-            off += len;
-            let verbatim = match p.kind {
-                Kind::Forward | Kind::Write | Kind::Exec => true,
-                Kind::ReplicaRead { .. } => !retryable_reply(frame),
-                _ => false,
-            };
-            if !verbatim || p.silent || p.slot != slot {
-                return false;
+        let whole = !q.items.is_empty()
+            && q.items.len() <= self.pending.len()
+            && q.frames().zip(self.pending.iter()).all(|(frame, p)| {
+                frame.is_some_and(|f| p.slot == slot && !p.silent && forwarded_as_is(p.kind, f))
+            });
+        if !whole {
+            return false;
+        }
+        for frame in q.frames().flatten() {
+            if let Some(p) = self.pending.front().copied() {
+                self.account_reply(&p, frame, now);
             }
         }
-        let mut off = 0usize;
-        for item in &q.items {
-            let Item::Reply(len) = *item else {
-                return false;
-            };
-            let Some(p) = self.pending.front().copied() else {
-                return false;
-            };
-            let frame = q.data.get(off..off + len).unwrap_or_default();
-            off += len;
-            self.account_reply(&p, frame, now);
-        }
         q.items.clear();
-        q.data.truncate(off);
         std::mem::swap(&mut self.wbuf, &mut q.data);
         q.data.clear();
         true
@@ -2031,21 +2012,14 @@ impl Session {
 
     /// A reply for the front request arrived: forward it (or act on it).
     fn finish_reply(&mut self, p: &Pending, frame: &[u8], now: Instant) {
-        let is_err = matches!(frame.first(), Some(b'-') | Some(b'!'));
-        if !matches!(p.kind, Kind::RoleProbe { .. })
-            && (is_err || !matches!(p.kind, Kind::Durable(_)))
-        {
+        if forwarded_as_is(p.kind, frame) {
             self.account_reply(p, frame, now);
             if !p.silent {
                 self.wbuf.extend_from_slice(frame);
             }
             return;
         }
-        if p.path == PATH_SHARED {
-            self.on_shared_reply(frame.len());
-        }
-        self.complete(p, now);
-        self.pending.pop_front();
+        self.settle(p, frame.len(), now);
         match p.kind {
             Kind::RoleProbe { wait } => {
                 let offset = Decoded::parse(frame, self.resp3)
@@ -2073,7 +2047,7 @@ impl Session {
                     }
                 }
             }
-            Kind::Durable(w) if !is_err => {
+            Kind::Durable(w) => {
                 // Hold the reply until `w.replicas` replicas reach the offset the
                 // following ROLE reports.
                 self.hold(Held {
@@ -2093,11 +2067,7 @@ impl Session {
     /// Bookkeeping for a reply passed on unchanged: everything `finish_reply` does for
     /// it but the copy to the output buffer.
     fn account_reply(&mut self, p: &Pending, frame: &[u8], now: Instant) {
-        if p.path == PATH_SHARED {
-            self.on_shared_reply(frame.len());
-        }
-        self.complete(p, now);
-        self.pending.pop_front();
+        self.settle(p, frame.len(), now);
         match p.kind {
             Kind::Exec => {
                 if let Some(db) = self.multi_select.take() {
@@ -2114,12 +2084,22 @@ impl Session {
             }
             _ => {}
         }
-        if matches!(frame.first(), Some(b'-') | Some(b'!')) {
+        if is_error(frame) {
             self.stats().errors += 1;
         }
         if !p.silent {
             self.stats().replies += 1;
         }
+    }
+
+    /// The front request `p` is answered by a reply of `len` bytes: adjust the window,
+    /// complete it and take it off the queue.
+    fn settle(&mut self, p: &Pending, len: usize, now: Instant) {
+        if p.path == PATH_SHARED {
+            self.on_shared_reply(len);
+        }
+        self.complete(p, now);
+        self.pending.pop_front();
     }
 
     /// Adjust the in-flight window (the `window` field) to a reply of `len` bytes.
@@ -2683,6 +2663,22 @@ async fn flush_now<S: AsyncWrite + Unpin>(
         res.map_err(|_| std::io::Error::other("timeout"))??;
     }
     stream.flush().await
+}
+
+/// Whether the reply `frame` to a request of `kind` goes to the client as it is, after
+/// `account_reply`'s bookkeeping (rather than being retried, consumed, held or streamed).
+fn forwarded_as_is(kind: Kind, frame: &[u8]) -> bool {
+    match kind {
+        Kind::RoleProbe { .. } | Kind::Tunnel => false,
+        // A durable write's success is held until replicas have it; its error is not.
+        Kind::Durable(_) => is_error(frame),
+        Kind::ReplicaRead { .. } => !retryable_reply(frame),
+        Kind::Forward | Kind::Write | Kind::Exec | Kind::Blocking => true,
+    }
+}
+
+fn is_error(frame: &[u8]) -> bool {
+    matches!(frame.first(), Some(b'-') | Some(b'!'))
 }
 
 /// Replies from a replica that mean "ask the master instead".
