@@ -2,20 +2,23 @@
 """Load benchmark: redsplit side by side with direct Redis and twemproxy.
 
 Starts, on free ports in a temp dir: a Redis master and two replicas (no persistence),
-`nutcracker` in front of the master, redsplit with replica reads (`routing.default`:
-replica, 1000 ms) and redsplit with every read on the master (`consistency: master`).
-Then, for every cell of the matrix (GET/SET x clients {1,50,500} x pipeline {1,16} x
-value {16 B, 4 KB}), runs `redis-benchmark` against the four targets, interleaved within
-each round (the order rotates every round), for ROUNDS rounds, and prints one table of
-medians: ops/s, p50, p99, the proxy's CPU per operation (utime+stime from /proc/PID/stat
-before and after each run), the ratios redsplit/direct, redsplit/nutcracker and
-p99/direct's p99, and whether each target of the performance issue is met.
+`nutcracker` in front of the master, a bare TCP relay in front of the master
+(`examples/relay.rs`: one upstream connection per client, bytes copied unparsed: what
+the extra hop alone costs on this machine, with no protocol work), redsplit with replica reads
+(`routing.default`: replica, 1000 ms) and redsplit with every read on the master
+(`consistency: master`). Then, for every cell of the matrix (GET/SET x clients
+{1,50,500} x pipeline {1,16} x value {16 B, 4 KB}), runs `redis-benchmark` against the
+five targets, interleaved within each round (the order rotates every round), for ROUNDS
+rounds, and prints one table of medians: ops/s, p50, p99, the proxy's CPU per operation
+(utime+stime from /proc/PID/stat before and after each run), the ratios redsplit/direct,
+redsplit/nutcracker, redsplit/relay and p99/direct's p99, and whether each target of
+the performance issue is met.
 
 Two more sections run by default: memory per client connection (RSS of a fresh
 redsplit before and after opening IDLE_CONNS idle connections, and after each has sent
 one PING and gone idle long enough for the proxy to release its buffers), and
 throughput of one cell with `workers: 1` against `workers: 2`. A `profile` section, on
-request, runs `perf record` on redsplit under one cell and sorts its self time into
+request, runs `perf record` on redsplit (or PROFILE_TARGET) under one cell and sorts its self time into
 kernel, parsing, routing, copying, allocator and runtime, then counts its system calls
 per request with `perf stat` on the syscall tracepoints.
 
@@ -57,7 +60,7 @@ OPS = ("get", "set")
 CLIENTS = (1, 50, 500)
 PIPELINES = (1, 16)
 VALUES = (16, 4096)
-TARGETS = ("direct", "nutcracker", "redsplit-replica", "redsplit-master")
+TARGETS = ("direct", "nutcracker", "relay", "redsplit-replica", "redsplit-master")
 REDSPLIT_TARGETS = ("redsplit-replica", "redsplit-master")
 
 # The issue's targets.
@@ -491,6 +494,20 @@ class World:
         log(f"nutcracker :{p.port}")
         return p
 
+    # -- the bare relay
+
+    def start_relay(self):
+        workers = str(self.args.workers)
+        p = self._start(
+            "relay",
+            lambda port: [self.args.relay_bin, f"127.0.0.1:{port}",
+                          f"127.0.0.1:{self.master.port}", workers],
+            lambda port: try_cmd(port, "PING") == "PONG",
+        )
+        self.add_target("relay", p)
+        log(f"relay :{p.port} (workers {workers})")
+        return p
+
     # -- redsplit
 
     def redsplit_yaml(self, port, consistency, workers):
@@ -507,7 +524,8 @@ class World:
             "backend:\n"
             f"  master: 127.0.0.1:{self.master.port}\n"
             f"  replicas: [{replicas}]\n"
-            "routing:\n"
+            + (f"  connections: {self.args.connections}\n" if self.args.connections else "")
+            + "routing:\n"
             f"  default: {default}\n"
             "limits:\n"
             f"  max_clients: {self.args.idle_conns + 1000}\n"
@@ -726,7 +744,8 @@ def matrix_table(results, args):
     checks = []
     hdr = (
         f"{'cell':<22} {'target':<17} {'ops/s':>10} {'p50 ms':>7} {'p99 ms':>7} "
-        f"{'cpu us/op':>9} {'x direct':>12} {'x nutcracker':>13} {'p99/direct':>11}"
+        f"{'cpu us/op':>9} {'x direct':>12} {'x nutcracker':>13} {'p99/direct':>11} "
+        f"{'x relay':>7}"
     )
     lines.append(hdr)
     lines.append("-" * len(hdr))
@@ -736,7 +755,7 @@ def matrix_table(results, args):
         op, c, p, size = cell
         label = f"{op.upper()} c={c} P={p} {size_label(size)}"
         s = {t: summarize(results[cell][t]) for t in TARGETS if t in results[cell]}
-        d, nc = s.get("direct"), s.get("nutcracker")
+        d, nc, rl = s.get("direct"), s.get("nutcracker"), s.get("relay")
         for i, t in enumerate(TARGETS):
             if t not in s:
                 continue
@@ -744,7 +763,9 @@ def matrix_table(results, args):
             cpu = "-"
             if x["cpu"] is not None:
                 cpu = f"{x['cpu']:.2f}{'*' if x['cpu_fine'] else ''}"
-            vs_d = vs_n = p99r = ""
+            vs_d = vs_n = p99r = vs_r = ""
+            if t in REDSPLIT_TARGETS and rl:
+                vs_r = f"{x['rps'] / rl['rps']:.2f}"
             if t in REDSPLIT_TARGETS and d and nc:
                 need = MIN_VS_DIRECT_CLIENT_BOUND if (c >= 50 and p == 1) else MIN_VS_DIRECT
                 rd = x["rps"] / d["rps"]
@@ -767,11 +788,15 @@ def matrix_table(results, args):
                     ok = x["cpu"] <= MAX_CPU_US_PER_OP
                     checks.append((f"{label} {t} cpu <= {MAX_CPU_US_PER_OP} us/op", ok))
                     cpu += f" {mark(ok)}"
-            if t == "nutcracker" and d:
+            if t in ("nutcracker", "relay") and d:
                 vs_d = f"{x['rps'] / d['rps']:.2f}"
+                if d["p99"] > 0:
+                    p99r = f"{x['p99'] / d['p99']:.2f}"
+            if t == "relay" and nc:
+                vs_n = f"{x['rps'] / nc['rps']:.2f}"
             lines.append(
                 f"{label if i == 0 else '':<22} {t:<17} {x['rps']:>10,.0f} {x['p50']:>7.3f} "
-                f"{x['p99']:>7.3f} {cpu:>9} {vs_d:>12} {vs_n:>13} {p99r:>11}"
+                f"{x['p99']:>7.3f} {cpu:>9} {vs_d:>12} {vs_n:>13} {p99r:>11} {vs_r:>7}"
             )
             if t == "redsplit-replica" and op == "get" and x["share"] is not None and x["share"] < 0.99:
                 lines.append(f"{'':<22} ^ only {x['share']:.0%} of these GETs reached a replica")
@@ -1051,11 +1076,11 @@ PROFILE_CATEGORIES = (
 
 
 def profile(world, args):
-    """perf record on a redsplit under one cell; top symbols and where the time goes."""
+    """perf record on one proxy under one cell; top symbols and where the time goes."""
     if not shutil.which("perf"):
         raise BenchError("perf is not installed (Debian: apt-get install linux-perf)")
     op, c, p, size = args.profile_cell
-    target = "redsplit-replica"
+    target = args.profile_target
     world.populate(size)
     pid = world.pids[target]
     n = 4 * requests_for(args, p)
@@ -1182,6 +1207,9 @@ def parse_args():
                     help="requests per pipeline-16 run (env N_PIPELINED; default 5*N)")
     ap.add_argument("--workers", type=int, default=int(env("WORKERS", "2")),
                     help="redsplit worker threads in the matrix (env WORKERS; default 2)")
+    ap.add_argument("--connections", type=int, default=env("CONNECTIONS"),
+                    help="redsplit's backend.connections (shared connections per backend; "
+                    "env CONNECTIONS; default: redsplit's own default)")
     ap.add_argument("--keyspace", type=int, default=int(env("KEYSPACE", "10000")),
                     help="redis-benchmark -r (env KEYSPACE; default 10000)")
     ap.add_argument("--idle-conns", type=int, default=env("IDLE_CONNS"),
@@ -1202,6 +1230,9 @@ def parse_args():
     ap.add_argument("--profile-cell", default=env("PROFILE_CELL", "get,50,16,16"),
                     help="op,clients,pipeline,size the profile section runs "
                     "(env PROFILE_CELL; default get,50,16,16)")
+    ap.add_argument("--profile-target", default=env("PROFILE_TARGET", "redsplit-replica"),
+                    choices=("redsplit-replica", "redsplit-master", "relay", "nutcracker"),
+                    help="process the profile section records (env PROFILE_TARGET)")
     ap.add_argument("--profile-freq", type=int, default=int(env("PROFILE_FREQ", "1999")),
                     help="perf sampling frequency, Hz (env PROFILE_FREQ)")
     ap.add_argument("--profile-top", type=int, default=int(env("PROFILE_TOP", "30")),
@@ -1246,6 +1277,7 @@ def parse_args():
         log(f"note: {a.rounds} rounds; the issue asks for at least 5")
     target_dir = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
     a.redsplit_bin = os.path.join(target_dir, "release", "redsplit")
+    a.relay_bin = os.path.join(target_dir, "release", "examples", "relay")
     return a
 
 
@@ -1268,12 +1300,15 @@ def preflight(args):
             "raise the hard limit (ulimit -Hn) or lower IDLE_CONNS"
         )
     if not args.no_build:
-        log("building target/release/redsplit")
-        r = subprocess.run(["cargo", "build", "--release", "--bin", "redsplit"], cwd=ROOT)
+        log("building target/release/redsplit and target/release/examples/relay")
+        r = subprocess.run(
+            ["cargo", "build", "--release", "--bin", "redsplit", "--example", "relay"], cwd=ROOT
+        )
         if r.returncode != 0:
             raise BenchError("cargo build --release failed")
-    if not os.access(args.redsplit_bin, os.X_OK):
-        raise BenchError(f"{args.redsplit_bin} not found; build it or drop --no-build")
+    for b in (args.redsplit_bin, args.relay_bin):
+        if not os.access(b, os.X_OK):
+            raise BenchError(f"{b} not found; build it or drop --no-build")
 
 
 def write_raw(raw, path):
@@ -1307,6 +1342,7 @@ def main():
         world = World(args)
         world.start_replica_set()
         world.start_nutcracker()
+        world.start_relay()
         world.add_target(
             "redsplit-replica", world.start_redsplit("redsplit-replica", "replica", args.workers)
         )
@@ -1317,7 +1353,9 @@ def main():
             f"redsplit load benchmark {stamp}: {os.cpu_count()} CPUs, load average "
             f"{os.getloadavg()[0]:.2f}; rounds {args.rounds}, N {args.n} (pipeline 1) / "
             f"{args.n_pipelined} (pipeline 16), keyspace {args.keyspace}, redsplit workers "
-            f"{args.workers}{', QUICK' if args.quick else ''}"
+            f"{args.workers}"
+            + (f", backend connections {args.connections}" if args.connections else "")
+            + (", QUICK" if args.quick else "")
         )
         out_lines += [
             head,

@@ -338,6 +338,9 @@ struct Inner {
     direct: Option<Arc<tokio::net::tcp::OwnedWriteHalf>>,
 }
 
+/// Capacity above which an idle connection's request buffers are released.
+const RELEASE_OUT: usize = 1 << 20;
+
 /// Smallest and largest read from a backend socket.
 const MIN_READ: usize = 16 * 1024;
 const MAX_READ: usize = 256 * 1024;
@@ -614,11 +617,25 @@ impl Conn {
         let mut g = self.inner.lock();
         if g.out.is_empty() {
             g.writing = false;
+            if g.out.capacity() > RELEASE_OUT {
+                g.out = BytesMut::new();
+            }
             false
         } else {
             std::mem::swap(&mut g.out, buf);
             g.writing = true;
             true
+        }
+    }
+
+    /// Empty the writer's buffer after a write. Under load its capacity is kept: the
+    /// buffer goes back to the sessions at the next `take_out`, and growing a
+    /// multi-megabyte buffer afresh for every write costs a copy per doubling and a page
+    /// fault per page. A large one is released once nothing more is queued.
+    fn recycle(&self, buf: &mut BytesMut) {
+        buf.clear();
+        if buf.capacity() > RELEASE_OUT && self.inner.lock().out.is_empty() {
+            *buf = BytesMut::new();
         }
     }
 
@@ -647,10 +664,7 @@ impl Conn {
                     format_args!("connection lost: {e}"),
                 );
             }
-            buf.clear();
-            if buf.capacity() > 1 << 20 {
-                buf = BytesMut::new();
-            }
+            self.recycle(&mut buf);
         }
     }
 
@@ -687,10 +701,7 @@ impl Conn {
                     }
                 }
             }
-            buf.clear();
-            if buf.capacity() > 1 << 20 {
-                buf = BytesMut::new();
-            }
+            self.recycle(&mut buf);
         }
     }
 

@@ -43,6 +43,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 /// The slot number of replies the session makes itself.
 const LOCAL: u16 = u16::MAX;
 
+/// Smallest and largest read from a client that is sending requests.
+const MIN_READ: usize = 16 * 1024;
+const MAX_READ: usize = 64 * 1024;
+
 /// Shared-connection requests a new client may have in flight before any reply arrived.
 const INITIAL_WINDOW: u32 = 32;
 
@@ -225,6 +229,10 @@ pub struct Session {
     /// `client_output_buffer_limit` (0: none) and `max_pipeline`, from the settings.
     window_budget: u64,
     window_max: u32,
+    /// How much a read from the client asks for once requests are streaming: doubled
+    /// while reads fill the buffer (large requests, deep pipelines), halved when they
+    /// come in small, between [`MIN_READ`] and [`MAX_READ`].
+    read_chunk: usize,
 }
 
 /// How the session ended.
@@ -312,6 +320,7 @@ impl Session {
             reply_est: 0,
             window_budget: 0,
             window_max: u32::MAX,
+            read_chunk: MIN_READ,
         }
     }
 
@@ -459,13 +468,15 @@ impl Session {
                 && self.rbuf.len() < read_allowance(self, limits.max_pipeline);
             // An idle client holds no read buffer: the first read after idling goes to
             // the stack and only data that arrived is kept.
-            if can_read && self.rbuf.capacity() > 0 && self.rbuf.capacity() - self.rbuf.len() < 1024
-            {
-                self.rbuf.reserve(if self.rbuf.is_empty() {
+            if can_read && self.rbuf.capacity() > 0 {
+                let want = if self.rbuf.is_empty() {
                     4096
                 } else {
-                    16 * 1024
-                });
+                    self.read_chunk
+                };
+                if self.rbuf.capacity() - self.rbuf.len() < want / 4 {
+                    self.rbuf.reserve(want);
+                }
             }
             let mut view_changed = self.view_rx.as_mut().map(|rx| Box::pin(rx.changed()));
             let event = std::future::poll_fn(|cx| {
@@ -500,10 +511,18 @@ impl Session {
                         Poll::Pending => {}
                     }
                 } else if can_read {
+                    let spare = self.rbuf.capacity() - self.rbuf.len();
                     match tokio_util::io::poll_read_buf(Pin::new(&mut *stream), cx, &mut self.rbuf)
                     {
                         Poll::Ready(Ok(0)) => return Poll::Ready(Event::Closed),
-                        Poll::Ready(Ok(_)) => return Poll::Ready(Event::Progress),
+                        Poll::Ready(Ok(n)) => {
+                            if n == spare {
+                                self.read_chunk = (self.read_chunk * 2).min(MAX_READ);
+                            } else if n < self.read_chunk / 8 {
+                                self.read_chunk = (self.read_chunk / 2).max(MIN_READ);
+                            }
+                            return Poll::Ready(Event::Progress);
+                        }
                         Poll::Ready(Err(e)) => return Poll::Ready(Event::Error(e.to_string())),
                         Poll::Pending => {}
                     }
