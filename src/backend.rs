@@ -345,6 +345,20 @@ const RELEASE_OUT: usize = 1 << 20;
 const MIN_READ: usize = 16 * 1024;
 const MAX_READ: usize = 256 * 1024;
 
+/// The next read size after a read of `n` bytes into `spare` free bytes with `chunk`
+/// asked for: doubled (up to `max`) when the read filled the buffer, halved (down to
+/// `min`) when it came in small, so large transfers take few system calls and small
+/// ones keep small buffers.
+pub fn next_read_size(chunk: usize, n: usize, spare: usize, min: usize, max: usize) -> usize {
+    if n == spare {
+        (chunk * 2).min(max)
+    } else if n < chunk / 8 {
+        (chunk / 2).max(min)
+    } else {
+        chunk
+    }
+}
+
 /// A pipelined connection to one Redis.
 #[derive(Debug)]
 pub struct Conn {
@@ -721,13 +735,7 @@ impl Conn {
             let spare = buf.capacity() - buf.len();
             match rd.read_buf(&mut buf).await {
                 Ok(0) => return BackendError::new(ErrorKind::Lost, label, "closed the connection"),
-                Ok(n) => {
-                    if n == spare {
-                        chunk = (chunk * 2).min(MAX_READ);
-                    } else if n < chunk / 8 {
-                        chunk = (chunk / 2).max(MIN_READ);
-                    }
-                }
+                Ok(n) => chunk = next_read_size(chunk, n, spare, MIN_READ, MAX_READ),
                 Err(e) => {
                     return BackendError::new(
                         ErrorKind::Lost,

@@ -20,7 +20,7 @@
 //! waits until the other side is idle; a blocking command runs alone.
 
 use crate::auth::User;
-use crate::backend::{BackendError, Conn, ConnKey, Item, Sink, SlotQueue};
+use crate::backend::{next_read_size, BackendError, Conn, ConnKey, Item, Sink, SlotQueue};
 use crate::commands::{self, Class, Command};
 use crate::introspect;
 use crate::metrics::{class_index, Local, LATENCY_BOUNDS_US, STALENESS_BOUNDS_US};
@@ -516,11 +516,8 @@ impl Session {
                     {
                         Poll::Ready(Ok(0)) => return Poll::Ready(Event::Closed),
                         Poll::Ready(Ok(n)) => {
-                            if n == spare {
-                                self.read_chunk = (self.read_chunk * 2).min(MAX_READ);
-                            } else if n < self.read_chunk / 8 {
-                                self.read_chunk = (self.read_chunk / 2).max(MIN_READ);
-                            }
+                            self.read_chunk =
+                                next_read_size(self.read_chunk, n, spare, MIN_READ, MAX_READ);
                             return Poll::Ready(Event::Progress);
                         }
                         Poll::Ready(Err(e)) => return Poll::Ready(Event::Error(e.to_string())),
