@@ -1,0 +1,346 @@
+//! Dedicated modes: transactions, blocking commands, pub/sub and tracking, on the
+//! session's own master connection.
+
+use super::*;
+
+impl Session {
+    // ---------------------------------------------------------------- dedicated
+
+    /// The dedicated master connection, opened (or reopened) as needed.
+    pub(super) fn dedicated_conn(&mut self, view: &View) -> Result<(), String> {
+        let key = ConnKey {
+            db: self.db,
+            resp3: self.resp3,
+        };
+        let master = view
+            .master
+            .as_ref()
+            .ok_or_else(|| "ERR redsplit: no master is known".to_string())?;
+        if let Some(d) = &self.dedicated {
+            if d.backend == master.backend.id && !d.conn.is_failed() && d.key == key {
+                return Ok(());
+            }
+        }
+        if let Some(d) = self.dedicated.take() {
+            d.conn.close("replaced");
+            self.release_slot(d.slot);
+        }
+        let conn = master.backend.pool.dedicated(key);
+        let slot = self.alloc_slot();
+        self.dedicated = Some(Dedicated {
+            conn,
+            slot,
+            backend: master.backend.id,
+            key,
+        });
+        Ok(())
+    }
+
+    pub(super) fn send_dedicated(&mut self, req: &Request, kind: Kind, now: Instant) {
+        let Some(d) = &self.dedicated else { return };
+        let slot = d.slot;
+        let count = if kind == Kind::Tunnel { 0 } else { 1 };
+        let res = d.conn.send(req.buf, &self.sink, slot, count);
+        if kind == Kind::Tunnel {
+            if let Err(e) = res {
+                self.push_local_error(&format!("ERR {}", e.message));
+                self.closing = true;
+            }
+            return;
+        }
+        let silent = self.take_silent();
+        self.push_pending(Pending {
+            slot,
+            kind,
+            path: PATH_DEDICATED,
+            silent,
+            read: false,
+            sent: now,
+        });
+        if let Err(e) = res {
+            self.handle.inbox.push_failed(slot, &e, 1);
+        }
+    }
+
+    pub(super) fn dispatch_dedicated_mode(
+        &mut self,
+        req: &Request,
+        cmd: Option<&'static Command>,
+        run: &mut Option<Run>,
+        rbuf: &[u8],
+        _settings: &Settings,
+        view: &View,
+    ) -> Stop {
+        self.flush_pending_run(run, rbuf);
+        let now = Instant::now();
+        let name = cmd.map(|c| c.name).unwrap_or("");
+        match (name, cmd) {
+            ("quit", _) => {
+                self.push_local_raw(reply::OK);
+                self.closing = true;
+                return Stop::More;
+            }
+            ("reset", Some(cmd)) => {
+                if !self.pending.is_empty() {
+                    return Stop::Wait;
+                }
+                return self.local_command(req, cmd, _settings, view);
+            }
+            (n, Some(cmd)) if n == "auth" || n == "hello" || n.starts_with("client|") => {
+                if self.mode == Mode::Multi {
+                    self.push_local_error("ERR Command not allowed inside a transaction");
+                    return Stop::More;
+                }
+                return self.local_command(req, cmd, _settings, view);
+            }
+            _ => {}
+        }
+        if self.shared_in_flight > 0 {
+            return Stop::Wait;
+        }
+        if let Err(e) = self.dedicated_conn(view) {
+            self.push_local_error(&e);
+            return Stop::More;
+        }
+        let mut kind = Kind::Forward;
+        match (self.mode, name) {
+            (Mode::Multi, "exec") => {
+                kind = Kind::Exec;
+                self.mode = Mode::Normal;
+            }
+            (Mode::Multi, "discard") => {
+                self.mode = Mode::Normal;
+                self.multi_select = None;
+            }
+            (Mode::Watch, "unwatch") => self.mode = Mode::Normal,
+            (Mode::Watch, "multi") => self.mode = Mode::Multi,
+            (Mode::Watch, "exec") => {
+                self.push_local_error("ERR EXEC without MULTI");
+                return Stop::More;
+            }
+            (Mode::Watch, "discard") => {
+                self.push_local_error("ERR DISCARD without MULTI");
+                return Stop::More;
+            }
+            (Mode::Multi, "select") => {
+                if let Some(db) = parse_int(req.arg(1)).and_then(|d| u32::try_from(d).ok()) {
+                    self.multi_select = Some(db);
+                }
+            }
+            (Mode::Watch, "select") => match self.check_select(req) {
+                Ok(db) => self.db = db,
+                Err(e) => {
+                    self.push_local_error(&e);
+                    return Stop::More;
+                }
+            },
+            _ => {}
+        }
+        if self.mode != Mode::Multi && cmd.is_some_and(|c| commands::is_blocking(c, req)) {
+            kind = Kind::Blocking;
+            self.blocking_in_flight = true;
+            self.set_flags("b");
+            if let Some(d) = &self.dedicated {
+                d.conn.blocking.store(true, Ordering::Relaxed);
+            }
+        }
+        self.send_dedicated(req, kind, now);
+        Stop::More
+    }
+
+    pub(super) fn blocking(
+        &mut self,
+        req: &Request,
+        run: &mut Option<Run>,
+        rbuf: &[u8],
+        view: &View,
+    ) -> Stop {
+        self.flush_pending_run(run, rbuf);
+        if !self.pending.is_empty() {
+            return Stop::Wait;
+        }
+        if let Err(e) = self.dedicated_conn(view) {
+            self.push_local_error(&e);
+            return Stop::More;
+        }
+        if let Some(d) = &self.dedicated {
+            d.conn.blocking.store(true, Ordering::Relaxed);
+        }
+        self.blocking_in_flight = true;
+        self.set_flags("b");
+        self.send_dedicated(req, Kind::Blocking, Instant::now());
+        Stop::More
+    }
+
+    pub(super) fn transaction(
+        &mut self,
+        req: &Request,
+        cmd: &'static Command,
+        run: &mut Option<Run>,
+        rbuf: &[u8],
+        settings: &Settings,
+        view: &View,
+    ) -> Stop {
+        self.flush_pending_run(run, rbuf);
+        match cmd.name {
+            "multi" | "watch" => {
+                if !self.pending.is_empty() {
+                    return Stop::Wait;
+                }
+                if let Err(e) = self.dedicated_conn(view) {
+                    self.push_local_error(&e);
+                    return Stop::More;
+                }
+                self.mode = if cmd.name == "multi" {
+                    Mode::Multi
+                } else {
+                    Mode::Watch
+                };
+                self.multi_select = None;
+                let _ = settings;
+                self.send_dedicated(req, Kind::Forward, Instant::now());
+            }
+            "exec" => self.push_local_error("ERR EXEC without MULTI"),
+            "discard" => self.push_local_error("ERR DISCARD without MULTI"),
+            _ => self.push_local_raw(reply::OK), // UNWATCH with nothing watched
+        }
+        Stop::More
+    }
+
+    // ---------------------------------------------------------------- pub/sub
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn pubsub(
+        &mut self,
+        req: &Request,
+        cmd: &'static Command,
+        offset: usize,
+        inline: bool,
+        run: &mut Option<Run>,
+        rbuf: &[u8],
+        view: &View,
+        now: Instant,
+    ) -> Stop {
+        match cmd.name {
+            "subscribe" | "psubscribe" | "ssubscribe" => self.enter_tunnel(req, run, rbuf, view),
+            "unsubscribe" | "punsubscribe" | "sunsubscribe" => {
+                // Not subscribed: Redis answers one frame per channel, with count 0.
+                self.flush_pending_run(run, rbuf);
+                let kind = Value::bulk(cmd.name);
+                let frames: Vec<Value> = if req.argc() <= 1 {
+                    vec![Value::Null]
+                } else {
+                    (1..req.argc()).map(|i| Value::bulk(req.arg(i))).collect()
+                };
+                let mut out = BytesMut::new();
+                for ch in frames {
+                    let v = vec![kind.clone(), ch, Value::Int(0)];
+                    let v = if self.resp3 {
+                        Value::Push(v)
+                    } else {
+                        Value::Array(v)
+                    };
+                    v.encode(self.resp3, &mut out);
+                }
+                self.push_local_bytes(&out);
+                Stop::More
+            }
+            _ => self.send_to_master(req, offset, inline, run, rbuf, view, now, Kind::Forward),
+        }
+    }
+
+    pub(super) fn enter_tunnel(
+        &mut self,
+        req: &Request,
+        run: &mut Option<Run>,
+        rbuf: &[u8],
+        view: &View,
+    ) -> Stop {
+        self.flush_pending_run(run, rbuf);
+        if !self.pending.is_empty() {
+            return Stop::Wait;
+        }
+        if let Err(e) = self.dedicated_conn(view) {
+            self.push_local_error(&e);
+            return Stop::More;
+        }
+        let Some(d) = &self.dedicated else {
+            return Stop::More;
+        };
+        d.conn.set_stream(&self.sink, d.slot);
+        let slot = d.slot;
+        self.mode = Mode::Tunnel;
+        let name = req.arg(0);
+        self.set_flags(if name.eq_ignore_ascii_case(b"monitor") {
+            "O"
+        } else if name.eq_ignore_ascii_case(b"client") {
+            "t"
+        } else {
+            "P"
+        });
+        self.push_pending(Pending {
+            slot,
+            kind: Kind::Tunnel,
+            path: PATH_DEDICATED,
+            silent: false,
+            read: false,
+            sent: Instant::now(),
+        });
+        self.send_dedicated(req, Kind::Tunnel, Instant::now());
+        Stop::More
+    }
+
+    pub(super) fn dispatch_tunnel(
+        &mut self,
+        req: &Request,
+        cmd: Option<&'static Command>,
+        run: &mut Option<Run>,
+        rbuf: &[u8],
+        settings: &Settings,
+    ) -> Stop {
+        self.flush_pending_run(run, rbuf);
+        match cmd.map(|c| c.name) {
+            Some("quit") => {
+                self.end_tunnel();
+                self.push_local_raw(reply::OK);
+                self.closing = true;
+            }
+            Some("reset") => {
+                self.end_tunnel();
+                let view = self.proxy.view.load_full();
+                if let Some(c) = cmd {
+                    return self.local_command(req, c, settings, &view);
+                }
+            }
+            _ => self.send_dedicated(req, Kind::Tunnel, Instant::now()),
+        }
+        Stop::More
+    }
+
+    /// Leave tunnel mode: the dedicated connection is closed (its server-side state goes
+    /// with it) after the frames already received are forwarded.
+    pub(super) fn end_tunnel(&mut self) {
+        self.drain();
+        if let Some(p) = self.pending.front() {
+            if p.kind == Kind::Tunnel {
+                let slot = p.slot;
+                self.pending.pop_front();
+                if let Some(r) = self.slot_refs.get_mut(slot as usize) {
+                    *r = r.saturating_sub(1);
+                }
+                self.dedicated_in_flight = self.dedicated_in_flight.saturating_sub(1);
+                let mut st = self.handle.inbox.state.lock();
+                if let Some(q) = st.slots.get_mut(slot as usize) {
+                    q.items.clear();
+                    q.data.clear();
+                }
+            }
+        }
+        if let Some(d) = self.dedicated.take() {
+            d.conn.close("client left pub/sub");
+            self.release_slot(d.slot);
+        }
+        self.mode = Mode::Normal;
+        self.set_flags("");
+    }
+}

@@ -1,0 +1,419 @@
+//! Requests: parse what the client sent and route each one (gates, reads, writes).
+
+use super::*;
+
+impl Session {
+    // ---------------------------------------------------------------- requests
+
+    /// Parse and dispatch as many buffered requests as the barriers allow.
+    pub(super) fn process(&mut self) -> Result<(), ProtocolError> {
+        if self.rbuf.is_empty() || self.closing || self.held.is_some() {
+            return Ok(());
+        }
+        let settings = self.proxy.settings.load();
+        let view = self.proxy.view.load();
+        if view.epoch != self.view_epoch {
+            self.on_new_epoch(&view);
+        }
+        if settings.policy.generation != self.settings_gen {
+            self.on_new_settings(&settings);
+        }
+        if self.master_wait.is_some() && !view.switching {
+            // The failover is over (or abandoned): writes go (or fail) now.
+            self.master_wait = None;
+            if self.held.is_none() {
+                self.view_rx = None;
+            }
+        }
+        let now = Instant::now();
+        self.replies_at = now;
+        self.handle
+            .last_active_ms
+            .store(self.proxy.uptime_ms(now), Ordering::Relaxed);
+        if self.handle.inbox.trimmed.load(Ordering::Relaxed) {
+            // Active again: the janitor may trim this client's buffers next time it idles.
+            self.handle.inbox.trimmed.store(false, Ordering::Relaxed);
+        }
+        self.prefer = None;
+        let max_pipeline = settings.config.limits.max_pipeline;
+        self.window_budget = settings.config.limits.client_output_buffer_limit.0;
+        self.window_max = u32::try_from(max_pipeline).unwrap_or(u32::MAX).max(1);
+        let rbuf = std::mem::take(&mut self.rbuf);
+        let mut consumed = 0usize;
+        let mut run: Option<Run> = None;
+        let mut result = Ok(());
+        self.parser.unauthenticated = !self.authenticated;
+        while consumed < rbuf.len() && !self.closing {
+            if self.pending.len() >= max_pipeline
+                || self.shared_in_flight >= self.window
+                || self.blocking_in_flight
+                || self.held.is_some()
+            {
+                break;
+            }
+            let parsed = match self
+                .parser
+                .parse(rbuf.get(consumed..).unwrap_or_default(), &settings.limits)
+            {
+                Ok(Some(p)) => p,
+                Ok(None) => break,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            };
+            let (len, inline) = match parsed {
+                Parsed::Empty { len } => {
+                    consumed += len;
+                    continue;
+                }
+                Parsed::Multibulk { len } => (len, false),
+                Parsed::Inline { len } => (len, true),
+            };
+            let args = std::mem::take(&mut self.parser.args);
+            let inline_buf = std::mem::take(&mut self.parser.inline_buf);
+            let buf: &[u8] = if inline {
+                &inline_buf
+            } else {
+                rbuf.get(consumed..consumed + len).unwrap_or_default()
+            };
+            let req = Request { buf, args: &args };
+            let stop = self.dispatch(
+                &req, consumed, inline, &mut run, &rbuf, &settings, &view, now,
+            );
+            self.parser.args = args;
+            self.parser.inline_buf = inline_buf;
+            if stop == Stop::Wait {
+                break;
+            }
+            consumed += len;
+        }
+        if let Some(r) = run.take() {
+            self.flush_run(&r, &rbuf);
+        }
+        self.flush_counters(&settings);
+        self.rbuf = rbuf;
+        self.rbuf.advance(consumed);
+        if consumed > 0 {
+            self.parser.reset();
+        }
+        result
+    }
+
+    /// Route one request. Returns `Stop::Wait` when a barrier holds it back (it stays in
+    /// the buffer and is dispatched later).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn dispatch(
+        &mut self,
+        req: &Request,
+        offset: usize,
+        inline: bool,
+        run: &mut Option<Run>,
+        rbuf: &[u8],
+        settings: &Settings,
+        view: &View,
+        now: Instant,
+    ) -> Stop {
+        let cmd = commands::lookup(req);
+        let name = req.arg(0);
+        self.last_cmd = cmd.map(|c| c.name).unwrap_or("unknown");
+        // Authentication gate.
+        if !self.authenticated {
+            let allowed = matches!(
+                cmd.map(|c| c.name),
+                Some("auth" | "hello" | "quit" | "reset")
+            );
+            if !allowed {
+                self.stats().request(class_index(cmd.map(|c| c.class)));
+                self.flush_pending_run(run, rbuf);
+                self.push_local_raw(reply::NOAUTH);
+                return Stop::More;
+            }
+        }
+        // Tunnel mode: everything goes to the dedicated connection, but QUIT and RESET.
+        if self.mode == Mode::Tunnel {
+            return self.dispatch_tunnel(req, cmd, run, rbuf, settings);
+        }
+        if cmd.is_none() && name.eq_ignore_ascii_case(b"proxy") && self.mode != Mode::Multi {
+            self.stats().request(class_index(Some(Class::Connection)));
+            self.flush_pending_run(run, rbuf);
+            self.proxy_command(req, settings, view, now);
+            return Stop::More;
+        }
+        let Some(cmd) = cmd else {
+            // Unknown to the table: the master answers (module command or an error).
+            self.stats().request(class_index(None));
+            if matches!(self.mode, Mode::Multi | Mode::Watch) {
+                return self.dispatch_dedicated_mode(req, None, run, rbuf, settings, view);
+            }
+            return self.send_to_master(req, offset, inline, run, rbuf, view, now, Kind::Write);
+        };
+        self.stats().request(class_index(Some(cmd.class)));
+        if settings.deny.denies(cmd) {
+            self.flush_pending_run(run, rbuf);
+            self.push_local_error(&format!(
+                "NOPERM the '{}' command is disabled by the proxy (deny_commands)",
+                String::from_utf8_lossy(name).to_lowercase()
+            ));
+            return Stop::More;
+        }
+        if let Some(user) = &self.user {
+            if !user.may_run(cmd) {
+                self.flush_pending_run(run, rbuf);
+                self.push_local_error(&format!(
+                    "NOPERM this user has no permissions to run the '{}' command",
+                    cmd.name
+                ));
+                return Stop::More;
+            }
+            if !user.all_keys() {
+                let mut ok = true;
+                commands::for_each_key(cmd, req, |i| ok &= user.may_touch(req.arg(i)));
+                if !ok {
+                    self.flush_pending_run(run, rbuf);
+                    self.push_local_error("NOPERM this user has no permissions to access one of the keys used as arguments");
+                    return Stop::More;
+                }
+            }
+        }
+        if matches!(self.mode, Mode::Multi | Mode::Watch) {
+            return self.dispatch_dedicated_mode(req, Some(cmd), run, rbuf, settings, view);
+        }
+        match cmd.class {
+            Class::Connection => {
+                self.flush_pending_run(run, rbuf);
+                self.local_command(req, cmd, settings, view)
+            }
+            Class::Transaction => self.transaction(req, cmd, run, rbuf, settings, view),
+            Class::PubSub => self.pubsub(req, cmd, offset, inline, run, rbuf, view, now),
+            _ if commands::is_blocking(cmd, req) => {
+                if name.eq_ignore_ascii_case(b"wait") {
+                    self.flush_pending_run(run, rbuf);
+                    return self.wait_command(req, settings, view, now);
+                }
+                self.blocking(req, run, rbuf, view)
+            }
+            Class::Read => self.read(req, cmd, offset, inline, run, rbuf, settings, view, now),
+            Class::Write | Class::Admin => {
+                if name.eq_ignore_ascii_case(b"monitor") {
+                    return self.enter_tunnel(req, run, rbuf, view);
+                }
+                let wait = if settings.policy.rules.iter().any(|r| r.wait.is_some()) {
+                    settings
+                        .policy
+                        .resolve(cmd, |f| commands::for_each_key(cmd, req, |i| f(req.arg(i))))
+                        .wait
+                } else {
+                    None
+                };
+                let kind = match wait {
+                    Some(w) => Kind::Durable(w),
+                    None => Kind::Write,
+                };
+                self.send_to_master(req, offset, inline, run, rbuf, view, now, kind)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn read(
+        &mut self,
+        req: &Request,
+        cmd: &'static Command,
+        offset: usize,
+        inline: bool,
+        run: &mut Option<Run>,
+        rbuf: &[u8],
+        settings: &Settings,
+        view: &View,
+        now: Instant,
+    ) -> Stop {
+        let policy = &settings.policy;
+        let resolved = policy.resolve(cmd, |f| commands::for_each_key(cmd, req, |i| f(req.arg(i))));
+        self.count_hit(resolved.rule);
+        let sess = SessionReads {
+            writes_in_flight: self.writes_in_flight > 0,
+            last_write_ack: self.last_write_ack,
+            prefer: self.prefer,
+            turn: self.turn,
+        };
+        let d = router::route_read(&resolved.level, &sess, policy, view, now);
+        self.turn = self.turn.wrapping_add(1);
+        match d.target {
+            Target::Replica(i) => {
+                let Some(r) = view.replicas.get(i) else {
+                    return Stop::More;
+                };
+                if self.dedicated_in_flight > 0 {
+                    return self.barrier(run, rbuf);
+                }
+                self.stats().route(1, d.reason);
+                if let Some(s) = r.staleness_ms(now) {
+                    self.stats()
+                        .staleness
+                        .observe(s.saturating_mul(1000), &STALENESS_BOUNDS_US);
+                }
+                self.prefer = Some(i);
+                let backend = r.backend.clone();
+                self.send_shared(
+                    &backend,
+                    req,
+                    offset,
+                    inline,
+                    run,
+                    rbuf,
+                    Kind::ReplicaRead {
+                        retry: req.buf.len() as u32,
+                    },
+                    true,
+                    now,
+                );
+                Stop::More
+            }
+            Target::Master => {
+                self.stats().route(0, d.reason);
+                self.master_read(req, offset, inline, run, rbuf, view, now)
+            }
+            Target::Reject => {
+                self.stats().route(2, d.reason);
+                self.flush_pending_run(run, rbuf);
+                self.push_local_error(&reject_message(d, &resolved.level, view, policy));
+                Stop::More
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn master_read(
+        &mut self,
+        req: &Request,
+        offset: usize,
+        inline: bool,
+        run: &mut Option<Run>,
+        rbuf: &[u8],
+        view: &View,
+        now: Instant,
+    ) -> Stop {
+        let Some(m) = view.master.as_ref() else {
+            self.flush_pending_run(run, rbuf);
+            self.push_local_error("ERR redsplit: no master is known");
+            return Stop::More;
+        };
+        if self.dedicated_in_flight > 0 {
+            return self.barrier(run, rbuf);
+        }
+        let backend = m.backend.clone();
+        self.send_shared(
+            &backend,
+            req,
+            offset,
+            inline,
+            run,
+            rbuf,
+            Kind::Forward,
+            true,
+            now,
+        );
+        Stop::More
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn send_to_master(
+        &mut self,
+        req: &Request,
+        offset: usize,
+        inline: bool,
+        run: &mut Option<Run>,
+        rbuf: &[u8],
+        view: &View,
+        now: Instant,
+        kind: Kind,
+    ) -> Stop {
+        let d = router::route_write(view);
+        if view.master.is_none() && view.switching {
+            // A planned failover: hold the write (and what follows it) until the new
+            // master is known, for at most `hold_writes_ms`.
+            let hold = self
+                .proxy
+                .settings
+                .load()
+                .config
+                .backend
+                .sentinel
+                .as_ref()
+                .map_or(0, |s| s.hold_writes_ms);
+            let deadline = *self
+                .master_wait
+                .get_or_insert(now + Duration::from_millis(hold));
+            if now < deadline {
+                if self.view_rx.is_none() {
+                    self.view_rx = Some(self.proxy.view_version.subscribe());
+                }
+                return self.barrier(run, rbuf);
+            }
+        }
+        let Some(m) = view.master.as_ref().filter(|_| d.target == Target::Master) else {
+            self.stats().route(2, Reason::NoMaster);
+            self.flush_pending_run(run, rbuf);
+            self.push_local_error(if view.switching {
+                "ERR redsplit: no master is known (a failover is under way)"
+            } else {
+                "ERR redsplit: no master is known"
+            });
+            return Stop::More;
+        };
+        // A write waits for this session's replica reads (they may need a retry on the
+        // master first) and for its dedicated connection to be idle.
+        if self.replica_reads_in_flight > 0 || self.dedicated_in_flight > 0 {
+            return self.barrier(run, rbuf);
+        }
+        self.stats().route(0, Reason::Write);
+        let backend = m.backend.clone();
+        if let Kind::Durable(_) = kind {
+            self.flush_pending_run(run, rbuf);
+            self.send_shared(&backend, req, offset, inline, run, rbuf, kind, false, now);
+            self.flush_pending_run(run, rbuf);
+            self.send_bytes_shared(&backend, ROLE, Kind::RoleProbe { wait: None }, now);
+            self.proxy.monitor.poll_now();
+        } else {
+            self.send_shared(&backend, req, offset, inline, run, rbuf, kind, false, now);
+        }
+        Stop::More
+    }
+}
+
+/// The error for a read that could not be routed.
+pub(super) fn reject_message(
+    d: Decision,
+    level: &crate::policy::Level,
+    view: &View,
+    policy: &crate::policy::Policy,
+) -> String {
+    match d.reason {
+        Reason::NoMaster
+            if policy.on_master_down == crate::config::OnMasterDown::Error
+                && view.master.as_ref().is_some_and(|m| m.down) =>
+        {
+            format!(
+                "ERR redsplit: the master {} is down and reads are refused (routing.on_master_down: error)",
+                view.master.as_ref().map(|m| m.backend.addr.as_str()).unwrap_or("?")
+            )
+        }
+        Reason::NoMaster => "ERR redsplit: the master is down and no replica can serve this read".into(),
+        Reason::OwnWrite => "ERR redsplit: no replica has this client's last write yet (fallback: error)".into(),
+        Reason::OverBudget => format!(
+            "ERR redsplit: no replica is within the staleness budget ({}) for this read (fallback: error)",
+            budget_text(level)
+        ),
+        _ => format!("ERR redsplit: no healthy replica for this read ({} known; fallback: error)", view.replicas.len()),
+    }
+}
+
+pub(super) fn budget_text(level: &crate::policy::Level) -> String {
+    match (level.budget.max_lag_ms, level.budget.max_lag_bytes) {
+        (Some(ms), Some(b)) => format!("{ms} ms, {b} bytes"),
+        (Some(ms), None) => format!("{ms} ms"),
+        (None, Some(b)) => format!("{b} bytes"),
+        (None, None) => "unbounded".into(),
+    }
+}

@@ -1,0 +1,469 @@
+//! The commands the proxy answers itself: connection state, `CLIENT`, `PROXY`.
+
+use super::*;
+
+impl Session {
+    // ---------------------------------------------------------------- local commands
+
+    pub(super) fn check_select(&self, req: &Request) -> Result<u32, String> {
+        if req.argc() != 2 {
+            return Err("ERR wrong number of arguments for 'select' command".into());
+        }
+        let n = parse_int(req.arg(1))
+            .ok_or_else(|| "ERR value is not an integer or out of range".to_string())?;
+        let dbs = i64::from(self.proxy.info.load().databases);
+        if n < 0 || n >= dbs {
+            return Err("ERR DB index is out of range".into());
+        }
+        Ok(n as u32)
+    }
+
+    pub(super) fn local_command(
+        &mut self,
+        req: &Request,
+        cmd: &'static Command,
+        settings: &Settings,
+        view: &View,
+    ) -> Stop {
+        if !commands::arity_ok(cmd, req.argc()) {
+            self.push_local_error(&format!(
+                "ERR wrong number of arguments for '{}' command",
+                cmd.name
+            ));
+            return Stop::More;
+        }
+        match cmd.name {
+            "ping" => match req.argc() {
+                1 => self.push_local_raw(reply::PONG),
+                2 => self.push_local_value(&Value::bulk(req.arg(1))),
+                _ => self.push_local_error("ERR wrong number of arguments for 'ping' command"),
+            },
+            "echo" => self.push_local_value(&Value::bulk(req.arg(1))),
+            "quit" => {
+                self.push_local_raw(reply::OK);
+                self.closing = true;
+            }
+            "select" => match self.check_select(req) {
+                Ok(db) => {
+                    self.db = db;
+                    self.handle.info.lock().db = db;
+                    self.push_local_raw(reply::OK);
+                }
+                Err(e) => self.push_local_error(&e),
+            },
+            "auth" => self.auth(req, settings),
+            "hello" => self.hello(req, settings),
+            "reset" => {
+                if !self.pending.is_empty() {
+                    return Stop::Wait;
+                }
+                if let Some(d) = self.dedicated.take() {
+                    d.conn.close("client reset");
+                    self.release_slot(d.slot);
+                }
+                self.mode = Mode::Normal;
+                self.set_flags("");
+                self.db = 0;
+                self.resp3 = false;
+                self.reply_mode = ReplyMode::On;
+                self.multi_select = None;
+                self.user = None;
+                self.authenticated = !settings.users.required();
+                {
+                    let mut info = self.handle.info.lock();
+                    info.db = 0;
+                    info.resp = 2;
+                    info.user = Box::default();
+                }
+                self.push_local_raw(b"+RESET\r\n");
+            }
+            _ if cmd.name.starts_with("client|") => {
+                return self.client_command(req, cmd, settings, view)
+            }
+            _ => self.push_local_error(&format!(
+                "ERR unknown subcommand or wrong number of arguments for '{}'",
+                cmd.name
+            )),
+        }
+        Stop::More
+    }
+
+    /// `PROXY STATUS | EXPLAIN cmd… | CONFIG | HELP`.
+    pub(super) fn proxy_command(
+        &mut self,
+        req: &Request,
+        settings: &Settings,
+        view: &View,
+        now: Instant,
+    ) {
+        let sub = req.arg(1).to_ascii_lowercase();
+        match sub.as_slice() {
+            b"status" if req.argc() == 2 => {
+                let v = introspect::status(view, settings, now);
+                self.push_local_value(&v);
+            }
+            b"explain" if req.argc() >= 3 => {
+                let args: Vec<&[u8]> = (2..req.argc()).map(|i| req.arg(i)).collect();
+                let sess = SessionReads {
+                    writes_in_flight: self.writes_in_flight > 0,
+                    last_write_ack: self.last_write_ack,
+                    prefer: None,
+                    turn: self.turn,
+                };
+                let v = introspect::explain(&args, &sess, view, settings, now);
+                self.push_local_value(&v);
+            }
+            b"config" if req.argc() == 2 => {
+                if self.user.as_ref().is_some_and(|u| !u.is_admin()) {
+                    self.push_local_error(
+                        "NOPERM this user has no permissions to run the 'proxy|config' command",
+                    );
+                    return;
+                }
+                let v = introspect::config(settings);
+                self.push_local_value(&v);
+            }
+            b"help" => {
+                let v = Value::Array(introspect::HELP.iter().map(|l| Value::simple(*l)).collect());
+                self.push_local_value(&v);
+            }
+            _ => self.push_local_error(&format!(
+                "ERR unknown subcommand or wrong number of arguments for '{}'. Try PROXY HELP.",
+                String::from_utf8_lossy(req.arg(1))
+            )),
+        }
+    }
+
+    pub(super) fn auth(&mut self, req: &Request, settings: &Settings) {
+        let (user, pass) = match req.argc() {
+            2 => (&b"default"[..], req.arg(1)),
+            3 => (req.arg(1), req.arg(2)),
+            _ => {
+                self.push_local_error("ERR syntax error");
+                return;
+            }
+        };
+        if !settings.users.required() {
+            if req.argc() == 2 {
+                self.push_local_error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
+            } else if user == b"default" {
+                self.push_local_raw(reply::OK);
+            } else {
+                self.push_local_raw(reply::WRONGPASS);
+            }
+            return;
+        }
+        match settings.users.check(user, pass) {
+            Some(u) => {
+                self.handle.info.lock().user = u.name.as_str().into();
+                self.user = Some(u);
+                self.authenticated = true;
+                self.push_local_raw(reply::OK);
+            }
+            None => {
+                tracing::info!(client = self.id, user = %String::from_utf8_lossy(user), "authentication failed");
+                self.push_local_raw(reply::WRONGPASS);
+            }
+        }
+    }
+
+    pub(super) fn hello(&mut self, req: &Request, settings: &Settings) {
+        let mut proto = if self.resp3 { 3 } else { 2 };
+        let mut i = 1;
+        if req.argc() >= 2 {
+            match parse_int(req.arg(1)) {
+                Some(v) if v == 2 || v == 3 => proto = v,
+                Some(_) => {
+                    self.push_local_error("NOPROTO unsupported protocol version");
+                    return;
+                }
+                None => {
+                    self.push_local_error("ERR Protocol version is not an integer or out of range");
+                    return;
+                }
+            }
+            i = 2;
+        }
+        let mut auth: Option<(&[u8], &[u8])> = None;
+        let mut setname: Option<&[u8]> = None;
+        while i < req.argc() {
+            let opt = req.arg(i);
+            let more = req.argc() - i - 1;
+            if opt.eq_ignore_ascii_case(b"AUTH") && more >= 2 {
+                auth = Some((req.arg(i + 1), req.arg(i + 2)));
+                i += 3;
+            } else if opt.eq_ignore_ascii_case(b"SETNAME") && more >= 1 {
+                setname = Some(req.arg(i + 1));
+                i += 2;
+            } else {
+                self.push_local_error(&format!(
+                    "ERR Syntax error in HELLO option '{}'",
+                    String::from_utf8_lossy(opt)
+                ));
+                return;
+            }
+        }
+        if let Some((u, p)) = auth {
+            if settings.users.required() {
+                match settings.users.check(u, p) {
+                    Some(user) => {
+                        self.handle.info.lock().user = user.name.as_str().into();
+                        self.user = Some(user);
+                        self.authenticated = true;
+                    }
+                    None => {
+                        self.push_local_raw(reply::WRONGPASS);
+                        return;
+                    }
+                }
+            } else if u != b"default" {
+                self.push_local_raw(reply::WRONGPASS);
+                return;
+            }
+        }
+        if !self.authenticated {
+            self.push_local_error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
+            return;
+        }
+        if let Some(n) = setname {
+            if let Err(e) = valid_name(n) {
+                self.push_local_error(e);
+                return;
+            }
+            self.name = String::from_utf8_lossy(n).into_owned();
+            self.handle.info.lock().name = self.name.as_str().into();
+        }
+        self.resp3 = proto == 3;
+        self.handle.info.lock().resp = proto as u8;
+        let version = self.proxy.info.load().redis_version.clone();
+        let v = Value::Map(vec![
+            (Value::bulk("server"), Value::bulk("redis")),
+            (Value::bulk("version"), Value::bulk(version)),
+            (Value::bulk("proto"), Value::Int(proto)),
+            (Value::bulk("id"), Value::Int(self.id as i64)),
+            (Value::bulk("mode"), Value::bulk("standalone")),
+            (Value::bulk("role"), Value::bulk("master")),
+            (Value::bulk("modules"), Value::Array(vec![])),
+        ]);
+        self.push_local_value(&v);
+    }
+
+    pub(super) fn client_command(
+        &mut self,
+        req: &Request,
+        cmd: &'static Command,
+        settings: &Settings,
+        view: &View,
+    ) -> Stop {
+        let sub = cmd.name.trim_start_matches("client|");
+        match sub {
+            "id" => self.push_local_value(&Value::Int(self.id as i64)),
+            "getname" => {
+                if self.name.is_empty() {
+                    self.push_local_value(&Value::Null)
+                } else {
+                    let n = self.name.clone();
+                    self.push_local_value(&Value::bulk(n))
+                }
+            }
+            "setname" => match valid_name(req.arg(2)) {
+                Ok(()) => {
+                    self.name = String::from_utf8_lossy(req.arg(2)).into_owned();
+                    self.handle.info.lock().name = self.name.as_str().into();
+                    self.push_local_raw(reply::OK);
+                }
+                Err(e) => self.push_local_error(e),
+            },
+            "info" => {
+                let line = self.client_line(&self.handle.clone(), true);
+                self.push_local_value(&Value::Verbatim(line));
+            }
+            "list" => {
+                let mut out = String::new();
+                let mut ids: Vec<u64> = self.proxy.sessions.iter().map(|e| *e.key()).collect();
+                ids.sort_unstable();
+                for id in ids {
+                    if let Some(h) = self.proxy.sessions.get(&id).map(|e| e.value().clone()) {
+                        out.push_str(&self.client_line(&h, h.id == self.id));
+                    }
+                }
+                self.push_local_value(&Value::Verbatim(out));
+            }
+            "kill" => self.client_kill(req),
+            "reply" => {
+                let arg = req.arg(2);
+                if arg.eq_ignore_ascii_case(b"on") {
+                    self.reply_mode = ReplyMode::On;
+                    self.push_local_raw(reply::OK);
+                } else if arg.eq_ignore_ascii_case(b"off") {
+                    self.reply_mode = ReplyMode::Off;
+                } else if arg.eq_ignore_ascii_case(b"skip") {
+                    self.reply_mode = ReplyMode::Skip;
+                } else {
+                    self.push_local_error("ERR syntax error");
+                }
+            }
+            "no-evict" | "no-touch" => self.push_local_raw(reply::OK),
+            "tracking" => {
+                let on = req.arg(2).eq_ignore_ascii_case(b"on");
+                if on {
+                    let mut none = None;
+                    return self.enter_tunnel(req, &mut none, &[], view);
+                }
+                self.push_local_raw(reply::OK);
+            }
+            "getredir" => self.push_local_value(&Value::Int(-1)),
+            "trackinginfo" => self.push_local_value(&Value::Map(vec![
+                (Value::bulk("flags"), Value::Array(vec![Value::bulk("off")])),
+                (Value::bulk("redirect"), Value::Int(-1)),
+                (Value::bulk("prefixes"), Value::Array(vec![])),
+            ])),
+            "unblock" => self.client_unblock(req),
+            "caching" => self.push_local_error("ERR CLIENT CACHING can be called only when the client is in tracking mode with OPTIN or OPTOUT mode enabled"),
+            _ => {
+                // PAUSE, UNPAUSE and anything newer: the master decides.
+                let _ = settings;
+                let mut none = None;
+                return self.send_to_master(req, 0, true, &mut none, &[], view, Instant::now(), Kind::Forward);
+            }
+        }
+        Stop::More
+    }
+
+    pub(super) fn client_line(&self, h: &SessionHandle, me: bool) -> String {
+        let info = h.info.lock().clone();
+        let now = Instant::now();
+        let idle = self
+            .proxy
+            .uptime_ms(now)
+            .saturating_sub(h.last_active_ms.load(Ordering::Relaxed))
+            / 1000;
+        let (flags, multi, cmd) = if me {
+            let f = match self.mode {
+                Mode::Multi => "x",
+                Mode::Tunnel => "P",
+                _ if self.blocking_in_flight => "b",
+                _ => "N",
+            };
+            (
+                f.to_string(),
+                if self.mode == Mode::Multi { 0 } else { -1 },
+                self.last_cmd.to_string(),
+            )
+        } else {
+            (
+                if info.flags.is_empty() {
+                    "N".to_string()
+                } else {
+                    info.flags.to_string()
+                },
+                -1,
+                "NULL".to_string(),
+            )
+        };
+        format!(
+            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={} db={} sub=0 psub=0 ssub=0 multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user={} redir=-1 resp={}\n",
+            h.id,
+            h.peer,
+            h.local,
+            info.name,
+            self.proxy.uptime_ms(now).saturating_sub(h.created_ms) / 1000,
+            idle,
+            flags,
+            if me { self.db } else { info.db },
+            multi,
+            if cmd.is_empty() { "NULL" } else { &cmd },
+            info.user_name(),
+            if me { if self.resp3 { 3 } else { 2 } } else { info.resp.max(2) },
+        )
+    }
+
+    pub(super) fn client_kill(&mut self, req: &Request) {
+        // CLIENT KILL addr:port | CLIENT KILL [ID id] [ADDR a] [LADDR a] [USER u] [SKIPME yes/no]
+        let mut id = None;
+        let mut addr = None;
+        let mut laddr = None;
+        let mut user = None;
+        let mut skipme = true;
+        let old_form = req.argc() == 3;
+        if old_form {
+            addr = Some(String::from_utf8_lossy(req.arg(2)).into_owned());
+        } else {
+            let mut i = 2;
+            while i + 1 < req.argc() {
+                let k = req.arg(i).to_ascii_lowercase();
+                let v = String::from_utf8_lossy(req.arg(i + 1)).into_owned();
+                match k.as_slice() {
+                    b"id" => match v.parse::<u64>() {
+                        Ok(n) => id = Some(n),
+                        Err(_) => {
+                            self.push_local_error("ERR client-id should be greater than 0");
+                            return;
+                        }
+                    },
+                    b"addr" => addr = Some(v),
+                    b"laddr" => laddr = Some(v),
+                    b"user" => user = Some(v),
+                    b"skipme" => skipme = v.eq_ignore_ascii_case("yes"),
+                    _ => {
+                        self.push_local_error("ERR syntax error");
+                        return;
+                    }
+                }
+                i += 2;
+            }
+            if (req.argc() - 2) % 2 != 0 {
+                self.push_local_error("ERR syntax error");
+                return;
+            }
+        }
+        let mut killed = 0;
+        for e in self.proxy.sessions.iter() {
+            let h = e.value();
+            if skipme && h.id == self.id && !old_form {
+                continue;
+            }
+            if id.is_some_and(|i| i != h.id)
+                || addr.as_ref().is_some_and(|a| *a != h.peer.to_string())
+                || laddr.as_ref().is_some_and(|a| *a != h.local.to_string())
+                || user
+                    .as_ref()
+                    .is_some_and(|u| u != h.info.lock().user_name())
+            {
+                continue;
+            }
+            h.inbox.kill.store(true, Ordering::Relaxed);
+            h.inbox.notify.notify();
+            killed += 1;
+        }
+        if old_form {
+            if killed == 0 {
+                self.push_local_error("ERR No such client");
+            } else {
+                self.push_local_raw(reply::OK);
+            }
+        } else {
+            self.push_local_value(&Value::Int(killed));
+        }
+    }
+
+    pub(super) fn client_unblock(&mut self, req: &Request) {
+        let Some(id) = parse_int(req.arg(2)).and_then(|i| u64::try_from(i).ok()) else {
+            self.push_local_error("ERR value is not an integer or out of range");
+            return;
+        };
+        let found = self.proxy.sessions.get(&id).map(|e| e.value().clone());
+        let _ = found;
+        // Blocked clients wait on their own dedicated connections; the proxy does not
+        // map their ids (yet the reply must be Redis's: 0 = not blocked here).
+        self.push_local_value(&Value::Int(0));
+    }
+}
+
+pub(super) fn valid_name(n: &[u8]) -> Result<(), &'static str> {
+    if n.iter().any(|c| *c < b'!' || *c > b'~') {
+        Err("ERR Client names cannot contain spaces, newlines or special characters.")
+    } else {
+        Ok(())
+    }
+}

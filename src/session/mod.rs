@@ -1,0 +1,528 @@
+//! One client connection: decode requests, answer the proxy's own commands, route the
+//! rest, and return replies in request order.
+//!
+//! A session keeps a FIFO of `Pending` requests. Each names the *slot* its reply will
+//! arrive in: the session's own queue for replies it makes itself, or a slot of its
+//! [`Inbox`](crate::backend::Inbox) fed by one backend connection (each connection
+//! answers in order, so each slot is a FIFO too). Draining takes the front request's
+//! reply from its slot, so replies go back in request order even when consecutive
+//! requests of a pipeline went to different backends.
+//!
+//! Consecutive requests bound for the same connection are handed over as one byte range
+//! of the read buffer, so a pipeline costs one lock and one copy per run, not per request.
+//! On the way back, when the output buffer is empty and a slot holds exactly the replies
+//! to the next requests, passed on unchanged, the slot's buffer becomes the output buffer
+//! (no copy).
+//!
+//! Ordering across connections is kept by three barriers: a write waits until the
+//! session's replica reads are answered (so a failed replica read can be retried on the
+//! master before the write happens); a switch between shared and dedicated connections
+//! waits until the other side is idle; a blocking command runs alone.
+//!
+//! The parts, one concern each (all are `impl Session` blocks over the fields below):
+//! - `connection`: the socket loop, buffer limits, and when the session may park;
+//! - `dispatch`: parse requests and route each (gates, reads, writes);
+//! - `outbound`: runs handed to shared connections, sources, slots, in-flight counts;
+//! - `dedicated`: transactions, blocking commands, pub/sub and tracking on the session's
+//!   own master connection;
+//! - `durable`: durable writes and `WAIT`, replies held until replicas catch up;
+//! - `replies`: draining the inbox in request order, retries, forwarding;
+//! - `local`: the commands the proxy answers itself (`CLIENT`, `HELLO`, `PROXY`, …).
+
+use crate::auth::User;
+use crate::backend::{next_read_size, BackendError, Conn, ConnKey, Item, Sink, SlotQueue};
+use crate::commands::{self, Class, Command};
+use crate::introspect;
+use crate::metrics::{class_index, Local, LATENCY_BOUNDS_US, STALENESS_BOUNDS_US};
+use crate::policy::Wait;
+use crate::protocol::{parse_int, Parsed, ProtocolError, Request, RequestParser};
+use crate::proxy::{Proxy, SessionHandle, Settings};
+use crate::reply::{self, Decoded, Value};
+use crate::router::{self, Decision, Reason, SessionReads, Target};
+use crate::topology::{Backend, View};
+use bytes::{Buf, BytesMut};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+mod connection;
+mod dedicated;
+mod dispatch;
+mod durable;
+mod local;
+mod outbound;
+mod replies;
+
+/// The slot number of replies the session makes itself.
+const LOCAL: u16 = u16::MAX;
+
+/// Smallest and largest read from a client that is sending requests.
+const MIN_READ: usize = 16 * 1024;
+const MAX_READ: usize = 64 * 1024;
+
+/// Shared-connection requests a new client may have in flight before any reply arrived.
+const INITIAL_WINDOW: u32 = 32;
+
+/// `ROLE`, sent after a durable write or for `WAIT` to learn the master's offset.
+const ROLE: &[u8] = b"*1\r\n$4\r\nROLE\r\n";
+
+/// What to do with a request's reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// Forward it.
+    Forward,
+    /// A read sent to a replica; `retry` bytes of it are kept for a retry on the master.
+    ReplicaRead { retry: u32 },
+    /// A write: counts for read-your-writes.
+    Write,
+    /// A durable write: the reply is held until enough replicas hold it.
+    Durable(Wait),
+    /// The `ROLE` after a durable write or for `WAIT`: consumed, not forwarded.
+    RoleProbe { wait: Option<(u32, u64)> },
+    /// `EXEC` on the dedicated connection: applies a `SELECT` queued in the transaction.
+    Exec,
+    /// A blocking command on the dedicated connection.
+    Blocking,
+    /// Pub/sub or `MONITOR`: every frame of the dedicated connection, forever.
+    Tunnel,
+}
+
+/// One request awaiting its reply.
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    slot: u16,
+    kind: Kind,
+    /// Where the request went: 0 local, 1 shared connection, 2 dedicated.
+    path: u8,
+    /// `CLIENT REPLY OFF/SKIP`: drop the reply.
+    silent: bool,
+    /// A read (for the latency histogram).
+    read: bool,
+    sent: Instant,
+}
+
+const PATH_LOCAL: u8 = 0;
+const PATH_SHARED: u8 = 1;
+const PATH_DEDICATED: u8 = 2;
+
+/// A shared connection the session uses.
+#[derive(Debug)]
+struct Source {
+    backend: u32,
+    backend_ref: Arc<Backend>,
+    /// Requests sent since the last flush of counters.
+    served: u32,
+    key: ConnKey,
+    conn: Arc<Conn>,
+    slot: u16,
+    retry_slot: u16,
+}
+
+/// The session's dedicated master connection.
+#[derive(Debug)]
+struct Dedicated {
+    conn: Arc<Conn>,
+    slot: u16,
+    backend: u32,
+    key: ConnKey,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Normal,
+    /// `WATCH` is active: everything goes to the dedicated connection.
+    Watch,
+    /// Inside `MULTI`.
+    Multi,
+    /// Subscribed or monitoring: the dedicated connection streams.
+    Tunnel,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReplyMode {
+    On,
+    Off,
+    Skip,
+}
+
+/// A reply held back until replicas catch up (durable write, `WAIT`).
+#[derive(Debug)]
+struct Held {
+    target: u64,
+    replicas: u32,
+    deadline: Option<Instant>,
+    started: Instant,
+    /// The write's reply (durable), or `None` for `WAIT` (the reply is a count).
+    reply: Option<BytesMut>,
+    silent: bool,
+    /// The master the target offset is from; replicas of another master never count.
+    master: Option<u32>,
+}
+
+/// A run of consecutive requests for one connection, not yet handed over.
+#[derive(Clone, Copy, Debug)]
+struct Run {
+    source: usize,
+    dedicated: bool,
+    retry: bool,
+    start: usize,
+    end: usize,
+    count: u32,
+}
+
+/// Why the request loop stopped before the buffer was empty.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stop {
+    More,
+    Wait,
+}
+
+/// One client.
+pub struct Session {
+    proxy: Arc<Proxy>,
+    handle: Arc<SessionHandle>,
+    id: u64,
+    /// This client's handle as the owner of its inbox, for backend waiters.
+    sink: Arc<dyn Sink>,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    parser: RequestParser,
+    pending: VecDeque<Pending>,
+    /// The last latency computed (sent, now, µs): the requests of one batch share both
+    /// instants, so their latency is computed once.
+    latency_memo: Option<(Instant, Instant, u64)>,
+    /// When the output buffer's newest bytes were produced (the last read of requests
+    /// or of replies): a reply written then counts as activity at this time.
+    replies_at: Instant,
+    local: SlotQueue,
+    retry_buf: BytesMut,
+    sources: Vec<Source>,
+    slot_refs: Vec<u32>,
+    slot_used: Vec<bool>,
+    dedicated: Option<Dedicated>,
+    db: u32,
+    resp3: bool,
+    user: Option<Arc<User>>,
+    authenticated: bool,
+    name: String,
+    mode: Mode,
+    multi_select: Option<u32>,
+    shared_in_flight: u32,
+    dedicated_in_flight: u32,
+    writes_in_flight: u32,
+    replica_reads_in_flight: u32,
+    blocking_in_flight: bool,
+    last_write_ack: Option<Instant>,
+    prefer: Option<usize>,
+    turn: usize,
+    view_epoch: u64,
+    reply_mode: ReplyMode,
+    held: Option<Box<Held>>,
+    held_sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    view_rx: Option<tokio::sync::watch::Receiver<u64>>,
+    closing: bool,
+    /// This batch's counts; allocated while the client is active, freed when idle.
+    stats: Option<Box<Local>>,
+    last_cmd: &'static str,
+    settings_gen: u64,
+    /// Rule hits since the last flush: one per rule, then the default.
+    hits: Vec<u32>,
+    /// While writes wait for a failover to finish: until when.
+    master_wait: Option<Instant>,
+    /// Whether this session may end its task when idle ([`Session::run_parkable`]).
+    may_park: bool,
+    /// Shared-connection requests this client may have in flight: it starts at
+    /// [`INITIAL_WINDOW`] and grows by one per reply (doubling per round trip), but never
+    /// past what `client_output_buffer_limit` holds at the size of the client's recent
+    /// replies, nor past `max_pipeline`. So a client that pipelines requests with large
+    /// replies cannot make a backend build more reply data for it than it may buffer.
+    window: u32,
+    /// The size of this client's recent large replies (decays by 1/16 per reply).
+    reply_est: u64,
+    /// `client_output_buffer_limit` (0: none) and `max_pipeline`, from the settings.
+    window_budget: u64,
+    window_max: u32,
+    /// How much a read from the client asks for once requests are streaming: doubled
+    /// while reads fill the buffer (large requests, deep pipelines), halved when they
+    /// come in small, between [`MIN_READ`] and [`MAX_READ`].
+    read_chunk: usize,
+}
+
+/// How the session ended.
+#[derive(Debug)]
+pub enum End {
+    /// The client closed the connection or sent `QUIT`.
+    Closed,
+    /// A protocol error, a limit, or a kill.
+    Dropped(String),
+    /// The client went idle with nothing in flight; its state is in the [`Parked`] the
+    /// run returned, and the connection stays open.
+    Parked,
+}
+
+/// What an idle client's session keeps while it has no task: enough to resume exactly
+/// where it was (database, protocol, user, read-your-writes state).
+#[derive(Debug, Clone)]
+pub struct Parked {
+    db: u32,
+    resp3: bool,
+    user: Option<Arc<User>>,
+    authenticated: bool,
+    last_write_ack: Option<Instant>,
+    turn: usize,
+}
+
+impl Session {
+    /// This batch's counters.
+    #[inline]
+    fn stats(&mut self) -> &mut Local {
+        self.stats.get_or_insert_with(Default::default)
+    }
+
+    /// A session for a newly accepted client.
+    pub fn new(proxy: Arc<Proxy>, handle: Arc<SessionHandle>) -> Session {
+        let id = handle.id;
+        let sink: Arc<dyn Sink> = handle.clone();
+        let authenticated = !proxy.settings.load().users.required();
+        let epoch = proxy.view.load().epoch;
+        Session {
+            proxy,
+            handle,
+            id,
+            sink,
+            rbuf: BytesMut::new(),
+            wbuf: BytesMut::new(),
+            parser: RequestParser::new(),
+            pending: VecDeque::new(),
+            latency_memo: None,
+            replies_at: Instant::now(),
+            local: SlotQueue::default(),
+            retry_buf: BytesMut::new(),
+            sources: Vec::new(),
+            slot_refs: Vec::new(),
+            slot_used: Vec::new(),
+            dedicated: None,
+            db: 0,
+            resp3: false,
+            user: None,
+            authenticated,
+            name: String::new(),
+            mode: Mode::Normal,
+            multi_select: None,
+            shared_in_flight: 0,
+            dedicated_in_flight: 0,
+            writes_in_flight: 0,
+            replica_reads_in_flight: 0,
+            blocking_in_flight: false,
+            last_write_ack: None,
+            prefer: None,
+            turn: id as usize,
+            view_epoch: epoch,
+            reply_mode: ReplyMode::On,
+            held: None,
+            held_sleep: None,
+            view_rx: None,
+            closing: false,
+            stats: None,
+            last_cmd: "NULL",
+            settings_gen: 0,
+            hits: Vec::new(),
+            may_park: false,
+            master_wait: None,
+            window: INITIAL_WINDOW,
+            reply_est: 0,
+            window_budget: 0,
+            window_max: u32::MAX,
+            read_chunk: MIN_READ,
+        }
+    }
+
+    /// A session resuming a parked client.
+    pub fn resume(proxy: Arc<Proxy>, handle: Arc<SessionHandle>, p: Parked) -> Session {
+        let mut s = Session::new(proxy, handle);
+        s.db = p.db;
+        s.resp3 = p.resp3;
+        s.user = p.user;
+        s.authenticated = p.authenticated;
+        s.last_write_ack = p.last_write_ack;
+        // Re-check the user against whatever settings run now.
+        s.settings_gen = u64::MAX;
+        s.turn = p.turn;
+        s
+    }
+
+    /// The state to park, if this session may give up its task now: idle, nothing in
+    /// flight or buffered, no server-side state (transaction, subscription, blocking).
+    fn parkable(&self) -> Option<Parked> {
+        let idle = self.mode == Mode::Normal
+            && self.pending.is_empty()
+            && self.rbuf.is_empty()
+            && self.wbuf.is_empty()
+            && self.held.is_none()
+            && !self.closing
+            && !self.blocking_in_flight
+            && self.reply_mode == ReplyMode::On
+            && self.dedicated.is_none();
+        idle.then(|| Parked {
+            db: self.db,
+            resp3: self.resp3,
+            user: self.user.clone(),
+            authenticated: self.authenticated,
+            last_write_ack: self.last_write_ack,
+            turn: self.turn,
+        })
+    }
+
+    /// Serve until the client leaves, or until it idles with nothing in flight and may
+    /// give up its state: then [`End::Parked`] is returned and [`Session::park`] gives
+    /// what to resume with.
+    pub async fn serve_parkable<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        stream: &mut S,
+    ) -> End {
+        self.may_park = true;
+        self.serve(stream).await
+    }
+
+    /// Give up the session's state for parking (after [`End::Parked`]); `None` if it is
+    /// not idle after all. Counters are flushed; the inbox (owned by the handle) stays.
+    pub fn park(&mut self) -> Option<Parked> {
+        let p = self.parkable()?;
+        if let Some(st) = self.stats.as_mut() {
+            st.flush(&self.proxy.metrics);
+        }
+        self.handle.inbox.state.lock().slots = Vec::new();
+        Some(p)
+    }
+
+    /// End the session: close its dedicated connection and its inbox, flush counters.
+    pub fn close(&mut self) {
+        self.shutdown();
+    }
+
+    /// Serve the client until it leaves or is dropped.
+    #[allow(clippy::manual_async_fn)]
+    pub fn run<S: AsyncRead + AsyncWrite + Unpin>(
+        mut self,
+        mut stream: S,
+    ) -> impl Future<Output = End> {
+        // An `async move` block rather than an `async fn`: the session and the stream
+        // are stored once in the future, not copied into a second slot (this state is
+        // the bulk of what an idle client costs).
+        async move {
+            let end = self.serve(&mut stream).await;
+            self.shutdown();
+            end
+        }
+    }
+
+    fn shutdown(&mut self) {
+        self.handle.inbox.close();
+        if let Some(d) = self.dedicated.take() {
+            d.conn.close("client disconnected");
+        }
+        if let Some(st) = self.stats.as_mut() {
+            st.flush(&self.proxy.metrics);
+        }
+    }
+
+    /// A reload happened: re-resolve the user (permissions may have changed; a removed
+    /// user must authenticate again).
+    fn on_new_settings(&mut self, settings: &Settings) {
+        if self.settings_gen != 0 {
+            if !settings.users.required() {
+                self.authenticated = true;
+                self.user = None;
+            } else if let Some(u) = self.user.take() {
+                self.user = settings.users.by_name(&u.name);
+                self.authenticated = self.user.is_some();
+            } else {
+                // Authenticated while no users existed; users were added since.
+                self.authenticated = false;
+            }
+        }
+        self.settings_gen = settings.policy.generation;
+        self.hits.clear();
+        self.hits.resize(settings.policy.rules.len() + 1, 0);
+    }
+
+    /// Count a routing decision's rule, locally until the batch ends.
+    #[inline]
+    fn count_hit(&mut self, rule: Option<usize>) {
+        let i = rule.unwrap_or(self.hits.len().saturating_sub(1));
+        if let Some(h) = self.hits.get_mut(i) {
+            *h += 1;
+        }
+    }
+
+    /// Add this batch's rule hits and per-backend counts to the shared counters.
+    fn flush_counters(&mut self, settings: &Settings) {
+        let policy = &settings.policy;
+        let n = self.hits.len();
+        for (i, h) in self.hits.iter_mut().enumerate() {
+            if *h > 0 {
+                let c = if i + 1 == n {
+                    &policy.default_hits
+                } else {
+                    match policy.rules.get(i) {
+                        Some(r) => &r.hits,
+                        None => continue,
+                    }
+                };
+                c.fetch_add(u64::from(*h), Ordering::Relaxed);
+                *h = 0;
+            }
+        }
+        for s in self.sources.iter_mut() {
+            if s.served > 0 {
+                s.backend_ref
+                    .served
+                    .fetch_add(u64::from(s.served), Ordering::Relaxed);
+                s.served = 0;
+            }
+        }
+    }
+
+    /// Drop connections to backends that left the topology.
+    fn on_new_epoch(&mut self, view: &View) {
+        self.view_epoch = view.epoch;
+        let live: Vec<u32> = view
+            .master
+            .iter()
+            .map(|m| m.backend.id)
+            .chain(view.replicas.iter().map(|r| r.backend.id))
+            .collect();
+        let mut i = 0;
+        while i < self.sources.len() {
+            if self
+                .sources
+                .get(i)
+                .is_some_and(|s| !live.contains(&s.backend))
+            {
+                let s = self.sources.swap_remove(i);
+                self.release_slot(s.slot);
+                self.release_slot(s.retry_slot);
+            } else {
+                i += 1;
+            }
+        }
+        let master = view.master.as_ref().map(|m| m.backend.id);
+        if self
+            .dedicated
+            .as_ref()
+            .is_some_and(|d| Some(d.backend) != master)
+            && self.dedicated_in_flight == 0
+            && self.mode == Mode::Normal
+        {
+            if let Some(d) = self.dedicated.take() {
+                d.conn.close("the master changed");
+                self.release_slot(d.slot);
+            }
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! Outbound runs: requests handed to shared connections, the sources and slots they
+//! use, and the in-flight counts the barriers read.
+
+use super::*;
+
+impl Session {
+    /// Hold the rest of the buffer until in-flight requests complete.
+    pub(super) fn barrier(&mut self, run: &mut Option<Run>, rbuf: &[u8]) -> Stop {
+        self.flush_pending_run(run, rbuf);
+        Stop::Wait
+    }
+
+    pub(super) fn flush_pending_run(&mut self, run: &mut Option<Run>, rbuf: &[u8]) {
+        if let Some(r) = run.take() {
+            self.flush_run(&r, rbuf);
+        }
+    }
+
+    /// Queue `req` for `backend`'s shared connection (extending the current run when
+    /// possible).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn send_shared(
+        &mut self,
+        backend: &Arc<Backend>,
+        req: &Request,
+        offset: usize,
+        inline: bool,
+        run: &mut Option<Run>,
+        rbuf: &[u8],
+        kind: Kind,
+        read: bool,
+        now: Instant,
+    ) {
+        let key = ConnKey {
+            db: self.db,
+            resp3: self.resp3,
+        };
+        let source = match self.source_for(backend, key) {
+            Ok(i) => i,
+            Err(e) => {
+                self.flush_pending_run(run, rbuf);
+                self.fail_request(kind, req.buf, &e, now);
+                return;
+            }
+        };
+        let slot = match self.sources.get_mut(source) {
+            Some(s) => {
+                s.served += 1;
+                s.slot
+            }
+            None => 0,
+        };
+        let silent = self.take_silent();
+        self.push_pending(Pending {
+            slot,
+            kind,
+            path: PATH_SHARED,
+            silent,
+            read,
+            sent: now,
+        });
+        if let Kind::ReplicaRead { .. } = kind {
+            self.retry_buf.extend_from_slice(req.buf);
+        }
+        if inline {
+            self.flush_pending_run(run, rbuf);
+            if let Some(s) = self.sources.get(source) {
+                if let Err(e) = s.conn.send(req.buf, &self.sink, s.slot, 1) {
+                    self.handle.inbox.push_failed(slot, &e, 1);
+                }
+            }
+            return;
+        }
+        let len = req.buf.len();
+        match run {
+            Some(r) if r.source == source && !r.dedicated && !r.retry && r.end == offset => {
+                r.end += len;
+                r.count += 1;
+            }
+            _ => {
+                self.flush_pending_run(run, rbuf);
+                *run = Some(Run {
+                    source,
+                    dedicated: false,
+                    retry: false,
+                    start: offset,
+                    end: offset + len,
+                    count: 1,
+                });
+            }
+        }
+    }
+
+    /// Queue bytes the proxy itself makes for the master's shared connection.
+    pub(super) fn send_bytes_shared(
+        &mut self,
+        backend: &Arc<Backend>,
+        bytes: &[u8],
+        kind: Kind,
+        now: Instant,
+    ) {
+        let key = ConnKey {
+            db: self.db,
+            resp3: self.resp3,
+        };
+        match self.source_for(backend, key) {
+            Ok(i) => {
+                let Some(s) = self.sources.get(i) else { return };
+                let slot = s.slot;
+                let res = s.conn.send(bytes, &self.sink, slot, 1);
+                self.push_pending(Pending {
+                    slot,
+                    kind,
+                    path: PATH_SHARED,
+                    silent: false,
+                    read: false,
+                    sent: now,
+                });
+                if let Err(e) = res {
+                    self.handle.inbox.push_failed(slot, &e, 1);
+                }
+            }
+            Err(e) => self.fail_request(kind, bytes, &e, now),
+        }
+    }
+
+    pub(super) fn flush_run(&mut self, r: &Run, rbuf: &[u8]) {
+        let bytes = rbuf.get(r.start..r.end).unwrap_or_default();
+        if r.dedicated {
+            if let Some(d) = &self.dedicated {
+                if let Err(e) = d.conn.send(bytes, &self.sink, d.slot, r.count) {
+                    self.handle.inbox.push_failed(d.slot, &e, r.count);
+                }
+            }
+            return;
+        }
+        if let Some(s) = self.sources.get(r.source) {
+            let slot = if r.retry { s.retry_slot } else { s.slot };
+            if let Err(e) = s.conn.send(bytes, &self.sink, slot, r.count) {
+                self.handle.inbox.push_failed(slot, &e, r.count);
+            }
+        }
+    }
+
+    /// A request that could not be sent at all: answer it now, in order.
+    pub(super) fn fail_request(
+        &mut self,
+        kind: Kind,
+        bytes: &[u8],
+        err: &BackendError,
+        now: Instant,
+    ) {
+        if let Kind::ReplicaRead { .. } = kind {
+            // Try the master instead.
+            let view = self.proxy.view.load_full();
+            if let Some(m) = view.master.as_ref() {
+                let backend = m.backend.clone();
+                self.stats().retries += 1;
+                self.send_bytes_shared(&backend, bytes, Kind::Forward, now);
+                return;
+            }
+        }
+        self.stats().backend_failures += 1;
+        if matches!(kind, Kind::RoleProbe { .. }) {
+            return;
+        }
+        self.push_local_error(&format!("ERR {}", err.message));
+    }
+
+    pub(super) fn source_for(
+        &mut self,
+        backend: &Arc<Backend>,
+        key: ConnKey,
+    ) -> Result<usize, BackendError> {
+        if let Some(i) = self
+            .sources
+            .iter()
+            .position(|s| s.backend == backend.id && s.key == key)
+        {
+            let failed = self.sources.get(i).is_some_and(|s| s.conn.is_failed());
+            if !failed {
+                return Ok(i);
+            }
+            let s = self.sources.swap_remove(i);
+            self.release_slot(s.slot);
+            self.release_slot(s.retry_slot);
+        }
+        let conn = backend.pool.get(key, self.id)?;
+        let slot = self.alloc_slot();
+        let retry_slot = self.alloc_slot();
+        self.sources.push(Source {
+            backend: backend.id,
+            backend_ref: backend.clone(),
+            served: 0,
+            key,
+            conn,
+            slot,
+            retry_slot,
+        });
+        Ok(self.sources.len() - 1)
+    }
+
+    pub(super) fn alloc_slot(&mut self) -> u16 {
+        if let Some(i) = (0..self.slot_used.len()).find(|i| {
+            !self.slot_used.get(*i).copied().unwrap_or(true)
+                && self.slot_refs.get(*i).copied().unwrap_or(1) == 0
+        }) {
+            if let Some(u) = self.slot_used.get_mut(i) {
+                *u = true;
+            }
+            return i as u16;
+        }
+        self.slot_used.push(true);
+        self.slot_refs.push(0);
+        (self.slot_used.len() - 1) as u16
+    }
+
+    pub(super) fn release_slot(&mut self, slot: u16) {
+        if let Some(u) = self.slot_used.get_mut(slot as usize) {
+            *u = false;
+        }
+    }
+
+    pub(super) fn push_pending(&mut self, p: Pending) {
+        if p.slot != LOCAL {
+            if let Some(r) = self.slot_refs.get_mut(p.slot as usize) {
+                *r += 1;
+            }
+            match p.path {
+                PATH_SHARED => self.shared_in_flight += 1,
+                PATH_DEDICATED => self.dedicated_in_flight += 1,
+                _ => {}
+            }
+            match p.kind {
+                Kind::Write | Kind::Durable(_) | Kind::Exec => self.writes_in_flight += 1,
+                Kind::ReplicaRead { .. } => self.replica_reads_in_flight += 1,
+                _ => {}
+            }
+        }
+        self.pending.push_back(p);
+    }
+
+    pub(super) fn take_silent(&mut self) -> bool {
+        match self.reply_mode {
+            ReplyMode::On => false,
+            ReplyMode::Off => true,
+            ReplyMode::Skip => {
+                self.reply_mode = ReplyMode::On;
+                true
+            }
+        }
+    }
+}

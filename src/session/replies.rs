@@ -1,0 +1,470 @@
+//! Replies: drained in request order from the inbox slots, retried, held or forwarded.
+
+use super::*;
+
+impl Session {
+    // ---------------------------------------------------------------- replies
+
+    /// Move every completed reply, in request order, to the output buffer.
+    pub(super) fn drain(&mut self) {
+        let now = Instant::now();
+        self.replies_at = now;
+        let handle = self.handle.clone();
+        let inbox = &handle.inbox;
+        let mut st = inbox.state.lock();
+        loop {
+            if let Some(h) = &self.held {
+                // A durable write's reply waits for the ROLE after it, then for replicas.
+                let probe_next = h.target == u64::MAX
+                    && matches!(
+                        self.pending.front(),
+                        Some(Pending {
+                            kind: Kind::RoleProbe { wait: None },
+                            ..
+                        })
+                    );
+                if !probe_next {
+                    drop(st);
+                    if !self.check_held(now) {
+                        return;
+                    }
+                    st = inbox.state.lock();
+                    continue;
+                }
+            }
+            let Some(p) = self.pending.front().copied() else {
+                break;
+            };
+            if p.slot == LOCAL {
+                let Some(Item::Reply(len)) = self.local.front() else {
+                    break;
+                };
+                let len = *len;
+                if !p.silent {
+                    self.wbuf
+                        .extend_from_slice(self.local.data.get(..len).unwrap_or_default());
+                    self.stats().replies += 1;
+                }
+                self.local.consume();
+                self.pending.pop_front();
+                continue;
+            }
+            let Some(q) = st.slots.get_mut(p.slot as usize) else {
+                break;
+            };
+            if p.kind == Kind::Tunnel {
+                // Forward every frame that arrived.
+                while let Some(item) = q.items.pop_front() {
+                    match item {
+                        Item::Reply(len) => {
+                            let frame = q.data.get(..len).unwrap_or_default();
+                            self.wbuf.extend_from_slice(frame);
+                            q.data.advance(len);
+                        }
+                        Item::Failed(e) => {
+                            Value::error(format!("ERR {}", e.message))
+                                .encode(self.resp3, &mut self.wbuf);
+                            self.closing = true;
+                        }
+                    }
+                }
+                q.data.clear();
+                if self.closing {
+                    self.pending.pop_front();
+                }
+                break;
+            }
+            if self.wbuf.is_empty() && self.take_whole_slot(q, now) {
+                continue;
+            }
+            let Some(item) = q.items.front() else { break };
+            match item {
+                Item::Reply(len) => {
+                    let len = *len;
+                    let frame = q.data.get(..len).unwrap_or_default();
+                    if let Kind::ReplicaRead { retry } = p.kind {
+                        if retryable_reply(frame) {
+                            q.consume();
+                            let bytes = BytesMut::from(
+                                self.retry_buf.get(..retry as usize).unwrap_or_default(),
+                            );
+                            self.complete(&p, now);
+                            self.retry_on_master(p, &bytes, now);
+                            continue;
+                        }
+                    }
+                    self.finish_reply(&p, frame, now);
+                    q.consume();
+                }
+                Item::Failed(e) => {
+                    let e = e.clone();
+                    q.consume();
+                    if let Kind::ReplicaRead { retry } = p.kind {
+                        let bytes = BytesMut::from(
+                            self.retry_buf.get(..retry as usize).unwrap_or_default(),
+                        );
+                        self.complete(&p, now);
+                        self.retry_on_master(p, &bytes, now);
+                        continue;
+                    }
+                    self.stats().backend_failures += 1;
+                    self.complete(&p, now);
+                    self.pending.pop_front();
+                    match p.kind {
+                        Kind::RoleProbe { wait: Some(_) } => {}
+                        Kind::RoleProbe { wait: None } => {
+                            // The durable write's reply is held; release it as an error.
+                            if let Some(h) = self.held.as_mut() {
+                                h.target = u64::MAX;
+                                h.deadline = Some(now);
+                            }
+                        }
+                        _ => {
+                            if !p.silent {
+                                self.stats().errors += 1;
+                                self.stats().replies += 1;
+                                Value::error(format!("ERR {}", e.message))
+                                    .encode(self.resp3, &mut self.wbuf);
+                            }
+                        }
+                    }
+                    if p.kind == Kind::Blocking {
+                        self.end_blocking();
+                    }
+                }
+            }
+        }
+    }
+
+    /// When everything queued in `q` is the replies to the next requests, each forwarded
+    /// as it came (the common case: a batch of plain reads or writes), settle them and
+    /// hand the slot's buffer over as the output buffer, which must be empty, instead of
+    /// copying the bytes. False (and nothing done) otherwise.
+    pub(super) fn take_whole_slot(&mut self, q: &mut SlotQueue, now: Instant) -> bool {
+        let Some(slot) = self.pending.front().map(|p| p.slot) else {
+            return false;
+        };
+        let whole = !q.items.is_empty()
+            && q.items.len() <= self.pending.len()
+            && q.frames().zip(self.pending.iter()).all(|(frame, p)| {
+                frame.is_some_and(|f| p.slot == slot && !p.silent && forwarded_as_is(p.kind, f))
+            });
+        if !whole {
+            return false;
+        }
+        for frame in q.frames().flatten() {
+            if let Some(p) = self.pending.front().copied() {
+                self.account_reply(&p, frame, now);
+            }
+        }
+        q.items.clear();
+        std::mem::swap(&mut self.wbuf, &mut q.data);
+        q.data.clear();
+        true
+    }
+
+    /// Bookkeeping when a remote request completes (before any retry).
+    pub(super) fn complete(&mut self, p: &Pending, now: Instant) {
+        if let Some(r) = self.slot_refs.get_mut(p.slot as usize) {
+            *r = r.saturating_sub(1);
+        }
+        match p.path {
+            PATH_SHARED => self.shared_in_flight = self.shared_in_flight.saturating_sub(1),
+            PATH_DEDICATED => self.dedicated_in_flight = self.dedicated_in_flight.saturating_sub(1),
+            _ => {}
+        }
+        match p.kind {
+            Kind::Write | Kind::Durable(_) | Kind::Exec => {
+                self.writes_in_flight = self.writes_in_flight.saturating_sub(1);
+                self.last_write_ack = Some(now);
+            }
+            Kind::ReplicaRead { retry } => {
+                self.replica_reads_in_flight = self.replica_reads_in_flight.saturating_sub(1);
+                self.retry_buf
+                    .advance((retry as usize).min(self.retry_buf.len()));
+            }
+            _ => {}
+        }
+        let us = match self.latency_memo {
+            Some((sent, at, us)) if sent == p.sent && at == now => us,
+            _ => {
+                let us = now.saturating_duration_since(p.sent).as_micros() as u64;
+                self.latency_memo = Some((p.sent, now, us));
+                us
+            }
+        };
+        if p.read {
+            self.stats().read_latency.observe(us, &LATENCY_BOUNDS_US);
+        } else if matches!(
+            p.kind,
+            Kind::Write | Kind::Durable(_) | Kind::Forward | Kind::Exec
+        ) {
+            self.stats().write_latency.observe(us, &LATENCY_BOUNDS_US);
+        }
+    }
+
+    /// Send the front request (a failed replica read) again, to the master, through a
+    /// slot of its own so that its reply cannot be confused with the master's other
+    /// replies to this session.
+    pub(super) fn retry_on_master(&mut self, p: Pending, bytes: &[u8], now: Instant) {
+        self.pending.pop_front();
+        self.stats().retries += 1;
+        let view = self.proxy.view.load_full();
+        // The master, or while none is known (a failover), another healthy replica.
+        let failed = self
+            .sources
+            .iter()
+            .find(|s| s.slot == p.slot || s.retry_slot == p.slot)
+            .map(|s| s.backend);
+        let backend =
+            match view.master.as_ref().filter(|m| !m.down) {
+                Some(m) => m.backend.clone(),
+                None => match view.replicas.iter().find(|r| {
+                    r.health == crate::topology::Health::Ok && Some(r.backend.id) != failed
+                }) {
+                    Some(r) => r.backend.clone(),
+                    None => {
+                        self.answer_front(
+                            p,
+                            "ERR redsplit: the replica failed and no master is known",
+                            now,
+                        );
+                        return;
+                    }
+                },
+            };
+        let key = ConnKey {
+            db: self.db,
+            resp3: self.resp3,
+        };
+        match self.source_for(&backend, key) {
+            Ok(i) => {
+                let Some(s) = self.sources.get(i) else { return };
+                let slot = s.retry_slot;
+                let res = s.conn.send(bytes, &self.sink, slot, 1);
+                if let Some(r) = self.slot_refs.get_mut(slot as usize) {
+                    *r += 1;
+                }
+                self.shared_in_flight += 1;
+                self.pending.push_front(Pending {
+                    slot,
+                    kind: Kind::Forward,
+                    path: PATH_SHARED,
+                    silent: p.silent,
+                    read: true,
+                    sent: p.sent,
+                });
+                if let Err(e) = res {
+                    self.handle.inbox.push_failed(slot, &e, 1);
+                }
+            }
+            Err(e) => self.answer_front(p, &format!("ERR {}", e.message), now),
+        }
+    }
+
+    /// Answer the request that was at the front with an error made here.
+    pub(super) fn answer_front(&mut self, p: Pending, msg: &str, now: Instant) {
+        let mut data = Value::error(msg).to_bytes(self.resp3);
+        let len = data.len();
+        data.extend_from_slice(&self.local.data);
+        self.local.data = data;
+        self.local.items.push_front(Item::Reply(len));
+        self.pending.push_front(Pending {
+            slot: LOCAL,
+            kind: Kind::Forward,
+            path: PATH_LOCAL,
+            silent: p.silent,
+            read: true,
+            sent: now,
+        });
+    }
+
+    /// A reply for the front request arrived: forward it (or act on it).
+    pub(super) fn finish_reply(&mut self, p: &Pending, frame: &[u8], now: Instant) {
+        if forwarded_as_is(p.kind, frame) {
+            self.account_reply(p, frame, now);
+            if !p.silent {
+                self.wbuf.extend_from_slice(frame);
+            }
+            return;
+        }
+        self.settle(p, frame.len(), now);
+        match p.kind {
+            Kind::RoleProbe { wait } => {
+                let offset = Decoded::parse(frame, self.resp3)
+                    .and_then(|d| d.into_items())
+                    .and_then(|items| items.get(1).and_then(|o| o.as_int()))
+                    .and_then(|o| u64::try_from(o).ok());
+                match wait {
+                    Some((n, timeout_ms)) => {
+                        let target = offset.unwrap_or(u64::MAX);
+                        self.hold(Held {
+                            target,
+                            replicas: n,
+                            deadline: (timeout_ms > 0)
+                                .then(|| now + Duration::from_millis(timeout_ms)),
+                            started: now,
+                            reply: None,
+                            silent: p.silent,
+                            master: None,
+                        });
+                    }
+                    None => {
+                        if let Some(h) = self.held.as_mut() {
+                            h.target = offset.unwrap_or(u64::MAX);
+                        }
+                    }
+                }
+            }
+            Kind::Durable(w) => {
+                // Hold the reply until `w.replicas` replicas reach the offset the
+                // following ROLE reports.
+                self.hold(Held {
+                    target: u64::MAX,
+                    replicas: w.replicas,
+                    deadline: Some(now + Duration::from_millis(w.timeout_ms)),
+                    started: now,
+                    reply: Some(BytesMut::from(frame)),
+                    silent: p.silent,
+                    master: None,
+                });
+            }
+            _ => {}
+        }
+    }
+
+    /// Bookkeeping for a reply passed on unchanged: everything `finish_reply` does for
+    /// it but the copy to the output buffer.
+    pub(super) fn account_reply(&mut self, p: &Pending, frame: &[u8], now: Instant) {
+        self.settle(p, frame.len(), now);
+        match p.kind {
+            Kind::Exec => {
+                if let Some(db) = self.multi_select.take() {
+                    if matches!(frame.first(), Some(b'*')) && !frame.starts_with(b"*-1") {
+                        self.db = db;
+                    }
+                }
+            }
+            Kind::Blocking => self.end_blocking(),
+            Kind::Write if frame.starts_with(b"-READONLY") => {
+                // The master we write to is not a master any more.
+                self.proxy.monitor.poll_now();
+                self.proxy.recheck.notify_one();
+            }
+            _ => {}
+        }
+        if is_error(frame) {
+            self.stats().errors += 1;
+        }
+        if !p.silent {
+            self.stats().replies += 1;
+        }
+    }
+
+    /// The front request `p` is answered by a reply of `len` bytes: adjust the window,
+    /// complete it and take it off the queue.
+    pub(super) fn settle(&mut self, p: &Pending, len: usize, now: Instant) {
+        if p.path == PATH_SHARED {
+            self.on_shared_reply(len);
+        }
+        self.complete(p, now);
+        self.pending.pop_front();
+    }
+
+    /// Adjust the in-flight window (the `window` field) to a reply of `len` bytes.
+    pub(super) fn on_shared_reply(&mut self, len: usize) {
+        let len = len as u64;
+        self.reply_est = len.max(self.reply_est - self.reply_est / 16);
+        let cap = if self.window_budget == 0 {
+            self.window_max
+        } else {
+            u32::try_from(self.window_budget / self.reply_est.max(1))
+                .unwrap_or(u32::MAX)
+                .clamp(1, self.window_max)
+        };
+        self.window = self.window.saturating_add(1).min(cap);
+    }
+
+    pub(super) fn hold(&mut self, mut h: Held) {
+        h.master = self.proxy.view.load().master.as_ref().map(|m| m.backend.id);
+        self.held_sleep = h
+            .deadline
+            .map(|d| Box::pin(tokio::time::sleep_until(d.into())));
+        self.held = Some(Box::new(h));
+    }
+
+    pub(super) fn end_blocking(&mut self) {
+        self.blocking_in_flight = false;
+        self.set_flags("");
+        if let Some(d) = &self.dedicated {
+            d.conn.blocking.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// Publish the client's `CLIENT LIST` flags for others to see; the janitor's idle
+    /// timeout spares `P` (pub/sub), `O` (MONITOR) and `b` (blocked), as Redis does.
+    pub(super) fn set_flags(&self, flags: &'static str) {
+        self.handle.info.lock().flags = flags;
+    }
+
+    // ---------------------------------------------------------------- local replies
+
+    pub(super) fn push_local_raw(&mut self, bytes: &[u8]) {
+        self.push_local_bytes(bytes);
+    }
+
+    pub(super) fn push_local_bytes(&mut self, bytes: &[u8]) {
+        let silent = self.take_silent();
+        if self.pending.is_empty() {
+            if !silent {
+                self.wbuf.extend_from_slice(bytes);
+                self.stats().replies += 1;
+            }
+            return;
+        }
+        self.local.data.extend_from_slice(bytes);
+        self.local.items.push_back(Item::Reply(bytes.len()));
+        self.pending.push_back(Pending {
+            slot: LOCAL,
+            kind: Kind::Forward,
+            path: PATH_LOCAL,
+            silent,
+            read: false,
+            sent: Instant::now(),
+        });
+    }
+
+    pub(super) fn push_local_value(&mut self, v: &Value) {
+        let b = v.to_bytes(self.resp3);
+        self.push_local_bytes(&b);
+    }
+
+    pub(super) fn push_local_error(&mut self, msg: &str) {
+        self.stats().errors += 1;
+        self.stats().touch();
+        self.push_local_value(&Value::error(msg));
+    }
+}
+
+/// Whether the reply `frame` to a request of `kind` goes to the client as it is, after
+/// `account_reply`'s bookkeeping (rather than being retried, consumed, held or streamed).
+pub(super) fn forwarded_as_is(kind: Kind, frame: &[u8]) -> bool {
+    match kind {
+        Kind::RoleProbe { .. } | Kind::Tunnel => false,
+        // A durable write's success is held until replicas have it; its error is not.
+        Kind::Durable(_) => is_error(frame),
+        Kind::ReplicaRead { .. } => !retryable_reply(frame),
+        Kind::Forward | Kind::Write | Kind::Exec | Kind::Blocking => true,
+    }
+}
+
+pub(super) fn is_error(frame: &[u8]) -> bool {
+    matches!(frame.first(), Some(b'-') | Some(b'!'))
+}
+
+/// Replies from a replica that mean "ask the master instead".
+pub(super) fn retryable_reply(frame: &[u8]) -> bool {
+    frame.starts_with(b"-LOADING")
+        || frame.starts_with(b"-NOSCRIPT")
+        || frame.starts_with(b"-MASTERDOWN")
+}
