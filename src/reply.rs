@@ -14,6 +14,8 @@ use redis_protocol::resp3::types::{
 pub const OK: &[u8] = b"+OK\r\n";
 /// Reply to `PING` without argument.
 pub const PONG: &[u8] = b"+PONG\r\n";
+/// `+RESET`.
+pub const RESET: &[u8] = b"+RESET\r\n";
 /// Redis's reply to a command from a client that must authenticate first.
 pub const NOAUTH: &[u8] = b"-NOAUTH Authentication required.\r\n";
 /// Redis's reply to a wrong user name or password.

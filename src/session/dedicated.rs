@@ -21,10 +21,7 @@ impl Session {
                 return Ok(());
             }
         }
-        if let Some(d) = self.dedicated.take() {
-            d.conn.close("replaced");
-            self.release_slot(d.slot);
-        }
+        self.close_dedicated("replaced");
         let conn = master.backend.pool.dedicated(key);
         let slot = self.alloc_slot();
         self.dedicated = Some(Dedicated {
@@ -299,22 +296,58 @@ impl Session {
         settings: &Settings,
     ) -> Stop {
         self.flush_pending_run(run, rbuf);
+        if self.tunnel_exit.is_some() {
+            // Leaving: the rest waits until the connection confirmed its RESET.
+            return Stop::Wait;
+        }
+        let _ = settings;
         match cmd.map(|c| c.name) {
-            Some("quit") => {
-                self.end_tunnel();
-                self.push_local_raw(reply::OK);
-                self.closing = true;
-            }
-            Some("reset") => {
-                self.end_tunnel();
-                let view = self.proxy.view.load_full();
-                if let Some(c) = cmd {
-                    return self.local_command(req, c, settings, &view);
-                }
-            }
+            // Both leave through a RESET on the dedicated connection: its `+RESET` comes
+            // after every frame the connection owes the client, so none is lost.
+            Some("quit") => self.leave_tunnel(TunnelExit::Quit),
+            Some("reset") => self.leave_tunnel(TunnelExit::Reset),
             _ => self.send_dedicated(req, Kind::Tunnel, Instant::now()),
         }
         Stop::More
+    }
+
+    /// Ask the dedicated connection to leave its streaming state; the tunnel ends when
+    /// its `+RESET` arrives ([`Session::tunnel_frame`]).
+    fn leave_tunnel(&mut self, exit: TunnelExit) {
+        self.tunnel_exit = Some(exit);
+        let Some(d) = &self.dedicated else {
+            self.finish_tunnel();
+            return;
+        };
+        if let Err(e) = d.conn.send(RESET, &self.sink, d.slot, 0) {
+            let _ = e;
+            self.finish_tunnel();
+        }
+    }
+
+    /// A frame streamed by the dedicated connection: `true` when it ends the tunnel (the
+    /// `+RESET` the session asked for) and must not be forwarded.
+    pub(super) fn tunnel_frame(&self, frame: &[u8]) -> bool {
+        self.tunnel_exit.is_some() && frame == RESET_REPLY
+    }
+
+    /// The tunnel is over (its `+RESET` arrived, or the connection failed while leaving):
+    /// close it and answer the `RESET` or `QUIT` that ended it.
+    pub(super) fn finish_tunnel(&mut self) {
+        let Some(exit) = self.tunnel_exit.take() else {
+            return;
+        };
+        self.end_tunnel();
+        match exit {
+            TunnelExit::Quit => {
+                self.push_local_raw(reply::OK);
+                self.closing = true;
+            }
+            TunnelExit::Reset => {
+                let settings = self.proxy.settings.load_full();
+                self.reset(&settings);
+            }
+        }
     }
 
     /// Leave tunnel mode: the dedicated connection is closed (its server-side state goes
@@ -336,10 +369,7 @@ impl Session {
                 }
             }
         }
-        if let Some(d) = self.dedicated.take() {
-            d.conn.close("client left pub/sub");
-            self.release_slot(d.slot);
-        }
+        self.close_dedicated("client left pub/sub");
         self.mode = Mode::Normal;
         self.set_flags("");
     }

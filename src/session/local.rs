@@ -57,25 +57,7 @@ impl Session {
                 if !self.pending.is_empty() {
                     return Stop::Wait;
                 }
-                if let Some(d) = self.dedicated.take() {
-                    d.conn.close("client reset");
-                    self.release_slot(d.slot);
-                }
-                self.mode = Mode::Normal;
-                self.set_flags("");
-                self.db = 0;
-                self.resp3 = false;
-                self.reply_mode = ReplyMode::On;
-                self.multi_select = None;
-                self.user = None;
-                self.authenticated = !settings.users.required();
-                {
-                    let mut info = self.handle.info.lock();
-                    info.db = 0;
-                    info.resp = 2;
-                    info.user = Box::default();
-                }
-                self.push_local_raw(b"+RESET\r\n");
+                self.reset(settings);
             }
             _ if cmd.name.starts_with("client|") => {
                 return self.client_command(req, cmd, settings, view)
@@ -86,6 +68,30 @@ impl Session {
             )),
         }
         Stop::More
+    }
+
+    /// `RESET`: what Redis resets, and nothing else — the transaction and `WATCH`es,
+    /// pub/sub, tracking and `MONITOR` (they live on the dedicated connection, which is
+    /// closed), the database, the protocol, the reply mode, the user and the name.
+    pub(super) fn reset(&mut self, settings: &Settings) {
+        self.close_dedicated("client reset");
+        self.mode = Mode::Normal;
+        self.set_flags("");
+        self.db = 0;
+        self.resp3 = false;
+        self.reply_mode = ReplyMode::On;
+        self.multi_select = None;
+        self.user = None;
+        self.name.clear();
+        self.authenticated = !settings.users.required();
+        {
+            let mut info = self.handle.info.lock();
+            info.db = 0;
+            info.resp = 2;
+            info.user = Box::default();
+            info.name = Box::default();
+        }
+        self.push_local_raw(reply::RESET);
     }
 
     /// `PROXY STATUS | EXPLAIN cmd… | CONFIG | HELP`.

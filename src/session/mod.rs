@@ -68,6 +68,18 @@ const MAX_READ: usize = 64 * 1024;
 /// Shared-connection requests a new client may have in flight before any reply arrived.
 const INITIAL_WINDOW: u32 = 32;
 
+/// `RESET`, sent on the dedicated connection to leave pub/sub, tracking or `MONITOR`.
+const RESET: &[u8] = b"*1\r\n$5\r\nRESET\r\n";
+/// Its reply, which no streamed frame can be mistaken for (those are arrays or pushes).
+const RESET_REPLY: &[u8] = reply::RESET;
+
+/// How a client leaves the tunnel: the command that ended it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TunnelExit {
+    Reset,
+    Quit,
+}
+
 /// `ROLE`, sent after a durable write or for `WAIT` to learn the master's offset.
 const ROLE: &[u8] = b"*1\r\n$4\r\nROLE\r\n";
 
@@ -204,6 +216,8 @@ pub struct Session {
     sources: Vec<Source>,
     slot_refs: Vec<u32>,
     slot_used: Vec<bool>,
+    /// Slots of closed dedicated connections, freed once the connection is gone.
+    retired: Vec<(u16, std::sync::Weak<Conn>)>,
     dedicated: Option<Dedicated>,
     db: u32,
     resp3: bool,
@@ -226,6 +240,8 @@ pub struct Session {
     held_sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     view_rx: Option<tokio::sync::watch::Receiver<u64>>,
     closing: bool,
+    /// Set while the tunnel is being left: requests wait until it is.
+    tunnel_exit: Option<TunnelExit>,
     /// This batch's counts; allocated while the client is active, freed when idle.
     stats: Option<Box<Local>>,
     last_cmd: &'static str,
@@ -306,6 +322,7 @@ impl Session {
             sources: Vec::new(),
             slot_refs: Vec::new(),
             slot_used: Vec::new(),
+            retired: Vec::new(),
             dedicated: None,
             db: 0,
             resp3: false,
@@ -328,6 +345,7 @@ impl Session {
             held_sleep: None,
             view_rx: None,
             closing: false,
+            tunnel_exit: None,
             stats: None,
             last_cmd: "NULL",
             settings_gen: 0,
@@ -367,7 +385,8 @@ impl Session {
             && !self.closing
             && !self.blocking_in_flight
             && self.reply_mode == ReplyMode::On
-            && self.dedicated.is_none();
+            && self.dedicated.is_none()
+            && self.retired.iter().all(|(_, c)| c.strong_count() == 0);
         idle.then(|| Parked {
             db: self.db,
             resp3: self.resp3,
@@ -519,10 +538,7 @@ impl Session {
             && self.dedicated_in_flight == 0
             && self.mode == Mode::Normal
         {
-            if let Some(d) = self.dedicated.take() {
-                d.conn.close("the master changed");
-                self.release_slot(d.slot);
-            }
+            self.close_dedicated("the master changed");
         }
     }
 }

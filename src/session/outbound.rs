@@ -201,6 +201,7 @@ impl Session {
     }
 
     pub(super) fn alloc_slot(&mut self) -> u16 {
+        self.reclaim_slots();
         if let Some(i) = (0..self.slot_used.len()).find(|i| {
             !self.slot_used.get(*i).copied().unwrap_or(true)
                 && self.slot_refs.get(*i).copied().unwrap_or(1) == 0
@@ -213,6 +214,39 @@ impl Session {
         self.slot_used.push(true);
         self.slot_refs.push(0);
         (self.slot_used.len() - 1) as u16
+    }
+
+    /// Close the dedicated connection, if any. Its slot is retired rather than freed: a
+    /// closed connection may still deliver (its failure, a last pushed frame) until its
+    /// tasks have ended, and whatever it delivers must never be read as the reply of a
+    /// later request that reuses the slot.
+    pub(super) fn close_dedicated(&mut self, reason: &str) {
+        if let Some(d) = self.dedicated.take() {
+            d.conn.close(reason);
+            self.retired.push((d.slot, Arc::downgrade(&d.conn)));
+        }
+    }
+
+    /// Free the retired slots whose connection is gone, dropping what it left in them.
+    fn reclaim_slots(&mut self) {
+        if self.retired.iter().all(|(_, c)| c.strong_count() > 0) {
+            return;
+        }
+        let mut st = self.handle.inbox.state.lock();
+        let used = &mut self.slot_used;
+        self.retired.retain(|(slot, conn)| {
+            if conn.strong_count() > 0 {
+                return true;
+            }
+            if let Some(q) = st.slots.get_mut(*slot as usize) {
+                q.items.clear();
+                q.data.clear();
+            }
+            if let Some(u) = used.get_mut(*slot as usize) {
+                *u = false;
+            }
+            false
+        });
     }
 
     pub(super) fn release_slot(&mut self, slot: u16) {

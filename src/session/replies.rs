@@ -54,19 +54,34 @@ impl Session {
             };
             if p.kind == Kind::Tunnel {
                 // Forward every frame that arrived.
+                let mut ended = false;
                 while let Some(item) = q.items.pop_front() {
                     match item {
                         Item::Reply(len) => {
                             let frame = q.data.get(..len).unwrap_or_default();
-                            self.wbuf.extend_from_slice(frame);
+                            ended = self.tunnel_frame(frame);
+                            if !ended {
+                                self.wbuf.extend_from_slice(frame);
+                            }
                             q.data.advance(len);
                         }
+                        // Leaving anyway: the connection's state is gone with it.
+                        Item::Failed(_) if self.tunnel_exit.is_some() => ended = true,
                         Item::Failed(e) => {
                             Value::error(format!("ERR {}", e.message))
                                 .encode(self.resp3, &mut self.wbuf);
                             self.closing = true;
                         }
                     }
+                    if ended {
+                        break;
+                    }
+                }
+                if ended {
+                    drop(st);
+                    self.finish_tunnel();
+                    st = inbox.state.lock();
+                    continue;
                 }
                 q.data.clear();
                 if self.closing {
