@@ -11,6 +11,7 @@ use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::protocol::Limits;
 use crate::replication::Monitor;
+use crate::session::ClientState;
 use crate::topology::View;
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
@@ -105,8 +106,8 @@ pub struct SessionHandle {
     pub created_ms: u64,
     /// Its inbox (where replies arrive; also how it is woken or stopped).
     pub inbox: Inbox,
-    /// Details that change rarely.
-    pub info: Mutex<ClientInfo>,
+    /// The client's state as its session last published it.
+    pub state: Mutex<ClientState>,
     /// Milliseconds since the proxy started, at the client's last request.
     pub last_active_ms: AtomicU64,
 }
@@ -114,32 +115,6 @@ pub struct SessionHandle {
 impl crate::backend::Sink for SessionHandle {
     fn inbox(&self) -> &Inbox {
         &self.inbox
-    }
-}
-
-/// Mutable client details.
-#[derive(Debug, Default, Clone)]
-pub struct ClientInfo {
-    /// `CLIENT SETNAME`.
-    pub name: Box<str>,
-    /// Selected database.
-    pub db: u32,
-    /// 2 or 3.
-    pub resp: u8,
-    /// Authenticated user; empty means `default`.
-    pub user: Box<str>,
-    /// Redis-style flags (`N`, `x`, `b`, `P`, `O`, …); empty means `N`.
-    pub flags: &'static str,
-}
-
-impl ClientInfo {
-    /// The user name as Redis shows it.
-    pub fn user_name(&self) -> &str {
-        if self.user.is_empty() {
-            "default"
-        } else {
-            &self.user
-        }
     }
 }
 

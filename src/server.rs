@@ -7,8 +7,9 @@
 
 use crate::backend::{ConnParams, ControlConn, Inbox, Role};
 use crate::config::Config;
-use crate::proxy::{ClientInfo, Proxy, ServerInfo, SessionHandle};
+use crate::proxy::{Proxy, ServerInfo, SessionHandle};
 use crate::reply::{parse_info, Decoded};
+use crate::session::ClientState;
 use crate::session::{End, Parked, Session};
 use crate::topology::Backends;
 use anyhow::Context;
@@ -188,10 +189,7 @@ fn start_client(proxy: &Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
         local,
         created_ms: now_ms,
         inbox: Inbox::new(),
-        info: parking_lot::Mutex::new(ClientInfo {
-            resp: 2,
-            ..Default::default()
-        }),
+        state: parking_lot::Mutex::new(ClientState::new(!proxy.settings.load().users.required())),
         last_active_ms: std::sync::atomic::AtomicU64::new(now_ms),
     });
     proxy.sessions.insert(id, handle.clone());
@@ -334,7 +332,7 @@ async fn janitor(proxy: Arc<Proxy>, mut stop: watch::Receiver<bool>) {
             let h = e.value();
             let idle = now_ms.saturating_sub(h.last_active_ms.load(Ordering::Relaxed));
             // Subscribers, MONITOR and blocked clients are not idle, as in Redis.
-            let exempt = h.info.lock().flags.contains(['P', 'O', 'b']);
+            let exempt = h.state.lock().flags.contains(['P', 'O', 'b']);
             if idle_timeout > 0 && idle > idle_timeout && !exempt {
                 h.inbox.kill.store(true, Ordering::Relaxed);
                 h.inbox.notify.notify();

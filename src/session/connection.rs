@@ -33,6 +33,7 @@ impl Session {
             if let Some(st) = self.stats.as_mut() {
                 st.flush(&self.proxy.metrics);
             }
+            self.publish();
             let limits = &self.proxy.settings.load().config.limits;
             let out_limit = if self.mode == Mode::Tunnel {
                 limits.pubsub_output_buffer_limit.0

@@ -9,8 +9,8 @@ impl Session {
     /// The dedicated master connection, opened (or reopened) as needed.
     pub(super) fn dedicated_conn(&mut self, view: &View) -> Result<(), String> {
         let key = ConnKey {
-            db: self.db,
-            resp3: self.resp3,
+            db: self.client.db,
+            resp3: self.client.resp3,
         };
         let master = view
             .master
@@ -103,14 +103,21 @@ impl Session {
         match (self.mode, name) {
             (Mode::Multi, "exec") => {
                 kind = Kind::Exec;
-                self.mode = Mode::Normal;
+                self.set_mode(Mode::Normal);
             }
             (Mode::Multi, "discard") => {
-                self.mode = Mode::Normal;
+                self.set_mode(Mode::Normal);
                 self.multi_select = None;
             }
-            (Mode::Watch, "unwatch") => self.mode = Mode::Normal,
-            (Mode::Watch, "multi") => self.mode = Mode::Multi,
+            (Mode::Multi, "select") => {
+                self.client.multi += 1;
+                if let Some(db) = parse_int(req.arg(1)).and_then(|d| u32::try_from(d).ok()) {
+                    self.multi_select = Some(db);
+                }
+            }
+            (Mode::Multi, _) => self.client.multi += 1,
+            (Mode::Watch, "unwatch") => self.set_mode(Mode::Normal),
+            (Mode::Watch, "multi") => self.set_mode(Mode::Multi),
             (Mode::Watch, "exec") => {
                 self.push_local_error("ERR EXEC without MULTI");
                 return Stop::More;
@@ -119,13 +126,9 @@ impl Session {
                 self.push_local_error("ERR DISCARD without MULTI");
                 return Stop::More;
             }
-            (Mode::Multi, "select") => {
-                if let Some(db) = parse_int(req.arg(1)).and_then(|d| u32::try_from(d).ok()) {
-                    self.multi_select = Some(db);
-                }
-            }
             (Mode::Watch, "select") => match self.check_select(req) {
-                Ok(db) => self.db = db,
+                // The connection itself switches: it stays, with its WATCHes.
+                Ok(db) => self.set_dedicated_db(db),
                 Err(e) => {
                     self.push_local_error(&e);
                     return Stop::More;
@@ -188,11 +191,11 @@ impl Session {
                     self.push_local_error(&e);
                     return Stop::More;
                 }
-                self.mode = if cmd.name == "multi" {
+                self.set_mode(if cmd.name == "multi" {
                     Mode::Multi
                 } else {
                     Mode::Watch
-                };
+                });
                 self.multi_select = None;
                 let _ = settings;
                 self.send_dedicated(req, Kind::Forward, Instant::now());
@@ -232,12 +235,12 @@ impl Session {
                 let mut out = BytesMut::new();
                 for ch in frames {
                     let v = vec![kind.clone(), ch, Value::Int(0)];
-                    let v = if self.resp3 {
+                    let v = if self.client.resp3 {
                         Value::Push(v)
                     } else {
                         Value::Array(v)
                     };
-                    v.encode(self.resp3, &mut out);
+                    v.encode(self.client.resp3, &mut out);
                 }
                 self.push_local_bytes(&out);
                 Stop::More
@@ -266,7 +269,7 @@ impl Session {
         };
         d.conn.set_stream(&self.sink, d.slot);
         let slot = d.slot;
-        self.mode = Mode::Tunnel;
+        self.set_mode(Mode::Tunnel);
         let name = req.arg(0);
         self.set_flags(if name.eq_ignore_ascii_case(b"monitor") {
             "O"
@@ -370,7 +373,32 @@ impl Session {
             }
         }
         self.close_dedicated("client left pub/sub");
-        self.mode = Mode::Normal;
-        self.set_flags("");
+        self.set_mode(Mode::Normal);
+    }
+
+    /// Enter or leave a dedicated mode; `CLIENT LIST`'s `flags` and `multi` follow it.
+    pub(super) fn set_mode(&mut self, mode: Mode) {
+        self.mode = mode;
+        match mode {
+            Mode::Multi => {
+                self.client.flags = "x";
+                self.client.multi = 0;
+            }
+            // Tunnel flags say what streams (set by `enter_tunnel`).
+            Mode::Tunnel => self.client.multi = -1,
+            Mode::Normal | Mode::Watch => {
+                self.client.flags = "";
+                self.client.multi = -1;
+            }
+        }
+    }
+
+    /// The dedicated connection selected `db` itself (`SELECT` under `WATCH`, or in an
+    /// `EXEC`): the client follows, and the connection is kept.
+    pub(super) fn set_dedicated_db(&mut self, db: u32) {
+        self.client.db = db;
+        if let Some(d) = self.dedicated.as_mut() {
+            d.key.db = db;
+        }
     }
 }

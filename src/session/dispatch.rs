@@ -42,7 +42,7 @@ impl Session {
         let mut consumed = 0usize;
         let mut run: Option<Run> = None;
         let mut result = Ok(());
-        self.parser.unauthenticated = !self.authenticated;
+        self.parser.unauthenticated = !self.client.authenticated;
         while consumed < rbuf.len() && !self.closing {
             if self.pending.len() >= max_pipeline
                 || self.shared_in_flight >= self.window
@@ -116,9 +116,9 @@ impl Session {
     ) -> Stop {
         let cmd = commands::lookup(req);
         let name = req.arg(0);
-        self.last_cmd = cmd.map(|c| c.name).unwrap_or("unknown");
+        self.client.cmd = cmd.map(|c| c.name).unwrap_or("unknown");
         // Authentication gate.
-        if !self.authenticated {
+        if !self.client.authenticated {
             let allowed = matches!(
                 cmd.map(|c| c.name),
                 Some("auth" | "hello" | "quit" | "reset")
@@ -157,7 +157,7 @@ impl Session {
             ));
             return Stop::More;
         }
-        if let Some(user) = &self.user {
+        if let Some(user) = &self.client.user {
             if !user.may_run(cmd) {
                 self.flush_pending_run(run, rbuf);
                 self.push_local_error(&format!(

@@ -108,10 +108,10 @@ impl Session {
                         h.replicas,
                         now.duration_since(h.started).as_millis()
                     ))
-                    .encode(self.resp3, &mut out);
+                    .encode(self.client.resp3, &mut out);
                 }
             }
-            None => Value::Int(i64::from(have)).encode(self.resp3, &mut out),
+            None => Value::Int(i64::from(have)).encode(self.client.resp3, &mut out),
         }
         if !h.silent {
             self.wbuf.extend_from_slice(&out);

@@ -45,8 +45,7 @@ impl Session {
             }
             "select" => match self.check_select(req) {
                 Ok(db) => {
-                    self.db = db;
-                    self.handle.info.lock().db = db;
+                    self.client.db = db;
                     self.push_local_raw(reply::OK);
                 }
                 Err(e) => self.push_local_error(&e),
@@ -75,22 +74,9 @@ impl Session {
     /// closed), the database, the protocol, the reply mode, the user and the name.
     pub(super) fn reset(&mut self, settings: &Settings) {
         self.close_dedicated("client reset");
-        self.mode = Mode::Normal;
-        self.set_flags("");
-        self.db = 0;
-        self.resp3 = false;
-        self.reply_mode = ReplyMode::On;
+        self.set_mode(Mode::Normal);
         self.multi_select = None;
-        self.user = None;
-        self.name.clear();
-        self.authenticated = !settings.users.required();
-        {
-            let mut info = self.handle.info.lock();
-            info.db = 0;
-            info.resp = 2;
-            info.user = Box::default();
-            info.name = Box::default();
-        }
+        self.client.reset(!settings.users.required());
         self.push_local_raw(reply::RESET);
     }
 
@@ -120,7 +106,7 @@ impl Session {
                 self.push_local_value(&v);
             }
             b"config" if req.argc() == 2 => {
-                if self.user.as_ref().is_some_and(|u| !u.is_admin()) {
+                if self.client.user.as_ref().is_some_and(|u| !u.is_admin()) {
                     self.push_local_error(
                         "NOPERM this user has no permissions to run the 'proxy|config' command",
                     );
@@ -161,9 +147,8 @@ impl Session {
         }
         match settings.users.check(user, pass) {
             Some(u) => {
-                self.handle.info.lock().user = u.name.as_str().into();
-                self.user = Some(u);
-                self.authenticated = true;
+                self.client.user = Some(u);
+                self.client.authenticated = true;
                 self.push_local_raw(reply::OK);
             }
             None => {
@@ -174,7 +159,7 @@ impl Session {
     }
 
     pub(super) fn hello(&mut self, req: &Request, settings: &Settings) {
-        let mut proto = if self.resp3 { 3 } else { 2 };
+        let mut proto = if self.client.resp3 { 3 } else { 2 };
         let mut i = 1;
         if req.argc() >= 2 {
             match parse_int(req.arg(1)) {
@@ -213,9 +198,8 @@ impl Session {
             if settings.users.required() {
                 match settings.users.check(u, p) {
                     Some(user) => {
-                        self.handle.info.lock().user = user.name.as_str().into();
-                        self.user = Some(user);
-                        self.authenticated = true;
+                        self.client.user = Some(user);
+                        self.client.authenticated = true;
                     }
                     None => {
                         self.push_local_raw(reply::WRONGPASS);
@@ -227,7 +211,7 @@ impl Session {
                 return;
             }
         }
-        if !self.authenticated {
+        if !self.client.authenticated {
             self.push_local_error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
             return;
         }
@@ -236,11 +220,9 @@ impl Session {
                 self.push_local_error(e);
                 return;
             }
-            self.name = String::from_utf8_lossy(n).into_owned();
-            self.handle.info.lock().name = self.name.as_str().into();
+            self.client.name = String::from_utf8_lossy(n).into();
         }
-        self.resp3 = proto == 3;
-        self.handle.info.lock().resp = proto as u8;
+        self.client.resp3 = proto == 3;
         let version = self.proxy.info.load().redis_version.clone();
         let v = Value::Map(vec![
             (Value::bulk("server"), Value::bulk("redis")),
@@ -265,46 +247,35 @@ impl Session {
         match sub {
             "id" => self.push_local_value(&Value::Int(self.id as i64)),
             "getname" => {
-                if self.name.is_empty() {
+                if self.client.name.is_empty() {
                     self.push_local_value(&Value::Null)
                 } else {
-                    let n = self.name.clone();
-                    self.push_local_value(&Value::bulk(n))
+                    let n = self.client.name.clone();
+                    self.push_local_value(&Value::bulk(&*n))
                 }
             }
             "setname" => match valid_name(req.arg(2)) {
                 Ok(()) => {
-                    self.name = String::from_utf8_lossy(req.arg(2)).into_owned();
-                    self.handle.info.lock().name = self.name.as_str().into();
+                    self.client.name = String::from_utf8_lossy(req.arg(2)).into();
                     self.push_local_raw(reply::OK);
                 }
                 Err(e) => self.push_local_error(e),
             },
             "info" => {
-                let line = self.client_line(&self.handle.clone(), true);
+                let line = self.client_line(&self.handle.clone());
                 self.push_local_value(&Value::Verbatim(line));
             }
-            "list" => {
-                let mut out = String::new();
-                let mut ids: Vec<u64> = self.proxy.sessions.iter().map(|e| *e.key()).collect();
-                ids.sort_unstable();
-                for id in ids {
-                    if let Some(h) = self.proxy.sessions.get(&id).map(|e| e.value().clone()) {
-                        out.push_str(&self.client_line(&h, h.id == self.id));
-                    }
-                }
-                self.push_local_value(&Value::Verbatim(out));
-            }
+            "list" => self.client_list(req),
             "kill" => self.client_kill(req),
             "reply" => {
                 let arg = req.arg(2);
                 if arg.eq_ignore_ascii_case(b"on") {
-                    self.reply_mode = ReplyMode::On;
+                    self.client.reply = ReplyMode::On;
                     self.push_local_raw(reply::OK);
                 } else if arg.eq_ignore_ascii_case(b"off") {
-                    self.reply_mode = ReplyMode::Off;
+                    self.client.reply = ReplyMode::Off;
                 } else if arg.eq_ignore_ascii_case(b"skip") {
-                    self.reply_mode = ReplyMode::Skip;
+                    self.client.reply = ReplyMode::Skip;
                 } else {
                     self.push_local_error("ERR syntax error");
                 }
@@ -336,52 +307,86 @@ impl Session {
         Stop::More
     }
 
-    pub(super) fn client_line(&self, h: &SessionHandle, me: bool) -> String {
-        let info = h.info.lock().clone();
-        let now = Instant::now();
-        let idle = self
-            .proxy
-            .uptime_ms(now)
-            .saturating_sub(h.last_active_ms.load(Ordering::Relaxed))
-            / 1000;
-        let (flags, multi, cmd) = if me {
-            let f = match self.mode {
-                Mode::Multi => "x",
-                Mode::Tunnel => "P",
-                _ if self.blocking_in_flight => "b",
-                _ => "N",
-            };
-            (
-                f.to_string(),
-                if self.mode == Mode::Multi { 0 } else { -1 },
-                self.last_cmd.to_string(),
-            )
+    /// One `CLIENT LIST` line: this client's own state, or what another published.
+    pub(super) fn client_line(&self, h: &SessionHandle) -> String {
+        let now = self.proxy.uptime_ms(Instant::now());
+        let idle = now.saturating_sub(h.last_active_ms.load(Ordering::Relaxed)) / 1000;
+        let conn = format!("id={} addr={} laddr={} fd=-1", h.id, h.peer, h.local);
+        let times = format!(
+            "age={} idle={idle}",
+            now.saturating_sub(h.created_ms) / 1000
+        );
+        if h.id == self.id {
+            self.client.line(&conn, &times)
         } else {
-            (
-                if info.flags.is_empty() {
-                    "N".to_string()
-                } else {
-                    info.flags.to_string()
-                },
-                -1,
-                "NULL".to_string(),
-            )
+            h.state.lock().line(&conn, &times)
+        }
+    }
+
+    /// `CLIENT LIST [TYPE type] [ID id …]`, as Redis parses it.
+    fn client_list(&mut self, req: &Request) {
+        let mut ty = None;
+        let mut ids = None;
+        if req.argc() == 4 && req.arg(2).eq_ignore_ascii_case(b"type") {
+            let t = req.arg(3).to_ascii_lowercase();
+            match t.as_slice() {
+                b"normal" | b"pubsub" => {
+                    ty = Some(if t == b"normal" { "normal" } else { "pubsub" })
+                }
+                // The proxy's clients are never replicas or masters.
+                b"master" | b"slave" | b"replica" => ty = Some("replica"),
+                _ => {
+                    self.push_local_error(&format!(
+                        "ERR Unknown client type '{}'",
+                        String::from_utf8_lossy(req.arg(3))
+                    ));
+                    return;
+                }
+            }
+        } else if req.argc() > 3 && req.arg(2).eq_ignore_ascii_case(b"id") {
+            let mut v = Vec::with_capacity(req.argc() - 3);
+            for i in 3..req.argc() {
+                match parse_int(req.arg(i)) {
+                    Some(n) => v.push(n),
+                    None => {
+                        self.push_local_error("ERR Invalid client ID");
+                        return;
+                    }
+                }
+            }
+            ids = Some(v);
+        } else if req.argc() != 2 {
+            self.push_local_error("ERR syntax error");
+            return;
+        }
+        let mut out = String::new();
+        // Redis lists by id (its client list is in connection order); with ID, in the
+        // order asked, once per mention.
+        let order: Vec<u64> = match &ids {
+            Some(v) => v.iter().filter_map(|i| u64::try_from(*i).ok()).collect(),
+            None => {
+                let mut all: Vec<u64> = self.proxy.sessions.iter().map(|e| *e.key()).collect();
+                all.sort_unstable();
+                all
+            }
         };
-        format!(
-            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={} db={} sub=0 psub=0 ssub=0 multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user={} redir=-1 resp={}\n",
-            h.id,
-            h.peer,
-            h.local,
-            info.name,
-            self.proxy.uptime_ms(now).saturating_sub(h.created_ms) / 1000,
-            idle,
-            flags,
-            if me { self.db } else { info.db },
-            multi,
-            if cmd.is_empty() { "NULL" } else { &cmd },
-            info.user_name(),
-            if me { if self.resp3 { 3 } else { 2 } } else { info.resp.max(2) },
-        )
+        for id in order {
+            let Some(h) = self.proxy.sessions.get(&id).map(|e| e.value().clone()) else {
+                continue;
+            };
+            if let Some(t) = ty {
+                let theirs = if h.id == self.id {
+                    self.client.type_name()
+                } else {
+                    h.state.lock().type_name()
+                };
+                if theirs != t {
+                    continue;
+                }
+            }
+            out.push_str(&self.client_line(&h));
+        }
+        self.push_local_value(&Value::Verbatim(out));
     }
 
     pub(super) fn client_kill(&mut self, req: &Request) {
@@ -434,7 +439,7 @@ impl Session {
                 || laddr.as_ref().is_some_and(|a| *a != h.local.to_string())
                 || user
                     .as_ref()
-                    .is_some_and(|u| u != h.info.lock().user_name())
+                    .is_some_and(|u| u != h.state.lock().user_name())
             {
                 continue;
             }

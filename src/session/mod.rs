@@ -29,7 +29,6 @@
 //! - `replies`: draining the inbox in request order, retries, forwarding;
 //! - `local`: the commands the proxy answers itself (`CLIENT`, `HELLO`, `PROXY`, …).
 
-use crate::auth::User;
 use crate::backend::{next_read_size, BackendError, Conn, ConnKey, Item, Sink, SlotQueue};
 use crate::commands::{self, Class, Command};
 use crate::introspect;
@@ -57,6 +56,9 @@ mod durable;
 mod local;
 mod outbound;
 mod replies;
+mod state;
+
+pub use state::{ClientState, ReplyMode};
 
 /// The slot number of replies the session makes itself.
 const LOCAL: u16 = u16::MAX;
@@ -155,13 +157,6 @@ enum Mode {
     Tunnel,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ReplyMode {
-    On,
-    Off,
-    Skip,
-}
-
 /// A reply held back until replicas catch up (durable write, `WAIT`).
 #[derive(Debug)]
 struct Held {
@@ -219,11 +214,8 @@ pub struct Session {
     /// Slots of closed dedicated connections, freed once the connection is gone.
     retired: Vec<(u16, std::sync::Weak<Conn>)>,
     dedicated: Option<Dedicated>,
-    db: u32,
-    resp3: bool,
-    user: Option<Arc<User>>,
-    authenticated: bool,
-    name: String,
+    /// The client's state as Redis defines it (the one record; published to the handle).
+    client: ClientState,
     mode: Mode,
     multi_select: Option<u32>,
     shared_in_flight: u32,
@@ -235,7 +227,6 @@ pub struct Session {
     prefer: Option<usize>,
     turn: usize,
     view_epoch: u64,
-    reply_mode: ReplyMode,
     held: Option<Box<Held>>,
     held_sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     view_rx: Option<tokio::sync::watch::Receiver<u64>>,
@@ -244,7 +235,6 @@ pub struct Session {
     tunnel_exit: Option<TunnelExit>,
     /// This batch's counts; allocated while the client is active, freed when idle.
     stats: Option<Box<Local>>,
-    last_cmd: &'static str,
     settings_gen: u64,
     /// Rule hits since the last flush: one per rule, then the default.
     hits: Vec<u32>,
@@ -281,14 +271,11 @@ pub enum End {
     Parked,
 }
 
-/// What an idle client's session keeps while it has no task: enough to resume exactly
-/// where it was (database, protocol, user, read-your-writes state).
+/// What an idle client's session keeps while it has no task, beside its [`ClientState`]
+/// (which stays published in its handle): its read-your-writes state and its place in
+/// the replica rotation.
 #[derive(Debug, Clone)]
 pub struct Parked {
-    db: u32,
-    resp3: bool,
-    user: Option<Arc<User>>,
-    authenticated: bool,
     last_write_ack: Option<Instant>,
     turn: usize,
 }
@@ -304,7 +291,8 @@ impl Session {
     pub fn new(proxy: Arc<Proxy>, handle: Arc<SessionHandle>) -> Session {
         let id = handle.id;
         let sink: Arc<dyn Sink> = handle.clone();
-        let authenticated = !proxy.settings.load().users.required();
+        // A new client's state was set up with its handle; a parked one's was published.
+        let client = handle.state.lock().clone();
         let epoch = proxy.view.load().epoch;
         Session {
             proxy,
@@ -324,11 +312,7 @@ impl Session {
             slot_used: Vec::new(),
             retired: Vec::new(),
             dedicated: None,
-            db: 0,
-            resp3: false,
-            user: None,
-            authenticated,
-            name: String::new(),
+            client,
             mode: Mode::Normal,
             multi_select: None,
             shared_in_flight: 0,
@@ -340,14 +324,12 @@ impl Session {
             prefer: None,
             turn: id as usize,
             view_epoch: epoch,
-            reply_mode: ReplyMode::On,
             held: None,
             held_sleep: None,
             view_rx: None,
             closing: false,
             tunnel_exit: None,
             stats: None,
-            last_cmd: "NULL",
             settings_gen: 0,
             hits: Vec::new(),
             may_park: false,
@@ -363,10 +345,6 @@ impl Session {
     /// A session resuming a parked client.
     pub fn resume(proxy: Arc<Proxy>, handle: Arc<SessionHandle>, p: Parked) -> Session {
         let mut s = Session::new(proxy, handle);
-        s.db = p.db;
-        s.resp3 = p.resp3;
-        s.user = p.user;
-        s.authenticated = p.authenticated;
         s.last_write_ack = p.last_write_ack;
         // Re-check the user against whatever settings run now.
         s.settings_gen = u64::MAX;
@@ -384,14 +362,10 @@ impl Session {
             && self.held.is_none()
             && !self.closing
             && !self.blocking_in_flight
-            && self.reply_mode == ReplyMode::On
+            && self.client.reply == ReplyMode::On
             && self.dedicated.is_none()
             && self.retired.iter().all(|(_, c)| c.strong_count() == 0);
         idle.then(|| Parked {
-            db: self.db,
-            resp3: self.resp3,
-            user: self.user.clone(),
-            authenticated: self.authenticated,
             last_write_ack: self.last_write_ack,
             turn: self.turn,
         })
@@ -416,7 +390,14 @@ impl Session {
             st.flush(&self.proxy.metrics);
         }
         self.handle.inbox.state.lock().slots = Vec::new();
+        self.publish();
         Some(p)
+    }
+
+    /// Publish the client's state to its handle, for `CLIENT LIST` of other clients,
+    /// the janitor and a later resume.
+    fn publish(&self) {
+        self.handle.state.lock().clone_from(&self.client);
     }
 
     /// End the session: close its dedicated connection and its inbox, flush counters.
@@ -455,14 +436,14 @@ impl Session {
     fn on_new_settings(&mut self, settings: &Settings) {
         if self.settings_gen != 0 {
             if !settings.users.required() {
-                self.authenticated = true;
-                self.user = None;
-            } else if let Some(u) = self.user.take() {
-                self.user = settings.users.by_name(&u.name);
-                self.authenticated = self.user.is_some();
+                self.client.authenticated = true;
+                self.client.user = None;
+            } else if let Some(u) = self.client.user.take() {
+                self.client.user = settings.users.by_name(&u.name);
+                self.client.authenticated = self.client.user.is_some();
             } else {
                 // Authenticated while no users existed; users were added since.
-                self.authenticated = false;
+                self.client.authenticated = false;
             }
         }
         self.settings_gen = settings.policy.generation;

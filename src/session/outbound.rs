@@ -32,8 +32,8 @@ impl Session {
         now: Instant,
     ) {
         let key = ConnKey {
-            db: self.db,
-            resp3: self.resp3,
+            db: self.client.db,
+            resp3: self.client.resp3,
         };
         let source = match self.source_for(backend, key) {
             Ok(i) => i,
@@ -100,8 +100,8 @@ impl Session {
         now: Instant,
     ) {
         let key = ConnKey {
-            db: self.db,
-            resp3: self.resp3,
+            db: self.client.db,
+            resp3: self.client.resp3,
         };
         match self.source_for(backend, key) {
             Ok(i) => {
@@ -275,11 +275,11 @@ impl Session {
     }
 
     pub(super) fn take_silent(&mut self) -> bool {
-        match self.reply_mode {
+        match self.client.reply {
             ReplyMode::On => false,
             ReplyMode::Off => true,
             ReplyMode::Skip => {
-                self.reply_mode = ReplyMode::On;
+                self.client.reply = ReplyMode::On;
                 true
             }
         }

@@ -61,6 +61,9 @@ impl Session {
                             let frame = q.data.get(..len).unwrap_or_default();
                             ended = self.tunnel_frame(frame);
                             if !ended {
+                                if let Some((kind, n)) = state::subscription(frame) {
+                                    self.client.on_subscription(kind, n);
+                                }
                                 self.wbuf.extend_from_slice(frame);
                             }
                             q.data.advance(len);
@@ -69,7 +72,7 @@ impl Session {
                         Item::Failed(_) if self.tunnel_exit.is_some() => ended = true,
                         Item::Failed(e) => {
                             Value::error(format!("ERR {}", e.message))
-                                .encode(self.resp3, &mut self.wbuf);
+                                .encode(self.client.resp3, &mut self.wbuf);
                             self.closing = true;
                         }
                     }
@@ -139,7 +142,7 @@ impl Session {
                                 self.stats().errors += 1;
                                 self.stats().replies += 1;
                                 Value::error(format!("ERR {}", e.message))
-                                    .encode(self.resp3, &mut self.wbuf);
+                                    .encode(self.client.resp3, &mut self.wbuf);
                             }
                         }
                     }
@@ -249,8 +252,8 @@ impl Session {
                 },
             };
         let key = ConnKey {
-            db: self.db,
-            resp3: self.resp3,
+            db: self.client.db,
+            resp3: self.client.resp3,
         };
         match self.source_for(&backend, key) {
             Ok(i) => {
@@ -279,7 +282,7 @@ impl Session {
 
     /// Answer the request that was at the front with an error made here.
     pub(super) fn answer_front(&mut self, p: Pending, msg: &str, now: Instant) {
-        let mut data = Value::error(msg).to_bytes(self.resp3);
+        let mut data = Value::error(msg).to_bytes(self.client.resp3);
         let len = data.len();
         data.extend_from_slice(&self.local.data);
         self.local.data = data;
@@ -306,7 +309,7 @@ impl Session {
         self.settle(p, frame.len(), now);
         match p.kind {
             Kind::RoleProbe { wait } => {
-                let offset = Decoded::parse(frame, self.resp3)
+                let offset = Decoded::parse(frame, self.client.resp3)
                     .and_then(|d| d.into_items())
                     .and_then(|items| items.get(1).and_then(|o| o.as_int()))
                     .and_then(|o| u64::try_from(o).ok());
@@ -356,7 +359,7 @@ impl Session {
             Kind::Exec => {
                 if let Some(db) = self.multi_select.take() {
                     if matches!(frame.first(), Some(b'*')) && !frame.starts_with(b"*-1") {
-                        self.db = db;
+                        self.set_dedicated_db(db);
                     }
                 }
             }
@@ -418,8 +421,8 @@ impl Session {
 
     /// Publish the client's `CLIENT LIST` flags for others to see; the janitor's idle
     /// timeout spares `P` (pub/sub), `O` (MONITOR) and `b` (blocked), as Redis does.
-    pub(super) fn set_flags(&self, flags: &'static str) {
-        self.handle.info.lock().flags = flags;
+    pub(super) fn set_flags(&mut self, flags: &'static str) {
+        self.client.flags = flags;
     }
 
     // ---------------------------------------------------------------- local replies
@@ -450,7 +453,7 @@ impl Session {
     }
 
     pub(super) fn push_local_value(&mut self, v: &Value) {
-        let b = v.to_bytes(self.resp3);
+        let b = v.to_bytes(self.client.resp3);
         self.push_local_bytes(&b);
     }
 

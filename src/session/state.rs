@@ -1,0 +1,262 @@
+//! The one record of a client connection's state as Redis defines it: what `CLIENT
+//! LIST`/`CLIENT INFO` show, what a parked client keeps, and what `RESET` resets.
+//!
+//! The session owns it ([`Session`](super::Session)'s `client` field) and works on it
+//! directly; after each turn of its loop it publishes a copy to its
+//! [`SessionHandle`](crate::proxy::SessionHandle) when anything changed, which is what
+//! other clients' `CLIENT LIST`/`KILL`, the janitor and a resumed parked session read.
+//! The copy is always the whole record (its strings are shared, so a copy costs no
+//! allocation), so no field can drift from the others.
+
+use crate::auth::User;
+use crate::backend::ConnKey;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+/// `CLIENT REPLY` mode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReplyMode {
+    /// Every reply is sent.
+    #[default]
+    On,
+    /// No reply is sent.
+    Off,
+    /// The next command's reply is not sent.
+    Skip,
+}
+
+/// A client connection's state, as Redis keeps it per connection.
+#[derive(Clone, Debug)]
+pub struct ClientState {
+    /// `CLIENT SETNAME` / `HELLO … SETNAME`; empty: none.
+    pub name: Arc<str>,
+    /// Selected database.
+    pub db: u32,
+    /// RESP3 (`HELLO 3`) rather than RESP2.
+    pub resp3: bool,
+    /// The authenticated proxy user; `None`: the default user.
+    pub user: Option<Arc<User>>,
+    /// Whether the client has authenticated (or needs not).
+    pub authenticated: bool,
+    /// `CLIENT REPLY`.
+    pub reply: ReplyMode,
+    /// Redis-style flags (`x`, `b`, `P`, `O`, `t`); empty means `N`.
+    pub flags: &'static str,
+    /// Channels, patterns and shard channels subscribed.
+    pub sub: u32,
+    /// Patterns subscribed.
+    pub psub: u32,
+    /// Shard channels subscribed.
+    pub ssub: u32,
+    /// Commands queued in `MULTI`, or -1 outside a transaction.
+    pub multi: i32,
+    /// The last command run, as Redis names it in `CLIENT LIST` (`client|list`).
+    pub cmd: &'static str,
+}
+
+impl ClientState {
+    /// The state of a newly connected client; `authenticated` when no user is required.
+    pub fn new(authenticated: bool) -> ClientState {
+        ClientState {
+            name: Arc::from(""),
+            db: 0,
+            resp3: false,
+            user: None,
+            authenticated,
+            reply: ReplyMode::On,
+            flags: "",
+            sub: 0,
+            psub: 0,
+            ssub: 0,
+            multi: -1,
+            cmd: "NULL",
+        }
+    }
+
+    /// `RESET`: back to a new connection's state (Redis's `clearClientConnectionState`:
+    /// database 0, RESP2, the default user, no name, replies on, no transaction, no
+    /// subscriptions, no tracking, no `MONITOR`). The last command stays (`reset`).
+    pub fn reset(&mut self, authenticated: bool) {
+        let cmd = self.cmd;
+        *self = ClientState::new(authenticated);
+        self.cmd = cmd;
+    }
+
+    /// Which shared connections serve this client: its database and protocol.
+    pub fn key(&self) -> ConnKey {
+        ConnKey {
+            db: self.db,
+            resp3: self.resp3,
+        }
+    }
+
+    /// The user name as Redis shows it.
+    pub fn user_name(&self) -> &str {
+        self.user.as_ref().map_or("default", |u| u.name.as_str())
+    }
+
+    /// `CLIENT LIST`'s `flags=`.
+    pub fn flags_text(&self) -> &'static str {
+        if self.flags.is_empty() {
+            "N"
+        } else {
+            self.flags
+        }
+    }
+
+    /// `CLIENT LIST … TYPE`'s class of this client: `normal`, `pubsub` or `master`/
+    /// `replica` (never, through the proxy).
+    pub fn type_name(&self) -> &'static str {
+        if self.flags.contains('P') {
+            "pubsub"
+        } else {
+            "normal"
+        }
+    }
+
+    /// Update the subscription counts from a subscribe-family confirmation frame's
+    /// kind and count (the count of the subscriptions of that family: channels plus
+    /// patterns for `subscribe`/`psubscribe`, shard channels for `ssubscribe`).
+    pub fn on_subscription(&mut self, kind: &[u8], count: u32) {
+        let k = kind.to_ascii_lowercase();
+        match k.as_slice() {
+            b"subscribe" | b"unsubscribe" => self.sub = count.saturating_sub(self.psub),
+            b"psubscribe" | b"punsubscribe" => self.psub = count.saturating_sub(self.sub),
+            b"ssubscribe" | b"sunsubscribe" => self.ssub = count,
+            _ => {}
+        }
+    }
+
+    /// One `CLIENT LIST` line for this client (without the fields of the connection
+    /// itself, which the caller passes in as `conn`: `id=… addr=… laddr=… fd=…`, and
+    /// `age=… idle=…` in `times`).
+    pub fn line(&self, conn: &str, times: &str) -> String {
+        let mut out = String::with_capacity(320);
+        let _ = write!(
+            out,
+            "{conn} name={} {times} flags={} db={} sub={} psub={} ssub={} multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user={} redir=-1 resp={}\n",
+            self.name,
+            self.flags_text(),
+            self.db,
+            self.sub,
+            self.psub,
+            self.ssub,
+            self.multi,
+            self.cmd,
+            self.user_name(),
+            if self.resp3 { 3 } else { 2 },
+        );
+        out
+    }
+}
+
+/// The kind and count of a subscribe-family confirmation frame (`*3` or `>3`:
+/// `subscribe`, the channel or a null, `:count`), or `None` for any other frame.
+pub fn subscription(frame: &[u8]) -> Option<(&[u8], u32)> {
+    let rest = frame
+        .strip_prefix(b"*3\r\n")
+        .or_else(|| frame.strip_prefix(b">3\r\n"))?;
+    let (kind, rest) = bulk(rest)?;
+    const KINDS: [&[u8]; 6] = [
+        b"subscribe",
+        b"unsubscribe",
+        b"psubscribe",
+        b"punsubscribe",
+        b"ssubscribe",
+        b"sunsubscribe",
+    ];
+    if !KINDS.iter().any(|k| k.eq_ignore_ascii_case(kind)) {
+        return None;
+    }
+    let rest = match rest.strip_prefix(b"_\r\n") {
+        Some(r) => r,
+        None if rest.starts_with(b"$-1\r\n") => rest.get(5..)?,
+        None => bulk(rest)?.1,
+    };
+    let count = rest.strip_prefix(b":")?.strip_suffix(b"\r\n")?;
+    let count = std::str::from_utf8(count).ok()?.parse().ok()?;
+    Some((kind, count))
+}
+
+/// One bulk string at the front of `b`, and what follows it.
+fn bulk(b: &[u8]) -> Option<(&[u8], &[u8])> {
+    let b = b.strip_prefix(b"$")?;
+    let end = memchr::memchr(b'\r', b)?;
+    let len: usize = std::str::from_utf8(b.get(..end)?).ok()?.parse().ok()?;
+    let data = b.get(end + 2..end + 2 + len)?;
+    let rest = b.get(end + 2 + len..)?.strip_prefix(b"\r\n")?;
+    Some((data, rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn confirmations_are_recognised_and_messages_are_not() {
+        assert_eq!(
+            subscription(b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n"),
+            Some((&b"subscribe"[..], 1))
+        );
+        assert_eq!(
+            subscription(b">3\r\n$11\r\nunsubscribe\r\n_\r\n:0\r\n"),
+            Some((&b"unsubscribe"[..], 0))
+        );
+        assert_eq!(
+            subscription(b"*3\r\n$12\r\npunsubscribe\r\n$-1\r\n:0\r\n"),
+            Some((&b"punsubscribe"[..], 0))
+        );
+        assert_eq!(
+            subscription(b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$1\r\nx\r\n"),
+            None
+        );
+        assert_eq!(subscription(b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch"), None);
+    }
+
+    #[test]
+    fn reset_clears_everything_redis_clears_but_the_last_command() {
+        let mut s = ClientState::new(true);
+        s.name = Arc::from("worker");
+        s.db = 3;
+        s.resp3 = true;
+        s.reply = ReplyMode::Off;
+        s.flags = "P";
+        s.sub = 2;
+        s.multi = 4;
+        s.cmd = "reset";
+        s.reset(false);
+        assert_eq!(&*s.name, "");
+        assert_eq!(
+            (s.db, s.resp3, s.reply, s.flags),
+            (0, false, ReplyMode::On, "")
+        );
+        assert_eq!((s.sub, s.psub, s.ssub, s.multi), (0, 0, 0, -1));
+        assert!(!s.authenticated);
+        assert_eq!(s.cmd, "reset");
+    }
+
+    #[test]
+    fn subscription_counts_follow_confirmations() {
+        let mut s = ClientState::new(true);
+        s.on_subscription(b"subscribe", 1);
+        s.on_subscription(b"subscribe", 2);
+        s.on_subscription(b"psubscribe", 3);
+        assert_eq!((s.sub, s.psub), (2, 1));
+        s.on_subscription(b"unsubscribe", 2);
+        assert_eq!((s.sub, s.psub), (1, 1));
+        s.on_subscription(b"SSUBSCRIBE", 1);
+        assert_eq!(s.ssub, 1);
+    }
+
+    #[test]
+    fn a_line_is_in_redis_field_order() {
+        let mut s = ClientState::new(true);
+        s.name = Arc::from("n1");
+        s.flags = "P";
+        s.sub = 1;
+        s.cmd = "subscribe";
+        let l = s.line("id=7 addr=a:1 laddr=b:2 fd=-1", "age=0 idle=0");
+        assert!(l.starts_with("id=7 addr=a:1 laddr=b:2 fd=-1 name=n1 age=0 idle=0 flags=P db=0 sub=1 psub=0 ssub=0 multi=-1 "));
+        assert!(l.ends_with(" cmd=subscribe user=default redir=-1 resp=2\n"));
+    }
+}
