@@ -365,7 +365,7 @@ impl Session {
             && self.client.reply == ReplyMode::On
             && self.dedicated.is_none()
             && self.retired.iter().all(|(_, c)| c.strong_count() == 0);
-        idle.then(|| Parked {
+        idle.then_some(Parked {
             last_write_ack: self.last_write_ack,
             turn: self.turn,
         })

@@ -132,9 +132,9 @@ impl ClientState {
     /// `age=… idle=…` in `times`).
     pub fn line(&self, conn: &str, times: &str) -> String {
         let mut out = String::with_capacity(320);
-        let _ = write!(
+        let _ = writeln!(
             out,
-            "{conn} name={} {times} flags={} db={} sub={} psub={} ssub={} multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user={} redir=-1 resp={}\n",
+            "{conn} name={} {times} flags={} db={} sub={} psub={} ssub={} multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user={} redir=-1 resp={}",
             self.name,
             self.flags_text(),
             self.db,
