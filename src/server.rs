@@ -332,7 +332,7 @@ async fn janitor(proxy: Arc<Proxy>, mut stop: watch::Receiver<bool>) {
             let h = e.value();
             let idle = now_ms.saturating_sub(h.last_active_ms.load(Ordering::Relaxed));
             // Subscribers, MONITOR and blocked clients are not idle, as in Redis.
-            let exempt = h.state.lock().flags.contains(['P', 'O', 'b']);
+            let exempt = matches!(h.state.lock().flags, b'P' | b'O' | b'b');
             if idle_timeout > 0 && idle > idle_timeout && !exempt {
                 h.inbox.kill.store(true, Ordering::Relaxed);
                 h.inbox.notify.notify();

@@ -139,7 +139,7 @@ impl Session {
         if self.mode != Mode::Multi && cmd.is_some_and(|c| commands::is_blocking(c, req)) {
             kind = Kind::Blocking;
             self.blocking_in_flight = true;
-            self.set_flags("b");
+            self.set_flags(b'b');
             if let Some(d) = &self.dedicated {
                 d.conn.blocking.store(true, Ordering::Relaxed);
             }
@@ -167,7 +167,7 @@ impl Session {
             d.conn.blocking.store(true, Ordering::Relaxed);
         }
         self.blocking_in_flight = true;
-        self.set_flags("b");
+        self.set_flags(b'b');
         self.send_dedicated(req, Kind::Blocking, Instant::now());
         Stop::More
     }
@@ -272,11 +272,11 @@ impl Session {
         self.set_mode(Mode::Tunnel);
         let name = req.arg(0);
         self.set_flags(if name.eq_ignore_ascii_case(b"monitor") {
-            "O"
+            b'O'
         } else if name.eq_ignore_ascii_case(b"client") {
-            "t"
+            b't'
         } else {
-            "P"
+            b'P'
         });
         self.push_pending(Pending {
             slot,
@@ -381,13 +381,13 @@ impl Session {
         self.mode = mode;
         match mode {
             Mode::Multi => {
-                self.client.flags = "x";
+                self.client.flags = b'x';
                 self.client.multi = 0;
             }
             // Tunnel flags say what streams (set by `enter_tunnel`).
             Mode::Tunnel => self.client.multi = -1,
             Mode::Normal | Mode::Watch => {
-                self.client.flags = "";
+                self.client.flags = 0;
                 self.client.multi = -1;
             }
         }

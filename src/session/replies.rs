@@ -413,7 +413,7 @@ impl Session {
 
     pub(super) fn end_blocking(&mut self) {
         self.blocking_in_flight = false;
-        self.set_flags("");
+        self.set_flags(0);
         if let Some(d) = &self.dedicated {
             d.conn.blocking.store(false, Ordering::Relaxed);
         }
@@ -421,7 +421,7 @@ impl Session {
 
     /// Publish the client's `CLIENT LIST` flags for others to see; the janitor's idle
     /// timeout spares `P` (pub/sub), `O` (MONITOR) and `b` (blocked), as Redis does.
-    pub(super) fn set_flags(&mut self, flags: &'static str) {
+    pub(super) fn set_flags(&mut self, flags: u8) {
         self.client.flags = flags;
     }
 

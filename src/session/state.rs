@@ -40,8 +40,9 @@ pub struct ClientState {
     pub authenticated: bool,
     /// `CLIENT REPLY`.
     pub reply: ReplyMode,
-    /// Redis-style flags (`x`, `b`, `P`, `O`, `t`); empty means `N`.
-    pub flags: &'static str,
+    /// The Redis-style flag (`x`, `b`, `P`, `O`, `t`); 0 means `N`. One byte: a handle
+    /// is one of the few things an idle client costs.
+    pub flags: u8,
     /// Channels, patterns and shard channels subscribed.
     pub sub: u32,
     /// Patterns subscribed.
@@ -64,7 +65,7 @@ impl ClientState {
             user: None,
             authenticated,
             reply: ReplyMode::On,
-            flags: "",
+            flags: 0,
             sub: 0,
             psub: 0,
             ssub: 0,
@@ -97,17 +98,20 @@ impl ClientState {
 
     /// `CLIENT LIST`'s `flags=`.
     pub fn flags_text(&self) -> &'static str {
-        if self.flags.is_empty() {
-            "N"
-        } else {
-            self.flags
+        match self.flags {
+            b'x' => "x",
+            b'b' => "b",
+            b'P' => "P",
+            b'O' => "O",
+            b't' => "t",
+            _ => "N",
         }
     }
 
     /// `CLIENT LIST … TYPE`'s class of this client: `normal`, `pubsub` or `master`/
     /// `replica` (never, through the proxy).
     pub fn type_name(&self) -> &'static str {
-        if self.flags.contains('P') {
+        if self.flags == b'P' {
             "pubsub"
         } else {
             "normal"
@@ -220,7 +224,7 @@ mod tests {
         s.db = 3;
         s.resp3 = true;
         s.reply = ReplyMode::Off;
-        s.flags = "P";
+        s.flags = b'P';
         s.sub = 2;
         s.multi = 4;
         s.cmd = "reset";
@@ -228,7 +232,7 @@ mod tests {
         assert_eq!(&*s.name, "");
         assert_eq!(
             (s.db, s.resp3, s.reply, s.flags),
-            (0, false, ReplyMode::On, "")
+            (0, false, ReplyMode::On, 0)
         );
         assert_eq!((s.sub, s.psub, s.ssub, s.multi), (0, 0, 0, -1));
         assert!(!s.authenticated);
@@ -252,7 +256,7 @@ mod tests {
     fn a_line_is_in_redis_field_order() {
         let mut s = ClientState::new(true);
         s.name = Arc::from("n1");
-        s.flags = "P";
+        s.flags = b'P';
         s.sub = 1;
         s.cmd = "subscribe";
         let l = s.line("id=7 addr=a:1 laddr=b:2 fd=-1", "age=0 idle=0");
