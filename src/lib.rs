@@ -30,6 +30,7 @@ pub mod auth;
 pub mod backend;
 pub mod commands;
 pub mod config;
+pub mod cursor;
 pub mod introspect;
 pub mod metrics;
 pub mod policy;

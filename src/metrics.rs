@@ -149,7 +149,7 @@ pub struct Local {
     /// Requests by class.
     pub requests: [u32; 7],
     /// Routed requests by target and reason.
-    pub routed: [[u32; 9]; 3],
+    pub routed: [[u32; 10]; 3],
     /// Error replies sent.
     pub errors: u32,
     /// Replies sent.
@@ -250,7 +250,7 @@ pub struct Metrics {
     /// Requests by command class.
     pub requests: [AtomicU64; 7],
     /// Routed requests by target (master, replica, rejected) and reason.
-    pub routed: [[AtomicU64; 9]; 3],
+    pub routed: [[AtomicU64; 10]; 3],
     /// Replies sent to clients.
     pub replies: AtomicU64,
     /// Error replies sent to clients.

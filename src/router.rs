@@ -42,6 +42,8 @@ pub enum Reason {
     NoReplica,
     /// No master is known (or it is down and reads fail).
     NoMaster,
+    /// A SCAN-family cursor, continued on the node that issued it.
+    Cursor,
 }
 
 impl Reason {
@@ -57,11 +59,12 @@ impl Reason {
             Reason::OverBudget => "over_budget",
             Reason::NoReplica => "no_replica",
             Reason::NoMaster => "no_master",
+            Reason::Cursor => "cursor",
         }
     }
 
     /// All reasons, for metrics.
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 10] = [
         Reason::Write,
         Reason::Rule,
         Reason::Fresh,
@@ -71,6 +74,7 @@ impl Reason {
         Reason::OverBudget,
         Reason::NoReplica,
         Reason::NoMaster,
+        Reason::Cursor,
     ];
 }
 

@@ -53,6 +53,7 @@ impl Session {
             silent,
             read: false,
             sent: now,
+            scan: false,
         });
         if let Err(e) = res {
             self.handle.inbox.push_failed(slot, &e, 1);
@@ -285,6 +286,7 @@ impl Session {
             silent: false,
             read: false,
             sent: Instant::now(),
+            scan: false,
         });
         self.send_dedicated(req, Kind::Tunnel, Instant::now());
         Stop::More

@@ -228,6 +228,71 @@ impl Session {
         view: &View,
         now: Instant,
     ) -> Stop {
+        if let Some(pos) = cursor::cursor_arg(cmd.name) {
+            if req.arg(pos) != b"0" {
+                return self.scan_continue(req, pos, run, rbuf, now);
+            }
+            self.scan_next = true;
+            let stop = self.route_read(req, cmd, offset, inline, run, rbuf, settings, view, now);
+            self.scan_next = false;
+            return stop;
+        }
+        self.route_read(req, cmd, offset, inline, run, rbuf, settings, view, now)
+    }
+
+    /// Continue a SCAN-family iteration on the node that issued its cursor.
+    fn scan_continue(
+        &mut self,
+        req: &Request,
+        pos: usize,
+        run: &mut Option<Run>,
+        rbuf: &[u8],
+        now: Instant,
+    ) -> Stop {
+        self.flush_pending_run(run, rbuf);
+        let view = self.proxy.view.load_full();
+        let Some((c, tag)) = cursor::decode(req.arg(pos)) else {
+            if crate::protocol::parse_int(req.arg(pos)).is_none() {
+                self.push_local_error("ERR invalid cursor");
+            } else {
+                self.push_local_error(
+                    "ERR redsplit: this cursor was not issued by this proxy (a SCAN starts at 0)",
+                );
+            }
+            return Stop::More;
+        };
+        let Some((backend, is_master)) = cursor::node(&view, tag) else {
+            self.push_local_error(
+                "ERR redsplit: the node that issued this cursor has left; start the SCAN again from 0",
+            );
+            return Stop::More;
+        };
+        // Ordering: as for any read of this session to that node.
+        if self.dedicated_in_flight > 0 {
+            return Stop::Wait;
+        }
+        self.stats()
+            .route(if is_master { 0 } else { 1 }, Reason::Cursor);
+        let bytes = cursor::with_cursor(req, pos, c);
+        self.scan_next = true;
+        self.send_bytes_shared(&backend, &bytes, Kind::Forward, now);
+        self.scan_next = false;
+        Stop::More
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn route_read(
+        &mut self,
+        req: &Request,
+        cmd: &'static Command,
+        offset: usize,
+        inline: bool,
+        run: &mut Option<Run>,
+        rbuf: &[u8],
+        settings: &Settings,
+        view: &View,
+        now: Instant,
+    ) -> Stop {
         let policy = &settings.policy;
         let resolved = policy.resolve(cmd, |f| commands::for_each_key(cmd, req, |i| f(req.arg(i))));
         self.count_hit(resolved.rule);

@@ -31,6 +31,7 @@
 
 use crate::backend::{next_read_size, BackendError, Conn, ConnKey, Item, Sink, SlotQueue};
 use crate::commands::{self, Class, Command};
+use crate::cursor;
 use crate::introspect;
 use crate::metrics::{class_index, Local, LATENCY_BOUNDS_US, STALENESS_BOUNDS_US};
 use crate::policy::Wait;
@@ -118,6 +119,9 @@ struct Pending {
     /// A read (for the latency histogram).
     read: bool,
     sent: Instant,
+    /// A SCAN-family reply: its cursor is tagged with the node that answered
+    /// ([`crate::cursor`]).
+    scan: bool,
 }
 
 const PATH_LOCAL: u8 = 0;
@@ -231,6 +235,8 @@ pub struct Session {
     held_sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     view_rx: Option<tokio::sync::watch::Receiver<u64>>,
     closing: bool,
+    /// Set while a SCAN-family request is being sent: its pending entry is marked.
+    scan_next: bool,
     /// Set while the tunnel is being left: requests wait until it is.
     tunnel_exit: Option<TunnelExit>,
     /// This batch's counts; allocated while the client is active, freed when idle.
@@ -328,6 +334,7 @@ impl Session {
             held_sleep: None,
             view_rx: None,
             closing: false,
+            scan_next: false,
             tunnel_exit: None,
             stats: None,
             settings_gen: 0,

@@ -58,6 +58,7 @@ impl Session {
             silent,
             read,
             sent: now,
+            scan: false,
         });
         if let Kind::ReplicaRead { .. } = kind {
             self.retry_buf.extend_from_slice(req.buf);
@@ -115,6 +116,7 @@ impl Session {
                     silent: false,
                     read: false,
                     sent: now,
+                    scan: false,
                 });
                 if let Err(e) = res {
                     self.handle.inbox.push_failed(slot, &e, 1);
@@ -255,7 +257,10 @@ impl Session {
         }
     }
 
-    pub(super) fn push_pending(&mut self, p: Pending) {
+    pub(super) fn push_pending(&mut self, mut p: Pending) {
+        if std::mem::take(&mut self.scan_next) && p.slot != LOCAL {
+            p.scan = true;
+        }
         if p.slot != LOCAL {
             if let Some(r) = self.slot_refs.get_mut(p.slot as usize) {
                 *r += 1;

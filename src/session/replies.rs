@@ -165,7 +165,9 @@ impl Session {
         let whole = !q.items.is_empty()
             && q.items.len() <= self.pending.len()
             && q.frames().zip(self.pending.iter()).all(|(frame, p)| {
-                frame.is_some_and(|f| p.slot == slot && !p.silent && forwarded_as_is(p.kind, f))
+                frame.is_some_and(|f| {
+                    p.slot == slot && !p.silent && !p.scan && forwarded_as_is(p.kind, f)
+                })
             });
         if !whole {
             return false;
@@ -271,6 +273,7 @@ impl Session {
                     silent: p.silent,
                     read: true,
                     sent: p.sent,
+                    scan: p.scan,
                 });
                 if let Err(e) = res {
                     self.handle.inbox.push_failed(slot, &e, 1);
@@ -278,6 +281,20 @@ impl Session {
             }
             Err(e) => self.answer_front(p, &format!("ERR {}", e.message), now),
         }
+    }
+
+    /// A SCAN-family reply with its cursor tagged by the node that answered (the source
+    /// behind the request's slot); `None` for other replies.
+    fn scan_reply(&self, p: &Pending, frame: &[u8]) -> Option<Vec<u8>> {
+        if !p.scan {
+            return None;
+        }
+        let backend = self
+            .sources
+            .iter()
+            .find(|s| s.slot == p.slot || s.retry_slot == p.slot)?
+            .backend;
+        cursor::tag_reply(frame, cursor::tag(backend))
     }
 
     /// Answer the request that was at the front with an error made here.
@@ -294,6 +311,7 @@ impl Session {
             silent: p.silent,
             read: true,
             sent: now,
+            scan: false,
         });
     }
 
@@ -302,7 +320,10 @@ impl Session {
         if forwarded_as_is(p.kind, frame) {
             self.account_reply(p, frame, now);
             if !p.silent {
-                self.wbuf.extend_from_slice(frame);
+                match self.scan_reply(p, frame) {
+                    Some(tagged) => self.wbuf.extend_from_slice(&tagged),
+                    None => self.wbuf.extend_from_slice(frame),
+                }
             }
             return;
         }
@@ -449,6 +470,7 @@ impl Session {
             silent,
             read: false,
             sent: Instant::now(),
+            scan: false,
         });
     }
 
