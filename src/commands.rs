@@ -352,6 +352,14 @@ pub fn classify(name: &str, flags: Flags) -> Class {
     }
 }
 
+/// Read-only commands whose point is the master's own per-key access metadata: `TOUCH`
+/// (it updates a key's last access, which only the master's copy should record), and
+/// `OBJECT IDLETIME` / `OBJECT FREQ` (a replica answers with its own, which reads routed
+/// to it have reset). They are reads by Redis's flags but are served by the master.
+pub fn master_only(cmd: &Command) -> bool {
+    matches!(cmd.name, "touch" | "object|idletime" | "object|freq")
+}
+
 /// The static table generated from Redis's `COMMAND` reply, sorted by name.
 pub fn table() -> &'static [Command] {
     table::COMMANDS

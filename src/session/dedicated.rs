@@ -24,6 +24,7 @@ impl Session {
         self.close_dedicated("replaced");
         let conn = master.backend.pool.dedicated(key);
         let slot = self.alloc_slot();
+        self.client.dedicated = Some(conn.clone());
         self.dedicated = Some(Dedicated {
             conn,
             slot,

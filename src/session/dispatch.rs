@@ -116,7 +116,9 @@ impl Session {
     ) -> Stop {
         let cmd = commands::lookup(req);
         let name = req.arg(0);
-        self.client.cmd = cmd.map(|c| c.name).unwrap_or("unknown");
+        if cmd.is_some() {
+            self.client.cmd = cmd;
+        }
         // Authentication gate.
         if !self.client.authenticated {
             let allowed = matches!(
@@ -192,6 +194,10 @@ impl Session {
                     return self.wait_command(req, settings, view, now);
                 }
                 self.blocking(req, run, rbuf, view)
+            }
+            Class::Read if commands::master_only(cmd) => {
+                self.stats().route(0, Reason::Rule);
+                self.master_read(req, offset, inline, run, rbuf, view, now)
             }
             Class::Read => self.read(req, cmd, offset, inline, run, rbuf, settings, view, now),
             Class::Write | Class::Admin => {

@@ -280,22 +280,41 @@ impl Session {
                     self.push_local_error("ERR syntax error");
                 }
             }
-            "no-evict" | "no-touch" => self.push_local_raw(reply::OK),
+            "no-evict" | "no-touch" => {
+                // Per-connection server flags: they cannot follow a client across the
+                // shared connections (README: compatibility). Checked as Redis checks them.
+                let a = req.arg(2);
+                if a.eq_ignore_ascii_case(b"on") || a.eq_ignore_ascii_case(b"off") {
+                    self.push_local_raw(reply::OK);
+                } else {
+                    self.push_local_error("ERR syntax error");
+                }
+            }
             "tracking" => {
                 let on = req.arg(2).eq_ignore_ascii_case(b"on");
                 if on {
                     let mut none = None;
+                    let Some(bytes) = self.translate_redirect(req) else {
+                        return self.enter_tunnel(req, &mut none, &[], view);
+                    };
+                    if bytes.is_empty() {
+                        return Stop::More;
+                    }
+                    // The translated request, parsed back so it is forwarded as it is.
+                    let mut parser = RequestParser::new();
+                    if let Ok(Some(Parsed::Multibulk { .. })) = parser.parse(&bytes, &settings.limits) {
+                        let args = std::mem::take(&mut parser.args);
+                        let translated = Request {
+                            buf: &bytes,
+                            args: &args,
+                        };
+                        return self.enter_tunnel(&translated, &mut none, &[], view);
+                    }
                     return self.enter_tunnel(req, &mut none, &[], view);
                 }
                 self.push_local_raw(reply::OK);
             }
-            "getredir" => self.push_local_value(&Value::Int(-1)),
-            "trackinginfo" => self.push_local_value(&Value::Map(vec![
-                (Value::bulk("flags"), Value::Array(vec![Value::bulk("off")])),
-                (Value::bulk("redirect"), Value::Int(-1)),
-                (Value::bulk("prefixes"), Value::Array(vec![])),
-            ])),
-            "unblock" => self.client_unblock(req),
+            "unblock" => self.client_unblock(req, view),
             "caching" => self.push_local_error("ERR CLIENT CACHING can be called only when the client is in tracking mode with OPTIN or OPTOUT mode enabled"),
             _ => {
                 // PAUSE, UNPAUSE and anything newer: the master decides.
@@ -458,16 +477,72 @@ impl Session {
         }
     }
 
-    pub(super) fn client_unblock(&mut self, req: &Request) {
-        let Some(id) = parse_int(req.arg(2)).and_then(|i| u64::try_from(i).ok()) else {
+    /// `CLIENT UNBLOCK id [TIMEOUT|ERROR]`: the client `id` names waits on its dedicated
+    /// connection; the master is asked to unblock that connection (over a shared
+    /// connection, which no blocked command holds up) and answers 1 or 0 as for a
+    /// direct client.
+    pub(super) fn client_unblock(&mut self, req: &Request, view: &View) {
+        let Some(id) = parse_int(req.arg(2)) else {
             self.push_local_error("ERR value is not an integer or out of range");
             return;
         };
-        let found = self.proxy.sessions.get(&id).map(|e| e.value().clone());
-        let _ = found;
-        // Blocked clients wait on their own dedicated connections; the proxy does not
-        // map their ids (yet the reply must be Redis's: 0 = not blocked here).
-        self.push_local_value(&Value::Int(0));
+        let mode = req.arg(3);
+        if req.argc() == 4
+            && !mode.eq_ignore_ascii_case(b"timeout")
+            && !mode.eq_ignore_ascii_case(b"error")
+        {
+            self.push_local_error("ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR");
+            return;
+        }
+        let target = u64::try_from(id)
+            .ok()
+            .filter(|i| *i != self.id)
+            .and_then(|i| self.proxy.sessions.get(&i).map(|e| e.value().clone()))
+            .and_then(|h| h.state.lock().backend_id());
+        let (Some(backend_id), Some(m)) = (target, view.master.as_ref()) else {
+            self.push_local_value(&Value::Int(0));
+            return;
+        };
+        let id = backend_id.to_string();
+        let mut args: Vec<&[u8]> = vec![b"CLIENT", b"UNBLOCK", id.as_bytes()];
+        if req.argc() == 4 {
+            args.push(mode);
+        }
+        let mut bytes = Vec::new();
+        crate::protocol::encode_command(&mut bytes, args.into_iter());
+        let backend = m.backend.clone();
+        self.send_bytes_shared(&backend, &bytes, Kind::Forward, Instant::now());
+    }
+
+    /// `CLIENT TRACKING on … REDIRECT id`, with `id` (a proxy client id) replaced by the
+    /// backend id of that client's dedicated connection, where the invalidations must
+    /// go; `None` when the request names no redirect (or names it so that the master
+    /// must answer the error), empty when an error was answered here (Redis's, for a
+    /// client that does not exist).
+    fn translate_redirect(&mut self, req: &Request) -> Option<Vec<u8>> {
+        let pos = (3..req.argc()).find(|i| req.arg(*i).eq_ignore_ascii_case(b"redirect"))?;
+        let id = parse_int(req.arg(pos + 1))?;
+        let backend_id = u64::try_from(id)
+            .ok()
+            .and_then(|i| self.proxy.sessions.get(&i).map(|e| e.value().clone()))
+            .and_then(|h| h.state.lock().backend_id());
+        let Some(backend_id) = backend_id else {
+            self.push_local_error("ERR The client ID you want redirect to does not exist");
+            return Some(Vec::new());
+        };
+        let b = backend_id.to_string();
+        let mut out = Vec::new();
+        crate::protocol::encode_command(
+            &mut out,
+            (0..req.argc()).map(|i| {
+                if i == pos + 1 {
+                    b.as_bytes()
+                } else {
+                    req.arg(i)
+                }
+            }),
+        );
+        Some(out)
     }
 }
 

@@ -430,6 +430,8 @@ impl Session {
 
     fn shutdown(&mut self) {
         self.handle.inbox.close();
+        self.client.dedicated = None;
+        self.publish();
         if let Some(d) = self.dedicated.take() {
             d.conn.close("client disconnected");
         }

@@ -223,6 +223,7 @@ impl Session {
     /// tasks have ended, and whatever it delivers must never be read as the reply of a
     /// later request that reuses the slot.
     pub(super) fn close_dedicated(&mut self, reason: &str) {
+        self.client.dedicated = None;
         if let Some(d) = self.dedicated.take() {
             d.conn.close(reason);
             self.retired.push((d.slot, Arc::downgrade(&d.conn)));

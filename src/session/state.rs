@@ -9,8 +9,10 @@
 //! allocation), so no field can drift from the others.
 
 use crate::auth::User;
-use crate::backend::ConnKey;
+use crate::backend::{Conn, ConnKey};
+use crate::commands::Command;
 use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// `CLIENT REPLY` mode.
@@ -51,8 +53,13 @@ pub struct ClientState {
     pub ssub: u32,
     /// Commands queued in `MULTI`, or -1 outside a transaction.
     pub multi: i32,
-    /// The last command run, as Redis names it in `CLIENT LIST` (`client|list`).
-    pub cmd: &'static str,
+    /// The last command run (`CLIENT LIST` shows its name, `client|list`); `None`
+    /// before the first.
+    pub cmd: Option<&'static Command>,
+    /// The session's dedicated master connection, if it has one: other clients' `CLIENT
+    /// UNBLOCK` and `CLIENT TRACKING … REDIRECT` name this client by the backend's id
+    /// of that connection.
+    pub dedicated: Option<Arc<Conn>>,
 }
 
 impl ClientState {
@@ -70,17 +77,29 @@ impl ClientState {
             psub: 0,
             ssub: 0,
             multi: -1,
-            cmd: "NULL",
+            cmd: None,
+            dedicated: None,
         }
     }
 
     /// `RESET`: back to a new connection's state (Redis's `clearClientConnectionState`:
     /// database 0, RESP2, the default user, no name, replies on, no transaction, no
-    /// subscriptions, no tracking, no `MONITOR`). The last command stays (`reset`).
+    /// subscriptions, no tracking, no `MONITOR`, so no dedicated connection). The last
+    /// command stays (`reset`).
     pub fn reset(&mut self, authenticated: bool) {
         let cmd = self.cmd;
         *self = ClientState::new(authenticated);
         self.cmd = cmd;
+    }
+
+    /// The backend's client id for this client's dedicated connection, once known.
+    pub fn backend_id(&self) -> Option<i64> {
+        let id = self
+            .dedicated
+            .as_ref()?
+            .backend_client_id
+            .load(Ordering::Relaxed);
+        (id >= 0).then_some(id)
     }
 
     /// Which shared connections serve this client: its database and protocol.
@@ -146,7 +165,7 @@ impl ClientState {
             self.psub,
             self.ssub,
             self.multi,
-            self.cmd,
+            self.cmd.map_or("NULL", |c| c.name),
             self.user_name(),
             if self.resp3 { 3 } else { 2 },
         );
@@ -227,7 +246,7 @@ mod tests {
         s.flags = b'P';
         s.sub = 2;
         s.multi = 4;
-        s.cmd = "reset";
+        s.cmd = crate::commands::lookup_name(b"reset");
         s.reset(false);
         assert_eq!(&*s.name, "");
         assert_eq!(
@@ -236,7 +255,7 @@ mod tests {
         );
         assert_eq!((s.sub, s.psub, s.ssub, s.multi), (0, 0, 0, -1));
         assert!(!s.authenticated);
-        assert_eq!(s.cmd, "reset");
+        assert_eq!(s.cmd.map(|c| c.name), Some("reset"));
     }
 
     #[test]
@@ -258,7 +277,7 @@ mod tests {
         s.name = Arc::from("n1");
         s.flags = b'P';
         s.sub = 1;
-        s.cmd = "subscribe";
+        s.cmd = crate::commands::lookup_name(b"subscribe");
         let l = s.line("id=7 addr=a:1 laddr=b:2 fd=-1", "age=0 idle=0");
         assert!(l.starts_with("id=7 addr=a:1 laddr=b:2 fd=-1 name=n1 age=0 idle=0 flags=P db=0 sub=1 psub=0 ssub=0 multi=-1 "));
         assert!(l.ends_with(" cmd=subscribe user=default redir=-1 resp=2\n"));
