@@ -861,8 +861,11 @@ pub async fn watchdog(timeout: impl Fn() -> Duration) {
     }
 }
 
-/// Connect and run the handshake: `HELLO 3`/`AUTH`, `SELECT`, `CLIENT SETNAME`, and
-/// optionally `CLIENT ID`.
+/// Connect and run the handshake: `HELLO 2|3 [AUTH …]` (which also tells the backend's
+/// client id), `SELECT`, `CLIENT SETNAME`. `HELLO` is allowed while the server runs a
+/// busy script, and a `CLIENT SETNAME` refused with `BUSY` is let go, so a connection to
+/// the default database can be made while the server is `BUSY` (to reach it with
+/// `SCRIPT KILL`, or to queue a transaction as a direct client can).
 async fn connect(
     params: &ConnParams,
     key: ConnKey,
@@ -898,8 +901,8 @@ async fn connect(
     } else {
         params.username.as_str()
     };
-    if key.resp3 {
-        let mut args: Vec<&[u8]> = vec![b"HELLO", b"3"];
+    {
+        let mut args: Vec<&[u8]> = vec![b"HELLO", if key.resp3 { b"3" } else { b"2" }];
         if !params.password.is_empty() {
             args.extend([
                 b"AUTH".as_slice(),
@@ -908,24 +911,6 @@ async fn connect(
             ]);
         }
         encode_command(&mut hs, args.into_iter());
-        expect += 1;
-    } else if !params.password.is_empty() {
-        if params.username.is_empty() {
-            encode_command(
-                &mut hs,
-                [b"AUTH".as_slice(), params.password.expose().as_bytes()].into_iter(),
-            );
-        } else {
-            encode_command(
-                &mut hs,
-                [
-                    b"AUTH".as_slice(),
-                    user.as_bytes(),
-                    params.password.expose().as_bytes(),
-                ]
-                .into_iter(),
-            );
-        }
         expect += 1;
     }
     if key.db != 0 {
@@ -940,10 +925,7 @@ async fn connect(
         [b"CLIENT".as_slice(), b"SETNAME", b"redsplit"].into_iter(),
     );
     expect += 1;
-    if want_client_id {
-        encode_command(&mut hs, [b"CLIENT".as_slice(), b"ID"].into_iter());
-        expect += 1;
-    }
+    let setname = expect;
     let io = |e: std::io::Error| {
         BackendError::new(
             ErrorKind::Connect,
@@ -976,6 +958,10 @@ async fn connect(
                 break;
             };
             let frame = buf.split_to(n);
+            got += 1;
+            if got == setname && frame.starts_with(b"-BUSY") {
+                continue;
+            }
             if let Some(b'-') = frame.first() {
                 let text =
                     String::from_utf8_lossy(&frame[1..frame.len().saturating_sub(2)]).into_owned();
@@ -985,13 +971,21 @@ async fn connect(
                     format_args!("refused the handshake: {text}"),
                 ));
             }
-            got += 1;
-            if want_client_id && got == expect {
-                client_id = Decoded::parse(&frame, key.resp3).and_then(|d| d.as_int());
+            if want_client_id && got == 1 {
+                client_id = hello_id(&frame, key.resp3);
             }
         }
     }
     Ok((stream, client_id))
+}
+
+/// The `id` field of a `HELLO` reply.
+fn hello_id(frame: &[u8], resp3: bool) -> Option<i64> {
+    let items = Decoded::parse(frame, resp3)?.into_items()?;
+    let mut it = items.chunks_exact(2);
+    it.find(|kv| kv.first().and_then(|k| k.as_str()).as_deref() == Some("id"))?
+        .get(1)?
+        .as_int()
 }
 
 /// Reconnect bookkeeping for one pool position.

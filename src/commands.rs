@@ -360,6 +360,13 @@ pub fn master_only(cmd: &Command) -> bool {
     matches!(cmd.name, "touch" | "object|idletime" | "object|freq")
 }
 
+/// Commands that interrupt what the server is busy with (`SCRIPT KILL`, `FUNCTION
+/// KILL`): they must reach it on a connection of their own, not queued behind the
+/// script they are meant to stop.
+pub fn is_interrupt(cmd: &Command) -> bool {
+    matches!(cmd.name, "script|kill" | "function|kill")
+}
+
 /// The static table generated from Redis's `COMMAND` reply, sorted by name.
 pub fn table() -> &'static [Command] {
     table::COMMANDS

@@ -14,7 +14,7 @@
 //! as it is over budget and rejoins only after staying within it for `dwell_ms`. Each
 //! change is logged once, with the numbers that caused it.
 
-use crate::backend::{ConnParams, ControlConn};
+use crate::backend::{ConnParams, ControlConn, Role};
 use crate::policy::Budget;
 use crate::proxy::Proxy;
 use crate::reply::{parse_info, Decoded};
@@ -480,6 +480,14 @@ async fn poller(proxy: Weak<Proxy>, backend: Arc<Backend>) {
                         tracing::info!(backend = %backend.addr, role = backend.role.as_str(), "replication poll recovered");
                     }
                     failures = 0;
+                }
+                // A master running a busy script is alive: it keeps its place (and takes
+                // writes, answering BUSY as it would directly). Its offset is not read,
+                // so replicas' staleness bounds grow from the last sample, as they must.
+                Ok(Decoded::Error(e)) if e.starts_with("BUSY") && backend.role == Role::Master => {
+                    if failures == 0 {
+                        tracing::info!(backend = %backend.addr, "master is busy running a script; kept as the master");
+                    }
                 }
                 Ok(other) => {
                     if failures == 0 {

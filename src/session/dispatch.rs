@@ -204,6 +204,11 @@ impl Session {
                 if name.eq_ignore_ascii_case(b"monitor") {
                     return self.enter_tunnel(req, run, rbuf, view);
                 }
+                if commands::is_interrupt(cmd) {
+                    self.flush_pending_run(run, rbuf);
+                    self.interrupt(req, settings, view, now);
+                    return Stop::More;
+                }
                 let wait = if settings.policy.rules.iter().any(|r| r.wait.is_some()) {
                     settings
                         .policy

@@ -29,7 +29,9 @@
 //! - `replies`: draining the inbox in request order, retries, forwarding;
 //! - `local`: the commands the proxy answers itself (`CLIENT`, `HELLO`, `PROXY`, …).
 
-use crate::backend::{next_read_size, BackendError, Conn, ConnKey, Item, Sink, SlotQueue};
+use crate::backend::{
+    next_read_size, BackendError, Conn, ConnKey, ControlConn, Item, Sink, SlotQueue,
+};
 use crate::commands::{self, Class, Command};
 use crate::cursor;
 use crate::introspect;

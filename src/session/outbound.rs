@@ -218,6 +218,51 @@ impl Session {
         (self.slot_used.len() - 1) as u16
     }
 
+    /// Send `req` to the master on a connection of its own, made for it (`SCRIPT KILL`
+    /// and the like: the shared connections may be stuck behind what it interrupts). Its
+    /// reply arrives in a slot of its own, in request order like any other.
+    pub(super) fn interrupt(
+        &mut self,
+        req: &Request,
+        settings: &Settings,
+        view: &View,
+        now: Instant,
+    ) {
+        let Some(m) = view.master.as_ref() else {
+            self.push_local_error("ERR redsplit: no master is known");
+            return;
+        };
+        let params = m.backend.pool.params().clone();
+        // Freed for reuse once its one reply is read (the pending entry holds it).
+        let slot = self.alloc_slot();
+        self.release_slot(slot);
+        let silent = self.take_silent();
+        self.push_pending(Pending {
+            slot,
+            kind: Kind::Forward,
+            path: PATH_SHARED,
+            silent,
+            read: false,
+            sent: now,
+            scan: false,
+        });
+        let args: Vec<Vec<u8>> = (0..req.argc()).map(|i| req.arg(i).to_vec()).collect();
+        let sink = self.sink.clone();
+        let timeout = settings.command_timeout();
+        tokio::spawn(async move {
+            let res = async {
+                let mut c = ControlConn::connect(&params).await?;
+                let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+                c.call_raw(&args, timeout).await
+            }
+            .await;
+            match res {
+                Ok(frame) => sink.inbox().push_replies(slot, &frame, &[frame.len()]),
+                Err(e) => sink.inbox().push_failed(slot, &e, 1),
+            }
+        });
+    }
+
     /// Close the dedicated connection, if any. Its slot is retired rather than freed: a
     /// closed connection may still deliver (its failure, a last pushed frame) until its
     /// tasks have ended, and whatever it delivers must never be read as the reply of a
