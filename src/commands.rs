@@ -367,6 +367,31 @@ pub fn is_interrupt(cmd: &Command) -> bool {
     matches!(cmd.name, "script|kill" | "function|kill")
 }
 
+/// Why `req` would cut the proxy off its own backends, if it would: `CONFIG SET
+/// requirepass`, or `ACL SETUSER` / `ACL DELUSER` of `backend_user` (the user the proxy
+/// authenticates as). Applied on the master, its new connections (transactions, blocking
+/// commands, pub/sub, reconnects) would fail their handshake for every client.
+pub fn cuts_off_backends(cmd: &Command, req: &Request, backend_user: &str) -> Option<&'static str> {
+    let user = if backend_user.is_empty() {
+        "default"
+    } else {
+        backend_user
+    };
+    match cmd.name {
+        "config|set" if (2..req.argc()).step_by(2).any(|i| req.arg(i).eq_ignore_ascii_case(b"requirepass")) => {
+            Some("ERR redsplit: CONFIG SET requirepass would lock the proxy out of its backends; set the password in the servers' configuration and in backend.password in proxy.yaml (a reload applies it)")
+        }
+        "acl|setuser" | "acl|deluser"
+            if (2..req.argc())
+                .take(if cmd.name == "acl|setuser" { 1 } else { usize::MAX })
+                .any(|i| req.arg(i) == user.as_bytes()) =>
+        {
+            Some("ERR redsplit: this would change or remove the ACL user the proxy connects to its backends as (backend.username in proxy.yaml); change it in the servers' configuration and in proxy.yaml instead")
+        }
+        _ => None,
+    }
+}
+
 /// The static table generated from Redis's `COMMAND` reply, sorted by name.
 pub fn table() -> &'static [Command] {
     table::COMMANDS

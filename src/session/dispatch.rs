@@ -204,6 +204,13 @@ impl Session {
                 if name.eq_ignore_ascii_case(b"monitor") {
                     return self.enter_tunnel(req, run, rbuf, view);
                 }
+                if let Some(e) =
+                    commands::cuts_off_backends(cmd, req, &settings.config.backend.username)
+                {
+                    self.flush_pending_run(run, rbuf);
+                    self.push_local_error(e);
+                    return Stop::More;
+                }
                 if commands::is_interrupt(cmd) {
                     self.flush_pending_run(run, rbuf);
                     self.interrupt(req, settings, view, now);
