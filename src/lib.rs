@@ -10,7 +10,10 @@
 //! budget, or any), and [`router`] — one pure function — picks the master or a replica
 //! from the current [`topology::View`]. The session hands runs of requests to pipelined
 //! [`backend`] connections shared by all clients, and puts replies back in request
-//! order; transactions, blocking commands and pub/sub get a dedicated connection.
+//! order; transactions, blocking commands and pub/sub get a dedicated connection. A
+//! client's Redis-visible state (name, database, protocol, user, flags, subscriptions)
+//! is one [`session::ClientState`], and SCAN-family cursors carry the node that issued
+//! them ([`cursor`]), so an iteration continues where it started.
 //!
 //! Off the hot path, [`replication`] polls every backend's replication offset and
 //! publishes a new `View` (each replica's staleness bound, offset gap, health and pool
