@@ -327,7 +327,8 @@ pub struct RuleConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consistency: Option<Consistency>,
     /// Budget in ms. With `max_lag_bytes`, the rule's budget: when the rule sets
-    /// neither, both come from `routing.default` (see [`RuleConfig::effective`]).
+    /// neither, both come from `routing.default` (see
+    /// [`crate::policy::effective_level`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_lag_ms: Option<u64>,
     /// Budget in bytes (in YAML also a size such as `64kb`). Inherited together with
@@ -945,94 +946,7 @@ fn known_command(name: &str) -> bool {
     crate::commands::is_known_name(name)
 }
 
-impl Consistency {
-    /// How strict the level is: `master` 2, `replica` 1, `any` 0. Among several keys
-    /// of one command, the strictest level wins.
-    pub fn strictness(self) -> u8 {
-        match self {
-            Consistency::Master => 2,
-            Consistency::Replica => 1,
-            Consistency::Any => 0,
-        }
-    }
-}
-
-impl LevelConfig {
-    /// The level a read must meet to satisfy both `self` and `other`, as for a command
-    /// whose keys fall under two rules: the stricter consistency, the smaller of each
-    /// budget that applies (a budget of an `any` or `master` level does not), and
-    /// read-your-writes if either asks for it.
-    pub fn strictest(&self, other: &LevelConfig) -> LevelConfig {
-        fn min(a: Option<u64>, b: Option<u64>) -> Option<u64> {
-            match (a, b) {
-                (Some(x), Some(y)) => Some(x.min(y)),
-                (x, y) => x.or(y),
-            }
-        }
-        let consistency = if other.consistency.strictness() > self.consistency.strictness() {
-            other.consistency
-        } else {
-            self.consistency
-        };
-        let budget = |l: &LevelConfig, f: fn(&LevelConfig) -> Option<u64>| {
-            if l.consistency == Consistency::Replica {
-                f(l)
-            } else {
-                None
-            }
-        };
-        let (max_lag_ms, max_lag_bytes) = if consistency == Consistency::Replica {
-            (
-                min(
-                    budget(self, |l| l.max_lag_ms),
-                    budget(other, |l| l.max_lag_ms),
-                ),
-                min(
-                    budget(self, |l| l.max_lag_bytes),
-                    budget(other, |l| l.max_lag_bytes),
-                ),
-            )
-        } else {
-            let keep = if consistency == self.consistency {
-                self
-            } else {
-                other
-            };
-            (keep.max_lag_ms, keep.max_lag_bytes)
-        };
-        LevelConfig {
-            consistency,
-            max_lag_ms,
-            max_lag_bytes,
-            read_your_writes: self.read_your_writes || other.read_your_writes,
-        }
-    }
-}
-
 impl RuleConfig {
-    /// The rule's level with every unset field taken from `default` (normally
-    /// `routing.default`). The staleness budget is inherited as a pair: a rule that sets
-    /// `max_lag_ms` or `max_lag_bytes` has exactly the budgets it sets, so a rule can
-    /// trade the default's time budget for a byte budget; a rule that sets neither has
-    /// the default's.
-    pub fn effective(&self, default: &LevelConfig) -> LevelConfig {
-        let own_budget = self.max_lag_ms.is_some() || self.max_lag_bytes.is_some();
-        LevelConfig {
-            consistency: self.consistency.unwrap_or(default.consistency),
-            max_lag_ms: if own_budget {
-                self.max_lag_ms
-            } else {
-                default.max_lag_ms
-            },
-            max_lag_bytes: if own_budget {
-                self.max_lag_bytes
-            } else {
-                default.max_lag_bytes
-            },
-            read_your_writes: self.read_your_writes.unwrap_or(default.read_your_writes),
-        }
-    }
-
     /// Whether the rule names this command (case-insensitive). A rule without a
     /// `commands` list names every command.
     pub fn names_command(&self, command: &str) -> bool {
@@ -1045,14 +959,6 @@ impl RuleConfig {
 }
 
 impl RoutingConfig {
-    /// The effective level of every rule, in rule order (see [`RuleConfig::effective`]).
-    pub fn effective_levels(&self) -> Vec<LevelConfig> {
-        self.rules
-            .iter()
-            .map(|r| r.effective(&self.default))
-            .collect()
-    }
-
     /// The rule with this name.
     pub fn rule(&self, name: &str) -> Option<&RuleConfig> {
         self.rules.iter().find(|r| r.name == name)
@@ -1129,52 +1035,6 @@ mod tests {
         assert!(check_glob("user:[ab").is_err());
         assert!(check_glob("user:\\").is_err());
         assert!(check_glob("[]").is_err());
-    }
-
-    #[test]
-    fn strictest_level() {
-        let replica = |ms, bytes, ryw| LevelConfig {
-            consistency: Consistency::Replica,
-            max_lag_ms: ms,
-            max_lag_bytes: bytes,
-            read_your_writes: ryw,
-        };
-        let any = LevelConfig {
-            consistency: Consistency::Any,
-            max_lag_ms: None,
-            max_lag_bytes: None,
-            read_your_writes: false,
-        };
-        let master = LevelConfig {
-            consistency: Consistency::Master,
-            ..any.clone()
-        };
-        assert_eq!(
-            replica(Some(100), None, false).strictest(&replica(Some(50), Some(10), true)),
-            replica(Some(50), Some(10), true)
-        );
-        assert_eq!(
-            any.strictest(&replica(Some(100), None, false)),
-            replica(Some(100), None, false)
-        );
-        assert_eq!(
-            replica(Some(100), None, true)
-                .strictest(&master)
-                .consistency,
-            Consistency::Master
-        );
-        let any_with_budget = LevelConfig {
-            max_lag_ms: Some(1),
-            ..any.clone()
-        };
-        assert_eq!(
-            any_with_budget
-                .strictest(&replica(Some(100), None, false))
-                .max_lag_ms,
-            Some(100)
-        );
-        assert!(Consistency::Master.strictness() > Consistency::Replica.strictness());
-        assert!(Consistency::Replica.strictness() > Consistency::Any.strictness());
     }
 
     #[test]

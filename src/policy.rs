@@ -2,7 +2,11 @@
 //! each giving a consistency level (and, for writes, durability).
 //!
 //! A key takes the level of the first rule that matches it (or the default); a command
-//! with several keys takes the strictest of its keys' levels. Patterns use Redis's glob
+//! with several keys takes the strictest of its keys' levels ([`Level::is_stricter_than`]:
+//! `master` over `replica` over `any`, then the smaller time budget, then the smaller
+//! byte budget), with read-your-writes if any of its keys' levels asks for it. A rule's
+//! unset fields come from the default ([`effective_level`]). This module is the one
+//! definition of both rules; `config` only parses and validates. Patterns use Redis's glob
 //! dialect (as `KEYS` does) and are classified when compiled, so the common shapes
 //! (`literal`, `prefix*`, `*suffix`) match without the general matcher.
 #![deny(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
@@ -61,6 +65,18 @@ pub struct Level {
 }
 
 impl Level {
+    /// Whether `self` is stricter than `other`, for a command whose keys fall under
+    /// both: `master` over `replica` over `any`; between two `replica` levels, the
+    /// smaller `max_lag_ms`, then the smaller `max_lag_bytes` (an unset bound is the
+    /// loosest). The winner's budget is taken whole, never combined with the other's,
+    /// because the monitor keeps a replica pool per budget the policy names
+    /// ([`Policy::budgets`]); budgets of `master` and `any` levels do not count. Equal
+    /// levels are not stricter than each other (the first key's rule decides).
+    #[inline]
+    pub fn is_stricter_than(&self, other: &Level) -> bool {
+        self.rank() < other.rank()
+    }
+
     /// Strictness rank: lower is stricter.
     fn rank(&self) -> (u8, u64, u64) {
         match self.consistency {
@@ -401,8 +417,12 @@ impl Policy {
         }
     }
 
-    /// Resolve the level for command `cmd` (lowercase table name) whose keys are given by
-    /// `for_each_key`, which calls its argument once per key.
+    /// Resolve the level for command `cmd` whose keys are given by `for_each_key`, which
+    /// calls its argument once per key: the strictest of the keys' levels (see
+    /// [`Level::is_stricter_than`]; `rule` is the rule that gave it), with
+    /// read-your-writes if any key's level has it, and the largest `wait` of any key's
+    /// rule. A keyless command takes the first rule that names it and has no key
+    /// patterns, or the default.
     pub fn resolve(
         &self,
         cmd: &Command,
@@ -410,13 +430,15 @@ impl Policy {
     ) -> Resolved {
         let mut best: Option<(Level, Option<usize>)> = None;
         let mut wait: Option<Wait> = None;
+        let mut ryw = false;
         let mut any_key = false;
         let mut visit = |key: &[u8]| {
             any_key = true;
             let (level, rule, w) = self.level_for_key(cmd, key);
             wait = max_wait(wait, w);
+            ryw |= level.ryw;
             match &best {
-                Some((b, _)) if b.rank() <= level.rank() => {}
+                Some((b, _)) if !level.is_stricter_than(b) => {}
                 _ => best = Some((level, rule)),
             }
         };
@@ -438,7 +460,8 @@ impl Policy {
                 wait: None,
             };
         }
-        let (level, rule) = best.unwrap_or((self.default, None));
+        let (mut level, rule) = best.unwrap_or((self.default, None));
+        level.ryw = ryw;
         Resolved { level, rule, wait }
     }
 
@@ -483,7 +506,11 @@ fn max_wait(a: Option<Wait>, b: Option<Wait>) -> Option<Wait> {
     }
 }
 
-/// A rule's level with unset fields taken from the default.
+/// A rule's level with every unset field taken from `default` (normally
+/// `routing.default`). The staleness budget is inherited as a pair: a rule that sets
+/// `max_lag_ms` or `max_lag_bytes` has exactly the budgets it sets, so a rule can trade
+/// the default's time budget for a byte budget; a rule that sets neither has the
+/// default's. Validation checks and the policy compiles these levels.
 pub fn effective_level(rc: &RuleConfig, default: &LevelConfig) -> LevelConfig {
     LevelConfig {
         consistency: rc.consistency.unwrap_or(default.consistency),
@@ -585,5 +612,131 @@ routing:
         assert_eq!(resolve(&p, "keys", &[]).rule, Some(2));
         assert_eq!(resolve(&p, "dbsize", &[]).rule, None);
         assert_eq!(p.budgets.len(), 2);
+    }
+
+    fn level(consistency: Consistency, ms: Option<u64>, bytes: Option<u64>, ryw: bool) -> Level {
+        Level {
+            consistency,
+            budget: Budget {
+                max_lag_ms: ms,
+                max_lag_bytes: bytes,
+            },
+            budget_idx: 0,
+            ryw,
+        }
+    }
+
+    /// The level `resolve` gives a command whose keys have `a` and then `b`.
+    fn strictest(a: Level, b: Level) -> Level {
+        let winner = if b.is_stricter_than(&a) { b } else { a };
+        Level {
+            ryw: a.ryw || b.ryw,
+            ..winner
+        }
+    }
+
+    #[test]
+    fn strictest_level() {
+        use Consistency::{Any, Master, Replica};
+        let replica = |ms, bytes, ryw| level(Replica, ms, bytes, ryw);
+        let any = level(Any, None, None, false);
+        let master = level(Master, None, None, false);
+        // The cases `LevelConfig::strictest` documented, with the same answers.
+        assert_eq!(
+            strictest(
+                replica(Some(100), None, false),
+                replica(Some(50), Some(10), true)
+            ),
+            replica(Some(50), Some(10), true)
+        );
+        assert_eq!(
+            strictest(any, replica(Some(100), None, false)),
+            replica(Some(100), None, false)
+        );
+        assert_eq!(
+            strictest(replica(Some(100), None, true), master).consistency,
+            Master
+        );
+        let any_with_budget = level(Any, Some(1), None, false);
+        assert_eq!(
+            strictest(any_with_budget, replica(Some(100), None, false))
+                .budget
+                .max_lag_ms,
+            Some(100)
+        );
+        assert!(master.is_stricter_than(&replica(Some(0), Some(0), true)));
+        assert!(replica(None, None, false).is_stricter_than(&any));
+        assert!(!any.is_stricter_than(&any));
+        // Where a merge would differ: the winner's budget is taken whole (the monitor
+        // keeps pools per named budget), ordered by time budget first.
+        assert_eq!(
+            strictest(
+                replica(Some(100), Some(10), false),
+                replica(Some(50), None, false)
+            ),
+            replica(Some(50), None, false)
+        );
+        assert_eq!(
+            strictest(
+                replica(Some(50), Some(10), false),
+                replica(Some(50), None, false)
+            ),
+            replica(Some(50), Some(10), false)
+        );
+        // Equal levels: the first decides; read-your-writes if either asks.
+        assert_eq!(
+            strictest(
+                replica(Some(50), None, false),
+                replica(Some(50), None, true)
+            ),
+            replica(Some(50), None, true)
+        );
+        // A master level's read-your-writes is moot but kept.
+        assert!(strictest(master, replica(Some(1), None, true)).ryw);
+    }
+
+    #[test]
+    fn read_your_writes_if_any_key_asks() {
+        let p = policy(
+            r#"
+backend: {master: "127.0.0.1:1"}
+routing:
+  default: {consistency: replica, max_lag_ms: 1000, read_your_writes: false}
+  rules:
+    - {name: cart, keys: ["cart:*"], max_lag_ms: 2000, read_your_writes: true}
+"#,
+        );
+        let r = resolve(&p, "mget", &["x", "cart:1"]);
+        assert_eq!(r.rule, None, "the default's budget is stricter");
+        assert_eq!(r.level.budget.max_lag_ms, Some(1000));
+        assert!(r.level.ryw);
+        assert!(!resolve(&p, "get", &["x"]).level.ryw);
+    }
+
+    fn rule(yaml: &str) -> RuleConfig {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn rules_inherit_from_the_default_and_budgets_as_a_pair() {
+        let default = LevelConfig {
+            consistency: Consistency::Replica,
+            max_lag_ms: Some(800),
+            max_lag_bytes: Some(1024),
+            read_your_writes: false,
+        };
+        let l = effective_level(&rule("{name: c, keys: [c]}"), &default);
+        assert_eq!(l, default);
+        let l = effective_level(&rule("{name: a, keys: [a], max_lag_bytes: 4096}"), &default);
+        assert_eq!((l.max_lag_ms, l.max_lag_bytes), (None, Some(4096)));
+        let l = effective_level(&rule("{name: a, keys: [a], max_lag_ms: 5}"), &default);
+        assert_eq!((l.max_lag_ms, l.max_lag_bytes), (Some(5), None));
+        let l = effective_level(
+            &rule("{name: b, keys: [b], consistency: master, read_your_writes: true}"),
+            &default,
+        );
+        assert_eq!(l.consistency, Consistency::Master);
+        assert!(l.read_your_writes);
+        assert_eq!(l.max_lag_ms, Some(800));
     }
 }

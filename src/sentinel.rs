@@ -33,7 +33,7 @@ use crate::backend::{BackendError, ConnParams, ControlConn, Role};
 use crate::config::{Config, Secret, SentinelConfig};
 use crate::proxy::Proxy;
 use crate::reply::Decoded;
-use crate::topology::{Backend, Backends};
+use crate::topology::{node_params, Backends};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -174,23 +174,6 @@ fn targets(cfg: &Config, s: &SentinelConfig) -> Vec<Target> {
             call_timeout: Duration::from_millis(cfg.replication.poll_timeout_ms),
         })
         .collect()
-}
-
-/// Parameters of the proxy's own connections to a Redis node (backend credentials).
-fn node_params(cfg: &Config, addr: &str, role: Role) -> ConnParams {
-    ConnParams {
-        addr: addr.to_string(),
-        role,
-        username: cfg.backend.username.clone(),
-        password: cfg.backend.password.clone(),
-        connect_timeout: Duration::from_millis(cfg.backend.connect_timeout_ms),
-        tls: cfg
-            .backend
-            .tls
-            .as_ref()
-            .map(|t| crate::tls::backend_target(t, addr).map_err(std::sync::Arc::from)),
-        tls_source: cfg.backend.tls.clone(),
-    }
 }
 
 // ---------------------------------------------------------------------------- events
@@ -641,40 +624,23 @@ fn unconfirmed_reason(named: &Named, role: Option<&NodeRole>) -> String {
     }
 }
 
-/// Whether a backend was made with the current backend credentials.
-fn same_credentials(b: &Backend, cfg: &Config) -> bool {
-    let p = b.pool.params();
-    p.username == cfg.backend.username && p.password == cfg.backend.password
-}
-
-/// The backend set for `master` and `replicas`, reusing backends of `current` whose
-/// address, role and credentials are unchanged. Replicas already in the set keep their
-/// order; new ones follow.
+/// The backend set for `master` and `replicas`, made by the one builder
+/// ([`Backends::build`]: backends of `current` whose address, role, credentials and TLS
+/// are unchanged are reused). Replicas already in the set keep their order; new ones
+/// follow, so that a Sentinel listing them in another order changes nothing.
 fn build(cfg: &Config, current: &Backends, master: Option<&str>, replicas: &[String]) -> Backends {
-    let find = |addr: &str, role: Role| {
-        current
-            .all()
-            .find(|b| b.addr == addr && b.role == role && same_credentials(b, cfg))
-            .cloned()
-            .unwrap_or_else(|| Backend::new(addr, role, cfg))
-    };
-    let master = master.map(|a| find(a, Role::Master));
-    let mut list: Vec<&str> = current
+    let mut list: Vec<String> = current
         .replicas
         .iter()
-        .map(|b| b.addr.as_str())
-        .filter(|a| replicas.iter().any(|r| r == a))
+        .map(|b| b.addr.clone())
+        .filter(|a| replicas.contains(a))
         .collect();
     for r in replicas {
-        if !list.contains(&r.as_str()) {
-            list.push(r);
+        if !list.contains(r) {
+            list.push(r.clone());
         }
     }
-    Backends {
-        master,
-        replicas: list.into_iter().map(|a| find(a, Role::Replica)).collect(),
-        switching: false,
-    }
+    Backends::build(cfg, current, master, &list)
 }
 
 /// Whether two sets hold the same backends (replica order aside).
@@ -965,6 +931,7 @@ impl Follower {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::topology::Backend;
 
     fn report(
         sentinel: &str,
@@ -1165,5 +1132,44 @@ mod tests {
         let none = build(&cfg, &current, None, &["r:1".into()]);
         assert!(none.master.is_none());
         assert!(Arc::ptr_eq(&none.replicas[0], &r));
+    }
+
+    #[test]
+    fn a_change_of_backend_tls_makes_new_backends() {
+        // The follower's old copy of the reuse rule compared credentials only, so a
+        // reload that turned on TLS towards the backends kept the plain connections.
+        let cfg = Config::default();
+        let current = build(&cfg, &Backends::default(), Some("m:1"), &["r:1".into()]);
+        let mut tls = cfg.clone();
+        tls.backend.tls = Some(crate::config::BackendTlsConfig {
+            ca: "/nonexistent/ca.pem".into(),
+            server_name: String::new(),
+            cert: String::new(),
+            key: String::new(),
+        });
+        let next = build(&tls, &current, Some("m:1"), &["r:1".into()]);
+        assert!(!same_set(&current, &next));
+        let m = next.master.as_ref().unwrap();
+        assert_eq!(m.pool.params().tls_source, tls.backend.tls);
+        assert!(m.pool.params().tls.is_some());
+        assert_ne!(next.replicas[0].id, current.replicas[0].id);
+        // And back to plain TCP.
+        let plain = build(&cfg, &next, Some("m:1"), &["r:1".into()]);
+        assert!(!same_set(&next, &plain));
+        assert!(plain.master.as_ref().unwrap().pool.params().tls.is_none());
+    }
+
+    #[test]
+    fn a_sentinel_listing_replicas_in_another_order_changes_nothing() {
+        let cfg = Config::default();
+        let current = build(
+            &cfg,
+            &Backends::default(),
+            Some("m:1"),
+            &["r:1".into(), "r:2".into()],
+        );
+        let next = build(&cfg, &current, Some("m:1"), &["r:2".into(), "r:1".into()]);
+        assert!(Arc::ptr_eq(&current.replicas[0], &next.replicas[0]));
+        assert!(Arc::ptr_eq(&current.replicas[1], &next.replicas[1]));
     }
 }

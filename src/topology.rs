@@ -5,6 +5,12 @@
 //! master offset sample the replica has reached). The replication monitor builds a new
 //! `View` after every poll and publishes it with one atomic pointer swap; sessions load
 //! it without locks.
+//!
+//! The set of [`Backends`] comes from one builder, [`Backends::build`], for static
+//! backends at start-up, for a reload and for every Sentinel refresh: a backend is
+//! reused, connections and all, only while its address, role, credentials and TLS
+//! settings are unchanged ([`Backend::reusable_for`]), and a reused backend takes the
+//! new pool settings ([`Backend::apply_pool_settings`]).
 
 use crate::backend::{ConnParams, Pool, Role};
 use crate::config::Config;
@@ -29,34 +35,78 @@ pub struct Backend {
 
 static NEXT_BACKEND_ID: AtomicU32 = AtomicU32::new(1);
 
+/// How the proxy connects to the Redis node at `addr` as `role` under `cfg`: the backend
+/// credentials, connect timeout and TLS. Backends' pools, the Sentinel follower's `ROLE`
+/// checks and the replication monitor's polls all connect with these.
+pub fn node_params(cfg: &Config, addr: &str, role: Role) -> ConnParams {
+    let b = &cfg.backend;
+    ConnParams {
+        addr: addr.to_string(),
+        role,
+        username: b.username.clone(),
+        password: b.password.clone(),
+        connect_timeout: Duration::from_millis(b.connect_timeout_ms),
+        tls: b
+            .tls
+            .as_ref()
+            .map(|t| crate::tls::backend_target(t, addr).map_err(Arc::from)),
+        tls_source: b.tls.clone(),
+    }
+}
+
 impl Backend {
     /// A backend with a connection pool built from `cfg.backend`.
     pub fn new(addr: &str, role: Role, cfg: &Config) -> Arc<Backend> {
         let b = &cfg.backend;
-        let params = ConnParams {
-            addr: addr.to_string(),
-            role,
-            username: b.username.clone(),
-            password: b.password.clone(),
-            connect_timeout: Duration::from_millis(b.connect_timeout_ms),
-            tls: b
-                .tls
-                .as_ref()
-                .map(|t| crate::tls::backend_target(t, addr).map_err(Arc::from)),
-            tls_source: b.tls.clone(),
-        };
         Arc::new(Backend {
             id: NEXT_BACKEND_ID.fetch_add(1, Ordering::Relaxed),
             addr: addr.to_string(),
             role,
             pool: Pool::new(
-                params,
+                node_params(cfg, addr, role),
                 b.connections,
                 Duration::from_millis(b.reconnect_min_ms),
                 Duration::from_millis(b.reconnect_max_ms),
             ),
             served: AtomicU64::new(0),
         })
+    }
+
+    /// Whether this backend can stand for `addr` as `role` under `cfg`, keeping its
+    /// connections: the same address and role, and connections made the way `cfg` says
+    /// (user, password and TLS settings). The pool's settings do not count: a reused
+    /// backend takes them from `cfg` ([`Backend::apply_pool_settings`]).
+    pub fn reusable_for(&self, addr: &str, role: Role, cfg: &Config) -> bool {
+        let p = self.pool.params();
+        self.addr == addr
+            && self.role == role
+            && p.username == cfg.backend.username
+            && p.password == cfg.backend.password
+            && p.tls_source == cfg.backend.tls
+    }
+
+    /// Give the pool `cfg`'s connect timeout, size and reconnect backoff (see
+    /// [`Pool::reconfigure`]); logs and returns whether they changed.
+    pub fn apply_pool_settings(&self, cfg: &Config) -> bool {
+        let b = &cfg.backend;
+        let changed = self.pool.reconfigure(
+            Duration::from_millis(b.connect_timeout_ms),
+            b.connections,
+            Duration::from_millis(b.reconnect_min_ms),
+            Duration::from_millis(b.reconnect_max_ms),
+        );
+        if changed {
+            tracing::info!(
+                backend = %self.addr,
+                role = self.role.as_str(),
+                connections = b.connections,
+                connect_timeout_ms = b.connect_timeout_ms,
+                reconnect_min_ms = b.reconnect_min_ms,
+                reconnect_max_ms = b.reconnect_max_ms,
+                "backend pool settings changed"
+            );
+        }
+        changed
     }
 
     /// `replica 127.0.0.1:6380`.
@@ -205,39 +255,131 @@ pub struct Backends {
 }
 
 impl Backends {
-    /// Build from a static configuration, reusing backends of `old` whose address and
-    /// role are unchanged (so their connections survive a reload).
-    pub fn from_static(cfg: &Config, old: &Backends) -> Backends {
-        let same_credentials = |b: &Backend| {
-            let p = b.pool.params();
-            p.username == cfg.backend.username
-                && p.password == cfg.backend.password
-                && p.tls_source == cfg.backend.tls
+    /// The one builder of backend sets, for static backends, reloads and Sentinel: the
+    /// set of `master` and `replicas` (in the order given), reusing each backend of `old`
+    /// that is [`Backend::reusable_for`] its address and role under `cfg` (so its
+    /// connections survive) and giving it `cfg`'s pool settings; anything else is a new
+    /// backend. `switching` is false: only the Sentinel follower sets it.
+    pub fn build(
+        cfg: &Config,
+        old: &Backends,
+        master: Option<&str>,
+        replicas: &[String],
+    ) -> Backends {
+        let get = |addr: &str, role: Role| -> Arc<Backend> {
+            match old.all().find(|b| b.reusable_for(addr, role, cfg)) {
+                Some(b) => {
+                    b.apply_pool_settings(cfg);
+                    b.clone()
+                }
+                None => Backend::new(addr, role, cfg),
+            }
         };
-        let find = |addr: &str, role: Role| -> Option<Arc<Backend>> {
-            old.all()
-                .find(|b| b.addr == addr && b.role == role && same_credentials(b))
-                .cloned()
-        };
-        let master =
-            cfg.backend.master.as_ref().map(|a| {
-                find(a, Role::Master).unwrap_or_else(|| Backend::new(a, Role::Master, cfg))
-            });
-        let replicas = cfg
-            .backend
-            .replicas
-            .iter()
-            .map(|a| find(a, Role::Replica).unwrap_or_else(|| Backend::new(a, Role::Replica, cfg)))
-            .collect();
         Backends {
-            master,
-            replicas,
+            master: master.map(|a| get(a, Role::Master)),
+            replicas: replicas.iter().map(|a| get(a, Role::Replica)).collect(),
             switching: false,
         }
+    }
+
+    /// The set a static configuration names (`backend.master`, `backend.replicas`),
+    /// built by [`Backends::build`] from `old`.
+    pub fn from_static(cfg: &Config, old: &Backends) -> Backends {
+        Backends::build(
+            cfg,
+            old,
+            cfg.backend.master.as_deref(),
+            &cfg.backend.replicas,
+        )
     }
 
     /// Every backend.
     pub fn all(&self) -> impl Iterator<Item = &Arc<Backend>> {
         self.master.iter().chain(self.replicas.iter())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use crate::config::BackendTlsConfig;
+
+    fn cfg(master: &str, replicas: &[&str]) -> Config {
+        let mut c = Config::default();
+        c.backend.master = Some(master.into());
+        c.backend.replicas = replicas.iter().map(|r| r.to_string()).collect();
+        c
+    }
+
+    #[test]
+    fn same_address_role_and_connection_settings_reuse_the_backend() {
+        let c = cfg("m:1", &["r:1", "r:2"]);
+        let first = Backends::from_static(&c, &Backends::default());
+        let again = Backends::from_static(&c, &first);
+        assert!(Arc::ptr_eq(
+            first.master.as_ref().unwrap(),
+            again.master.as_ref().unwrap()
+        ));
+        assert!(Arc::ptr_eq(&first.replicas[0], &again.replicas[0]));
+        assert!(Arc::ptr_eq(&first.replicas[1], &again.replicas[1]));
+        // The order given is the order built.
+        let swapped = Backends::from_static(&cfg("m:1", &["r:2", "r:1"]), &first);
+        assert!(Arc::ptr_eq(&first.replicas[1], &swapped.replicas[0]));
+        // A role change is a new backend.
+        let promoted = Backends::from_static(&cfg("r:1", &["m:1"]), &first);
+        assert_eq!(promoted.master.as_ref().unwrap().role, Role::Master);
+        assert_ne!(promoted.master.as_ref().unwrap().id, first.replicas[0].id);
+    }
+
+    #[test]
+    fn a_change_of_credentials_or_tls_makes_new_backends() {
+        let c = cfg("m:1", &["r:1"]);
+        let first = Backends::from_static(&c, &Backends::default());
+        let mut user = c.clone();
+        user.backend.username = "app".into();
+        let mut password = c.clone();
+        password.backend.password = crate::config::Secret::new("s3cret");
+        let mut tls = c.clone();
+        tls.backend.tls = Some(BackendTlsConfig {
+            ca: "/nonexistent/ca.pem".into(),
+            server_name: String::new(),
+            cert: String::new(),
+            key: String::new(),
+        });
+        for changed in [&user, &password, &tls] {
+            let next = Backends::from_static(changed, &first);
+            assert_ne!(
+                next.master.as_ref().unwrap().id,
+                first.master.as_ref().unwrap().id
+            );
+            assert_ne!(next.replicas[0].id, first.replicas[0].id);
+            assert_eq!(
+                next.master.as_ref().unwrap().pool.params().tls_source,
+                changed.backend.tls
+            );
+        }
+    }
+
+    #[test]
+    fn a_reused_backend_takes_the_new_pool_settings() {
+        let c = cfg("m:1", &[]);
+        let first = Backends::from_static(&c, &Backends::default());
+        let m = first.master.clone().unwrap();
+        assert_eq!(m.pool.size(), c.backend.connections);
+        let mut bigger = c.clone();
+        bigger.backend.connections = 7;
+        bigger.backend.connect_timeout_ms = 123;
+        bigger.backend.reconnect_min_ms = 10;
+        bigger.backend.reconnect_max_ms = 20;
+        let next = Backends::from_static(&bigger, &first);
+        assert!(Arc::ptr_eq(next.master.as_ref().unwrap(), &m));
+        assert_eq!(m.pool.size(), 7);
+        assert_eq!(m.pool.params().connect_timeout, Duration::from_millis(123));
+        assert_eq!(
+            m.pool.backoff(),
+            (Duration::from_millis(10), Duration::from_millis(20))
+        );
+        assert!(!m.apply_pool_settings(&bigger), "applied once");
     }
 }

@@ -4,6 +4,7 @@
 //! error must read `FILE:LINE:COL: …fragment…`.
 
 use redsplit::config::{self, Config, ConfigError, Consistency, LevelConfig, Secret};
+use redsplit::policy::{effective_level, Policy};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -61,12 +62,7 @@ fn shipped_proxy_yaml_loads_with_no_environment() {
     let inventory = r.rule("inventory").unwrap();
     assert_eq!(inventory.consistency, Some(Consistency::Master));
     assert_eq!(inventory.wait.map(|w| w.replicas), Some(1));
-    assert!(
-        r.rule("sessions")
-            .unwrap()
-            .effective(&r.default)
-            .read_your_writes
-    );
+    assert!(effective_level(r.rule("sessions").unwrap(), &r.default).read_your_writes);
     assert_eq!(r.rule("feeds").unwrap().max_lag_ms, Some(5000));
     assert!(r.rule("leaderboards").is_some());
     let analytics = r.rule("analytics").unwrap();
@@ -417,7 +413,12 @@ fn rules_inherit_from_the_default() {
         "{BACKEND}routing:\n  default: {{consistency: replica, max_lag_ms: 800, read_your_writes: false}}\n  rules:\n    - {{name: a, keys: [\"a:*\"], max_lag_bytes: 4096}}\n    - {{name: b, keys: [\"b:*\"], consistency: master}}\n    - {{name: c, keys: [\"c:*\"]}}\n"
     );
     let cfg = Config::from_yaml_env(&text, None, &no_env).unwrap();
-    let levels = cfg.routing.effective_levels();
+    let r = &cfg.routing;
+    let levels: Vec<LevelConfig> = r
+        .rules
+        .iter()
+        .map(|rule| effective_level(rule, &r.default))
+        .collect();
     assert_eq!(
         levels[0],
         LevelConfig {
@@ -427,11 +428,15 @@ fn rules_inherit_from_the_default() {
             read_your_writes: false
         }
     );
-    let c = &cfg.routing.rules[2];
-    assert_eq!(c.effective(&cfg.routing.default).max_lag_ms, Some(800));
+    assert_eq!(levels[2].max_lag_ms, Some(800));
     assert_eq!(levels[1].consistency, Consistency::Master);
-    assert_eq!(
-        levels[0].strictest(&levels[1]).consistency,
-        Consistency::Master
-    );
+    // A command with keys under both `a` and `b` takes the stricter level: master.
+    let policy = Policy::compile(&cfg, 1);
+    let mget = redsplit::commands::lookup_name(b"mget").unwrap();
+    let resolved = policy.resolve(mget, |f| {
+        f(b"a:1");
+        f(b"b:1");
+    });
+    assert_eq!(resolved.level.consistency, Consistency::Master);
+    assert_eq!(resolved.rule, Some(1));
 }

@@ -357,7 +357,7 @@ pub(crate) fn problems(cfg: &Config) -> Vec<Problem> {
         };
         let ms = source(rule.max_lag_ms.is_some(), "max_lag_ms");
         let bytes = source(rule.max_lag_bytes.is_some(), "max_lag_bytes");
-        let level = rule.effective(&routing.default);
+        let level = crate::policy::effective_level(rule, &routing.default);
         p.level(cfg, &at, &level, (&ms.0, &ms.1), (&bytes.0, &bytes.1));
         if let Some(w) = &rule.wait {
             let wp = format!("{at}.wait.replicas");

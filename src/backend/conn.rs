@@ -1,0 +1,585 @@
+//! [`Conn`]: one pipelined connection to one Redis, shared by many sessions (or
+//! dedicated to one). Sessions queue requests with [`Conn::send`]; an idle plain-TCP
+//! connection is written at once from the sending task, a busy one by the writer task,
+//! which coalesces what every ready session queued into one write. The reader task
+//! delimits replies and hands each run to the [`Waiter`] at the front of the queue (or,
+//! in stream mode, to the stream's slot). The [`watchdog`] fails connections whose
+//! oldest request waited too long.
+
+use super::handshake::connect;
+use super::inbox::{same_sink, Sink, Waiter};
+use super::{BackendError, ConnKey, ConnParams, ErrorKind};
+use crate::protocol::ReplyScanner;
+use crate::tls::BackendStream;
+use bytes::{Buf, BytesMut};
+use parking_lot::Mutex;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncReadExt;
+use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Notify;
+use tokio::task::AbortHandle;
+
+#[derive(Debug)]
+enum State {
+    Connecting,
+    Ready,
+    Failed(BackendError),
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: State,
+    out: BytesMut,
+    waiters: VecDeque<Waiter>,
+    /// Stream mode: frames without a waiter go here.
+    stream_sink: Option<(Arc<dyn Sink>, u16)>,
+    /// When the oldest unanswered request was sent, or the last reply arrived since.
+    busy_since: Option<Instant>,
+    /// Requests queued or in flight.
+    in_flight: u64,
+    /// The writer holds bytes it is writing (so nobody may write around it).
+    writing: bool,
+    /// The socket's write half, for writing straight from the sending task when nothing
+    /// is queued (plain TCP only): saves a task wake-up per batch.
+    direct: Option<Arc<tokio::net::tcp::OwnedWriteHalf>>,
+}
+
+/// Capacity above which an idle connection's request buffers are released.
+const RELEASE_OUT: usize = 1 << 20;
+
+/// Smallest and largest read from a backend socket.
+const MIN_READ: usize = 16 * 1024;
+const MAX_READ: usize = 256 * 1024;
+
+/// The next read size after a read of `n` bytes into `spare` free bytes with `chunk`
+/// asked for: doubled (up to `max`) when the read filled the buffer, halved (down to
+/// `min`) when it came in small, so large transfers take few system calls and small
+/// ones keep small buffers.
+pub fn next_read_size(chunk: usize, n: usize, spare: usize, min: usize, max: usize) -> usize {
+    if n == spare {
+        (chunk * 2).min(max)
+    } else if n < chunk / 8 {
+        (chunk / 2).max(min)
+    } else {
+        chunk
+    }
+}
+
+/// A pipelined connection to one Redis.
+#[derive(Debug)]
+pub struct Conn {
+    /// Unique id.
+    pub id: u64,
+    /// `master 127.0.0.1:6379`, for messages.
+    pub label: Arc<str>,
+    /// Database and protocol this connection was set up for.
+    pub key: ConnKey,
+    inner: Mutex<Inner>,
+    wake: Notify,
+    tasks: Mutex<Vec<AbortHandle>>,
+    became_ready: AtomicBool,
+    /// Set once the connection failed (a lock-free check for senders).
+    failed: AtomicBool,
+    /// The backend's `CLIENT ID` for this connection (dedicated connections), or -1.
+    pub backend_client_id: AtomicI64,
+    /// Set while a blocking command is outstanding: the timeout watchdog leaves the
+    /// connection alone.
+    pub blocking: AtomicBool,
+    /// The backend-wide count of requests in flight (for `least_outstanding`).
+    outstanding: Arc<AtomicU64>,
+}
+
+static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Every live connection, for the timeout watchdog.
+static LIVE: std::sync::LazyLock<dashmap::DashMap<u64, Weak<Conn>>> =
+    std::sync::LazyLock::new(Default::default);
+
+impl Conn {
+    /// Start connecting; requests may be queued at once and are written when the
+    /// connection is ready (or fail if it cannot be made within the connect timeout).
+    pub fn spawn(
+        params: Arc<ConnParams>,
+        key: ConnKey,
+        outstanding: Arc<AtomicU64>,
+        want_client_id: bool,
+    ) -> Arc<Conn> {
+        let conn = Arc::new(Conn {
+            id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
+            label: params.label().into(),
+            key,
+            inner: Mutex::new(Inner {
+                state: State::Connecting,
+                out: BytesMut::new(),
+                waiters: VecDeque::new(),
+                stream_sink: None,
+                busy_since: None,
+                in_flight: 0,
+                writing: false,
+                direct: None,
+            }),
+            wake: Notify::new(),
+            tasks: Mutex::new(Vec::new()),
+            became_ready: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
+            backend_client_id: AtomicI64::new(-1),
+            blocking: AtomicBool::new(false),
+            outstanding,
+        });
+        LIVE.insert(conn.id, Arc::downgrade(&conn));
+        let c = conn.clone();
+        let handle = tokio::spawn(async move {
+            let err = match c.clone().run(params, want_client_id).await {
+                Ok(()) => return,
+                Err(e) => e,
+            };
+            c.fail(err);
+        });
+        conn.tasks.lock().push(handle.abort_handle());
+        conn
+    }
+
+    /// Whether the connection has failed (it will never recover; get a new one).
+    pub fn is_failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Why the connection failed, once it has.
+    pub(super) fn failure(&self) -> Option<BackendError> {
+        match &self.inner.lock().state {
+            State::Failed(e) => Some(e.clone()),
+            _ => None,
+        }
+    }
+
+    /// Whether the handshake ever completed (a failure after it resets the backoff).
+    pub(super) fn became_ready(&self) -> bool {
+        self.became_ready.load(Ordering::Relaxed)
+    }
+
+    /// Whether the handshake completed.
+    pub fn is_ready(&self) -> bool {
+        matches!(self.inner.lock().state, State::Ready)
+    }
+
+    /// Queue `data` (`count` complete requests); their replies go to `sink`'s `slot`.
+    pub fn send(
+        &self,
+        data: &[u8],
+        sink: &Arc<dyn Sink>,
+        slot: u16,
+        count: u32,
+    ) -> Result<(), BackendError> {
+        let was_empty;
+        let mut written = 0;
+        {
+            let mut g = self.inner.lock();
+            if let State::Failed(e) = &g.state {
+                return Err(e.clone());
+            }
+            was_empty = g.out.is_empty();
+            // An idle connection (nothing queued, being written or awaiting replies) is
+            // written at once, saving a task wake-up: that is the latency path. A busy one
+            // is left to the writer, which lets the other ready sessions queue theirs
+            // first and sends them all in one write: that is the throughput path.
+            if was_empty && !g.writing && g.waiters.is_empty() {
+                if let Some(w) = &g.direct {
+                    match w.try_write(data) {
+                        Ok(n) => written = n,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        // The writer will meet the error again and fail the connection.
+                        Err(_) => {}
+                    }
+                }
+            }
+            if written < data.len() {
+                g.out
+                    .extend_from_slice(data.get(written..).unwrap_or_default());
+            }
+            if count > 0 {
+                if g.waiters.is_empty() {
+                    g.busy_since = Some(Instant::now());
+                }
+                g.in_flight += u64::from(count);
+                match g.waiters.back_mut() {
+                    Some(w) if w.slot == slot && same_sink(&w.sink, sink) => w.count += count,
+                    _ => g.waiters.push_back(Waiter {
+                        sink: sink.clone(),
+                        slot,
+                        count,
+                    }),
+                }
+            }
+        }
+        if count > 0 {
+            self.outstanding
+                .fetch_add(u64::from(count), Ordering::Relaxed);
+        }
+        if was_empty && written < data.len() {
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Switch to stream mode: every frame from now on goes to `sink`'s `slot`. Call only
+    /// when no request of this connection is waiting.
+    pub fn set_stream(&self, sink: &Arc<dyn Sink>, slot: u16) {
+        self.inner.lock().stream_sink = Some((sink.clone(), slot));
+    }
+
+    /// Close the connection; waiters get `reason`.
+    pub fn close(&self, reason: &str) {
+        self.fail(BackendError::new(ErrorKind::Closed, &self.label, reason));
+    }
+
+    /// Fail the connection and everything waiting on it.
+    pub fn fail(&self, err: BackendError) {
+        let (waiters, sink, in_flight) = {
+            let mut g = self.inner.lock();
+            if matches!(g.state, State::Failed(_)) {
+                return;
+            }
+            g.state = State::Failed(err.clone());
+            self.failed.store(true, Ordering::Relaxed);
+            g.out = BytesMut::new();
+            g.direct = None;
+            let n = g.in_flight;
+            g.in_flight = 0;
+            (std::mem::take(&mut g.waiters), g.stream_sink.take(), n)
+        };
+        self.outstanding.fetch_sub(in_flight, Ordering::Relaxed);
+        match err.kind {
+            ErrorKind::Closed => {
+                tracing::debug!(conn = %self.label, error = %err.message, "backend connection closed")
+            }
+            _ => {
+                tracing::warn!(conn = %self.label, error = %err.message, "backend connection failed")
+            }
+        }
+        for w in waiters {
+            w.sink.inbox().push_failed(w.slot, &err, w.count);
+        }
+        if let Some((sink, slot)) = sink {
+            sink.inbox().push_failed(slot, &err, 1);
+        }
+        for t in self.tasks.lock().drain(..) {
+            t.abort();
+        }
+        LIVE.remove(&self.id);
+    }
+
+    /// Fail the connection if its oldest request has waited longer than `timeout`.
+    fn check_timeout(&self, now: Instant, timeout: Duration) {
+        if self.blocking.load(Ordering::Relaxed) {
+            return;
+        }
+        let stalled = {
+            let g = self.inner.lock();
+            matches!(g.state, State::Ready | State::Connecting)
+                && g.stream_sink.is_none()
+                && g.busy_since
+                    .is_some_and(|t| now.duration_since(t) > timeout)
+        };
+        if stalled {
+            self.fail(BackendError::new(
+                ErrorKind::Timeout,
+                &self.label,
+                format_args!("did not answer within {} ms", timeout.as_millis()),
+            ));
+        }
+    }
+
+    async fn run(
+        self: Arc<Self>,
+        params: Arc<ConnParams>,
+        want_client_id: bool,
+    ) -> Result<(), BackendError> {
+        let label = self.label.clone();
+        let stream = tokio::time::timeout(
+            params.connect_timeout,
+            connect(&params, self.key, want_client_id),
+        )
+        .await
+        .map_err(|_| {
+            BackendError::new(
+                ErrorKind::Connect,
+                &label,
+                format_args!(
+                    "unreachable: no connection within {} ms",
+                    params.connect_timeout.as_millis()
+                ),
+            )
+        })??;
+        let (stream, client_id) = stream;
+        if let Some(id) = client_id {
+            self.backend_client_id.store(id, Ordering::Relaxed);
+        }
+        {
+            let mut g = self.inner.lock();
+            if let State::Failed(_) = g.state {
+                return Ok(());
+            }
+            g.state = State::Ready;
+            if g.busy_since.is_some() {
+                g.busy_since = Some(Instant::now());
+            }
+        }
+        self.became_ready.store(true, Ordering::Relaxed);
+        match stream {
+            BackendStream::Plain(tcp) => {
+                let (rd, wr) = tcp.into_split();
+                let wr = Arc::new(wr);
+                self.inner.lock().direct = Some(wr.clone());
+                tokio::select! {
+                    e = self.write_direct(wr, &label) => Err(e),
+                    e = self.read_replies(rd, &label) => Err(e),
+                }
+            }
+            BackendStream::Tls(tls) => {
+                let (rd, wr) = tokio::io::split(tls);
+                tokio::select! {
+                    e = self.write_stream(wr, &label) => Err(e),
+                    e = self.read_replies(rd, &label) => Err(e),
+                }
+            }
+        }
+    }
+
+    /// Take what sessions queued, under the lock, and mark it as being written.
+    fn take_out(&self, buf: &mut BytesMut) -> bool {
+        let mut g = self.inner.lock();
+        if g.out.is_empty() {
+            g.writing = false;
+            if g.out.capacity() > RELEASE_OUT {
+                g.out = BytesMut::new();
+            }
+            false
+        } else {
+            std::mem::swap(&mut g.out, buf);
+            g.writing = true;
+            true
+        }
+    }
+
+    /// Empty the writer's buffer after a write. Under load its capacity is kept: the
+    /// buffer goes back to the sessions at the next `take_out`, and growing a
+    /// multi-megabyte buffer afresh for every write costs a copy per doubling and a page
+    /// fault per page. A large one is released once nothing more is queued.
+    fn recycle(&self, buf: &mut BytesMut) {
+        buf.clear();
+        if buf.capacity() > RELEASE_OUT && self.inner.lock().out.is_empty() {
+            *buf = BytesMut::new();
+        }
+    }
+
+    /// Like `take_out`, but first let every task that is ready run (and queue its
+    /// requests), so that one write carries the batches of many sessions.
+    async fn take_out_coalesced(&self, buf: &mut BytesMut) -> bool {
+        if self.inner.lock().out.is_empty() {
+            return self.take_out(buf);
+        }
+        tokio::task::yield_now().await;
+        self.take_out(buf)
+    }
+
+    /// Write what sessions queue, through a stream (TLS).
+    async fn write_stream<W: AsyncWrite + Unpin>(&self, mut wr: W, label: &str) -> BackendError {
+        let mut buf = BytesMut::new();
+        loop {
+            if !self.take_out_coalesced(&mut buf).await {
+                self.wake.notified().await;
+                continue;
+            }
+            if let Err(e) = wr.write_all(&buf).await {
+                return BackendError::new(
+                    ErrorKind::Lost,
+                    label,
+                    format_args!("connection lost: {e}"),
+                );
+            }
+            self.recycle(&mut buf);
+        }
+    }
+
+    /// Write what sessions queue (plain TCP): what they could not write themselves.
+    async fn write_direct(
+        &self,
+        wr: Arc<tokio::net::tcp::OwnedWriteHalf>,
+        label: &str,
+    ) -> BackendError {
+        let mut buf = BytesMut::new();
+        loop {
+            if !self.take_out_coalesced(&mut buf).await {
+                self.wake.notified().await;
+                continue;
+            }
+            let mut done = 0;
+            while done < buf.len() {
+                if let Err(e) = wr.writable().await {
+                    return BackendError::new(
+                        ErrorKind::Lost,
+                        label,
+                        format_args!("connection lost: {e}"),
+                    );
+                }
+                match wr.try_write(buf.get(done..).unwrap_or_default()) {
+                    Ok(n) => done += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => {
+                        return BackendError::new(
+                            ErrorKind::Lost,
+                            label,
+                            format_args!("connection lost: {e}"),
+                        )
+                    }
+                }
+            }
+            self.recycle(&mut buf);
+        }
+    }
+
+    /// Read replies and hand them to the sessions waiting for them.
+    async fn read_replies<R: AsyncRead + Unpin>(&self, mut rd: R, label: &str) -> BackendError {
+        let mut buf = BytesMut::with_capacity(MIN_READ);
+        let mut scanner = ReplyScanner::new();
+        let mut lens: Vec<usize> = Vec::new();
+        let mut groups: Vec<(Arc<dyn Sink>, u16, usize)> = Vec::new();
+        // Read size: doubled while reads fill the buffer (large replies), halved again
+        // when they come in small, so big replies take few system calls.
+        let mut chunk = MIN_READ;
+        loop {
+            if buf.capacity() - buf.len() < chunk / 4 {
+                buf.reserve(chunk);
+            }
+            let spare = buf.capacity() - buf.len();
+            match rd.read_buf(&mut buf).await {
+                Ok(0) => return BackendError::new(ErrorKind::Lost, label, "closed the connection"),
+                Ok(n) => chunk = next_read_size(chunk, n, spare, MIN_READ, MAX_READ),
+                Err(e) => {
+                    return BackendError::new(
+                        ErrorKind::Lost,
+                        label,
+                        format_args!("connection lost: {e}"),
+                    )
+                }
+            }
+            let mut consumed = 0;
+            lens.clear();
+            loop {
+                match scanner.scan(buf.get(consumed..).unwrap_or_default()) {
+                    Ok(Some(n)) => {
+                        lens.push(n);
+                        consumed += n;
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        return BackendError::new(
+                            ErrorKind::Lost,
+                            label,
+                            format_args!("sent a bad reply: {e}"),
+                        )
+                    }
+                }
+            }
+            if lens.is_empty() {
+                continue;
+            }
+            if let Err(e) = self.deliver(&buf[..consumed], &lens, &mut groups) {
+                return e;
+            }
+            buf.advance(consumed);
+            if buf.is_empty() && buf.capacity() > 1 << 20 {
+                buf = BytesMut::with_capacity(MIN_READ);
+            }
+        }
+    }
+
+    fn deliver(
+        &self,
+        data: &[u8],
+        lens: &[usize],
+        groups: &mut Vec<(Arc<dyn Sink>, u16, usize)>,
+    ) -> Result<(), BackendError> {
+        groups.clear();
+        let mut i = 0;
+        let mut matched = 0u64;
+        {
+            let mut g = self.inner.lock();
+            while i < lens.len() {
+                let left = lens.len() - i;
+                if let Some(front) = g.waiters.front_mut() {
+                    let take = (front.count as usize).min(left);
+                    front.count -= take as u32;
+                    if front.count == 0 {
+                        if let Some(w) = g.waiters.pop_front() {
+                            groups.push((w.sink, w.slot, take));
+                        }
+                    } else {
+                        groups.push((front.sink.clone(), front.slot, take));
+                    }
+                    matched += take as u64;
+                    i += take;
+                } else if let Some((sink, slot)) = &g.stream_sink {
+                    groups.push((sink.clone(), *slot, left));
+                    i += left;
+                } else {
+                    drop(g);
+                    return Err(BackendError::new(
+                        ErrorKind::Lost,
+                        &self.label,
+                        "sent a reply nobody asked for",
+                    ));
+                }
+            }
+            g.in_flight -= matched;
+            g.busy_since = if g.waiters.is_empty() {
+                None
+            } else {
+                Some(Instant::now())
+            };
+        }
+        if matched > 0 {
+            self.outstanding.fetch_sub(matched, Ordering::Relaxed);
+        }
+        let mut off = 0;
+        let mut li = 0;
+        for (sink, slot, n) in groups.drain(..) {
+            let these = lens.get(li..li + n).unwrap_or_default();
+            let bytes: usize = these.iter().sum();
+            sink.inbox()
+                .push_replies(slot, data.get(off..off + bytes).unwrap_or_default(), these);
+            off += bytes;
+            li += n;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        LIVE.remove(&self.id);
+        for t in self.tasks.get_mut().drain(..) {
+            t.abort();
+        }
+    }
+}
+
+/// Fail connections whose oldest request has waited longer than `timeout`; runs until
+/// the runtime stops.
+pub async fn watchdog(timeout: impl Fn() -> Duration) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        let t = timeout();
+        let conns: Vec<Arc<Conn>> = LIVE.iter().filter_map(|e| e.value().upgrade()).collect();
+        for c in conns {
+            c.check_timeout(now, t);
+        }
+    }
+}

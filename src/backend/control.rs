@@ -1,0 +1,152 @@
+//! [`ControlConn`]: a plain request/reply connection for the proxy's own questions
+//! (the replication monitor, Sentinel, start-up checks).
+
+use super::handshake::connect;
+use super::{BackendError, ConnKey, ConnParams, ErrorKind};
+use crate::protocol::{encode_command, ReplyScanner};
+use crate::reply::Decoded;
+use crate::tls::BackendStream;
+use bytes::BytesMut;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A plain request/reply connection for the proxy's own questions (the replication
+/// monitor, Sentinel, start-up checks). Not pipelined, not shared.
+#[derive(Debug)]
+pub struct ControlConn {
+    stream: BackendStream,
+    buf: BytesMut,
+    scanner: ReplyScanner,
+    label: String,
+}
+
+impl ControlConn {
+    /// Connect (and authenticate) within `params.connect_timeout`.
+    pub async fn connect(params: &ConnParams) -> Result<ControlConn, BackendError> {
+        let key = ConnKey {
+            db: 0,
+            resp3: false,
+        };
+        let label = params.label();
+        let (stream, _) = tokio::time::timeout(params.connect_timeout, connect(params, key, false))
+            .await
+            .map_err(|_| {
+                BackendError::new(
+                    ErrorKind::Connect,
+                    &label,
+                    format_args!(
+                        "unreachable: no connection within {} ms",
+                        params.connect_timeout.as_millis()
+                    ),
+                )
+            })??;
+        Ok(ControlConn {
+            stream,
+            buf: BytesMut::with_capacity(4096),
+            scanner: ReplyScanner::new(),
+            label,
+        })
+    }
+
+    /// Send one command and read its reply, within `timeout`.
+    pub async fn call(
+        &mut self,
+        args: &[&[u8]],
+        timeout: Duration,
+    ) -> Result<Decoded, BackendError> {
+        let frame = self.call_raw(args, timeout).await?;
+        Decoded::parse(&frame, false).ok_or_else(|| {
+            BackendError::new(
+                ErrorKind::Lost,
+                &self.label,
+                "sent a reply that does not decode",
+            )
+        })
+    }
+
+    /// Send one command and return its reply's raw bytes, within `timeout`.
+    pub async fn call_raw(
+        &mut self,
+        args: &[&[u8]],
+        timeout: Duration,
+    ) -> Result<BytesMut, BackendError> {
+        let mut req = Vec::new();
+        encode_command(&mut req, args.iter().copied());
+        let label = self.label.clone();
+        let fut = async {
+            self.stream.write_all(&req).await.map_err(|e| {
+                BackendError::new(
+                    ErrorKind::Lost,
+                    &label,
+                    format_args!("connection lost: {e}"),
+                )
+            })?;
+            self.read_raw().await
+        };
+        tokio::time::timeout(timeout, fut).await.map_err(|_| {
+            BackendError::new(
+                ErrorKind::Timeout,
+                &self.label,
+                format_args!("did not answer within {} ms", timeout.as_millis()),
+            )
+        })?
+    }
+
+    /// Read the next frame (for subscriptions).
+    pub async fn read_frame(&mut self) -> Result<Decoded, BackendError> {
+        let frame = self.read_raw().await?;
+        Decoded::parse(&frame, false).ok_or_else(|| {
+            BackendError::new(
+                ErrorKind::Lost,
+                &self.label,
+                "sent a reply that does not decode",
+            )
+        })
+    }
+
+    async fn read_raw(&mut self) -> Result<BytesMut, BackendError> {
+        loop {
+            match self.scanner.scan(&self.buf) {
+                Ok(Some(n)) => return Ok(self.buf.split_to(n)),
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(BackendError::new(
+                        ErrorKind::Lost,
+                        &self.label,
+                        format_args!("sent a bad reply: {e}"),
+                    ))
+                }
+            }
+            match self.stream.read_buf(&mut self.buf).await {
+                Ok(0) => {
+                    return Err(BackendError::new(
+                        ErrorKind::Lost,
+                        &self.label,
+                        "closed the connection",
+                    ))
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    return Err(BackendError::new(
+                        ErrorKind::Lost,
+                        &self.label,
+                        format_args!("connection lost: {e}"),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Send a command without waiting for its reply (e.g. `SUBSCRIBE`).
+    pub async fn send(&mut self, args: &[&[u8]]) -> Result<(), BackendError> {
+        let mut req = Vec::new();
+        encode_command(&mut req, args.iter().copied());
+        self.stream.write_all(&req).await.map_err(|e| {
+            BackendError::new(
+                ErrorKind::Lost,
+                &self.label,
+                format_args!("connection lost: {e}"),
+            )
+        })
+    }
+}

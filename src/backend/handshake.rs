@@ -1,0 +1,177 @@
+//! How to reach a backend ([`ConnParams`]), what each connection is set up for
+//! ([`ConnKey`]), and the connect-and-handshake every connection runs: TCP, TLS when
+//! configured, then `HELLO 2|3 [AUTH …]`, `SELECT`, `CLIENT SETNAME`, pipelined in one
+//! write. `HELLO` is allowed while the server runs a busy script and tells the backend's
+//! client id, and a `CLIENT SETNAME` refused with `BUSY` is let go, so a connection to
+//! the default database can be made while the server is `BUSY` (to reach it with
+//! `SCRIPT KILL`, or to queue a transaction as a direct client can).
+
+use super::{BackendError, ErrorKind, Role};
+use crate::config::Secret;
+use crate::protocol::{encode_command, ReplyScanner};
+use crate::reply::Decoded;
+use crate::tls::BackendStream;
+use bytes::BytesMut;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// How to reach and set up a connection to one backend.
+#[derive(Clone, Debug)]
+pub struct ConnParams {
+    /// `host:port`.
+    pub addr: String,
+    /// The backend's role, for messages.
+    pub role: Role,
+    /// ACL user (empty: default).
+    pub username: String,
+    /// Password (empty: none).
+    pub password: Secret,
+    /// Connect and handshake timeout.
+    pub connect_timeout: Duration,
+    /// TLS towards this backend (or why it cannot be set up).
+    pub tls: Option<Result<crate::tls::Target, Arc<str>>>,
+    /// The configuration `tls` was built from (to tell whether a reload changed it).
+    pub tls_source: Option<crate::config::BackendTlsConfig>,
+}
+
+impl ConnParams {
+    /// `master 127.0.0.1:6379`.
+    pub fn label(&self) -> String {
+        format!("{} {}", self.role.as_str(), self.addr)
+    }
+}
+
+/// Per-connection setup: which database, which protocol version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnKey {
+    /// Selected database.
+    pub db: u32,
+    /// RESP3 (`HELLO 3`) or RESP2.
+    pub resp3: bool,
+}
+
+/// Connect and run the handshake: `HELLO 2|3 [AUTH …]`, `SELECT`, `CLIENT SETNAME`;
+/// the backend's client id from `HELLO` when `want_client_id`.
+pub(super) async fn connect(
+    params: &ConnParams,
+    key: ConnKey,
+    want_client_id: bool,
+) -> Result<(BackendStream, Option<i64>), BackendError> {
+    let label = params.label();
+    let tcp = TcpStream::connect(&params.addr).await.map_err(|e| {
+        BackendError::new(ErrorKind::Connect, &label, format_args!("unreachable: {e}"))
+    })?;
+    let _ = tcp.set_nodelay(true);
+    let target = match &params.tls {
+        None => None,
+        Some(Ok(t)) => Some(t),
+        Some(Err(e)) => {
+            return Err(BackendError::new(
+                ErrorKind::Connect,
+                &label,
+                format_args!("TLS is misconfigured: {e}"),
+            ))
+        }
+    };
+    let mut stream = BackendStream::wrap(tcp, target).await.map_err(|e| {
+        BackendError::new(
+            ErrorKind::Connect,
+            &label,
+            format_args!("TLS handshake failed: {e}"),
+        )
+    })?;
+    let mut hs = Vec::new();
+    let mut expect = 0;
+    let user = if params.username.is_empty() {
+        "default"
+    } else {
+        params.username.as_str()
+    };
+    {
+        let mut args: Vec<&[u8]> = vec![b"HELLO", if key.resp3 { b"3" } else { b"2" }];
+        if !params.password.is_empty() {
+            args.extend([
+                b"AUTH".as_slice(),
+                user.as_bytes(),
+                params.password.expose().as_bytes(),
+            ]);
+        }
+        encode_command(&mut hs, args.into_iter());
+        expect += 1;
+    }
+    if key.db != 0 {
+        encode_command(
+            &mut hs,
+            [b"SELECT".as_slice(), key.db.to_string().as_bytes()].into_iter(),
+        );
+        expect += 1;
+    }
+    encode_command(
+        &mut hs,
+        [b"CLIENT".as_slice(), b"SETNAME", b"redsplit"].into_iter(),
+    );
+    expect += 1;
+    let setname = expect;
+    let io = |e: std::io::Error| {
+        BackendError::new(
+            ErrorKind::Connect,
+            &label,
+            format_args!("handshake failed: {e}"),
+        )
+    };
+    stream.write_all(&hs).await.map_err(io)?;
+    let mut buf = BytesMut::with_capacity(1024);
+    let mut scanner = ReplyScanner::new();
+    let mut client_id = None;
+    let mut got = 0;
+    while got < expect {
+        if stream.read_buf(&mut buf).await.map_err(io)? == 0 {
+            return Err(BackendError::new(
+                ErrorKind::Connect,
+                &label,
+                "closed the connection during the handshake",
+            ));
+        }
+        while got < expect {
+            let Some(n) = scanner.scan(&buf).map_err(|e| {
+                BackendError::new(
+                    ErrorKind::Connect,
+                    &label,
+                    format_args!("handshake failed: {e}"),
+                )
+            })?
+            else {
+                break;
+            };
+            let frame = buf.split_to(n);
+            got += 1;
+            if got == setname && frame.starts_with(b"-BUSY") {
+                continue;
+            }
+            if let Some(b'-') = frame.first() {
+                let text =
+                    String::from_utf8_lossy(&frame[1..frame.len().saturating_sub(2)]).into_owned();
+                return Err(BackendError::new(
+                    ErrorKind::Connect,
+                    &label,
+                    format_args!("refused the handshake: {text}"),
+                ));
+            }
+            if want_client_id && got == 1 {
+                client_id = hello_id(&frame, key.resp3);
+            }
+        }
+    }
+    Ok((stream, client_id))
+}
+
+/// The `id` field of a `HELLO` reply.
+fn hello_id(frame: &[u8], resp3: bool) -> Option<i64> {
+    let items = Decoded::parse(frame, resp3)?.into_items()?;
+    let mut it = items.chunks_exact(2);
+    it.find(|kv| kv.first().and_then(|k| k.as_str()).as_deref() == Some("id"))?
+        .get(1)?
+        .as_int()
+}
