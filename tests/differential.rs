@@ -1525,6 +1525,13 @@ fn blocking_sessions() -> Vec<Session> {
             .pipeline(1, &["RPUSH b:q2 x", "LLEN b:q2"])
             .read(0, 1)
             .cmd(1, "LLEN b:q2"),
+        // The push and the pop reach the proxy after the BLPOP did, so Redis must see
+        // the BLPOP first: it takes the pushed element and the LPOP finds none.
+        Session::new("blocking/BLPOP, then another client's push and pop", 2)
+            .send(0, "BLPOP b:q3 5")
+            .pipeline(1, &["RPUSH b:q3 x", "LPOP b:q3"])
+            .read(0, 1)
+            .cmd(1, "LLEN b:q3"),
         Session::new("blocking/BLMOVE", 2)
             .send(0, "BLMOVE b:src b:dst LEFT RIGHT 5")
             .cmd(1, "LPUSH b:src a")

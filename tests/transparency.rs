@@ -108,3 +108,65 @@ fn commands_that_would_lock_the_proxy_out_are_refused_and_change_nothing() {
         Value::Array(vec![Value::Int(1)])
     );
 }
+
+/// Order between clients: a blocking command the proxy received before another client's
+/// push must reach Redis first, even when a new backend connection would take long to
+/// set up (here every reply from the master comes 150 ms late, handshakes included).
+#[test]
+fn a_blocking_command_is_not_overtaken_by_a_later_push_from_another_client() {
+    use std::io::{Read, Write};
+    let master = RedisServer::start();
+    let relay = Relay::start(master.addr());
+    let proxy = ProxyUnderTest::start(&format!(
+        "backend:\n  master: \"{}\"\n  replicas: []\n",
+        relay.addr()
+    ));
+    proxy.wait_healthy(0);
+    let mut b = proxy.conn();
+    for round in 0..3 {
+        relay.set_delay(Duration::ZERO);
+        assert_eq!(text(&query(&mut b, &["SET", "warm", "1"]).unwrap()), "OK");
+        // The proxy's connections to the master are set up, as between bursts of traffic.
+        wait_until(
+            "the proxy's master connections are ready",
+            SYNC_TIMEOUT,
+            || {
+                let list = text(&master.cmd(&["CLIENT", "LIST"]));
+                list.matches("name=redsplit ").count() >= 3
+            },
+        );
+        relay.set_delay(Duration::from_millis(150));
+        let key = format!("order:q{round}");
+        let mut a = std::net::TcpStream::connect(proxy.addr).expect("connect");
+        a.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let blpop = format!(
+            "*3\r\n$5\r\nBLPOP\r\n${}\r\n{key}\r\n$1\r\n5\r\n",
+            key.len()
+        );
+        a.write_all(blpop.as_bytes()).unwrap();
+        // Once the proxy shows the client blocked, it has taken the BLPOP.
+        wait_until("the proxy took the BLPOP", SYNC_TIMEOUT, || {
+            let list = text(&query(&mut b, &["CLIENT", "LIST", "TYPE", "normal"]).unwrap());
+            list.lines().any(|l| l.contains(" flags=b "))
+        });
+        // The push and the pop in one pipeline: Redis runs both at once when they arrive.
+        let (push, pop): (Value, Value) = redis::pipe()
+            .cmd("RPUSH")
+            .arg(&key)
+            .arg("x")
+            .cmd("LPOP")
+            .arg(&key)
+            .query(&mut b)
+            .unwrap();
+        assert_eq!(push, Value::Int(1));
+        assert_eq!(
+            pop,
+            Value::Nil,
+            "round {round}: the blocked client took the element first"
+        );
+        let want = format!("*2\r\n${}\r\n{key}\r\n$1\r\nx\r\n", key.len());
+        let mut got = vec![0u8; want.len()];
+        a.read_exact(&mut got).expect("the BLPOP's reply");
+        assert_eq!(String::from_utf8_lossy(&got), want, "round {round}");
+    }
+}

@@ -4,7 +4,7 @@
 //! reload changes a running pool's connect timeout, size and backoff in place
 //! ([`Pool::reconfigure`]).
 
-use super::{BackendError, Conn, ConnKey, ConnParams, ErrorKind};
+use super::{BackendError, Conn, ConnKey, ConnParams, ErrorKind, Role};
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -32,6 +32,10 @@ pub struct Pool {
     backoff_min_ms: AtomicU64,
     backoff_max_ms: AtomicU64,
     slots: dashmap::DashMap<ConnKey, Arc<Vec<Mutex<PoolSlot>>>>,
+    /// One dedicated connection per key already set up, for the next session that needs
+    /// one: a blocking command or `SUBSCRIBE` is written at once instead of after a
+    /// connect and handshake, so commands other clients send after it cannot overtake it.
+    spare: dashmap::DashMap<ConnKey, Arc<Conn>>,
     /// Requests in flight on this backend's connections.
     pub outstanding: Arc<AtomicU64>,
 }
@@ -66,6 +70,7 @@ impl Pool {
             backoff_min_ms: AtomicU64::new(ms(backoff_min)),
             backoff_max_ms: AtomicU64::new(ms(backoff_max)),
             slots: dashmap::DashMap::new(),
+            spare: dashmap::DashMap::new(),
             outstanding: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -187,28 +192,43 @@ impl Pool {
                 }));
             }
         }
-        let c = Conn::spawn(
-            self.params.load_full(),
-            key,
-            self.outstanding.clone(),
-            false,
-        );
+        let params = self.params.load_full();
+        if params.role == Role::Master && !self.spare.contains_key(&key) {
+            // Clients using this key may soon need a dedicated connection: have one ready.
+            self.spare.insert(
+                key,
+                Conn::spawn(params.clone(), key, Arc::new(AtomicU64::new(0)), true),
+            );
+        }
+        let c = Conn::spawn(params, key, self.outstanding.clone(), false);
         s.conn = Some(c.clone());
         Ok(c)
     }
 
-    /// A new connection for one session alone.
+    /// A connection for one session alone: the spare one for `key` if it is alive
+    /// (already connected, usually), and a new spare is started in its place.
     pub fn dedicated(&self, key: ConnKey) -> Arc<Conn> {
-        Conn::spawn(
-            self.params.load_full(),
-            key,
-            Arc::new(AtomicU64::new(0)),
-            true,
-        )
+        let fresh = || {
+            Conn::spawn(
+                self.params.load_full(),
+                key,
+                Arc::new(AtomicU64::new(0)),
+                true,
+            )
+        };
+        let taken = self.spare.insert(key, fresh());
+        match taken {
+            Some(c) if !c.is_failed() => c,
+            _ => fresh(),
+        }
     }
 
     /// Close every shared connection (topology change, shutdown).
     pub fn close_all(&self, reason: &str) {
+        for e in self.spare.iter() {
+            e.value().close(reason);
+        }
+        self.spare.clear();
         for e in self.slots.iter() {
             for s in e.value().iter() {
                 if let Some(c) = s.lock().conn.take() {
