@@ -87,6 +87,9 @@ struct State {
 pub struct Monitor {
     state: Mutex<State>,
     urgent: Notify,
+    /// While the master runs a busy script: the `BUSY …` error it answers. Set by its
+    /// poll, cleared by its next good poll or by any other answer the master gives.
+    busy: arc_swap::ArcSwapOption<String>,
 }
 
 /// Most samples kept (at 50 ms that is ten minutes).
@@ -96,6 +99,18 @@ impl Monitor {
     /// A monitor with no backends.
     pub fn new() -> Monitor {
         Monitor::default()
+    }
+
+    /// The `BUSY …` error the master answers while it runs a busy script.
+    pub fn busy(&self) -> Option<Arc<String>> {
+        self.busy.load_full()
+    }
+
+    /// The master answered something other than `BUSY`: it is not busy (any more).
+    pub fn not_busy(&self) {
+        if self.busy.load().is_some() {
+            self.busy.store(None);
+        }
     }
 
     /// Ask every poller to poll now (a durable write or `WAIT` is waiting for offsets).
@@ -474,6 +489,9 @@ async fn poller(proxy: Weak<Proxy>, backend: Arc<Backend>) {
                 .await
             {
                 Ok(Decoded::Str(text)) => {
+                    if backend.role == Role::Master {
+                        p.monitor.not_busy();
+                    }
                     let info = parse_info(&String::from_utf8_lossy(&text));
                     p.monitor.observe(&backend, sent, Some(info));
                     if failures > 0 {
@@ -485,7 +503,7 @@ async fn poller(proxy: Weak<Proxy>, backend: Arc<Backend>) {
                 // writes, answering BUSY as it would directly). Its offset is not read,
                 // so replicas' staleness bounds grow from the last sample, as they must.
                 Ok(Decoded::Error(e)) if e.starts_with("BUSY") && backend.role == Role::Master => {
-                    if failures == 0 {
+                    if p.monitor.busy.swap(Some(Arc::new(e.clone()))).is_none() {
                         tracing::info!(backend = %backend.addr, "master is busy running a script; kept as the master");
                     }
                 }

@@ -39,6 +39,10 @@
 //!   id a client of the session learned from `CLIENT ID` (it becomes that variable's
 //!   name, so a wrong id still differs).
 //! - The value of the `id` field in the reply of `HELLO`.
+//! - Timing, in one place: a [`Step::AwaitClient`] repeats a command until its reply
+//!   holds a condition, and records the last reply. Used for `PING` while a script is
+//!   busy, which the proxy answers from its monitor's last look at the master (at most
+//!   one poll interval old) where Redis answers it at once.
 //! - SCAN-family cursors: a [`Step::Scan`] runs the whole iteration loop and records,
 //!   instead of per-call bytes, whether it ended with cursor 0 and the sorted *set* of
 //!   elements gathered (`field=value` / `member=score` pairs for HSCAN/ZSCAN).
@@ -596,14 +600,24 @@ enum Step {
         what: &'static str,
         until: fn(&Val) -> bool,
     },
+    /// Repeats a command on a client until `until` holds for its reply (or the
+    /// deadline passes); the last reply is recorded. For what a world shows within a
+    /// bounded time rather than at once (the proxy answers `PING` from its monitor's
+    /// last look at the master, at most one poll interval old).
+    AwaitClient {
+        client: usize,
+        cmd: Cmd,
+        until: fn(&Val) -> bool,
+    },
 }
 
 impl Step {
     fn client(&self) -> Option<usize> {
         match self {
-            Step::Send { client, .. } | Step::Read { client, .. } | Step::Scan { client, .. } => {
-                Some(*client)
-            }
+            Step::Send { client, .. }
+            | Step::Read { client, .. }
+            | Step::Scan { client, .. }
+            | Step::AwaitClient { client, .. } => Some(*client),
             Step::OnMaster { .. } | Step::AwaitMaster { .. } => None,
         }
     }
@@ -705,6 +719,15 @@ impl Session {
     fn on_master(self, line: &str) -> Session {
         self.push(Step::OnMaster {
             cmd: Cmd::parse(line),
+        })
+    }
+
+    /// Repeats `line` on client `c` until `until` holds for its reply; records the last.
+    fn await_client(self, c: usize, line: &str, until: fn(&Val) -> bool) -> Session {
+        self.push(Step::AwaitClient {
+            client: c,
+            cmd: Cmd::parse(line),
+            until,
         })
     }
 
@@ -994,6 +1017,24 @@ impl World {
                         label: format!("{} (on the master)", cmd.label()),
                         words: cmd.words(&vars),
                         reply: master.read_reply(READ_TIMEOUT),
+                    });
+                }
+                Step::AwaitClient { client, cmd, until } => {
+                    let deadline = Instant::now() + SYNC_TIMEOUT;
+                    let reply = loop {
+                        clients[*client].send(&cmd.bytes(&vars));
+                        let reply = clients[*client].read_reply(READ_TIMEOUT);
+                        if decode(&reply).is_some_and(|v| until(&v)) || Instant::now() >= deadline {
+                            break reply;
+                        }
+                        std::thread::sleep(POLL_INTERVAL);
+                    };
+                    records.push(Record {
+                        step: i,
+                        client: Some(*client),
+                        label: format!("{} (repeated until it holds)", cmd.label()),
+                        words: cmd.words(&vars),
+                        reply,
                     });
                 }
                 Step::AwaitMaster { cmd, what, until } => {
@@ -1690,7 +1731,11 @@ fn script_sessions() -> Vec<Session> {
         Session::new("scripts/EVAL busy, then PING, MULTI, SCRIPT KILL", 2)
             .cmd(1, "SET sc:x 1")
             .send(0, "EVAL \"while true do end\" 0")
-            .cmd(1, "PING")
+            .await_client(
+                1,
+                "PING",
+                |v| matches!(v, Val::Line(b'-', e) if e.starts_with(b"BUSY")),
+            )
             .cmd(1, "MULTI")
             .cmd(1, "INCR sc:x")
             .cmd(1, "EXEC")
@@ -1722,7 +1767,11 @@ fn script_sessions() -> Vec<Session> {
         Session::new("scripts/FCALL busy, then PING, FUNCTION KILL", 2)
             .args(0, &["FUNCTION", "LOAD", library])
             .send(0, "FCALL spin 0")
-            .cmd(1, "PING")
+            .await_client(
+                1,
+                "PING",
+                |v| matches!(v, Val::Line(b'-', e) if e.starts_with(b"BUSY")),
+            )
             .cmd(1, "FUNCTION KILL")
             .read(0, 1)
             .cmd(0, "PING")

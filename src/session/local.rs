@@ -32,6 +32,14 @@ impl Session {
             ));
             return Stop::More;
         }
+        if matches!(cmd.name, "ping" | "echo") {
+            if let Some(busy) = self.proxy.monitor.busy() {
+                // As Redis answers them while it runs a busy script (the proxy answers
+                // them itself, from what it last heard from the master).
+                self.push_local_error(&busy);
+                return Stop::More;
+            }
+        }
         match cmd.name {
             "ping" => match req.argc() {
                 1 => self.push_local_raw(reply::PONG),

@@ -249,6 +249,7 @@ impl Session {
         let args: Vec<Vec<u8>> = (0..req.argc()).map(|i| req.arg(i).to_vec()).collect();
         let sink = self.sink.clone();
         let timeout = settings.command_timeout();
+        let proxy = self.proxy.clone();
         tokio::spawn(async move {
             let res = async {
                 let mut c = ControlConn::connect(&params).await?;
@@ -257,7 +258,13 @@ impl Session {
             }
             .await;
             match res {
-                Ok(frame) => sink.inbox().push_replies(slot, &frame, &[frame.len()]),
+                Ok(frame) => {
+                    if frame.starts_with(b"+OK") {
+                        // The script is stopped: the master answers normally again.
+                        proxy.monitor.not_busy();
+                    }
+                    sink.inbox().push_replies(slot, &frame, &[frame.len()]);
+                }
                 Err(e) => sink.inbox().push_failed(slot, &e, 1),
             }
         });
