@@ -271,6 +271,13 @@ impl Session {
         };
         d.conn.set_stream(&self.sink, d.slot);
         let slot = d.slot;
+        // A new tunnel: its first request is this one; the redirect target (set just
+        // before, for `CLIENT TRACKING … REDIRECT`) stays.
+        self.tracking = Tracking {
+            redirect: self.tracking.redirect.take(),
+            sent: 1,
+            ..Tracking::default()
+        };
         self.set_mode(Mode::Tunnel);
         let name = req.arg(0);
         self.set_flags(if name.eq_ignore_ascii_case(b"monitor") {
@@ -312,7 +319,18 @@ impl Session {
             // after every frame the connection owes the client, so none is lost.
             Some("quit") => self.leave_tunnel(TunnelExit::Quit),
             Some("reset") => self.leave_tunnel(TunnelExit::Reset),
-            _ => self.send_dedicated(req, Kind::Tunnel, Instant::now()),
+            name => {
+                if self.client.flags == b't' {
+                    // A tracking tunnel answers one frame per request (invalidations go
+                    // elsewhere or come as pushes): note which replies name the
+                    // redirect target, to give its proxy id back.
+                    if matches!(name, Some("client|getredir" | "client|trackinginfo")) {
+                        self.tracking.rewrites.push_back(self.tracking.sent);
+                    }
+                    self.tracking.sent += 1;
+                }
+                self.send_dedicated(req, Kind::Tunnel, Instant::now())
+            }
         }
         Stop::More
     }

@@ -301,6 +301,7 @@ impl Session {
             "tracking" => {
                 let on = req.arg(2).eq_ignore_ascii_case(b"on");
                 if on {
+                    self.tracking.redirect = None;
                     let mut none = None;
                     let Some(bytes) = self.translate_redirect(req) else {
                         return self.enter_tunnel(req, &mut none, &[], view);
@@ -538,6 +539,7 @@ impl Session {
             self.push_local_error("ERR The client ID you want redirect to does not exist");
             return Some(Vec::new());
         };
+        self.tracking.redirect = u64::try_from(id).ok();
         let b = backend_id.to_string();
         let mut out = Vec::new();
         crate::protocol::encode_command(

@@ -78,6 +78,21 @@ const RESET: &[u8] = b"*1\r\n$5\r\nRESET\r\n";
 /// Its reply, which no streamed frame can be mistaken for (those are arrays or pushes).
 const RESET_REPLY: &[u8] = reply::RESET;
 
+/// Replies of a tracking tunnel that name the redirect target (`CLIENT GETREDIR`,
+/// `CLIENT TRACKINGINFO`), which Redis answers with the backend's id of the target's
+/// connection: they are given back the proxy's id of that client.
+#[derive(Debug, Default)]
+struct Tracking {
+    /// The proxy id of the client invalidations are redirected to, if any.
+    redirect: Option<u64>,
+    /// Requests sent on the tunnel (the `CLIENT TRACKING` that opened it is the first).
+    sent: u64,
+    /// Non-push frames received on it.
+    seen: u64,
+    /// Which of those (by number) to rewrite.
+    rewrites: VecDeque<u64>,
+}
+
 /// How a client leaves the tunnel: the command that ended it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum TunnelExit {
@@ -237,6 +252,8 @@ pub struct Session {
     held_sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     view_rx: Option<tokio::sync::watch::Receiver<u64>>,
     closing: bool,
+    /// A tracking tunnel's replies that name the redirect target.
+    tracking: Tracking,
     /// Set while a SCAN-family request is being sent: its pending entry is marked.
     scan_next: bool,
     /// Set while the tunnel is being left: requests wait until it is.
@@ -336,6 +353,7 @@ impl Session {
             held_sleep: None,
             view_rx: None,
             closing: false,
+            tracking: Tracking::default(),
             scan_next: false,
             tunnel_exit: None,
             stats: None,

@@ -64,7 +64,10 @@ impl Session {
                                 if let Some((kind, n)) = state::subscription(frame) {
                                     self.client.on_subscription(kind, n);
                                 }
-                                self.wbuf.extend_from_slice(frame);
+                                match self.tracking_reply(frame) {
+                                    Some(f) => self.wbuf.extend_from_slice(&f),
+                                    None => self.wbuf.extend_from_slice(frame),
+                                }
                             }
                             q.data.advance(len);
                         }
@@ -281,6 +284,22 @@ impl Session {
             }
             Err(e) => self.answer_front(p, &format!("ERR {}", e.message), now),
         }
+    }
+
+    /// A frame of a tracking tunnel, with the redirect target's backend id replaced by
+    /// its proxy id when it is a reply that names it; `None` to forward it as it is.
+    fn tracking_reply(&mut self, frame: &[u8]) -> Option<Vec<u8>> {
+        if self.client.flags != b't' || frame.first() == Some(&b'>') {
+            return None;
+        }
+        let n = self.tracking.seen;
+        self.tracking.seen += 1;
+        if self.tracking.rewrites.front() != Some(&n) {
+            return None;
+        }
+        self.tracking.rewrites.pop_front();
+        let id = self.tracking.redirect?;
+        state::with_redirect(frame, id)
     }
 
     /// A SCAN-family reply with its cursor tagged by the node that answered (the source

@@ -201,6 +201,27 @@ pub fn subscription(frame: &[u8]) -> Option<(&[u8], u32)> {
     Some((kind, count))
 }
 
+/// A `CLIENT GETREDIR` reply (`:id`) or `CLIENT TRACKINGINFO` reply (its `redirect`
+/// field) naming a redirect target (id > 0), with that id replaced by `id`.
+pub fn with_redirect(frame: &[u8], id: u64) -> Option<Vec<u8>> {
+    let (start, rest) = if frame.first() == Some(&b':') {
+        (1, frame.get(1..)?)
+    } else {
+        let at = memchr::memmem::find(frame, b"redirect\r\n:")? + 10;
+        (at + 1, frame.get(at + 1..)?)
+    };
+    let end = memchr::memchr(b'\r', rest)?;
+    let old: i64 = std::str::from_utf8(rest.get(..end)?).ok()?.parse().ok()?;
+    if old <= 0 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(frame.len() + 8);
+    out.extend_from_slice(frame.get(..start)?);
+    out.extend_from_slice(id.to_string().as_bytes());
+    out.extend_from_slice(frame.get(start + end..)?);
+    Some(out)
+}
+
 /// One bulk string at the front of `b`, and what follows it.
 fn bulk(b: &[u8]) -> Option<(&[u8], &[u8])> {
     let b = b.strip_prefix(b"$")?;
@@ -214,6 +235,19 @@ fn bulk(b: &[u8]) -> Option<(&[u8], &[u8])> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redirect_ids_are_replaced_in_both_replies() {
+        assert_eq!(
+            with_redirect(b":345\r\n", 7).as_deref(),
+            Some(&b":7\r\n"[..])
+        );
+        assert_eq!(with_redirect(b":0\r\n", 7), None);
+        assert_eq!(with_redirect(b":-1\r\n", 7), None);
+        let info = b"*6\r\n$5\r\nflags\r\n*1\r\n$2\r\non\r\n$8\r\nredirect\r\n:345\r\n$8\r\nprefixes\r\n*0\r\n";
+        let want = b"*6\r\n$5\r\nflags\r\n*1\r\n$2\r\non\r\n$8\r\nredirect\r\n:12\r\n$8\r\nprefixes\r\n*0\r\n";
+        assert_eq!(with_redirect(info, 12).as_deref(), Some(&want[..]));
+    }
 
     #[test]
     fn confirmations_are_recognised_and_messages_are_not() {
