@@ -392,6 +392,21 @@ pub fn cuts_off_backends(cmd: &Command, req: &Request, backend_user: &str) -> Op
     }
 }
 
+/// Whether `req` may touch keys it does not name as key arguments, so a key pattern
+/// cannot be checked on its arguments: scripts and functions (`EVAL`, `FCALL` and their
+/// `_RO` and `SHA` forms read and write whatever they like), and `SORT`/`SORT_RO` with
+/// `BY` or `GET` patterns (Redis 7 likewise requires access to all keys for those).
+pub fn touches_undeclared_keys(cmd: &Command, req: &Request) -> bool {
+    match cmd.name {
+        "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro" => true,
+        "sort" | "sort_ro" => (2..req.argc()).any(|i| {
+            let a = req.arg(i);
+            a.eq_ignore_ascii_case(b"by") || a.eq_ignore_ascii_case(b"get")
+        }),
+        _ => false,
+    }
+}
+
 /// The static table generated from Redis's `COMMAND` reply, sorted by name.
 pub fn table() -> &'static [Command] {
     table::COMMANDS

@@ -1266,7 +1266,32 @@ fn permissions_of_every_kind() {
     assert_noperm(&mut app, &["GET", "other"], keys);
     assert_noperm(&mut app, &["MSET", "app:3", "c", "other", "d"], keys);
     assert_noperm(&mut app, &["RENAME", "app:1", "elsewhere"], keys);
-    assert_noperm(&mut app, &["EVAL", "return 1", "1", "other"], keys);
+    // Scripts and SORT BY/GET can reach keys they do not name: refused whole to a
+    // key-restricted user, even when every named key is allowed.
+    let undeclared = "can reach keys it does not name";
+    assert_noperm(&mut app, &["EVAL", "return 1", "1", "other"], undeclared);
+    assert_noperm(
+        &mut app,
+        &["EVAL_RO", "return redis.call('get','other')", "1", "app:1"],
+        undeclared,
+    );
+    assert_noperm(
+        &mut app,
+        &["EVAL_RO", "return redis.call('get','other')", "0"],
+        undeclared,
+    );
+    assert_noperm(&mut app, &["FCALL_RO", "f", "1", "app:1"], undeclared);
+    assert_noperm(&mut app, &["SORT", "app:list", "BY", "other*"], undeclared);
+    assert_noperm(
+        &mut app,
+        &["SORT_RO", "app:list", "GET", "other*"],
+        undeclared,
+    );
+    assert_eq!(
+        query(&mut app, &["SORT", "app:list"]).unwrap(),
+        Value::Array(vec![]),
+        "a SORT of its own key, without patterns, runs"
+    );
     assert_eq!(
         set.master.get("app:3"),
         None,

@@ -168,6 +168,14 @@ impl Session {
                 ));
                 return Stop::More;
             }
+            if !user.all_keys() && commands::touches_undeclared_keys(cmd, req) {
+                self.flush_pending_run(run, rbuf);
+                self.push_local_error(&format!(
+                    "NOPERM this user may access only some keys, and '{}' can reach keys it does not name (scripts, functions, SORT BY/GET); it is refused to key-restricted users",
+                    cmd.name
+                ));
+                return Stop::More;
+            }
             if !user.all_keys() {
                 let mut ok = true;
                 commands::for_each_key(cmd, req, |i| ok &= user.may_touch(req.arg(i)));
