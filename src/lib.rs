@@ -19,7 +19,8 @@
 //! and swaps the settings in ([`proxy::Settings`]); [`admin`] serves `/metrics`
 //! ([`metrics`]), health and a status page; [`introspect`] answers `PROXY STATUS`,
 //! `PROXY EXPLAIN` and `PROXY CONFIG` from the same snapshot and routing function.
-//! [`auth`] checks users and permissions, [`reply`] builds the proxy's own replies, and
+//! [`auth`] checks users and permissions, [`reply`] builds the proxy's own replies
+//! ([`error`] names the errors it answers itself, each with its RESP error line), and
 //! [`server`] runs the listener, limits and graceful shutdown, and parks idle clients (a
 //! client with nothing in flight keeps only its socket and a small task until its next
 //! byte; its session state is rebuilt then). Everything shared lives in [`proxy::Proxy`].
@@ -30,6 +31,7 @@ pub mod auth;
 pub mod backend;
 pub mod commands;
 pub mod config;
+pub mod error;
 pub mod introspect;
 pub mod metrics;
 pub mod policy;

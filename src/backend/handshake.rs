@@ -3,7 +3,7 @@
 //! configured, then `HELLO 3`/`AUTH`, `SELECT`, `CLIENT SETNAME` and optionally
 //! `CLIENT ID`, pipelined in one write.
 
-use super::{BackendError, ErrorKind, Role};
+use super::{BackendError, Role};
 use crate::config::Secret;
 use crate::protocol::{encode_command, ReplyScanner};
 use crate::reply::Decoded;
@@ -57,27 +57,22 @@ pub(super) async fn connect(
     want_client_id: bool,
 ) -> Result<(BackendStream, Option<i64>), BackendError> {
     let label = params.label();
-    let tcp = TcpStream::connect(&params.addr).await.map_err(|e| {
-        BackendError::new(ErrorKind::Connect, &label, format_args!("unreachable: {e}"))
-    })?;
+    let tcp = TcpStream::connect(&params.addr)
+        .await
+        .map_err(|e| BackendError::unreachable(&label, e))?;
     let _ = tcp.set_nodelay(true);
     let target = match &params.tls {
         None => None,
         Some(Ok(t)) => Some(t),
         Some(Err(e)) => {
-            return Err(BackendError::new(
-                ErrorKind::Connect,
+            return Err(BackendError::connect_failed(
                 &label,
                 format_args!("TLS is misconfigured: {e}"),
             ))
         }
     };
     let mut stream = BackendStream::wrap(tcp, target).await.map_err(|e| {
-        BackendError::new(
-            ErrorKind::Connect,
-            &label,
-            format_args!("TLS handshake failed: {e}"),
-        )
+        BackendError::connect_failed(&label, format_args!("TLS handshake failed: {e}"))
     })?;
     let mut hs = Vec::new();
     let mut expect = 0;
@@ -133,11 +128,7 @@ pub(super) async fn connect(
         expect += 1;
     }
     let io = |e: std::io::Error| {
-        BackendError::new(
-            ErrorKind::Connect,
-            &label,
-            format_args!("handshake failed: {e}"),
-        )
+        BackendError::connect_failed(&label, format_args!("handshake failed: {e}"))
     };
     stream.write_all(&hs).await.map_err(io)?;
     let mut buf = BytesMut::with_capacity(1024);
@@ -146,19 +137,14 @@ pub(super) async fn connect(
     let mut got = 0;
     while got < expect {
         if stream.read_buf(&mut buf).await.map_err(io)? == 0 {
-            return Err(BackendError::new(
-                ErrorKind::Connect,
+            return Err(BackendError::connect_failed(
                 &label,
                 "closed the connection during the handshake",
             ));
         }
         while got < expect {
             let Some(n) = scanner.scan(&buf).map_err(|e| {
-                BackendError::new(
-                    ErrorKind::Connect,
-                    &label,
-                    format_args!("handshake failed: {e}"),
-                )
+                BackendError::connect_failed(&label, format_args!("handshake failed: {e}"))
             })?
             else {
                 break;
@@ -167,11 +153,7 @@ pub(super) async fn connect(
             if let Some(b'-') = frame.first() {
                 let text =
                     String::from_utf8_lossy(&frame[1..frame.len().saturating_sub(2)]).into_owned();
-                return Err(BackendError::new(
-                    ErrorKind::Connect,
-                    &label,
-                    format_args!("refused the handshake: {text}"),
-                ));
+                return Err(BackendError::refused(&label, text));
             }
             got += 1;
             if want_client_id && got == expect {
