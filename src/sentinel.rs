@@ -25,9 +25,11 @@
 //! discard; reads are served by replicas as while the master is down. If the promotion
 //! began while the master still answered (a planned failover, `SENTINEL FAILOVER`),
 //! writes wait for the new master, up to `hold_writes_ms`; otherwise (the master died)
-//! they fail fast with `no master is known`. The set changes only when it really differs; backends whose
-//! address and role are unchanged are reused, so their connections survive. Every
-//! change is counted in `topology_changes` and logged once at `info`.
+//! they fail fast with `no master is known`. The set changes only when it really
+//! differs; it is made by the same builder as static backends
+//! ([`Backends::build`](crate::topology::Backends::build)): backends whose address,
+//! role, credentials and TLS settings are unchanged are reused, so their connections
+//! survive. Every change is counted in `topology_changes` and logged once at `info`.
 
 use crate::backend::{BackendError, ConnParams, ControlConn, Role};
 use crate::config::{Config, Secret, SentinelConfig};

@@ -196,6 +196,52 @@ fn restart_only_settings_are_reported_and_kept() {
 }
 
 #[test]
+fn pool_settings_apply_to_kept_backends_and_the_grace_is_restart_only() {
+    let set = ReplicaSet::start(1, false);
+    let proxy = ProxyUnderTest::start(&config_text(&set, "replica"));
+    let state = proxy.state().clone();
+    let before = state.monitor.backends();
+    let grace = state.settings.load().config.shutdown_grace_ms;
+    let mut new = redsplit::config::Config::from_yaml(&config_text(&set, "replica")).unwrap();
+    new.backend.connections = 5;
+    new.backend.connect_timeout_ms = 321;
+    new.backend.reconnect_min_ms = 7;
+    new.backend.reconnect_max_ms = 70;
+    new.shutdown_grace_ms = grace + 1;
+    match redsplit::reload::apply(&state, new, "test", false) {
+        redsplit::reload::Outcome::Applied {
+            restart_required, ..
+        } => assert_eq!(restart_required, ["shutdown_grace_ms"]),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(state.settings.load().config.shutdown_grace_ms, grace);
+    let after = state.monitor.backends();
+    let ids = |b: &redsplit::topology::Backends| b.all().map(|b| b.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(&before),
+        ids(&after),
+        "the backends and their connections stay"
+    );
+    for b in after.all() {
+        assert_eq!(b.pool.size(), 5, "{}", b.label());
+        assert_eq!(
+            b.pool.params().connect_timeout,
+            std::time::Duration::from_millis(321)
+        );
+        assert_eq!(
+            b.pool.backoff(),
+            (
+                std::time::Duration::from_millis(7),
+                std::time::Duration::from_millis(70)
+            )
+        );
+    }
+    // Still serving.
+    let mut c = proxy.conn();
+    assert!(query(&mut c, &["SET", "k", "v"]).is_ok());
+}
+
+#[test]
 fn sighup_reloads_the_binary() {
     let set = ReplicaSet::start(1, false);
     let dir = tempfile::tempdir().unwrap();
