@@ -1,5 +1,12 @@
 //! Live reloads of `proxy.yaml` under load: the policy changes without a failed request,
 //! an invalid edit changes nothing, and restart-only settings are reported.
+// Test code: unwrap, panic and indexing fail the test; `unsafe` is libc calls (signals, rlimits).
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    unsafe_code
+)]
 mod common;
 
 use common::*;

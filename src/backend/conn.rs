@@ -453,7 +453,9 @@ impl Conn {
             if lens.is_empty() {
                 continue;
             }
-            if let Err(e) = self.deliver(&buf[..consumed], &lens, &mut groups) {
+            if let Err(e) =
+                self.deliver(buf.get(..consumed).unwrap_or_default(), &lens, &mut groups)
+            {
                 return e;
             }
             buf.advance(consumed);

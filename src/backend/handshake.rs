@@ -151,8 +151,10 @@ pub(super) async fn connect(
             };
             let frame = buf.split_to(n);
             if let Some(b'-') = frame.first() {
-                let text =
-                    String::from_utf8_lossy(&frame[1..frame.len().saturating_sub(2)]).into_owned();
+                let line = frame
+                    .get(1..frame.len().saturating_sub(2))
+                    .unwrap_or_default();
+                let text = String::from_utf8_lossy(line).into_owned();
                 return Err(BackendError::refused(&label, text));
             }
             got += 1;
