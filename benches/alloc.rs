@@ -13,6 +13,13 @@
 //!
 //! `cargo bench --bench alloc` runs it at full length; `cargo test --benches` runs a
 //! short version.
+// The allocator module: a counting GlobalAlloc is `unsafe` by definition; a bench may unwrap.
+#![allow(
+    unsafe_code,
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};

@@ -3,6 +3,8 @@
 //!
 //! `cargo bench --bench hot_path` measures; `cargo test --benches` runs each benchmark
 //! once as a smoke test. The README records the figures, so a regression shows.
+// Benchmark code: a failure aborts the run.
+#![allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
 
 use std::hint::black_box;
 

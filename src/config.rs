@@ -37,6 +37,7 @@ pub struct Config {
     /// Worker threads of the runtime; 0 means one per available core. Restart needed.
     pub workers: usize,
     /// How long SIGTERM waits for in-flight replies before closing connections (ms).
+    /// Restart needed.
     pub shutdown_grace_ms: u64,
     /// The admin HTTP endpoint.
     pub admin: AdminConfig,
@@ -160,9 +161,12 @@ pub struct BackendConfig {
     pub username: String,
     /// Password for backend connections; empty: none.
     pub password: Secret,
-    /// Shared connections per backend, per selected database and protocol version.
+    /// Shared connections per backend, per selected database and protocol version. A
+    /// reload resizes running pools: connections beyond a smaller size leave the pool
+    /// (sessions using one finish with it first).
     pub connections: usize,
-    /// Connect (and handshake) timeout (ms).
+    /// Connect (and handshake) timeout (ms). A reload applies it to connections made
+    /// from then on.
     pub connect_timeout_ms: u64,
     /// A shared connection whose oldest request has waited this long is declared dead
     /// and its requests fail (reads to replicas are retried on the master) (ms).
@@ -710,10 +714,13 @@ type Differs = fn(&Config, &Config) -> bool;
 
 /// Settings that only take effect at start-up, with the name
 /// [`Config::restart_required`] reports for each.
-const RESTART_ONLY: [(&str, Differs); 3] = [
+const RESTART_ONLY: [(&str, Differs); 4] = [
     ("listen", |a, b| a.listen != b.listen),
     ("workers", |a, b| a.workers != b.workers),
     ("admin.listen", |a, b| a.admin.listen != b.admin.listen),
+    ("shutdown_grace_ms", |a, b| {
+        a.shutdown_grace_ms != b.shutdown_grace_ms
+    }),
 ];
 
 impl Config {
@@ -782,10 +789,15 @@ impl Config {
 
     /// The settings that differ between `self` (running) and `new` but take effect only
     /// after a restart: `listen`, `workers` and `admin.listen` (sockets and threads made
-    /// at start-up). Everything else — backends (addresses, Sentinel, credentials,
-    /// pool sizes, timeouts), replication, routing, users, `deny_commands`, `limits`
-    /// (including `max_clients`), `shutdown_grace_ms` and `admin.token` — is applied
-    /// live by a reload.
+    /// at start-up), and `shutdown_grace_ms` (read once, when the signal handler is set
+    /// up). A reload keeps their running values. Everything else — backends (addresses,
+    /// Sentinel, credentials, TLS, and the pool settings `connections`,
+    /// `connect_timeout_ms`, `command_timeout_ms`, `reconnect_min_ms`,
+    /// `reconnect_max_ms`, which a backend kept across the reload takes too),
+    /// replication, routing, users, `deny_commands`, `limits` (including
+    /// `max_clients`) and `admin.token` — is applied live by a reload. Switching
+    /// between static backends and Sentinel is refused by the reload itself (see
+    /// [`crate::reload`]).
     pub fn restart_required(&self, new: &Config) -> Vec<&'static str> {
         RESTART_ONLY
             .iter()

@@ -22,7 +22,8 @@
 //! and swaps the settings in ([`proxy::Settings`]); [`admin`] serves `/metrics`
 //! ([`metrics`]), health and a status page; [`introspect`] answers `PROXY STATUS`,
 //! `PROXY EXPLAIN` and `PROXY CONFIG` from the same snapshot and routing function.
-//! [`auth`] checks users and permissions, [`reply`] builds the proxy's own replies, and
+//! [`auth`] checks users and permissions, [`reply`] builds the proxy's own replies
+//! ([`error`] names the errors it answers itself, each with its RESP error line), and
 //! [`server`] runs the listener, limits and graceful shutdown, and parks idle clients (a
 //! client with nothing in flight keeps only its socket and a small task until its next
 //! byte; its session state is rebuilt then). Everything shared lives in [`proxy::Proxy`].
@@ -34,6 +35,7 @@ pub mod backend;
 pub mod commands;
 pub mod config;
 pub mod cursor;
+pub mod error;
 pub mod introspect;
 pub mod metrics;
 pub mod policy;
@@ -44,6 +46,9 @@ pub mod replication;
 pub mod reply;
 pub mod router;
 pub mod sentinel;
+// server.rs is being restructured elsewhere: its one `unsafe` block (a libc call) is
+// allowed here rather than in the file.
+#[allow(unsafe_code)]
 pub mod server;
 pub mod session;
 pub mod tls;

@@ -6,8 +6,12 @@
 //! validated first; if it is invalid the running configuration stays, the reason is
 //! logged and counted. A valid one is swapped in with one atomic store: requests already
 //! routed finish under the old policy, new ones use the new. Settings that cannot change
-//! while running (`listen`, `workers`, `admin.listen`) keep their running value and are
-//! reported as needing a restart.
+//! while running (`listen`, `workers`, `admin.listen`, `shutdown_grace_ms`) keep their
+//! running value and are reported as needing a restart, as is a switch between static
+//! backends and Sentinel. Backends are rebuilt by [`Backends::from_static`] (Sentinel
+//! mode: by the follower's next refresh, with the same builder): one whose address,
+//! role, credentials and TLS are unchanged keeps its connections and takes the new pool
+//! settings.
 
 use crate::config::{Config, ConfigError};
 use crate::proxy::{Proxy, Settings};
@@ -72,6 +76,7 @@ pub fn apply(proxy: &Arc<Proxy>, mut new: Config, why: &str, force: bool) -> Out
     new.listen = old.config.listen.clone();
     new.workers = old.config.workers;
     new.admin.listen = old.config.admin.listen.clone();
+    new.shutdown_grace_ms = old.config.shutdown_grace_ms;
     let mode_changed = new.backend.sentinel.is_some() != old.config.backend.sentinel.is_some();
     if mode_changed {
         tracing::warn!("switching between static backends and Sentinel needs a restart; the running backends stay");

@@ -330,17 +330,20 @@ impl Monitor {
             let mut pools = std::mem::take(&mut obs.pools);
             for (i, budget) in policy.budgets.iter().enumerate() {
                 let within = health == Health::Ok && budget.admits(staleness, lag_bytes);
-                let ps = match pools.iter_mut().position(|p| p.budget == *budget) {
-                    Some(p) => &mut pools[p],
+                let at = match pools.iter().position(|p| p.budget == *budget) {
+                    Some(p) => p,
                     None => {
                         pools.push(PoolState {
                             budget: *budget,
                             in_pool: within,
                             within_since: within.then_some(now),
                         });
-                        let last = pools.len() - 1;
-                        &mut pools[last]
+                        pools.len() - 1
                     }
+                };
+                // `at` is an index of `pools` (found, or the one just pushed).
+                let Some(ps) = pools.get_mut(at) else {
+                    continue;
                 };
                 if ps.in_pool && !within {
                     ps.in_pool = false;

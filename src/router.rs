@@ -4,11 +4,19 @@
 //! It does no I/O and allocates nothing, so every rule is unit-tested without sockets,
 //! and `PROXY EXPLAIN` calls the same [`verdict`] per replica to say why a read went
 //! where it went.
+//!
+//! Beside [`route_read`] and [`route_write`], the other decisions a session makes about
+//! the topology are pure functions here too: where a failed replica read is retried
+//! ([`retry_target`]), which replicas count for `WAIT` and durable writes
+//! ([`replicas_holding`]), and whether a write waits out a planned failover
+//! ([`write_hold`], [`write_rejection`]).
 
 use crate::config::{Consistency, Fallback, OnMasterDown, ReplicaChoice};
+use crate::error::ProxyError;
 use crate::policy::{Level, Policy};
-use crate::topology::{Health, ReplicaView, View};
-use std::time::Instant;
+use crate::topology::{Backend, Health, ReplicaView, View};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Where a request goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -318,6 +326,88 @@ fn pick_reachable(view: &View) -> Option<usize> {
         .map(|(i, _)| i)
 }
 
+/// Where a replica read that failed (connection lost, `LOADING`, `NOSCRIPT`, or it
+/// could not be sent) is retried: the master while it is known and not known to be
+/// down; otherwise (a failover, or the master's last poll failed) the first healthy
+/// replica other than the one that failed (`failed`, a backend id). `None`: nowhere,
+/// and the client gets [`ProxyError::ReplicaFailedNoMaster`].
+///
+/// [`ProxyError::ReplicaFailedNoMaster`]: crate::error::ProxyError::ReplicaFailedNoMaster
+pub fn retry_target(view: &View, failed: Option<u32>) -> Option<&Arc<Backend>> {
+    match view.master.as_ref().filter(|m| !m.down) {
+        Some(m) => Some(&m.backend),
+        None => view
+            .replicas
+            .iter()
+            .find(|r| r.health == Health::Ok && Some(r.backend.id) != failed)
+            .map(|r| &r.backend),
+    }
+}
+
+/// How many replicas hold a write at master offset `target`, for `WAIT` and durable
+/// writes: those that answer polls, whose health is `ok` or `link_down` (a replica whose
+/// link just dropped still holds what it received), and whose own offset has reached
+/// `target`. `master` is the backend id of the master the write went to: if the view
+/// names another master, the offsets belong to another history and none counts (0).
+pub fn replicas_holding(view: &View, target: u64, master: Option<u32>) -> u32 {
+    if view
+        .master
+        .as_ref()
+        .is_some_and(|m| Some(m.backend.id) != master)
+    {
+        return 0;
+    }
+    let n = view
+        .replicas
+        .iter()
+        .filter(|r| r.reachable && matches!(r.health, Health::Ok | Health::LinkDown))
+        .filter(|r| r.offset.is_some_and(|o| o >= target))
+        .count();
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// What a write does when it meets the topology.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteHold {
+    /// Route it now (to the master, or reject it if none is known).
+    Go,
+    /// A planned failover is under way: hold the write, and everything after it, until
+    /// a new view, at most until this instant (keep it: it is the `deadline` of the
+    /// next call for the same hold).
+    Hold {
+        /// When the hold ends and the write fails if there is still no master.
+        until: Instant,
+    },
+}
+
+/// The failover write hold: while no master is known and Sentinel is promoting a
+/// replica in a planned failover (`view.switching`), a write waits for the new master
+/// up to `hold` (`backend.sentinel.hold_writes_ms`) from when the session's first held
+/// write met it. `deadline` is the hold already running (`None` when none is); once it
+/// has passed, the write goes on, and fails with [`write_rejection`].
+pub fn write_hold(
+    view: &View,
+    hold: Duration,
+    deadline: Option<Instant>,
+    now: Instant,
+) -> WriteHold {
+    if view.master.is_some() || !view.switching {
+        return WriteHold::Go;
+    }
+    let until = deadline.unwrap_or(now + hold);
+    if now < until {
+        WriteHold::Hold { until }
+    } else {
+        WriteHold::Go
+    }
+}
+
+/// The error for a write when no master is known: a failover under way while
+/// `view.switching`, else no master.
+pub fn write_rejection(view: &View) -> ProxyError {
+    ProxyError::no_master(view.switching)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -532,5 +622,103 @@ mod tests {
         v.replicas[0].in_pool = u64::MAX;
         assert_eq!(route_read(&l, &s, &p, &v, now).target, Target::Replica(1));
         let _ = Arc::strong_count(&v.replicas[0].backend);
+    }
+
+    fn ids(v: &View) -> (u32, u32, u32) {
+        (
+            v.master.as_ref().unwrap().backend.id,
+            v.replicas[0].backend.id,
+            v.replicas[1].backend.id,
+        )
+    }
+
+    #[test]
+    fn a_failed_replica_read_is_retried_on_the_master_or_another_healthy_replica() {
+        let now = Instant::now();
+        let c = cfg("");
+        let mut v = view(&c, now, [0, 0]);
+        let (m, r0, r1) = ids(&v);
+        assert_eq!(retry_target(&v, Some(r0)).map(|b| b.id), Some(m));
+        // The master is down: another healthy replica, never the one that failed.
+        v.master.as_mut().unwrap().down = true;
+        assert_eq!(retry_target(&v, Some(r0)).map(|b| b.id), Some(r1));
+        assert_eq!(retry_target(&v, Some(r1)).map(|b| b.id), Some(r0));
+        v.replicas[1].health = Health::LinkDown;
+        assert_eq!(retry_target(&v, Some(r0)).map(|b| b.id), None);
+        // No master known (a failover): the same.
+        v.master = None;
+        v.replicas[1].health = Health::Ok;
+        assert_eq!(retry_target(&v, Some(r0)).map(|b| b.id), Some(r1));
+        assert_eq!(retry_target(&v, None).map(|b| b.id), Some(r0));
+        v.replicas.clear();
+        assert!(retry_target(&v, None).is_none());
+    }
+
+    #[test]
+    fn replicas_count_for_wait_when_reachable_healthy_and_caught_up() {
+        let now = Instant::now();
+        let c = cfg("");
+        let mut v = view(&c, now, [0, 0]);
+        let (m, _, _) = ids(&v);
+        v.replicas[0].offset = Some(100);
+        v.replicas[1].offset = Some(99);
+        assert_eq!(replicas_holding(&v, 100, Some(m)), 1);
+        assert_eq!(replicas_holding(&v, 99, Some(m)), 2);
+        // A replica whose link just dropped still holds what it received.
+        v.replicas[1].health = Health::LinkDown;
+        assert_eq!(replicas_holding(&v, 99, Some(m)), 2);
+        for h in [
+            Health::Syncing,
+            Health::Loading,
+            Health::OtherHistory,
+            Health::Unknown,
+        ] {
+            v.replicas[1].health = h;
+            assert_eq!(replicas_holding(&v, 99, Some(m)), 1, "{h:?}");
+        }
+        v.replicas[1].health = Health::Ok;
+        v.replicas[1].reachable = false;
+        assert_eq!(replicas_holding(&v, 99, Some(m)), 1);
+        v.replicas[0].offset = None;
+        assert_eq!(replicas_holding(&v, 0, Some(m)), 0);
+        // The master changed since the write: no replica counts.
+        v.replicas[0].offset = Some(500);
+        assert_eq!(replicas_holding(&v, 100, Some(m + 1000)), 0);
+        assert_eq!(replicas_holding(&v, 100, None), 0);
+        // No master known: offsets still count.
+        v.master = None;
+        assert_eq!(replicas_holding(&v, 100, Some(m)), 1);
+    }
+
+    #[test]
+    fn writes_wait_out_a_planned_failover_up_to_the_hold() {
+        let now = Instant::now();
+        let c = cfg("");
+        let mut v = view(&c, now, [0, 0]);
+        let hold = Duration::from_millis(500);
+        assert_eq!(write_hold(&v, hold, None, now), WriteHold::Go);
+        // The master is gone, but not in a planned failover: fail fast.
+        v.master = None;
+        assert_eq!(write_hold(&v, hold, None, now), WriteHold::Go);
+        assert_eq!(write_rejection(&v), ProxyError::NoMaster);
+        v.switching = true;
+        let until = now + hold;
+        assert_eq!(write_hold(&v, hold, None, now), WriteHold::Hold { until });
+        // The running hold keeps its deadline.
+        let later = now + Duration::from_millis(300);
+        assert_eq!(
+            write_hold(&v, hold, Some(until), later),
+            WriteHold::Hold { until }
+        );
+        assert_eq!(write_hold(&v, hold, Some(until), until), WriteHold::Go);
+        assert_eq!(write_rejection(&v), ProxyError::FailoverUnderWay);
+        assert_eq!(
+            write_hold(&v, Duration::ZERO, None, now),
+            WriteHold::Go,
+            "hold_writes_ms: 0 fails at once"
+        );
+        // A master is known again: go, whatever the flag says.
+        v.master = view(&c, now, [0, 0]).master;
+        assert_eq!(write_hold(&v, hold, Some(until), later), WriteHold::Go);
     }
 }

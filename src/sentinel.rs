@@ -25,9 +25,11 @@
 //! discard; reads are served by replicas as while the master is down. If the promotion
 //! began while the master still answered (a planned failover, `SENTINEL FAILOVER`),
 //! writes wait for the new master, up to `hold_writes_ms`; otherwise (the master died)
-//! they fail fast with `no master is known`. The set changes only when it really differs; backends whose
-//! address and role are unchanged are reused, so their connections survive. Every
-//! change is counted in `topology_changes` and logged once at `info`.
+//! they fail fast with `no master is known`. The set changes only when it really
+//! differs; it is made by the same builder as static backends
+//! ([`Backends::build`](crate::topology::Backends::build)): backends whose address,
+//! role, credentials and TLS settings are unchanged are reused, so their connections
+//! survive. Every change is counted in `topology_changes` and logged once at `info`.
 
 use crate::backend::{BackendError, ConnParams, ControlConn, Role};
 use crate::config::{Config, Secret, SentinelConfig};
@@ -139,8 +141,7 @@ impl Target {
     fn params(&self) -> ConnParams {
         ConnParams {
             addr: self.addr.clone(),
-            // Only used to label errors, which `reason` strips again.
-            role: Role::Master,
+            role: Role::Sentinel,
             username: self.username.clone(),
             password: self.password.clone(),
             connect_timeout: self.connect_timeout,
@@ -150,13 +151,9 @@ impl Target {
         }
     }
 
-    /// A connection error without the `redsplit: master ADDR` prefix, which would
-    /// wrongly call the Sentinel a master.
-    fn reason<'a>(&self, e: &'a BackendError) -> &'a str {
-        let prefix = format!("redsplit: {} ", self.params().label());
-        e.message
-            .strip_prefix(prefix.as_str())
-            .unwrap_or(&e.message)
+    /// What went wrong with the Sentinel, for logs that name it already.
+    fn reason(&self, e: &BackendError) -> String {
+        e.detail()
     }
 }
 
@@ -240,12 +237,12 @@ async fn subscriber(t: Target, wake: Arc<Notify>) {
 async fn listen(t: &Target, wake: &Notify, subscribed: &mut bool) -> String {
     let mut c = match ControlConn::connect(&t.params()).await {
         Ok(c) => c,
-        Err(e) => return t.reason(&e).to_string(),
+        Err(e) => return t.reason(&e),
     };
     let mut args: Vec<&[u8]> = vec![b"SUBSCRIBE"];
     args.extend(EVENTS.iter().map(|e| e.as_bytes()));
     if let Err(e) = c.send(&args).await {
-        return t.reason(&e).to_string();
+        return t.reason(&e);
     }
     let mut ping_sent = false;
     loop {
@@ -253,12 +250,12 @@ async fn listen(t: &Target, wake: &Notify, subscribed: &mut bool) -> String {
             Err(_) if ping_sent => return "no answer to PING".into(),
             Err(_) => {
                 if let Err(e) = c.send(&[b"PING"]).await {
-                    return t.reason(&e).to_string();
+                    return t.reason(&e);
                 }
                 ping_sent = true;
                 continue;
             }
-            Ok(Err(e)) => return t.reason(&e).to_string(),
+            Ok(Err(e)) => return t.reason(&e),
             Ok(Ok(frame)) => frame,
         };
         ping_sent = false;
@@ -389,7 +386,7 @@ async fn ask(
         None => match ControlConn::connect(&t.params()).await {
             Ok(c) => c,
             Err(e) => {
-                let why = t.reason(&e).to_string();
+                let why = t.reason(&e);
                 return (t, None, Err(AskError::Failed(why)));
             }
         },
@@ -476,7 +473,7 @@ async fn ask_one(
     {
         Ok(Decoded::Error(e)) => Err((false, AskError::Failed(e))),
         Ok(d) => Ok(d),
-        Err(e) => Err((true, AskError::Failed(t.reason(&e).to_string()))),
+        Err(e) => Err((true, AskError::Failed(t.reason(&e)))),
     }
 }
 
@@ -895,22 +892,12 @@ impl Follower {
                     Some(c) => c,
                     None => match ControlConn::connect(&params).await {
                         Ok(c) => c,
-                        Err(e) => {
-                            return (
-                                params.addr,
-                                None,
-                                NodeRole::Unreachable(e.message.to_string()),
-                            )
-                        }
+                        Err(e) => return (params.addr, None, NodeRole::Unreachable(e.detail())),
                     },
                 };
                 match c.call(&[b"ROLE"], timeout).await {
                     Ok(d) => (params.addr, Some(c), parse_role(d)),
-                    Err(e) => (
-                        params.addr,
-                        None,
-                        NodeRole::Unreachable(e.message.to_string()),
-                    ),
+                    Err(e) => (params.addr, None, NodeRole::Unreachable(e.detail())),
                 }
             });
         }

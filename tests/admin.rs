@@ -2,6 +2,13 @@
 //! readiness follows the master, `/status` describes every backend, the token guards
 //! every route but `/healthz` and never leaks, and the status page renders in a real
 //! (headless) browser.
+// Test code: unwrap, panic and indexing fail the test; `unsafe` is libc calls (signals, rlimits).
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    unsafe_code
+)]
 mod common;
 
 use common::*;

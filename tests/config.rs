@@ -2,6 +2,8 @@
 //!
 //! Each file in `tests/config/invalid/` starts with `# expect: LINE:COL: fragment`; the
 //! error must read `FILE:LINE:COL: …fragment…`.
+// Test code: unwrap, panic and indexing fail the test.
+#![allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
 
 use redsplit::config::{self, Config, ConfigError, Consistency, LevelConfig, Secret};
 use redsplit::policy::{effective_level, Policy};
@@ -382,13 +384,20 @@ fn restart_required_lists_only_startup_settings() {
     b.limits.max_clients = 5;
     b.deny_commands.clear();
     b.users.clear();
+    // Pool settings apply to running backends on reload.
+    b.backend.connections = 9;
+    b.backend.connect_timeout_ms = 250;
+    b.backend.command_timeout_ms = 900;
+    b.backend.reconnect_min_ms = 5;
+    b.backend.reconnect_max_ms = 50;
     assert!(a.restart_required(&b).is_empty());
     b.listen = "127.0.0.1:1".into();
     b.workers = 3;
     b.admin.listen = String::new();
+    b.shutdown_grace_ms += 1;
     assert_eq!(
         a.restart_required(&b),
-        ["listen", "workers", "admin.listen"]
+        ["listen", "workers", "admin.listen", "shutdown_grace_ms"]
     );
 }
 

@@ -19,6 +19,13 @@
 //!   bounded what one client has in flight by its reply sizes);
 //! - a 100 MB value: it round-trips intact; once its client has left, memory is back to
 //!   within 48 MB of the baseline (the value passes through four buffers on its way).
+// Test code: unwrap, panic and indexing fail the test; `unsafe` is libc calls (signals, rlimits).
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    unsafe_code
+)]
 mod common;
 
 use common::*;

@@ -1,6 +1,13 @@
 //! Lag-bounded reads against real replicas made to lag on purpose: each replica
 //! replicates through a relay that the test pauses or delays, while the replica stays up
 //! and keeps answering reads with stale data.
+// Test code: unwrap, panic and indexing fail the test; `unsafe` is libc calls (signals, rlimits).
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    unsafe_code
+)]
 mod common;
 
 use common::*;

@@ -17,6 +17,8 @@
 //! Feeding follows the proxy: the session appends what it read, parses from where it
 //! left off, drops consumed bytes and resets the parser; the backend reader scans from the
 //! first unconsumed byte and drops what it delivered.
+// Test code: unwrap, panic and indexing fail the test.
+#![allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
 
 use proptest::prelude::*;
 use redis_protocol::resp2::types::{OwnedFrame as Resp2, Resp2Frame as _};

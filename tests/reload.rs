@@ -1,5 +1,12 @@
 //! Live reloads of `proxy.yaml` under load: the policy changes without a failed request,
 //! an invalid edit changes nothing, and restart-only settings are reported.
+// Test code: unwrap, panic and indexing fail the test; `unsafe` is libc calls (signals, rlimits).
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    unsafe_code
+)]
 mod common;
 
 use common::*;
@@ -193,6 +200,52 @@ fn restart_only_settings_are_reported_and_kept() {
     let cfg = query(&mut c, &["PROXY", "CONFIG"]).unwrap();
     let s = format!("{cfg:?}");
     assert!(s.contains("fingerprint") && s.contains("flip"), "{s}");
+}
+
+#[test]
+fn pool_settings_apply_to_kept_backends_and_the_grace_is_restart_only() {
+    let set = ReplicaSet::start(1, false);
+    let proxy = ProxyUnderTest::start(&config_text(&set, "replica"));
+    let state = proxy.state().clone();
+    let before = state.monitor.backends();
+    let grace = state.settings.load().config.shutdown_grace_ms;
+    let mut new = redsplit::config::Config::from_yaml(&config_text(&set, "replica")).unwrap();
+    new.backend.connections = 5;
+    new.backend.connect_timeout_ms = 321;
+    new.backend.reconnect_min_ms = 7;
+    new.backend.reconnect_max_ms = 70;
+    new.shutdown_grace_ms = grace + 1;
+    match redsplit::reload::apply(&state, new, "test", false) {
+        redsplit::reload::Outcome::Applied {
+            restart_required, ..
+        } => assert_eq!(restart_required, ["shutdown_grace_ms"]),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(state.settings.load().config.shutdown_grace_ms, grace);
+    let after = state.monitor.backends();
+    let ids = |b: &redsplit::topology::Backends| b.all().map(|b| b.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(&before),
+        ids(&after),
+        "the backends and their connections stay"
+    );
+    for b in after.all() {
+        assert_eq!(b.pool.size(), 5, "{}", b.label());
+        assert_eq!(
+            b.pool.params().connect_timeout,
+            std::time::Duration::from_millis(321)
+        );
+        assert_eq!(
+            b.pool.backoff(),
+            (
+                std::time::Duration::from_millis(7),
+                std::time::Duration::from_millis(70)
+            )
+        );
+    }
+    // Still serving.
+    let mut c = proxy.conn();
+    assert!(query(&mut c, &["SET", "k", "v"]).is_ok());
 }
 
 #[test]

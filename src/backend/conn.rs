@@ -233,7 +233,7 @@ impl Conn {
 
     /// Close the connection; waiters get `reason`.
     pub fn close(&self, reason: &str) {
-        self.fail(BackendError::new(ErrorKind::Closed, &self.label, reason));
+        self.fail(BackendError::closed(&self.label, reason));
     }
 
     /// Fail the connection and everything waiting on it.
@@ -285,11 +285,7 @@ impl Conn {
                     .is_some_and(|t| now.duration_since(t) > timeout)
         };
         if stalled {
-            self.fail(BackendError::new(
-                ErrorKind::Timeout,
-                &self.label,
-                format_args!("did not answer within {} ms", timeout.as_millis()),
-            ));
+            self.fail(BackendError::timeout(&self.label, timeout));
         }
     }
 
@@ -304,16 +300,7 @@ impl Conn {
             connect(&params, self.key, want_client_id),
         )
         .await
-        .map_err(|_| {
-            BackendError::new(
-                ErrorKind::Connect,
-                &label,
-                format_args!(
-                    "unreachable: no connection within {} ms",
-                    params.connect_timeout.as_millis()
-                ),
-            )
-        })??;
+        .map_err(|_| BackendError::connect_timeout(&label, params.connect_timeout))??;
         let (stream, client_id) = stream;
         if let Some(id) = client_id {
             self.backend_client_id.store(id, Ordering::Relaxed);
@@ -395,11 +382,7 @@ impl Conn {
                 continue;
             }
             if let Err(e) = wr.write_all(&buf).await {
-                return BackendError::new(
-                    ErrorKind::Lost,
-                    label,
-                    format_args!("connection lost: {e}"),
-                );
+                return BackendError::lost(label, format_args!("connection lost: {e}"));
             }
             self.recycle(&mut buf);
         }
@@ -420,21 +403,13 @@ impl Conn {
             let mut done = 0;
             while done < buf.len() {
                 if let Err(e) = wr.writable().await {
-                    return BackendError::new(
-                        ErrorKind::Lost,
-                        label,
-                        format_args!("connection lost: {e}"),
-                    );
+                    return BackendError::lost(label, format_args!("connection lost: {e}"));
                 }
                 match wr.try_write(buf.get(done..).unwrap_or_default()) {
                     Ok(n) => done += n,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                     Err(e) => {
-                        return BackendError::new(
-                            ErrorKind::Lost,
-                            label,
-                            format_args!("connection lost: {e}"),
-                        )
+                        return BackendError::lost(label, format_args!("connection lost: {e}"))
                     }
                 }
             }
@@ -457,15 +432,9 @@ impl Conn {
             }
             let spare = buf.capacity() - buf.len();
             match rd.read_buf(&mut buf).await {
-                Ok(0) => return BackendError::new(ErrorKind::Lost, label, "closed the connection"),
+                Ok(0) => return BackendError::lost(label, "closed the connection"),
                 Ok(n) => chunk = next_read_size(chunk, n, spare, MIN_READ, MAX_READ),
-                Err(e) => {
-                    return BackendError::new(
-                        ErrorKind::Lost,
-                        label,
-                        format_args!("connection lost: {e}"),
-                    )
-                }
+                Err(e) => return BackendError::lost(label, format_args!("connection lost: {e}")),
             }
             let mut consumed = 0;
             lens.clear();
@@ -477,18 +446,16 @@ impl Conn {
                     }
                     Ok(None) => break,
                     Err(e) => {
-                        return BackendError::new(
-                            ErrorKind::Lost,
-                            label,
-                            format_args!("sent a bad reply: {e}"),
-                        )
+                        return BackendError::lost(label, format_args!("sent a bad reply: {e}"))
                     }
                 }
             }
             if lens.is_empty() {
                 continue;
             }
-            if let Err(e) = self.deliver(&buf[..consumed], &lens, &mut groups) {
+            if let Err(e) =
+                self.deliver(buf.get(..consumed).unwrap_or_default(), &lens, &mut groups)
+            {
                 return e;
             }
             buf.advance(consumed);
@@ -528,8 +495,7 @@ impl Conn {
                     i += left;
                 } else {
                     drop(g);
-                    return Err(BackendError::new(
-                        ErrorKind::Lost,
+                    return Err(BackendError::lost(
                         &self.label,
                         "sent a reply nobody asked for",
                     ));

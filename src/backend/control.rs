@@ -2,7 +2,7 @@
 //! (the replication monitor, Sentinel, start-up checks).
 
 use super::handshake::connect;
-use super::{BackendError, ConnKey, ConnParams, ErrorKind};
+use super::{BackendError, ConnKey, ConnParams};
 use crate::protocol::{encode_command, ReplyScanner};
 use crate::reply::Decoded;
 use crate::tls::BackendStream;
@@ -30,16 +30,7 @@ impl ControlConn {
         let label = params.label();
         let (stream, _) = tokio::time::timeout(params.connect_timeout, connect(params, key, false))
             .await
-            .map_err(|_| {
-                BackendError::new(
-                    ErrorKind::Connect,
-                    &label,
-                    format_args!(
-                        "unreachable: no connection within {} ms",
-                        params.connect_timeout.as_millis()
-                    ),
-                )
-            })??;
+            .map_err(|_| BackendError::connect_timeout(&label, params.connect_timeout))??;
         Ok(ControlConn {
             stream,
             buf: BytesMut::with_capacity(4096),
@@ -55,13 +46,8 @@ impl ControlConn {
         timeout: Duration,
     ) -> Result<Decoded, BackendError> {
         let frame = self.call_raw(args, timeout).await?;
-        Decoded::parse(&frame, false).ok_or_else(|| {
-            BackendError::new(
-                ErrorKind::Lost,
-                &self.label,
-                "sent a reply that does not decode",
-            )
-        })
+        Decoded::parse(&frame, false)
+            .ok_or_else(|| BackendError::lost(&self.label, "sent a reply that does not decode"))
     }
 
     /// Send one command and return its reply's raw bytes, within `timeout`.
@@ -74,34 +60,22 @@ impl ControlConn {
         encode_command(&mut req, args.iter().copied());
         let label = self.label.clone();
         let fut = async {
-            self.stream.write_all(&req).await.map_err(|e| {
-                BackendError::new(
-                    ErrorKind::Lost,
-                    &label,
-                    format_args!("connection lost: {e}"),
-                )
-            })?;
+            self.stream
+                .write_all(&req)
+                .await
+                .map_err(|e| BackendError::lost(&label, format_args!("connection lost: {e}")))?;
             self.read_raw().await
         };
-        tokio::time::timeout(timeout, fut).await.map_err(|_| {
-            BackendError::new(
-                ErrorKind::Timeout,
-                &self.label,
-                format_args!("did not answer within {} ms", timeout.as_millis()),
-            )
-        })?
+        tokio::time::timeout(timeout, fut)
+            .await
+            .map_err(|_| BackendError::timeout(&self.label, timeout))?
     }
 
     /// Read the next frame (for subscriptions).
     pub async fn read_frame(&mut self) -> Result<Decoded, BackendError> {
         let frame = self.read_raw().await?;
-        Decoded::parse(&frame, false).ok_or_else(|| {
-            BackendError::new(
-                ErrorKind::Lost,
-                &self.label,
-                "sent a reply that does not decode",
-            )
-        })
+        Decoded::parse(&frame, false)
+            .ok_or_else(|| BackendError::lost(&self.label, "sent a reply that does not decode"))
     }
 
     async fn read_raw(&mut self) -> Result<BytesMut, BackendError> {
@@ -110,25 +84,17 @@ impl ControlConn {
                 Ok(Some(n)) => return Ok(self.buf.split_to(n)),
                 Ok(None) => {}
                 Err(e) => {
-                    return Err(BackendError::new(
-                        ErrorKind::Lost,
+                    return Err(BackendError::lost(
                         &self.label,
                         format_args!("sent a bad reply: {e}"),
                     ))
                 }
             }
             match self.stream.read_buf(&mut self.buf).await {
-                Ok(0) => {
-                    return Err(BackendError::new(
-                        ErrorKind::Lost,
-                        &self.label,
-                        "closed the connection",
-                    ))
-                }
+                Ok(0) => return Err(BackendError::lost(&self.label, "closed the connection")),
                 Ok(_) => {}
                 Err(e) => {
-                    return Err(BackendError::new(
-                        ErrorKind::Lost,
+                    return Err(BackendError::lost(
                         &self.label,
                         format_args!("connection lost: {e}"),
                     ))
@@ -141,12 +107,9 @@ impl ControlConn {
     pub async fn send(&mut self, args: &[&[u8]]) -> Result<(), BackendError> {
         let mut req = Vec::new();
         encode_command(&mut req, args.iter().copied());
-        self.stream.write_all(&req).await.map_err(|e| {
-            BackendError::new(
-                ErrorKind::Lost,
-                &self.label,
-                format_args!("connection lost: {e}"),
-            )
-        })
+        self.stream
+            .write_all(&req)
+            .await
+            .map_err(|e| BackendError::lost(&self.label, format_args!("connection lost: {e}")))
     }
 }

@@ -6,7 +6,7 @@
 //! the default database can be made while the server is `BUSY` (to reach it with
 //! `SCRIPT KILL`, or to queue a transaction as a direct client can).
 
-use super::{BackendError, ErrorKind, Role};
+use super::{BackendError, Role};
 use crate::config::Secret;
 use crate::protocol::{encode_command, ReplyScanner};
 use crate::reply::Decoded;
@@ -60,27 +60,22 @@ pub(super) async fn connect(
     want_client_id: bool,
 ) -> Result<(BackendStream, Option<i64>), BackendError> {
     let label = params.label();
-    let tcp = TcpStream::connect(&params.addr).await.map_err(|e| {
-        BackendError::new(ErrorKind::Connect, &label, format_args!("unreachable: {e}"))
-    })?;
+    let tcp = TcpStream::connect(&params.addr)
+        .await
+        .map_err(|e| BackendError::unreachable(&label, e))?;
     let _ = tcp.set_nodelay(true);
     let target = match &params.tls {
         None => None,
         Some(Ok(t)) => Some(t),
         Some(Err(e)) => {
-            return Err(BackendError::new(
-                ErrorKind::Connect,
+            return Err(BackendError::connect_failed(
                 &label,
                 format_args!("TLS is misconfigured: {e}"),
             ))
         }
     };
     let mut stream = BackendStream::wrap(tcp, target).await.map_err(|e| {
-        BackendError::new(
-            ErrorKind::Connect,
-            &label,
-            format_args!("TLS handshake failed: {e}"),
-        )
+        BackendError::connect_failed(&label, format_args!("TLS handshake failed: {e}"))
     })?;
     let mut hs = Vec::new();
     let mut expect = 0;
@@ -115,11 +110,7 @@ pub(super) async fn connect(
     expect += 1;
     let setname = expect;
     let io = |e: std::io::Error| {
-        BackendError::new(
-            ErrorKind::Connect,
-            &label,
-            format_args!("handshake failed: {e}"),
-        )
+        BackendError::connect_failed(&label, format_args!("handshake failed: {e}"))
     };
     stream.write_all(&hs).await.map_err(io)?;
     let mut buf = BytesMut::with_capacity(1024);
@@ -128,19 +119,14 @@ pub(super) async fn connect(
     let mut got = 0;
     while got < expect {
         if stream.read_buf(&mut buf).await.map_err(io)? == 0 {
-            return Err(BackendError::new(
-                ErrorKind::Connect,
+            return Err(BackendError::connect_failed(
                 &label,
                 "closed the connection during the handshake",
             ));
         }
         while got < expect {
             let Some(n) = scanner.scan(&buf).map_err(|e| {
-                BackendError::new(
-                    ErrorKind::Connect,
-                    &label,
-                    format_args!("handshake failed: {e}"),
-                )
+                BackendError::connect_failed(&label, format_args!("handshake failed: {e}"))
             })?
             else {
                 break;
@@ -151,13 +137,11 @@ pub(super) async fn connect(
                 continue;
             }
             if let Some(b'-') = frame.first() {
-                let text =
-                    String::from_utf8_lossy(&frame[1..frame.len().saturating_sub(2)]).into_owned();
-                return Err(BackendError::new(
-                    ErrorKind::Connect,
-                    &label,
-                    format_args!("refused the handshake: {text}"),
-                ));
+                let line = frame
+                    .get(1..frame.len().saturating_sub(2))
+                    .unwrap_or_default();
+                let text = String::from_utf8_lossy(line).into_owned();
+                return Err(BackendError::refused(&label, text));
             }
             if want_client_id && got == 1 {
                 client_id = hello_id(&frame, key.resp3);

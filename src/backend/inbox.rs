@@ -123,13 +123,14 @@ pub struct InboxState {
 }
 
 impl InboxState {
-    fn slot(&mut self, slot: u16) -> &mut SlotQueue {
-        let i = slot as usize;
+    /// The queue of `slot`, made (with any below it) if it is new. `None` only if the
+    /// slot cannot be stored at all, which the resize rules out.
+    fn slot(&mut self, slot: u16) -> Option<&mut SlotQueue> {
+        let i = usize::from(slot);
         if self.slots.len() <= i {
             self.slots.resize_with(i + 1, SlotQueue::default);
         }
-        // The resize above makes the index valid.
-        &mut self.slots[i]
+        self.slots.get_mut(i)
     }
 }
 
@@ -146,7 +147,7 @@ impl Inbox {
             if st.closed {
                 return;
             }
-            let q = st.slot(slot);
+            let Some(q) = st.slot(slot) else { return };
             q.data.extend_from_slice(data);
             q.items.extend(lens.iter().map(|l| Item::Reply(*l)));
         }
@@ -160,7 +161,7 @@ impl Inbox {
             if st.closed {
                 return;
             }
-            let q = st.slot(slot);
+            let Some(q) = st.slot(slot) else { return };
             for _ in 0..count {
                 q.items.push_back(Item::Failed(err.clone()));
             }

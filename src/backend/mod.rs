@@ -43,13 +43,15 @@ pub use handshake::{ConnKey, ConnParams};
 pub use inbox::{Inbox, InboxState, Item, Signal, Sink, SlotQueue, Waiter};
 pub use pool::Pool;
 
-/// The role a backend plays, for routing and for error messages.
+/// The role a node plays, for routing and for error messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
     /// The master.
     Master,
     /// A replica.
     Replica,
+    /// A Sentinel (the proxy's own questions only; never routed to).
+    Sentinel,
 }
 
 impl Role {
@@ -58,6 +60,7 @@ impl Role {
         match self {
             Role::Master => "master",
             Role::Replica => "replica",
+            Role::Sentinel => "sentinel",
         }
     }
 }

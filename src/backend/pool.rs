@@ -4,7 +4,7 @@
 //! reload changes a running pool's connect timeout, size and backoff in place
 //! ([`Pool::reconfigure`]).
 
-use super::{BackendError, Conn, ConnKey, ConnParams, ErrorKind, Role};
+use super::{BackendError, Conn, ConnKey, ConnParams, Role};
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -154,8 +154,7 @@ impl Pool {
         };
         let idx = (hint % slots.len() as u64) as usize;
         let Some(slot) = slots.get(idx) else {
-            return Err(BackendError::new(
-                ErrorKind::Connect,
+            return Err(BackendError::connect_failed(
                 &self.params.load().label(),
                 "has no connection slot",
             ));
@@ -183,13 +182,10 @@ impl Pool {
         }
         if let Some(t) = s.next_attempt {
             if Instant::now() < t {
-                return Err(s.last_error.clone().unwrap_or_else(|| {
-                    BackendError::new(
-                        ErrorKind::Connect,
-                        &self.params.load().label(),
-                        "is reconnecting",
-                    )
-                }));
+                return Err(s
+                    .last_error
+                    .clone()
+                    .unwrap_or_else(|| BackendError::reconnecting(&self.params.load().label())));
             }
         }
         let params = self.params.load_full();

@@ -39,7 +39,7 @@ impl<'a> LineIndex<'a> {
     pub fn pos(&self, offset: usize) -> Pos {
         let offset = offset.min(self.text.len());
         let line = self.starts.partition_point(|&s| s <= offset).max(1);
-        let start = self.starts[line - 1];
+        let start = self.starts.get(line - 1).copied().unwrap_or(0);
         let column = self
             .text
             .get(start..offset)

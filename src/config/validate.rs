@@ -551,8 +551,8 @@ pub fn check_glob(pattern: &str) -> Result<(), String> {
     }
     let chars: Vec<char> = pattern.chars().collect();
     let mut i = 0;
-    while i < chars.len() {
-        match chars[i] {
+    while let Some(&c) = chars.get(i) {
+        match c {
             '\\' => {
                 if i + 1 == chars.len() {
                     return Err("it ends with a lone \\; write \\\\ for a literal backslash".into());
@@ -633,17 +633,25 @@ pub(crate) fn describe_path(path: &str) -> String {
 /// The edit distance between two short strings, for "did you mean".
 fn distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
+    // `row` has `b.len() + 1` entries: every `get` below is in range.
     let mut row: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
+        let mut prev = i;
+        let mut left = i + 1;
+        if let Some(first) = row.first_mut() {
+            *first = left;
+        }
         for (j, &cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(cur + 1);
+            let Some(cell) = row.get_mut(j + 1) else {
+                break;
+            };
+            let cur = *cell;
+            *cell = (prev + usize::from(ca != cb)).min(left + 1).min(cur + 1);
+            left = *cell;
             prev = cur;
         }
     }
-    row[b.len()]
+    row.last().copied().unwrap_or(0)
 }
 
 /// Names between backticks in `text`, as serde lists expected fields and variants.

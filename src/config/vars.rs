@@ -124,7 +124,7 @@ pub(crate) fn interpolate(
     let mut last_solid: Option<u8> = None;
     let mut i = 0;
     while i < b.len() {
-        let c = b[i];
+        let Some(&c) = b.get(i) else { break };
         if c == b'\n' {
             in_comment = false;
             prev = None;
