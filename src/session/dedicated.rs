@@ -15,7 +15,7 @@ impl Session {
         let master = view
             .master
             .as_ref()
-            .ok_or_else(|| "ERR redsplit: no master is known".to_string())?;
+            .ok_or_else(|| crate::error::NO_MASTER.to_string())?;
         if let Some(d) = &self.dedicated {
             if d.backend == master.backend.id && !d.conn.is_failed() && d.key == key {
                 return Ok(());

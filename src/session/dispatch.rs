@@ -387,7 +387,7 @@ impl Session {
     ) -> Stop {
         let Some(m) = view.master.as_ref() else {
             self.flush_pending_run(run, rbuf);
-            self.push_local_error("ERR redsplit: no master is known");
+            self.push_local_error(crate::error::NO_MASTER);
             return Stop::More;
         };
         if self.dedicated_in_flight > 0 {
@@ -421,36 +421,29 @@ impl Session {
         kind: Kind,
     ) -> Stop {
         let d = router::route_write(view);
-        if view.master.is_none() && view.switching {
-            // A planned failover: hold the write (and what follows it) until the new
-            // master is known, for at most `hold_writes_ms`.
-            let hold = self
-                .proxy
-                .settings
-                .load()
-                .config
-                .backend
-                .sentinel
-                .as_ref()
-                .map_or(0, |s| s.hold_writes_ms);
-            let deadline = *self
-                .master_wait
-                .get_or_insert(now + Duration::from_millis(hold));
-            if now < deadline {
-                if self.view_rx.is_none() {
-                    self.view_rx = Some(self.proxy.view_version.subscribe());
-                }
-                return self.barrier(run, rbuf);
+        let hold = self
+            .proxy
+            .settings
+            .load()
+            .config
+            .backend
+            .sentinel
+            .as_ref()
+            .map_or(0, |s| s.hold_writes_ms);
+        if let router::WriteHold::Hold { until } =
+            router::write_hold(view, Duration::from_millis(hold), self.master_wait, now)
+        {
+            // A planned failover: the write (and what follows it) waits for the new master.
+            self.master_wait = Some(until);
+            if self.view_rx.is_none() {
+                self.view_rx = Some(self.proxy.view_version.subscribe());
             }
+            return self.barrier(run, rbuf);
         }
         let Some(m) = view.master.as_ref().filter(|_| d.target == Target::Master) else {
             self.stats().route(2, Reason::NoMaster);
             self.flush_pending_run(run, rbuf);
-            self.push_local_error(if view.switching {
-                "ERR redsplit: no master is known (a failover is under way)"
-            } else {
-                "ERR redsplit: no master is known"
-            });
+            self.push_local_error(&router::write_rejection(view).line());
             return Stop::More;
         };
         // A write waits for this session's replica reads (they may need a retry on the

@@ -28,7 +28,7 @@ impl Session {
             return Stop::Wait;
         }
         let Some(m) = view.master.as_ref() else {
-            self.push_local_error("ERR redsplit: no master is known");
+            self.push_local_error(crate::error::NO_MASTER);
             return Stop::More;
         };
         let backend = m.backend.clone();
@@ -46,25 +46,7 @@ impl Session {
     }
 
     pub(super) fn count_replicas_at(&self, target: u64, master: Option<u32>) -> u32 {
-        let view = self.proxy.view.load();
-        if view
-            .master
-            .as_ref()
-            .is_some_and(|m| Some(m.backend.id) != master)
-        {
-            return 0;
-        }
-        view.replicas
-            .iter()
-            .filter(|r| {
-                r.reachable
-                    && matches!(
-                        r.health,
-                        crate::topology::Health::Ok | crate::topology::Health::LinkDown
-                    )
-            })
-            .filter(|r| r.offset.is_some_and(|o| o >= target))
-            .count() as u32
+        router::replicas_holding(&self.proxy.view.load(), target, master)
     }
 
     /// Check a held reply; `true` when it was released.

@@ -229,7 +229,7 @@ impl Session {
         now: Instant,
     ) {
         let Some(m) = view.master.as_ref() else {
-            self.push_local_error("ERR redsplit: no master is known");
+            self.push_local_error(crate::error::NO_MASTER);
             return;
         };
         let params = m.backend.pool.params().clone();

@@ -239,23 +239,10 @@ impl Session {
             .iter()
             .find(|s| s.slot == p.slot || s.retry_slot == p.slot)
             .map(|s| s.backend);
-        let backend =
-            match view.master.as_ref().filter(|m| !m.down) {
-                Some(m) => m.backend.clone(),
-                None => match view.replicas.iter().find(|r| {
-                    r.health == crate::topology::Health::Ok && Some(r.backend.id) != failed
-                }) {
-                    Some(r) => r.backend.clone(),
-                    None => {
-                        self.answer_front(
-                            p,
-                            "ERR redsplit: the replica failed and no master is known",
-                            now,
-                        );
-                        return;
-                    }
-                },
-            };
+        let Some(backend) = router::retry_target(&view, failed).cloned() else {
+            self.answer_front(p, crate::error::REPLICA_FAILED_NO_MASTER, now);
+            return;
+        };
         let key = ConnKey {
             db: self.client.db,
             resp3: self.client.resp3,
