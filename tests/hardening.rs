@@ -747,6 +747,38 @@ fn clients_that_never_read_are_disconnected_over_their_output_limit() {
     side.finish();
 }
 
+/// One pipeline of many large replies that the client never reads: the replies waiting
+/// in the proxy count against the client's output limit as they arrive, so the proxy
+/// holds at most about the limit plus one reply for it (Redis's own bound), however
+/// many of those replies the pipeline asked for.
+#[test]
+fn a_pipeline_of_large_replies_is_cut_within_one_reply_of_the_limit() {
+    let _g = exclusive();
+    let set = ReplicaSet::start(1, false);
+    let proxy = ProxyUnderTest::start(&proxy_yaml(
+        &set,
+        "limits:\n  client_output_buffer_limit: 16mb\n",
+    ));
+    proxy.wait_healthy(1);
+    set.master.set("huge", &"h".repeat(4 << 20));
+    let state = proxy.state().clone();
+    let base = rss_mb();
+    let mut s = slow_reader(proxy.addr);
+    let pipeline = b"*2\r\n$3\r\nGET\r\n$4\r\nhuge\r\n".repeat(100);
+    s.write_all(&pipeline).unwrap();
+    let mut peak = 0.0f64;
+    wait_until("the client is cut", Duration::from_secs(20), || {
+        peak = peak.max(rss_mb() - base);
+        state.metrics.clients_limited.load(Ordering::Relaxed) >= 1
+    });
+    assert!(closed_within(&mut s, Duration::from_secs(5)));
+    eprintln!("100 GETs of 4 MB, never read, limit 16 MB: peak +{peak:.1} MB");
+    assert!(
+        peak < 48.0,
+        "the proxy held +{peak:.1} MB for a client with a 16 MB limit"
+    );
+}
+
 /// A client that pipelines requests with large replies as fast as it can and never
 /// reads: besides its own output limit, what it has in flight on a shared connection is
 /// bounded by the size of its replies, so Redis never builds much more reply data for it

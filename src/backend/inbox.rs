@@ -118,6 +118,14 @@ pub struct Inbox {
 pub struct InboxState {
     /// Set when the session is gone: deliveries are dropped.
     pub closed: bool,
+    /// Set when deliveries went over `budget_kb`: they were dropped and the inbox closed;
+    /// the session closes the client as over its output buffer limit.
+    pub over: bool,
+    /// How many KiB of replies may wait here: the client's output buffer limit less what
+    /// its session already holds to write (0: no limit). Kept up to date by the session
+    /// each turn, so a client that does not read is cut within one reply of its limit,
+    /// however many replies its pipeline asked for.
+    pub budget_kb: u32,
     /// One queue per source.
     pub slots: Vec<SlotQueue>,
 }
@@ -150,8 +158,25 @@ impl Inbox {
             let Some(q) = st.slot(slot) else { return };
             q.data.extend_from_slice(data);
             q.items.extend(lens.iter().map(|l| Item::Reply(*l)));
+            if st.budget_kb > 0 {
+                let queued: usize = st.slots.iter().map(|q| q.data.len()).sum();
+                if queued / 1024 > st.budget_kb as usize {
+                    st.over = true;
+                    st.closed = true;
+                    st.slots = Vec::new();
+                }
+            }
         }
         self.notify.notify();
+    }
+
+    /// Set how many bytes of replies may wait (`None`: no limit); `true` once the inbox
+    /// went over it.
+    pub fn set_budget(&self, bytes: Option<u64>) -> bool {
+        let kb = bytes.map_or(0, |b| u32::try_from(b / 1024).unwrap_or(u32::MAX).max(1));
+        let mut st = self.state.lock();
+        st.budget_kb = kb;
+        st.over
     }
 
     /// Record `count` failed requests.

@@ -43,6 +43,11 @@ impl Session {
             if out_limit > 0 && self.wbuf.len() as u64 > out_limit {
                 return self.limited("output", self.wbuf.len());
             }
+            // Replies still in the inbox count too: it may take what the limit leaves.
+            let budget = (out_limit > 0).then(|| out_limit.saturating_sub(self.wbuf.len() as u64));
+            if self.handle.inbox.set_budget(budget) {
+                return self.limited("output", self.wbuf.len());
+            }
             if self.rbuf.len() as u64 > limits.client_query_buffer_limit.0 {
                 return self.limited("query", self.rbuf.len());
             }
