@@ -180,7 +180,7 @@ fn checked_in_table_is_what_the_server_reports() {
     let server = RedisServer::start();
     let reply = gen::fetch_command(&server.addr()).expect("COMMAND");
     let rendered = gen::render(&reply).expect("render COMMAND reply");
-    let checked_in = include_str!("../src/commands/table.rs");
+    let checked_in = include_str!("../../src/commands/table.rs");
     if rendered != checked_in {
         let out = std::env::temp_dir().join("redsplit-command-table.rs");
         let _ = std::fs::write(&out, &rendered);

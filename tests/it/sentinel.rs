@@ -6,9 +6,8 @@
 //!
 //! Replicas replicate directly (no relays): Sentinel re-points every replica at the
 //! master it knows, which would bypass a relay.
-mod common;
 
-use common::*;
+use crate::common::*;
 use redis::Value;
 use redsplit::topology::{Health, View};
 use std::collections::HashMap;
@@ -325,10 +324,6 @@ fn missing_on(server: &RedisServer, prefix: &str, ops: &[&Op]) -> Vec<u64> {
         .collect()
 }
 
-fn gets(server: &RedisServer) -> u64 {
-    server.commandstats().get("get").copied().unwrap_or(0)
-}
-
 #[test]
 fn master_killed_under_load_writes_move_to_the_new_master() {
     let mut w = World::start(
@@ -576,7 +571,7 @@ fn old_master_restarted_rejoins_as_a_replica_once_in_sync() {
             );
         }
         samples += 1;
-        let served = gets(old_server);
+        let served = old_server.calls("get");
         let v = w.view();
         assert!(
             v.master

@@ -26,7 +26,7 @@ use redis_protocol::resp3::types::{
 use redsplit::commands;
 use redsplit::protocol::{Limits, Parsed, ProtocolError, ReplyScanner, Request, RequestParser};
 
-#[path = "support/feed.rs"]
+#[path = "../support/feed.rs"]
 mod feed;
 
 // ------------------------------------------------------------------------------ requests

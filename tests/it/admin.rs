@@ -2,9 +2,8 @@
 //! readiness follows the master, `/status` describes every backend, the token guards
 //! every route but `/healthz` and never leaks, and the status page renders in a real
 //! (headless) browser.
-mod common;
 
-use common::*;
+use crate::common::*;
 use prometheus_parse::{Sample, Scrape, Value as PromValue};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
