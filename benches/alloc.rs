@@ -33,7 +33,8 @@ use redsplit::router::{SessionReads, Target};
 mod support;
 use support::{Routed, KEY};
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/it/common/mod.rs"]
+#[allow(dead_code)] // the bench uses a part of the harness
 mod common;
 
 /// The system allocator, counting allocations (a `realloc` counts as one) and the bytes

@@ -1,15 +1,7 @@
 //! Live reloads of `proxy.yaml` under load: the policy changes without a failed request,
 //! an invalid edit changes nothing, and restart-only settings are reported.
-// Test code: unwrap, panic and indexing fail the test; `unsafe` is libc calls (signals, rlimits).
-#![allow(
-    clippy::unwrap_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    unsafe_code
-)]
-mod common;
 
-use common::*;
+use crate::common::*;
 use redis::Value;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -36,13 +28,6 @@ fn explain_target(c: &mut redis::Connection, key: &str) -> String {
     format!("{:?}", query(c, &["PROXY", "EXPLAIN", "GET", key]).unwrap())
 }
 
-fn replica_gets(set: &ReplicaSet) -> u64 {
-    set.replicas
-        .iter()
-        .map(|r| r.commandstats().get("get").copied().unwrap_or(0))
-        .sum()
-}
-
 struct Load {
     stop: Arc<AtomicBool>,
     ok: Arc<AtomicU64>,
@@ -51,6 +36,18 @@ struct Load {
 }
 
 impl Load {
+    /// Waits until `n` more requests succeeded than when called: a window of real
+    /// traffic (about half a second at the asserted rate), and enough for each thread's
+    /// request in flight at the call to have finished.
+    fn wait_ops(&self, n: u64) {
+        let from = self.ok.load(Ordering::Relaxed);
+        wait_until(
+            &format!("the load serves {n} more requests"),
+            SYNC_TIMEOUT,
+            || self.ok.load(Ordering::Relaxed) >= from + n,
+        );
+    }
+
     fn start(addr: std::net::SocketAddr) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicU64::new(0));
@@ -110,7 +107,7 @@ fn a_rule_flips_under_load_without_a_failed_request() {
     let mut c = proxy.conn();
     assert!(explain_target(&mut c, "flip:1").contains("replica 127.0.0.1"));
     let load = Load::start(proxy.addr);
-    std::thread::sleep(Duration::from_millis(500));
+    load.wait_ops(500);
     let started = Instant::now();
     let ops_before = load.ok.load(Ordering::Relaxed);
     save(&path, &config_text(&set, "master"));
@@ -120,11 +117,11 @@ fn a_rule_flips_under_load_without_a_failed_request() {
         || explain_target(&mut c, "flip:1").contains(&format!("master {}", set.master.addr())),
     );
     let switched = started.elapsed();
-    // From now on no replica serves a flip:* read.
-    std::thread::sleep(Duration::from_millis(100));
-    let r0 = replica_gets(&set);
-    std::thread::sleep(Duration::from_millis(500));
-    let r1 = replica_gets(&set);
+    // From now on no replica serves a flip:* read (once the reads already routed end).
+    load.wait_ops(100);
+    let r0 = set.replica_calls("get").iter().sum::<u64>();
+    load.wait_ops(500);
+    let r1 = set.replica_calls("get").iter().sum::<u64>();
     assert_eq!(r0, r1, "reads follow the new rule");
     let state = proxy.state().clone();
     assert_eq!(state.metrics.reloads_ok.load(Ordering::Relaxed), 1);
@@ -135,9 +132,9 @@ fn a_rule_flips_under_load_without_a_failed_request() {
         Duration::from_secs(2),
         || state.metrics.reloads_rejected.load(Ordering::Relaxed) == 1,
     );
-    std::thread::sleep(Duration::from_millis(300));
+    load.wait_ops(300);
     assert!(explain_target(&mut c, "flip:1").contains("master "));
-    assert_eq!(replica_gets(&set), r1);
+    assert_eq!(set.replica_calls("get").iter().sum::<u64>(), r1);
     let (ok, failed) = load.finish();
     let rate = (ok - ops_before) as f64 / started.elapsed().as_secs_f64();
     eprintln!("switched in {switched:?}; {ok} requests ({rate:.0}/s), {failed} failed");
@@ -257,12 +254,7 @@ fn sighup_reloads_the_binary() {
     let text = config_text(&set, "replica")
         .replace("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}"));
     std::fs::write(&path, text).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_redsplit"))
-        .args(["run", "--config"])
-        .arg(&path)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut proxy = ProxyBinary::run(&path);
     let addr = local_addr(port);
     wait_for_port(addr, Duration::from_secs(10));
     let mut c = connect(addr);
@@ -280,14 +272,11 @@ fn sighup_reloads_the_binary() {
         }
     };
     let g0 = generation(&mut c);
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGHUP);
-    }
+    proxy.signal(libc::SIGHUP);
     wait_until("SIGHUP reloads", Duration::from_secs(5), || {
         generation(&mut c) > g0
     });
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
-    assert!(child.wait().unwrap().success());
+    proxy.signal(libc::SIGTERM);
+    let status = proxy.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "exit status {status}: {}", proxy.output());
 }

@@ -6,21 +6,13 @@
 //!
 //! Replicas replicate directly (no relays): Sentinel re-points every replica at the
 //! master it knows, which would bypass a relay.
-// Test code: unwrap, panic and indexing fail the test; `unsafe` is libc calls (signals, rlimits).
-#![allow(
-    clippy::unwrap_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    unsafe_code
-)]
-mod common;
 
-use common::*;
+use crate::common::*;
 use redis::Value;
 use redsplit::topology::{Health, View};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -186,6 +178,15 @@ impl SwitchWatch {
         Some((*s.iter().min()?, *s.iter().max()?))
     }
 
+    /// Waits until `n` Sentinels published `+switch-master`.
+    fn wait_published_by(&self, n: usize) {
+        wait_until(
+            &format!("{n} Sentinels published +switch-master"),
+            FAILOVER_DEADLINE,
+            || self.seen.lock().unwrap().len() >= n,
+        );
+    }
+
     /// Waits until a Sentinel publishes `+switch-master`.
     fn wait_published(&self) {
         wait_until(
@@ -212,6 +213,28 @@ struct Op {
     err: Option<String>,
 }
 
+/// A load loop in the background ([`load`]).
+struct Load {
+    thread: JoinHandle<Vec<Op>>,
+    /// Requests that succeeded so far.
+    ok: Arc<AtomicU64>,
+}
+
+impl Load {
+    /// Waits until `n` more requests succeeded than when called.
+    fn wait_ok(&self, n: u64, what: &str) {
+        let from = self.ok.load(Ordering::Relaxed);
+        wait_until(what, FAILOVER_DEADLINE, || {
+            self.ok.load(Ordering::Relaxed) >= from + n
+        });
+    }
+
+    /// Every request, in order, once `stop` is set.
+    fn join(self) -> std::thread::Result<Vec<Op>> {
+        self.thread.join()
+    }
+}
+
 /// Run `f(conn, n)` for n = 1, 2, … through the proxy until `stop`, pausing `pace`
 /// between requests; reconnects after a broken connection.
 fn load(
@@ -219,9 +242,11 @@ fn load(
     stop: &Arc<AtomicBool>,
     pace: Duration,
     f: impl Fn(&mut redis::Connection, u64) -> redis::RedisResult<()> + Send + 'static,
-) -> JoinHandle<Vec<Op>> {
+) -> Load {
     let stop = stop.clone();
-    std::thread::spawn(move || {
+    let ok = Arc::new(AtomicU64::new(0));
+    let counted = ok.clone();
+    let thread = std::thread::spawn(move || {
         let mut ops = Vec::new();
         let mut conn = connect(addr);
         let mut n = 0;
@@ -233,6 +258,9 @@ fn load(
             let broken = r
                 .as_ref()
                 .is_err_and(|e| e.is_unrecoverable_error() || e.is_timeout());
+            if r.is_ok() {
+                counted.fetch_add(1, Ordering::Relaxed);
+            }
             ops.push(Op {
                 n,
                 sent,
@@ -245,7 +273,8 @@ fn load(
             std::thread::sleep(pace);
         }
         ops
-    })
+    });
+    Load { thread, ok }
 }
 
 /// Sample the proxy's view every millisecond until `stop`: a replica in the read pool
@@ -332,10 +361,6 @@ fn missing_on(server: &RedisServer, prefix: &str, ops: &[&Op]) -> Vec<u64> {
         .collect()
 }
 
-fn gets(server: &RedisServer) -> u64 {
-    server.commandstats().get("get").copied().unwrap_or(0)
-}
-
 #[test]
 fn master_killed_under_load_writes_move_to_the_new_master() {
     let mut w = World::start(
@@ -355,19 +380,22 @@ fn master_killed_under_load_writes_move_to_the_new_master() {
     });
     let pool = pool_sampler(&w, &stop);
     let watch = SwitchWatch::start(&w.sentinels);
-    std::thread::sleep(Duration::from_millis(500));
+    writer.wait_ok(100, "writes flow");
+    reader.wait_ok(100, "reads flow");
     let killed = Instant::now();
     w.set.master.kill();
     let (new, adopted) = w.wait_new_master(old);
     watch.wait_published();
     // Keep the load going on the new master for a while.
-    std::thread::sleep(Duration::from_millis(1000));
+    writer.wait_ok(300, "writes flow on the new master");
+    reader.wait_ok(300, "reads flow after the failover");
     stop.store(true, Ordering::Relaxed);
     let writes = writer.join().unwrap();
     let durables = durable.join().unwrap();
     let reads = reader.join().unwrap();
     let samples = pool.join().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // Every Sentinel switches (the last ones on the others' hello messages).
+    watch.wait_published_by(w.sentinels.addrs().len());
     let (first_switch, last_switch) = watch.first_and_last().unwrap();
     watch.stop();
 
@@ -491,12 +519,14 @@ fn graceful_failover() {
         query(c, &["GET", &format!("w:{}", n % 500)]).map(drop)
     });
     let watch = SwitchWatch::start(&w.sentinels);
-    std::thread::sleep(Duration::from_millis(500));
+    writer.wait_ok(100, "writes flow");
+    reader.wait_ok(100, "reads flow");
     let started = Instant::now();
     w.sentinels.cmd(1, &["SENTINEL", "FAILOVER", NAME]);
     let (new, adopted) = w.wait_new_master(old);
     watch.wait_published();
-    std::thread::sleep(Duration::from_millis(1000));
+    writer.wait_ok(300, "writes flow on the new master");
+    reader.wait_ok(300, "reads flow after the failover");
     stop.store(true, Ordering::Relaxed);
     let writes = writer.join().unwrap();
     let reads = reader.join().unwrap();
@@ -583,7 +613,7 @@ fn old_master_restarted_rejoins_as_a_replica_once_in_sync() {
             );
         }
         samples += 1;
-        let served = gets(old_server);
+        let served = old_server.calls("get");
         let v = w.view();
         assert!(
             v.master

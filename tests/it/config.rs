@@ -2,8 +2,6 @@
 //!
 //! Each file in `tests/config/invalid/` starts with `# expect: LINE:COL: fragment`; the
 //! error must read `FILE:LINE:COL: …fragment…`.
-// Test code: unwrap, panic and indexing fail the test.
-#![allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
 
 use redsplit::config::{self, Config, ConfigError, Consistency, LevelConfig, Secret};
 use redsplit::policy::{effective_level, Policy};

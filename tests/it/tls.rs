@@ -1,15 +1,7 @@
 //! TLS on both sides: clients to the proxy (with client-certificate authentication) and
 //! the proxy to Redis servers that speak only TLS. Certificates are made by the test.
-// Test code: unwrap, panic and indexing fail the test; `unsafe` is libc calls (signals, rlimits).
-#![allow(
-    clippy::unwrap_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    unsafe_code
-)]
-mod common;
 
-use common::*;
+use crate::common::*;
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -2,16 +2,8 @@
 //! readiness follows the master, `/status` describes every backend, the token guards
 //! every route but `/healthz` and never leaks, and the status page renders in a real
 //! (headless) browser.
-// Test code: unwrap, panic and indexing fail the test; `unsafe` is libc calls (signals, rlimits).
-#![allow(
-    clippy::unwrap_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    unsafe_code
-)]
-mod common;
 
-use common::*;
+use crate::common::*;
 use prometheus_parse::{Sample, Scrape, Value as PromValue};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -264,7 +256,7 @@ fn metrics_agree_with_traffic() {
             .iter()
             .filter(|s| s.metric == "redsplit_routed_total")
             .count(),
-        27
+        3 * redsplit::router::Reason::ALL.len()
     );
     assert_eq!(delta(&after, "redsplit_replies_total", &[]), (N + M) as f64);
     assert_eq!(delta(&after, "redsplit_error_replies_total", &[]), 0.0);

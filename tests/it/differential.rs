@@ -67,21 +67,13 @@
 //!
 //! Run: `cargo test --test differential` (`-- --nocapture` prints each session's
 //! verdict as it goes; `DIFF_DUMP=1` also prints every reply of both worlds).
-// Test code: unwrap, panic and indexing fail the test; `unsafe` is libc calls (signals, rlimits).
-#![allow(
-    clippy::unwrap_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    unsafe_code
-)]
-mod common;
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
 

@@ -2,16 +2,7 @@
 //! its own: state that must survive the proxy's own mechanisms (parking an idle client),
 //! and commands the proxy must refuse because applied they would cut it off its
 //! backends.
-// Test code: unwrap, panic and indexing fail the test; `unsafe` is libc calls (signals, rlimits).
-#![allow(
-    clippy::unwrap_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    unsafe_code
-)]
-mod common;
-
-use common::*;
+use crate::common::*;
 use redis::Value;
 use std::sync::atomic::Ordering;
 use std::time::Duration;

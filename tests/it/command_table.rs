@@ -1,102 +1,11 @@
 //! The command table against a real `redis-server`: the checked-in table is what the
 //! generator renders from the server's `COMMAND` reply, and the keys `for_each_key`
 //! finds are the keys `COMMAND GETKEYS` reports.
-// Test code: unwrap, panic and indexing fail the test.
-#![allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use crate::common::RedisServer;
 
 use redsplit::commands::{self, gen};
 use redsplit::protocol::OwnedRequest;
-
-/// A `redis-server` on a free port in a temporary directory, killed on drop.
-struct RedisServer {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl RedisServer {
-    fn start() -> RedisServer {
-        // A port can be taken between our probe and the server's bind: try a few.
-        for _ in 0..5 {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("probe a free port")
-                .port();
-            let dir = tempfile::tempdir().expect("temp dir");
-            let mut child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .arg("--dir")
-                .arg(dir.path())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn redis-server (is it on PATH?)");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                if Self::answers_as(port, child.id()) {
-                    return RedisServer {
-                        child,
-                        port,
-                        _dir: dir,
-                    };
-                }
-                if matches!(child.try_wait(), Ok(Some(_))) {
-                    break; // Exited, likely on a taken port: try another.
-                }
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("redis-server on port {port} did not answer PING within 10 s");
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        }
-        panic!("redis-server did not start on any of 5 free ports");
-    }
-
-    /// Whether the server on `port` answers PING and is process `pid` (not a stranger
-    /// that took the port first).
-    fn answers_as(port: u16, pid: u32) -> bool {
-        let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}/")) else {
-            return false;
-        };
-        let Ok(mut con) = client.get_connection_with_timeout(Duration::from_millis(200)) else {
-            return false;
-        };
-        if redis::cmd("PING").query::<String>(&mut con).ok().as_deref() != Some("PONG") {
-            return false;
-        }
-        redis::cmd("INFO")
-            .arg("server")
-            .query::<String>(&mut con)
-            .is_ok_and(|info| {
-                info.lines()
-                    .any(|l| l.trim() == format!("process_id:{pid}"))
-            })
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn connection(&self) -> redis::Connection {
-        redis::Client::open(format!("redis://{}/", self.addr()))
-            .and_then(|c| c.get_connection())
-            .expect("connect to redis-server")
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The keys `for_each_key` finds in `args`, by name; `None` if the command is unknown.
 /// Also checks that every index is inside the request.
@@ -180,9 +89,9 @@ fn compare(con: &mut redis::Connection, args: &[Vec<u8>]) -> bool {
 #[test]
 fn checked_in_table_is_what_the_server_reports() {
     let server = RedisServer::start();
-    let reply = gen::fetch_command(&server.addr()).expect("COMMAND");
+    let reply = gen::fetch_command(&server.addr().to_string()).expect("COMMAND");
     let rendered = gen::render(&reply).expect("render COMMAND reply");
-    let checked_in = include_str!("../src/commands/table.rs");
+    let checked_in = include_str!("../../src/commands/table.rs");
     if rendered != checked_in {
         let out = std::env::temp_dir().join("redsplit-command-table.rs");
         let _ = std::fs::write(&out, &rendered);
@@ -199,7 +108,7 @@ fn checked_in_table_is_what_the_server_reports() {
         );
     }
 
-    let mut con = server.connection();
+    let mut con = server.conn();
     let listed: Vec<String> = redis::cmd("COMMAND")
         .arg("LIST")
         .query(&mut con)
@@ -478,7 +387,7 @@ const CORPUS: &[&[&str]] = &[
 #[test]
 fn keys_match_command_getkeys_on_the_corpus() {
     let server = RedisServer::start();
-    let mut con = server.connection();
+    let mut con = server.conn();
     let mut compared = 0;
     for inv in CORPUS {
         let args: Vec<Vec<u8>> = inv.iter().map(|a| a.as_bytes().to_vec()).collect();
@@ -499,7 +408,7 @@ fn keys_match_command_getkeys_on_the_corpus() {
 #[test]
 fn keys_match_command_getkeys_on_random_invocations() {
     let server = RedisServer::start();
-    let mut con = server.connection();
+    let mut con = server.conn();
     let mut rng = fastrand::Rng::with_seed(0x5eed_2024);
     let words: &[&str] = &[
         "STORE",

@@ -17,8 +17,6 @@
 //! Feeding follows the proxy: the session appends what it read, parses from where it
 //! left off, drops consumed bytes and resets the parser; the backend reader scans from the
 //! first unconsumed byte and drops what it delivered.
-// Test code: unwrap, panic and indexing fail the test.
-#![allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
 
 use proptest::prelude::*;
 use redis_protocol::resp2::types::{OwnedFrame as Resp2, Resp2Frame as _};
@@ -28,7 +26,7 @@ use redis_protocol::resp3::types::{
 use redsplit::commands;
 use redsplit::protocol::{Limits, Parsed, ProtocolError, ReplyScanner, Request, RequestParser};
 
-#[path = "support/feed.rs"]
+#[path = "../support/feed.rs"]
 mod feed;
 
 // ------------------------------------------------------------------------------ requests

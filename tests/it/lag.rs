@@ -1,35 +1,12 @@
 //! Lag-bounded reads against real replicas made to lag on purpose: each replica
 //! replicates through a relay that the test pauses or delays, while the replica stays up
 //! and keeps answering reads with stale data.
-// Test code: unwrap, panic and indexing fail the test; `unsafe` is libc calls (signals, rlimits).
-#![allow(
-    clippy::unwrap_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    unsafe_code
-)]
-mod common;
 
-use common::*;
+use crate::common::*;
 use redis::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-fn text(v: &Value) -> String {
-    value_text(v).unwrap_or_else(|| format!("{v:?}"))
-}
-
-fn replica_gets(set: &ReplicaSet) -> Vec<u64> {
-    set.replicas
-        .iter()
-        .map(|r| r.commandstats().get("get").copied().unwrap_or(0))
-        .collect()
-}
-
-fn master_gets(set: &ReplicaSet) -> u64 {
-    set.master.commandstats().get("get").copied().unwrap_or(0)
-}
 
 const BUDGET_MS: u64 = 400;
 const POLL_MS: u64 = 50;
@@ -88,30 +65,70 @@ fn stale_replicas_are_avoided_and_rejoin_after_the_dwell() {
             })
         })
         .collect();
-    let phase = Duration::from_millis(1500);
-    std::thread::sleep(Duration::from_millis(500));
+    let view = proxy.state().clone();
+    // Whether replica `i` is in the read pool of the (only) budget.
+    let in_pool = |i: usize| view.view.load().replicas[i].in_pool & 1 == 1;
+    let reads_done = || reads.lock().unwrap().len();
+    // Reads complete after any routed before the call (each reader has one in flight).
+    let more_reads = |what: &str, n: usize| {
+        let from = reads_done();
+        wait_until(what, SYNC_TIMEOUT, || reads_done() >= from + n);
+    };
+    wait_until("both replicas serve reads", SYNC_TIMEOUT, || {
+        set.replica_calls("get").iter().all(|&n| n > 0) && reads_done() > 100
+    });
     // One replica's stream stops; then the other's.
     set.relays[0].pause();
-    std::thread::sleep(phase);
-    let before_both = replica_gets(&set);
+    wait_until("replica 0 leaves the pool", SYNC_TIMEOUT, || !in_pool(0));
+    let r1 = set.replica_calls("get")[1];
+    wait_until("replica 1 serves on alone", SYNC_TIMEOUT, || {
+        set.replica_calls("get")[1] > r1 + 100
+    });
+    let before_both = set.replica_calls("get");
     set.relays[1].pause();
-    // Wait out the budget so that neither replica can still qualify.
-    std::thread::sleep(Duration::from_millis(BUDGET_MS + 3 * POLL_MS));
-    let both_start = (replica_gets(&set), master_gets(&set));
-    std::thread::sleep(phase);
-    let both_end = (replica_gets(&set), master_gets(&set));
+    // Once neither replica qualifies (and the reads routed before are done), the master
+    // serves every read.
+    wait_until("replica 1 leaves the pool", SYNC_TIMEOUT, || !in_pool(1));
+    more_reads("reads routed before are done", 10);
+    let both_start = (set.replica_calls("get"), set.master.calls("get"));
+    more_reads("reads while both replicas are stale", 300);
+    let both_end = (set.replica_calls("get"), set.master.calls("get"));
     set.relays[0].resume();
     set.relays[1].resume();
     let resumed = Instant::now();
-    // Replicas catch up at once but rejoin only after the dwell time.
-    std::thread::sleep(Duration::from_millis(DWELL_MS / 2));
-    let during_dwell = replica_gets(&set);
-    std::thread::sleep(Duration::from_millis(DWELL_MS / 4));
-    let during_dwell_end = replica_gets(&set);
-    proxy.wait_in_pool(2);
+    // Replicas catch up at once but rejoin only after the dwell time: a sample once both
+    // are within the budget again, and the last one taken while both were still out of the pool (reads
+    // counted before the view said so).
+    let caught_up = |i: usize| {
+        view.view.load().replicas[i]
+            .staleness_ms(Instant::now())
+            .is_some_and(|ms| ms < BUDGET_MS)
+    };
+    wait_until("both replicas catch up", SYNC_TIMEOUT, || {
+        caught_up(0) && caught_up(1)
+    });
+    let during_dwell = set.replica_calls("get");
+    let mut during_dwell_end = during_dwell.clone();
+    wait_until("both replicas rejoin the pool", SYNC_TIMEOUT, || {
+        let sample = set.replica_calls("get");
+        let (in0, in1) = (in_pool(0), in_pool(1));
+        if !in0 && !in1 {
+            during_dwell_end = sample;
+        }
+        in0 && in1
+    });
     let rejoined = resumed.elapsed();
-    std::thread::sleep(Duration::from_millis(300));
-    let after = replica_gets(&set);
+    assert!(
+        rejoined >= Duration::from_millis(DWELL_MS),
+        "rejoined after {rejoined:?}"
+    );
+    wait_until("both replicas serve again", SYNC_TIMEOUT, || {
+        set.replica_calls("get")
+            .iter()
+            .zip(&during_dwell_end)
+            .all(|(a, b)| a > b)
+    });
+    let after = set.replica_calls("get");
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
     for r in readers {
@@ -318,11 +335,11 @@ fn explain_agrees_with_where_reads_went() {
     let want = format!("replica {}", set.replicas[1].addr());
     assert!(s.contains(&want), "{s}");
     assert!(s.contains("over budget"), "{s}");
-    let before = replica_gets(&set);
+    let before = set.replica_calls("get");
     for _ in 0..20 {
         query(&mut c, &["GET", "k"]).unwrap();
     }
-    let after = replica_gets(&set);
+    let after = set.replica_calls("get");
     assert_eq!(after[0], before[0], "the stale replica served nothing");
     assert_eq!(
         after[1],
@@ -365,12 +382,12 @@ fn calm_reads_are_served_by_replicas() {
         })
     };
     let mut c = proxy.conn();
-    let (r0, m0) = (replica_gets(&set), master_gets(&set));
+    let (r0, m0) = (set.replica_calls("get"), set.master.calls("get"));
     let n = 5000;
     for i in 0..n {
         query(&mut c, &["GET", &format!("w:{}", i % 100)]).unwrap();
     }
-    let (r1, m1) = (replica_gets(&set), master_gets(&set));
+    let (r1, m1) = (set.replica_calls("get"), set.master.calls("get"));
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
     let replica: u64 = r1.iter().zip(&r0).map(|(a, b)| a - b).sum();

@@ -16,12 +16,11 @@
 //! killed when its owner is dropped (also while a test panics) and, through
 //! `PR_SET_PDEATHSIG`, when the test binary itself dies. Nothing sleeps and hopes:
 //! waits poll a condition until a deadline ([`wait_until`], [`wait_until_async`]).
-#![allow(dead_code)]
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::future::Future;
-use std::io;
+use std::io::{self, Read};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -367,6 +366,12 @@ impl Process {
         }
     }
 
+    /// The exit status once the process has exited, else `None` (still running).
+    fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut().expect("process was not killed");
+        child.try_wait().expect("wait for a child")
+    }
+
     /// SIGKILL, then wait until the process is gone. No-op if already dead.
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -587,12 +592,6 @@ impl RedisServer {
         }
     }
 
-    /// A replica of `master` (a server or a [`Relay`] in front of one). Returns once it
-    /// answers `PING`; it does not wait for the sync (see [`RedisServer::wait_link_up`]).
-    pub fn replica_of(master: SocketAddr) -> Self {
-        Self::replica_of_with(master, &[])
-    }
-
     /// [`RedisServer::replica_of`] with extra arguments.
     pub fn replica_of_with(master: SocketAddr, args: &[&str]) -> Self {
         let host = master.ip().to_string();
@@ -610,11 +609,6 @@ impl RedisServer {
     /// The listening port; it stays the same across [`RedisServer::restart`].
     pub fn port(&self) -> u16 {
         self.port
-    }
-
-    /// The server's temp dir (holds `redis.log`).
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
     }
 
     /// The process id of the running server.
@@ -681,6 +675,11 @@ impl RedisServer {
                 Some((name, calls))
             })
             .collect()
+    }
+
+    /// Calls of `command` (lower case, as in [`RedisServer::commandstats`]); 0 if none.
+    pub fn calls(&self, command: &str) -> u64 {
+        self.commandstats().get(command).copied().unwrap_or(0)
     }
 
     /// `role` from `INFO replication`: `"master"` or `"slave"`.
@@ -840,7 +839,7 @@ struct RelayState {
 /// makes the replica lag for real while its link stays up.
 pub struct Relay {
     addr: SocketAddr,
-    target: SocketAddr,
+
     control: watch::Sender<RelayState>,
     /// Open relayed connections: id → the cut generation they were accepted under.
     open: Arc<Mutex<HashMap<usize, u64>>>,
@@ -871,7 +870,7 @@ impl Relay {
         let addr = addr_rx.recv().expect("relay bound its port");
         Relay {
             addr,
-            target,
+
             control,
             open,
             accepted,
@@ -882,11 +881,6 @@ impl Relay {
     /// Where to point the replica (`127.0.0.1:port`).
     pub fn addr(&self) -> SocketAddr {
         self.addr
-    }
-
-    /// The address the relay forwards to.
-    pub fn target(&self) -> SocketAddr {
-        self.target
     }
 
     /// Holds every master→replica byte read from now on (kept in order, not dropped).
@@ -1119,6 +1113,11 @@ impl ReplicaSet {
         }
     }
 
+    /// Calls of `command` on each replica ([`RedisServer::calls`]), in replica order.
+    pub fn replica_calls(&self, command: &str) -> Vec<u64> {
+        self.replicas.iter().map(|r| r.calls(command)).collect()
+    }
+
     /// The replicas' own addresses (not the relays').
     pub fn replica_addrs(&self) -> Vec<SocketAddr> {
         self.replicas.iter().map(RedisServer::addr).collect()
@@ -1135,7 +1134,7 @@ struct SentinelNode {
     conn: CachedConn,
     port: u16,
     /// Holds `sentinel.conf`, which Sentinel rewrites with what it learns.
-    dir: TempDir,
+    _dir: TempDir,
 }
 
 /// Real `redis-sentinel` processes monitoring one master, killed on drop.
@@ -1205,7 +1204,7 @@ impl Sentinels {
                     process,
                     conn: CachedConn::new(local_addr(port)),
                     port,
-                    dir,
+                    _dir: dir,
                 }
             })
             .collect();
@@ -1308,11 +1307,6 @@ impl Sentinels {
         self.nodes[i].process.kill();
         self.nodes[i].conn.reset();
     }
-
-    /// Sentinel `i`'s temp dir (holds `sentinel.conf` and `sentinel.log`).
-    pub fn dir(&self, i: usize) -> PathBuf {
-        self.nodes[i].dir.path().to_owned()
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1322,11 +1316,11 @@ impl Sentinels {
 /// twemproxy (`nutcracker`) in front of one Redis, for benchmarks and comparisons.
 /// Killed on drop.
 pub struct Nutcracker {
-    process: Process,
+    _process: Process,
     port: u16,
-    stats_port: u16,
+
     /// Holds the config, pid file and log.
-    dir: TempDir,
+    _dir: TempDir,
 }
 
 impl Nutcracker {
@@ -1375,26 +1369,16 @@ impl Nutcracker {
             |port, pid| owns_listener(pid, port) && owns_listener(pid, stats_port.get()),
         );
         Nutcracker {
-            process,
+            _process: process,
             port,
-            stats_port: stats_port.get(),
-            dir,
+
+            _dir: dir,
         }
     }
 
     /// The proxy address clients connect to.
     pub fn addr(&self) -> SocketAddr {
         local_addr(self.port)
-    }
-
-    /// The stats (JSON over TCP) address.
-    pub fn stats_addr(&self) -> SocketAddr {
-        local_addr(self.stats_port)
-    }
-
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.process.pid().expect("nutcracker is running")
     }
 }
 
@@ -1410,6 +1394,8 @@ pub struct ProxyUnderTest {
     pub admin_addr: Option<SocketAddr>,
     handle: Option<redsplit::server::Handle>,
     rt: Option<tokio::runtime::Runtime>,
+    /// The proxy allocates in this process: no memory measurement runs meanwhile.
+    _memory: SharedMemory,
 }
 
 impl ProxyUnderTest {
@@ -1439,6 +1425,7 @@ impl ProxyUnderTest {
     }
 
     fn start_with_path(cfg: redsplit::config::Config, path: Option<PathBuf>) -> ProxyUnderTest {
+        let memory = shared_memory();
         // RUST_LOG=redsplit=debug shows the proxy's logs in a test's output.
         if std::env::var_os("RUST_LOG").is_some() {
             let _ = tracing_subscriber::fmt()
@@ -1459,6 +1446,7 @@ impl ProxyUnderTest {
             admin_addr: handle.admin_addr,
             handle: Some(handle),
             rt: Some(rt),
+            _memory: memory,
         }
     }
 
@@ -1470,16 +1458,6 @@ impl ProxyUnderTest {
     /// A client connection to the proxy.
     pub fn conn(&self) -> redis::Connection {
         connect(self.addr)
-    }
-
-    /// An async client connection to the proxy.
-    pub async fn async_conn(&self) -> redis::aio::MultiplexedConnection {
-        connect_async(self.addr).await
-    }
-
-    /// Run a future on the proxy's runtime.
-    pub fn block_on<F: Future>(&self, f: F) -> F::Output {
-        self.rt.as_ref().expect("running").block_on(f)
     }
 
     /// Wait until the monitor sees the master up and `replicas` healthy replicas.
@@ -1503,13 +1481,6 @@ impl ProxyUnderTest {
             let v = state.view.load();
             v.master_up() && v.replicas.iter().filter(|r| r.in_pool & 1 == 1).count() >= replicas
         });
-    }
-
-    /// Stop gracefully within `grace`.
-    pub fn stop(mut self, grace: Duration) {
-        if let (Some(h), Some(rt)) = (self.handle.take(), self.rt.as_ref()) {
-            rt.block_on(h.shutdown(grace));
-        }
     }
 }
 
@@ -1537,4 +1508,217 @@ pub fn proxy_yaml(set: &ReplicaSet, extra: &str) -> String {
         replicas.join(", "),
         extra
     )
+}
+
+// ---------------------------------------------------------------------------------------
+// Raw client sockets and replies
+// ---------------------------------------------------------------------------------------
+
+/// The text of a reply ([`value_text`]), or its debug form for other kinds.
+pub fn text(v: &Value) -> String {
+    value_text(v).unwrap_or_else(|| format!("{v:?}"))
+}
+
+/// A raw client socket to `addr` with [`CMD_TIMEOUT`] on reads and writes, no Nagle.
+pub fn raw(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    s.set_read_timeout(Some(CMD_TIMEOUT)).expect("read timeout");
+    s.set_write_timeout(Some(CMD_TIMEOUT))
+        .expect("write timeout");
+    s.set_nodelay(true).expect("nodelay");
+    s
+}
+
+/// Reads exactly `n` bytes, or fewer if the peer closes or a read times out first.
+pub fn read_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while out.len() < n {
+        match s.read(&mut buf[..(n - out.len()).min(4096)]) {
+            Ok(0) | Err(_) => break,
+            Ok(got) => out.extend_from_slice(&buf[..got]),
+        }
+    }
+    out
+}
+
+/// Reads until at least `want` bytes arrived (all of the last read is kept), the peer
+/// closed or a read timed out; what arrived.
+pub fn read_at_least(s: &mut TcpStream, want: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while out.len() < want {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(got) => out.extend_from_slice(&buf[..got]),
+        }
+    }
+    out
+}
+
+/// Reads one whole RESP reply (e.g. a `HELLO` map) and returns its bytes.
+///
+/// # Panics
+/// When the peer closes, a read times out or the bytes are not RESP. The peer must not
+/// have sent anything after that reply yet (what follows in the same read is dropped).
+pub fn read_reply(s: &mut TcpStream) -> Vec<u8> {
+    let mut scanner = redsplit::protocol::ReplyScanner::new();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(len) = scanner.scan(&got).expect("a RESP reply") {
+            got.truncate(len);
+            return got;
+        }
+        match s.read(&mut buf) {
+            Ok(0) => panic!("closed after {got:?}, in the middle of a reply"),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("reading a reply after {got:?}: {e}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Memory measurements
+// ---------------------------------------------------------------------------------------
+
+/// Which tests hold the process: `Some(n)` while `n` [`shared_memory`] guards are out
+/// (proxies in this process count, see [`ProxyUnderTest`]), `None` while one test
+/// measures memory ([`exclusive_memory`]).
+static MEMORY: Mutex<Option<usize>> = Mutex::new(Some(0));
+static MEMORY_FREED: std::sync::Condvar = std::sync::Condvar::new();
+
+thread_local! {
+    /// Whether this thread holds the exclusive guard (its own proxies then take none).
+    static MEASURING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn memory_state() -> MutexGuard<'static, Option<usize>> {
+    MEMORY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Held by a test that measures this process's memory: while it lives, no other test
+/// runs an in-process proxy or holds a [`shared_memory`] guard.
+pub struct ExclusiveMemory(());
+
+/// Waits until no shared guard is out and takes the process for a measurement.
+pub fn exclusive_memory() -> ExclusiveMemory {
+    let mut state = memory_state();
+    while *state != Some(0) {
+        state = MEMORY_FREED.wait(state).unwrap_or_else(|e| e.into_inner());
+    }
+    *state = None;
+    MEASURING.with(|m| m.set(true));
+    ExclusiveMemory(())
+}
+
+impl Drop for ExclusiveMemory {
+    fn drop(&mut self) {
+        MEASURING.with(|m| m.set(false));
+        *memory_state() = Some(0);
+        MEMORY_FREED.notify_all();
+    }
+}
+
+/// Held while a test (or a proxy) allocates in this process without measuring; many at
+/// once. Taken again from a thread that already holds one, it never blocks (a measuring
+/// test waits until every guard is gone), so nesting cannot deadlock.
+pub struct SharedMemory {
+    counted: bool,
+}
+
+/// Waits while a measurement runs (unless this thread is the one measuring).
+pub fn shared_memory() -> SharedMemory {
+    if MEASURING.with(std::cell::Cell::get) {
+        return SharedMemory { counted: false };
+    }
+    let mut state = memory_state();
+    loop {
+        match state.as_mut() {
+            Some(n) => {
+                *n += 1;
+                return SharedMemory { counted: true };
+            }
+            None => {
+                state = MEMORY_FREED.wait(state).unwrap_or_else(|e| e.into_inner());
+            }
+        }
+    }
+}
+
+impl Drop for SharedMemory {
+    fn drop(&mut self) {
+        if self.counted {
+            let mut state = memory_state();
+            if let Some(n) = state.as_mut() {
+                *n -= 1;
+            }
+            drop(state);
+            MEMORY_FREED.notify_all();
+        }
+    }
+}
+
+/// Resident memory of this process, in MB.
+pub fn rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS");
+    kb / 1024.0
+}
+
+// ---------------------------------------------------------------------------------------
+// The proxy binary
+// ---------------------------------------------------------------------------------------
+
+/// The `redsplit` binary of this build run as a child process, for what only the binary
+/// does (signals, exit status). Like every process of the harness it is SIGKILLed when
+/// dropped and when the test process dies; its output goes to `output.log` in its dir.
+pub struct ProxyBinary {
+    process: Process,
+    dir: PathBuf,
+}
+
+impl ProxyBinary {
+    /// `redsplit run --config <config>`, its output in the config file's directory.
+    pub fn run(config: &Path) -> ProxyBinary {
+        let dir = config
+            .parent()
+            .expect("the config file is in a directory")
+            .to_owned();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_redsplit"));
+        cmd.arg("run").arg("--config").arg(config);
+        quiet(&mut cmd, &dir);
+        ProxyBinary {
+            process: Process::new(spawn(cmd)),
+            dir,
+        }
+    }
+
+    /// Sends `signal` (`libc::SIGHUP`, `libc::SIGTERM`, ...).
+    pub fn signal(&self, signal: libc::c_int) {
+        self.process.signal(signal);
+    }
+
+    /// Waits until the process exits and returns its status.
+    ///
+    /// # Panics
+    /// When it still runs after `timeout` (the message carries its output).
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let mut status = None;
+        wait_until("the redsplit binary exits", timeout, || {
+            status = self.process.try_wait();
+            status.is_some()
+        });
+        status.expect("exited")
+    }
+
+    /// What it printed so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(self.dir.join("output.log")).unwrap_or_default()
+    }
 }

@@ -1,20 +1,8 @@
 //! The core proxy against real Redis: any client works through redsplit unchanged.
-// Test code: unwrap, panic and indexing fail the test; `unsafe` is libc calls (signals, rlimits).
-#![allow(
-    clippy::unwrap_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    unsafe_code
-)]
-mod common;
 
-use common::*;
+use crate::common::*;
 use redis::Value;
 use std::time::Duration;
-
-fn text(v: &Value) -> String {
-    value_text(v).unwrap_or_else(|| format!("{v:?}"))
-}
 
 #[test]
 fn set_get_and_reads_go_to_replicas() {
@@ -26,33 +14,18 @@ fn set_get_and_reads_go_to_replicas() {
     set.wait_synced(SYNC_TIMEOUT);
     // Reads from a fresh connection (no read-your-writes constraint).
     let mut r = proxy.conn();
-    let before: u64 = set
-        .replicas
-        .iter()
-        .map(|s| s.commandstats().get("get").copied().unwrap_or(0))
-        .sum();
+    let before: u64 = set.replicas.iter().map(|s| s.calls("get")).sum();
     for _ in 0..20 {
         assert_eq!(text(&query(&mut r, &["GET", "k"]).unwrap()), "v");
     }
-    let after: u64 = set
-        .replicas
-        .iter()
-        .map(|s| s.commandstats().get("get").copied().unwrap_or(0))
-        .sum();
+    let after: u64 = set.replicas.iter().map(|s| s.calls("get")).sum();
     assert_eq!(after - before, 20, "plain reads are served by replicas");
-    let each: Vec<u64> = set
-        .replicas
-        .iter()
-        .map(|s| s.commandstats().get("get").copied().unwrap_or(0))
-        .collect();
+    let each: Vec<u64> = set.replicas.iter().map(|s| s.calls("get")).collect();
     assert!(
         each.iter().all(|n| *n >= 5),
         "reads spread over both replicas: {each:?}"
     );
-    assert_eq!(
-        set.master.commandstats().get("get").copied().unwrap_or(0),
-        0
-    );
+    assert_eq!(set.master.calls("get"), 0);
 }
 
 #[test]
@@ -156,26 +129,6 @@ fn large_replies_in_pipelines_arrive_whole_and_in_order() {
         assert!(it.next().is_none());
     }
     other.join().unwrap();
-}
-
-fn raw(addr: std::net::SocketAddr) -> std::net::TcpStream {
-    let s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s
-}
-
-/// Read until `want` bytes arrived or the peer closed.
-fn read_n(s: &mut std::net::TcpStream, want: usize) -> Vec<u8> {
-    use std::io::Read;
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    while out.len() < want {
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-        }
-    }
-    out
 }
 
 #[test]
@@ -308,28 +261,28 @@ fn pubsub_through_the_proxy() {
     )
     .unwrap();
     let expect = b"*3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n:1\r\n*3\r\n$10\r\npsubscribe\r\n$2\r\nn*\r\n:2\r\n";
-    assert_eq!(read_n(&mut sub, expect.len()), expect.to_vec());
+    assert_eq!(read_at_least(&mut sub, expect.len()), expect.to_vec());
     let mut c = proxy.conn();
     assert_eq!(
         query(&mut c, &["PUBLISH", "news", "hello"]).unwrap(),
         Value::Int(2)
     );
     let expect = b"*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$5\r\nhello\r\n*4\r\n$8\r\npmessage\r\n$2\r\nn*\r\n$4\r\nnews\r\n$5\r\nhello\r\n";
-    assert_eq!(read_n(&mut sub, expect.len()), expect.to_vec());
+    assert_eq!(read_at_least(&mut sub, expect.len()), expect.to_vec());
     // In RESP2 subscribed mode, PING answers as Redis does, and GET is refused by Redis.
     sub.write_all(b"PING\r\n").unwrap();
     let expect = b"*2\r\n$4\r\npong\r\n$0\r\n\r\n";
-    assert_eq!(read_n(&mut sub, expect.len()), expect.to_vec());
+    assert_eq!(read_at_least(&mut sub, expect.len()), expect.to_vec());
     // Unsubscribe from everything: normal commands work again.
     sub.write_all(b"UNSUBSCRIBE\r\nPUNSUBSCRIBE\r\nSET after sub\r\nGET after\r\n")
         .unwrap();
     let expect = b"*3\r\n$11\r\nunsubscribe\r\n$4\r\nnews\r\n:1\r\n*3\r\n$12\r\npunsubscribe\r\n$2\r\nn*\r\n:0\r\n+OK\r\n$3\r\nsub\r\n";
-    assert_eq!(read_n(&mut sub, expect.len()), expect.to_vec());
+    assert_eq!(read_at_least(&mut sub, expect.len()), expect.to_vec());
     // UNSUBSCRIBE when not subscribed answers locally, like Redis.
     let mut fresh = raw(proxy.addr);
     fresh.write_all(b"UNSUBSCRIBE a b\r\n").unwrap();
     let expect = b"*3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:0\r\n*3\r\n$11\r\nunsubscribe\r\n$1\r\nb\r\n:0\r\n";
-    assert_eq!(read_n(&mut fresh, expect.len()), expect.to_vec());
+    assert_eq!(read_at_least(&mut fresh, expect.len()), expect.to_vec());
 }
 
 #[test]
@@ -381,14 +334,14 @@ fn passwords_checked_by_the_proxy() {
 -NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time\r\n\
 +OK\r\n+PONG\r\n+OK\r\n+PONG\r\n";
     assert_eq!(
-        String::from_utf8_lossy(&read_n(&mut s, expect.len())),
+        String::from_utf8_lossy(&read_at_least(&mut s, expect.len())),
         String::from_utf8_lossy(expect)
     );
     // HELLO with AUTH authenticates and switches protocol at once.
     let mut h = raw(proxy.addr);
     h.write_all(b"HELLO 3 AUTH app apppw SETNAME web1\r\nCLIENT GETNAME\r\n")
         .unwrap();
-    let got = read_n(&mut h, 40);
+    let got = read_at_least(&mut h, 40);
     assert!(
         got.starts_with(b"%7\r\n"),
         "{}",
@@ -414,24 +367,17 @@ fn resp3_end_to_end() {
     let mut s = raw(proxy.addr);
     use std::io::Write;
     s.write_all(b"HELLO 3\r\n").unwrap();
-    let hello = read_n(&mut s, 4);
-    assert_eq!(&hello[..4], b"%7\r\n");
-    // Drain the rest of the HELLO map.
-    std::thread::sleep(Duration::from_millis(50));
-    s.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let _ = read_n(&mut s, 1 << 20);
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // The whole HELLO map, so that what is read next is the next reply.
+    let hello = read_reply(&mut s);
+    assert!(
+        hello.starts_with(b"%7\r\n"),
+        "{}",
+        String::from_utf8_lossy(&hello)
+    );
     s.write_all(b"HGETALL h\r\nGET missing\r\n").unwrap();
     let expect = b"%1\r\n$1\r\nf\r\n$1\r\nv\r\n_\r\n";
-    assert_eq!(read_n(&mut s, expect.len()), expect.to_vec());
-    assert!(
-        set.replicas
-            .iter()
-            .map(|r| r.commandstats().get("hgetall").copied().unwrap_or(0))
-            .sum::<u64>()
-            >= 1
-    );
+    assert_eq!(read_at_least(&mut s, expect.len()), expect.to_vec());
+    assert!(set.replicas.iter().map(|r| r.calls("hgetall")).sum::<u64>() >= 1);
 }
 
 #[test]
@@ -444,11 +390,11 @@ fn inline_commands_and_protocol_errors() {
     s.write_all(b"PING\r\nSET greeting \"hello world\"\r\nGET greeting\r\n\r\nECHO 'a b'\r\n")
         .unwrap();
     let expect = b"+PONG\r\n+OK\r\n$11\r\nhello world\r\n$3\r\na b\r\n";
-    assert_eq!(read_n(&mut s, expect.len()), expect.to_vec());
+    assert_eq!(read_at_least(&mut s, expect.len()), expect.to_vec());
     // A broken stream: Redis's error, then the connection closes.
     let mut bad = raw(proxy.addr);
     bad.write_all(b"PING\r\n*x\r\n").unwrap();
-    let got = read_n(&mut bad, 1000);
+    let got = read_at_least(&mut bad, 1000);
     assert_eq!(
         got,
         b"+PONG\r\n-ERR Protocol error: invalid multibulk length\r\n".to_vec()
@@ -456,7 +402,7 @@ fn inline_commands_and_protocol_errors() {
     let mut bad = raw(proxy.addr);
     bad.write_all(b"*1\r\n$4000000000\r\n").unwrap();
     assert_eq!(
-        read_n(&mut bad, 1000),
+        read_at_least(&mut bad, 1000),
         b"-ERR Protocol error: invalid bulk length\r\n".to_vec()
     );
     // Unknown commands get Redis's own answer.
@@ -518,11 +464,7 @@ fn read_only_scripts_fall_back_to_the_master_on_noscript() {
         ),
         "sv"
     );
-    let evals: u64 = set
-        .replicas
-        .iter()
-        .map(|s| s.commandstats().get("eval_ro").copied().unwrap_or(0))
-        .sum();
+    let evals: u64 = set.replicas.iter().map(|s| s.calls("eval_ro")).sum();
     assert_eq!(evals, 1);
 }
 
@@ -605,7 +547,9 @@ fn replica_then_master_killed_under_load() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until("the readers are under way", Duration::from_secs(5), || {
+        reads.load(Ordering::Relaxed) > 300
+    });
     set.replicas[0].kill();
     let n0 = reads.load(Ordering::Relaxed);
     wait_until(
@@ -654,14 +598,7 @@ fn replica_then_master_killed_under_load() {
         "read errors around the master's death: {}",
         read_errors.load(Ordering::Relaxed) - errs
     );
-    assert!(
-        set.replicas[1]
-            .commandstats()
-            .get("get")
-            .copied()
-            .unwrap_or(0)
-            > 0
-    );
+    assert!(set.replicas[1].calls("get") > 0);
 }
 
 #[test]
@@ -727,12 +664,7 @@ fn sigterm_drains_in_flight_replies_and_exits_zero() {
         ),
     )
     .unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_redsplit"))
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut proxy = ProxyBinary::run(&cfg);
     let addr = local_addr(port);
     wait_for_port(addr, Duration::from_secs(10));
     let mut c = connect(addr);
@@ -749,9 +681,7 @@ fn sigterm_drains_in_flight_replies_and_exits_zero() {
                 || set.master.try_cmd(&["PING"]).is_err()
         },
     );
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
+    proxy.signal(libc::SIGTERM);
     let (reply, took) = slow.join().unwrap();
     assert_eq!(
         text(&reply.unwrap()),
@@ -759,18 +689,9 @@ fn sigterm_drains_in_flight_replies_and_exits_zero() {
         "the in-flight reply was delivered"
     );
     assert!(took >= Duration::from_millis(700));
-    let t = std::time::Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(6),
-            "the proxy exits within the grace period"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    assert!(status.success(), "exit status {status}");
+    // Within the grace period (5 s), with a second of slack.
+    let status = proxy.wait_exit(Duration::from_secs(6));
+    assert!(status.success(), "exit status {status}: {}", proxy.output());
     assert!(
         std::net::TcpStream::connect(addr).is_err(),
         "no longer accepting"
@@ -854,17 +775,17 @@ fn connection_commands_answer_like_redis() {
     let mut s = raw(proxy.addr);
     s.write_all(b"CLIENT REPLY OFF\r\nSET quiet 1\r\nGET quiet\r\nCLIENT REPLY ON\r\nGET quiet\r\nCLIENT REPLY SKIP\r\nPING\r\nPING\r\n").unwrap();
     let expect = b"+OK\r\n$1\r\n1\r\n+PONG\r\n";
-    assert_eq!(read_n(&mut s, expect.len()), expect.to_vec());
+    assert_eq!(read_at_least(&mut s, expect.len()), expect.to_vec());
     // RESET: back to db 0, RESP2, out of any mode.
     let mut r = raw(proxy.addr);
     r.write_all(b"SELECT 2\r\nMULTI\r\nRESET\r\nSET r 1\r\nCLIENT INFO\r\n")
         .unwrap();
-    let got = String::from_utf8_lossy(&read_n(&mut r, 40)).to_string();
+    let got = String::from_utf8_lossy(&read_at_least(&mut r, 40)).to_string();
     assert!(got.starts_with("+OK\r\n+OK\r\n+RESET\r\n+OK\r\n"), "{got}");
     // HELLO 2 replies with a flat array; unknown versions get NOPROTO.
     let mut h = raw(proxy.addr);
     h.write_all(b"HELLO 4\r\nHELLO 2\r\n").unwrap();
-    let got = String::from_utf8_lossy(&read_n(&mut h, 60)).to_string();
+    let got = String::from_utf8_lossy(&read_at_least(&mut h, 60)).to_string();
     assert!(
         got.starts_with(
             "-NOPROTO unsupported protocol version\r\n*14\r\n$6\r\nserver\r\n$5\r\nredis\r\n"
@@ -874,7 +795,7 @@ fn connection_commands_answer_like_redis() {
     // QUIT answers OK and closes.
     let mut q = raw(proxy.addr);
     q.write_all(b"QUIT\r\n").unwrap();
-    assert_eq!(read_n(&mut q, 100), b"+OK\r\n".to_vec());
+    assert_eq!(read_at_least(&mut q, 100), b"+OK\r\n".to_vec());
 }
 
 #[test]
@@ -903,18 +824,19 @@ fn blocking_stream_reads_and_tracking() {
     use std::io::Write;
     let mut t = raw(proxy.addr);
     t.write_all(b"HELLO 3\r\n").unwrap();
-    let _ = read_n(&mut t, 4);
-    std::thread::sleep(Duration::from_millis(50));
-    t.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let _ = read_n(&mut t, 1 << 16);
-    t.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // The whole HELLO map, so that what is read next is the next reply.
+    let hello = read_reply(&mut t);
+    assert!(
+        hello.starts_with(b"%7\r\n"),
+        "{}",
+        String::from_utf8_lossy(&hello)
+    );
     t.write_all(b"CLIENT TRACKING ON\r\nGET tracked\r\n")
         .unwrap();
     let expect = b"+OK\r\n_\r\n";
-    assert_eq!(read_n(&mut t, expect.len()), expect.to_vec());
+    assert_eq!(read_at_least(&mut t, expect.len()), expect.to_vec());
     query(&mut c, &["SET", "tracked", "new"]).unwrap();
-    let push = String::from_utf8_lossy(&read_n(&mut t, 30)).to_string();
+    let push = String::from_utf8_lossy(&read_at_least(&mut t, 30)).to_string();
     assert!(
         push.starts_with(">2\r\n$10\r\ninvalidate\r\n") && push.contains("tracked"),
         "{push}"
@@ -937,12 +859,12 @@ fn monitor_is_denied_by_default_and_works_when_allowed() {
     use std::io::Write;
     let mut m = raw(open.addr);
     m.write_all(b"MONITOR\r\n").unwrap();
-    assert!(read_n(&mut m, 5).starts_with(b"+OK\r\n"));
+    assert!(read_at_least(&mut m, 5).starts_with(b"+OK\r\n"));
     let mut w = open.conn();
     query(&mut w, &["SET", "watched", "1"]).unwrap();
     let mut seen = String::new();
     wait_until("MONITOR shows the SET", Duration::from_secs(5), || {
-        seen.push_str(&String::from_utf8_lossy(&read_n(&mut m, 1)));
+        seen.push_str(&String::from_utf8_lossy(&read_at_least(&mut m, 1)));
         seen.contains("\"SET\" \"watched\" \"1\"")
     });
 }
