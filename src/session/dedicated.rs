@@ -65,12 +65,11 @@ impl Session {
         &mut self,
         req: &Request,
         cmd: Option<&'static Command>,
-        run: &mut Option<Run>,
-        rbuf: &[u8],
-        _settings: &Settings,
-        view: &View,
+        b: &mut Batch<'_>,
     ) -> Stop {
-        self.flush_pending_run(run, rbuf);
+        let settings = b.settings;
+        let view = b.view;
+        self.flush_pending_run(b);
         let now = Instant::now();
         let name = cmd.map(|c| c.name).unwrap_or("");
         match (name, cmd) {
@@ -83,14 +82,14 @@ impl Session {
                 if !self.pending.is_empty() {
                     return Stop::Wait;
                 }
-                return self.local_command(req, cmd, _settings, view);
+                return self.local_command(req, cmd, settings, view);
             }
             (n, Some(cmd)) if n == "auth" || n == "hello" || n.starts_with("client|") => {
                 if self.mode == Mode::Multi {
                     self.push_local_error("ERR Command not allowed inside a transaction");
                     return Stop::More;
                 }
-                return self.local_command(req, cmd, _settings, view);
+                return self.local_command(req, cmd, settings, view);
             }
             _ => {}
         }
@@ -150,14 +149,9 @@ impl Session {
         Stop::More
     }
 
-    pub(super) fn blocking(
-        &mut self,
-        req: &Request,
-        run: &mut Option<Run>,
-        rbuf: &[u8],
-        view: &View,
-    ) -> Stop {
-        self.flush_pending_run(run, rbuf);
+    pub(super) fn blocking(&mut self, req: &Request, b: &mut Batch<'_>) -> Stop {
+        let view = b.view;
+        self.flush_pending_run(b);
         if !self.pending.is_empty() {
             return Stop::Wait;
         }
@@ -178,12 +172,11 @@ impl Session {
         &mut self,
         req: &Request,
         cmd: &'static Command,
-        run: &mut Option<Run>,
-        rbuf: &[u8],
-        settings: &Settings,
-        view: &View,
+        b: &mut Batch<'_>,
     ) -> Stop {
-        self.flush_pending_run(run, rbuf);
+        let settings = b.settings;
+        let view = b.view;
+        self.flush_pending_run(b);
         match cmd.name {
             "multi" | "watch" => {
                 if !self.pending.is_empty() {
@@ -211,23 +204,18 @@ impl Session {
 
     // ---------------------------------------------------------------- pub/sub
 
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn pubsub(
         &mut self,
         req: &Request,
         cmd: &'static Command,
-        offset: usize,
-        inline: bool,
-        run: &mut Option<Run>,
-        rbuf: &[u8],
-        view: &View,
-        now: Instant,
+        at: Option<usize>,
+        b: &mut Batch<'_>,
     ) -> Stop {
         match cmd.name {
-            "subscribe" | "psubscribe" | "ssubscribe" => self.enter_tunnel(req, run, rbuf, view),
+            "subscribe" | "psubscribe" | "ssubscribe" => self.enter_tunnel(req, b),
             "unsubscribe" | "punsubscribe" | "sunsubscribe" => {
                 // Not subscribed: Redis answers one frame per channel, with count 0.
-                self.flush_pending_run(run, rbuf);
+                self.flush_pending_run(b);
                 let kind = Value::bulk(cmd.name);
                 let frames: Vec<Value> = if req.argc() <= 1 {
                     vec![Value::Null]
@@ -247,18 +235,13 @@ impl Session {
                 self.push_local_bytes(&out);
                 Stop::More
             }
-            _ => self.send_to_master(req, offset, inline, run, rbuf, view, now, Kind::Forward),
+            _ => self.send_to_master(req, at, b, Kind::Forward),
         }
     }
 
-    pub(super) fn enter_tunnel(
-        &mut self,
-        req: &Request,
-        run: &mut Option<Run>,
-        rbuf: &[u8],
-        view: &View,
-    ) -> Stop {
-        self.flush_pending_run(run, rbuf);
+    pub(super) fn enter_tunnel(&mut self, req: &Request, b: &mut Batch<'_>) -> Stop {
+        let view = b.view;
+        self.flush_pending_run(b);
         if !self.pending.is_empty() {
             return Stop::Wait;
         }
@@ -304,11 +287,10 @@ impl Session {
         &mut self,
         req: &Request,
         cmd: Option<&'static Command>,
-        run: &mut Option<Run>,
-        rbuf: &[u8],
-        settings: &Settings,
+        b: &mut Batch<'_>,
     ) -> Stop {
-        self.flush_pending_run(run, rbuf);
+        let settings = b.settings;
+        self.flush_pending_run(b);
         if self.tunnel_exit.is_some() {
             // Leaving: the rest waits until the connection confirmed its RESET.
             return Stop::Wait;

@@ -40,7 +40,13 @@ impl Session {
         self.window_max = u32::try_from(max_pipeline).unwrap_or(u32::MAX).max(1);
         let rbuf = std::mem::take(&mut self.rbuf);
         let mut consumed = 0usize;
-        let mut run: Option<Run> = None;
+        let mut batch = Batch {
+            rbuf: &rbuf,
+            settings: &settings,
+            view: &view,
+            now,
+            run: None,
+        };
         let mut result = Ok(());
         self.parser.unauthenticated = !self.client.authenticated;
         while consumed < rbuf.len() && !self.closing {
@@ -78,9 +84,7 @@ impl Session {
                 rbuf.get(consumed..consumed + len).unwrap_or_default()
             };
             let req = Request { buf, args: &args };
-            let stop = self.dispatch(
-                &req, consumed, inline, &mut run, &rbuf, &settings, &view, now,
-            );
+            let stop = self.dispatch(&req, (!inline).then_some(consumed), &mut batch);
             self.parser.args = args;
             self.parser.inline_buf = inline_buf;
             if stop == Stop::Wait {
@@ -88,9 +92,7 @@ impl Session {
             }
             consumed += len;
         }
-        if let Some(r) = run.take() {
-            self.flush_run(&r, &rbuf);
-        }
+        self.flush_pending_run(&mut batch);
         self.flush_counters(&settings);
         self.rbuf = rbuf;
         self.rbuf.advance(consumed);
@@ -100,20 +102,14 @@ impl Session {
         result
     }
 
-    /// Route one request. Returns `Stop::Wait` when a barrier holds it back (it stays in
-    /// the buffer and is dispatched later).
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn dispatch(
-        &mut self,
-        req: &Request,
-        offset: usize,
-        inline: bool,
-        run: &mut Option<Run>,
-        rbuf: &[u8],
-        settings: &Settings,
-        view: &View,
-        now: Instant,
-    ) -> Stop {
+    /// Route one request. `at` is where it starts in the batch's read buffer (`None`: an
+    /// inline request, rewritten as RESP elsewhere, which cannot join a run). Returns
+    /// `Stop::Wait` when a barrier holds it back (it stays in the buffer and is
+    /// dispatched later).
+    pub(super) fn dispatch(&mut self, req: &Request, at: Option<usize>, b: &mut Batch<'_>) -> Stop {
+        let settings = b.settings;
+        let view = b.view;
+        let now = b.now;
         let cmd = commands::lookup(req);
         let name = req.arg(0);
         if cmd.is_some() {
@@ -127,18 +123,18 @@ impl Session {
             );
             if !allowed {
                 self.stats().request(class_index(cmd.map(|c| c.class)));
-                self.flush_pending_run(run, rbuf);
+                self.flush_pending_run(b);
                 self.push_local_raw(reply::NOAUTH);
                 return Stop::More;
             }
         }
         // Tunnel mode: everything goes to the dedicated connection, but QUIT and RESET.
         if self.mode == Mode::Tunnel {
-            return self.dispatch_tunnel(req, cmd, run, rbuf, settings);
+            return self.dispatch_tunnel(req, cmd, b);
         }
         if cmd.is_none() && name.eq_ignore_ascii_case(b"proxy") && self.mode != Mode::Multi {
             self.stats().request(class_index(Some(Class::Connection)));
-            self.flush_pending_run(run, rbuf);
+            self.flush_pending_run(b);
             self.proxy_command(req, settings, view, now);
             return Stop::More;
         }
@@ -146,13 +142,13 @@ impl Session {
             // Unknown to the table: the master answers (module command or an error).
             self.stats().request(class_index(None));
             if matches!(self.mode, Mode::Multi | Mode::Watch) {
-                return self.dispatch_dedicated_mode(req, None, run, rbuf, settings, view);
+                return self.dispatch_dedicated_mode(req, None, b);
             }
-            return self.send_to_master(req, offset, inline, run, rbuf, view, now, Kind::Write);
+            return self.send_to_master(req, at, b, Kind::Write);
         };
         self.stats().request(class_index(Some(cmd.class)));
         if settings.deny.denies(cmd) {
-            self.flush_pending_run(run, rbuf);
+            self.flush_pending_run(b);
             self.push_local_error(&format!(
                 "NOPERM the '{}' command is disabled by the proxy (deny_commands)",
                 String::from_utf8_lossy(name).to_lowercase()
@@ -161,7 +157,7 @@ impl Session {
         }
         if let Some(user) = &self.client.user {
             if !user.may_run(cmd) {
-                self.flush_pending_run(run, rbuf);
+                self.flush_pending_run(b);
                 self.push_local_error(&format!(
                     "NOPERM this user has no permissions to run the '{}' command",
                     cmd.name
@@ -169,7 +165,7 @@ impl Session {
                 return Stop::More;
             }
             if !user.all_keys() && commands::touches_undeclared_keys(cmd, req) {
-                self.flush_pending_run(run, rbuf);
+                self.flush_pending_run(b);
                 self.push_local_error(&format!(
                     "NOPERM this user may access only some keys, and '{}' can reach keys it does not name (scripts, functions, SORT BY/GET); it is refused to key-restricted users",
                     cmd.name
@@ -180,47 +176,47 @@ impl Session {
                 let mut ok = true;
                 commands::for_each_key(cmd, req, |i| ok &= user.may_touch(req.arg(i)));
                 if !ok {
-                    self.flush_pending_run(run, rbuf);
+                    self.flush_pending_run(b);
                     self.push_local_error("NOPERM this user has no permissions to access one of the keys used as arguments");
                     return Stop::More;
                 }
             }
         }
         if matches!(self.mode, Mode::Multi | Mode::Watch) {
-            return self.dispatch_dedicated_mode(req, Some(cmd), run, rbuf, settings, view);
+            return self.dispatch_dedicated_mode(req, Some(cmd), b);
         }
         match cmd.class {
             Class::Connection => {
-                self.flush_pending_run(run, rbuf);
+                self.flush_pending_run(b);
                 self.local_command(req, cmd, settings, view)
             }
-            Class::Transaction => self.transaction(req, cmd, run, rbuf, settings, view),
-            Class::PubSub => self.pubsub(req, cmd, offset, inline, run, rbuf, view, now),
+            Class::Transaction => self.transaction(req, cmd, b),
+            Class::PubSub => self.pubsub(req, cmd, at, b),
             _ if commands::is_blocking(cmd, req) => {
                 if name.eq_ignore_ascii_case(b"wait") {
-                    self.flush_pending_run(run, rbuf);
+                    self.flush_pending_run(b);
                     return self.wait_command(req, settings, view, now);
                 }
-                self.blocking(req, run, rbuf, view)
+                self.blocking(req, b)
             }
             Class::Read if commands::master_only(cmd) => {
                 self.stats().route(0, Reason::Rule);
-                self.master_read(req, offset, inline, run, rbuf, view, now)
+                self.master_read(req, at, b)
             }
-            Class::Read => self.read(req, cmd, offset, inline, run, rbuf, settings, view, now),
+            Class::Read => self.read(req, cmd, at, b),
             Class::Write | Class::Admin => {
                 if name.eq_ignore_ascii_case(b"monitor") {
-                    return self.enter_tunnel(req, run, rbuf, view);
+                    return self.enter_tunnel(req, b);
                 }
                 if let Some(e) =
                     commands::cuts_off_backends(cmd, req, &settings.config.backend.username)
                 {
-                    self.flush_pending_run(run, rbuf);
+                    self.flush_pending_run(b);
                     self.push_local_error(e);
                     return Stop::More;
                 }
                 if commands::is_interrupt(cmd) {
-                    self.flush_pending_run(run, rbuf);
+                    self.flush_pending_run(b);
                     self.interrupt(req, settings, view, now);
                     return Stop::More;
                 }
@@ -236,46 +232,34 @@ impl Session {
                     Some(w) => Kind::Durable(w),
                     None => Kind::Write,
                 };
-                self.send_to_master(req, offset, inline, run, rbuf, view, now, kind)
+                self.send_to_master(req, at, b, kind)
             }
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn read(
         &mut self,
         req: &Request,
         cmd: &'static Command,
-        offset: usize,
-        inline: bool,
-        run: &mut Option<Run>,
-        rbuf: &[u8],
-        settings: &Settings,
-        view: &View,
-        now: Instant,
+        at: Option<usize>,
+        b: &mut Batch<'_>,
     ) -> Stop {
         if let Some(pos) = cursor::cursor_arg(cmd.name) {
             if req.arg(pos) != b"0" {
-                return self.scan_continue(req, pos, run, rbuf, now);
+                return self.scan_continue(req, pos, b);
             }
             self.scan_next = true;
-            let stop = self.route_read(req, cmd, offset, inline, run, rbuf, settings, view, now);
+            let stop = self.route_read(req, cmd, at, b);
             self.scan_next = false;
             return stop;
         }
-        self.route_read(req, cmd, offset, inline, run, rbuf, settings, view, now)
+        self.route_read(req, cmd, at, b)
     }
 
     /// Continue a SCAN-family iteration on the node that issued its cursor.
-    fn scan_continue(
-        &mut self,
-        req: &Request,
-        pos: usize,
-        run: &mut Option<Run>,
-        rbuf: &[u8],
-        now: Instant,
-    ) -> Stop {
-        self.flush_pending_run(run, rbuf);
+    fn scan_continue(&mut self, req: &Request, pos: usize, b: &mut Batch<'_>) -> Stop {
+        let now = b.now;
+        self.flush_pending_run(b);
         let view = self.proxy.view.load_full();
         let Some((c, tag)) = cursor::decode(req.arg(pos)) else {
             if crate::protocol::parse_int(req.arg(pos)).is_none() {
@@ -306,19 +290,16 @@ impl Session {
         Stop::More
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn route_read(
         &mut self,
         req: &Request,
         cmd: &'static Command,
-        offset: usize,
-        inline: bool,
-        run: &mut Option<Run>,
-        rbuf: &[u8],
-        settings: &Settings,
-        view: &View,
-        now: Instant,
+        at: Option<usize>,
+        b: &mut Batch<'_>,
     ) -> Stop {
+        let settings = b.settings;
+        let view = b.view;
+        let now = b.now;
         let policy = &settings.policy;
         let resolved = policy.resolve(cmd, |f| commands::for_each_key(cmd, req, |i| f(req.arg(i))));
         self.count_hit(resolved.rule);
@@ -336,7 +317,7 @@ impl Session {
                     return Stop::More;
                 };
                 if self.dedicated_in_flight > 0 {
-                    return self.barrier(run, rbuf);
+                    return self.barrier(b);
                 }
                 self.stats().route(1, d.reason);
                 if let Some(s) = r.staleness_ms(now) {
@@ -349,77 +330,57 @@ impl Session {
                 self.send_shared(
                     &backend,
                     req,
-                    offset,
-                    inline,
-                    run,
-                    rbuf,
+                    at,
+                    b,
                     Kind::ReplicaRead {
                         retry: req.buf.len() as u32,
                     },
                     true,
-                    now,
                 );
                 Stop::More
             }
             Target::Master => {
                 self.stats().route(0, d.reason);
-                self.master_read(req, offset, inline, run, rbuf, view, now)
+                self.master_read(req, at, b)
             }
             Target::Reject => {
                 self.stats().route(2, d.reason);
-                self.flush_pending_run(run, rbuf);
+                self.flush_pending_run(b);
                 self.push_local_error(&reject_message(d, &resolved.level, view, policy));
                 Stop::More
             }
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn master_read(
         &mut self,
         req: &Request,
-        offset: usize,
-        inline: bool,
-        run: &mut Option<Run>,
-        rbuf: &[u8],
-        view: &View,
-        now: Instant,
+        at: Option<usize>,
+        b: &mut Batch<'_>,
     ) -> Stop {
+        let view = b.view;
         let Some(m) = view.master.as_ref() else {
-            self.flush_pending_run(run, rbuf);
+            self.flush_pending_run(b);
             self.push_local_error(crate::error::NO_MASTER);
             return Stop::More;
         };
         if self.dedicated_in_flight > 0 {
-            return self.barrier(run, rbuf);
+            return self.barrier(b);
         }
         let backend = m.backend.clone();
-        self.send_shared(
-            &backend,
-            req,
-            offset,
-            inline,
-            run,
-            rbuf,
-            Kind::Forward,
-            true,
-            now,
-        );
+        self.send_shared(&backend, req, at, b, Kind::Forward, true);
         Stop::More
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn send_to_master(
         &mut self,
         req: &Request,
-        offset: usize,
-        inline: bool,
-        run: &mut Option<Run>,
-        rbuf: &[u8],
-        view: &View,
-        now: Instant,
+        at: Option<usize>,
+        b: &mut Batch<'_>,
         kind: Kind,
     ) -> Stop {
+        let view = b.view;
+        let now = b.now;
         let d = router::route_write(view);
         let hold = self
             .proxy
@@ -438,29 +399,29 @@ impl Session {
             if self.view_rx.is_none() {
                 self.view_rx = Some(self.proxy.view_version.subscribe());
             }
-            return self.barrier(run, rbuf);
+            return self.barrier(b);
         }
         let Some(m) = view.master.as_ref().filter(|_| d.target == Target::Master) else {
             self.stats().route(2, Reason::NoMaster);
-            self.flush_pending_run(run, rbuf);
+            self.flush_pending_run(b);
             self.push_local_error(&router::write_rejection(view).line());
             return Stop::More;
         };
         // A write waits for this session's replica reads (they may need a retry on the
         // master first) and for its dedicated connection to be idle.
         if self.replica_reads_in_flight > 0 || self.dedicated_in_flight > 0 {
-            return self.barrier(run, rbuf);
+            return self.barrier(b);
         }
         self.stats().route(0, Reason::Write);
         let backend = m.backend.clone();
         if let Kind::Durable(_) = kind {
-            self.flush_pending_run(run, rbuf);
-            self.send_shared(&backend, req, offset, inline, run, rbuf, kind, false, now);
-            self.flush_pending_run(run, rbuf);
+            self.flush_pending_run(b);
+            self.send_shared(&backend, req, at, b, kind, false);
+            self.flush_pending_run(b);
             self.send_bytes_shared(&backend, ROLE, Kind::RoleProbe { wait: None }, now);
             self.proxy.monitor.poll_now();
         } else {
-            self.send_shared(&backend, req, offset, inline, run, rbuf, kind, false, now);
+            self.send_shared(&backend, req, at, b, kind, false);
         }
         Stop::More
     }

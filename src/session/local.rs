@@ -302,9 +302,9 @@ impl Session {
                 let on = req.arg(2).eq_ignore_ascii_case(b"on");
                 if on {
                     self.tracking.redirect = None;
-                    let mut none = None;
+                    let mut none = Batch::outside(settings, view, Instant::now());
                     let Some(bytes) = self.translate_redirect(req) else {
-                        return self.enter_tunnel(req, &mut none, &[], view);
+                        return self.enter_tunnel(req, &mut none);
                     };
                     if bytes.is_empty() {
                         return Stop::More;
@@ -317,9 +317,9 @@ impl Session {
                             buf: &bytes,
                             args: &args,
                         };
-                        return self.enter_tunnel(&translated, &mut none, &[], view);
+                        return self.enter_tunnel(&translated, &mut none);
                     }
-                    return self.enter_tunnel(req, &mut none, &[], view);
+                    return self.enter_tunnel(req, &mut none);
                 }
                 self.push_local_raw(reply::OK);
             }
@@ -328,8 +328,8 @@ impl Session {
             _ => {
                 // PAUSE, UNPAUSE and anything newer: the master decides.
                 let _ = settings;
-                let mut none = None;
-                return self.send_to_master(req, 0, true, &mut none, &[], view, Instant::now(), Kind::Forward);
+                let mut none = Batch::outside(settings, view, Instant::now());
+                return self.send_to_master(req, None, &mut none, Kind::Forward);
             }
         }
         Stop::More

@@ -203,6 +203,34 @@ struct Run {
     count: u32,
 }
 
+/// One batch of requests parsed from the read buffer: what routing each of them needs
+/// (the settings, view and time the batch started with), and the run of consecutive
+/// requests not yet handed to a connection. Every step that answers or routes a request
+/// elsewhere first closes the open run ([`Session::flush_pending_run`]), which keeps
+/// replies in request order.
+struct Batch<'a> {
+    /// The read buffer the requests (and the run) are spans of.
+    rbuf: &'a [u8],
+    settings: &'a Settings,
+    view: &'a View,
+    now: Instant,
+    /// Consecutive requests for one connection, not yet handed over.
+    run: Option<Run>,
+}
+
+impl<'a> Batch<'a> {
+    /// A batch for a request the proxy makes or answers outside the read buffer.
+    fn outside(settings: &'a Settings, view: &'a View, now: Instant) -> Batch<'a> {
+        Batch {
+            rbuf: &[],
+            settings,
+            view,
+            now,
+            run: None,
+        }
+    }
+}
+
 /// Why the request loop stopped before the buffer was empty.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Stop {

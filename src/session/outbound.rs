@@ -5,32 +5,29 @@ use super::*;
 
 impl Session {
     /// Hold the rest of the buffer until in-flight requests complete.
-    pub(super) fn barrier(&mut self, run: &mut Option<Run>, rbuf: &[u8]) -> Stop {
-        self.flush_pending_run(run, rbuf);
+    pub(super) fn barrier(&mut self, b: &mut Batch<'_>) -> Stop {
+        self.flush_pending_run(b);
         Stop::Wait
     }
 
-    pub(super) fn flush_pending_run(&mut self, run: &mut Option<Run>, rbuf: &[u8]) {
-        if let Some(r) = run.take() {
-            self.flush_run(&r, rbuf);
+    pub(super) fn flush_pending_run(&mut self, b: &mut Batch<'_>) {
+        if let Some(r) = b.run.take() {
+            self.flush_run(&r, b.rbuf);
         }
     }
 
     /// Queue `req` for `backend`'s shared connection (extending the current run when
     /// possible).
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn send_shared(
         &mut self,
         backend: &Arc<Backend>,
         req: &Request,
-        offset: usize,
-        inline: bool,
-        run: &mut Option<Run>,
-        rbuf: &[u8],
+        at: Option<usize>,
+        b: &mut Batch<'_>,
         kind: Kind,
         read: bool,
-        now: Instant,
     ) {
+        let now = b.now;
         let key = ConnKey {
             db: self.client.db,
             resp3: self.client.resp3,
@@ -38,7 +35,7 @@ impl Session {
         let source = match self.source_for(backend, key) {
             Ok(i) => i,
             Err(e) => {
-                self.flush_pending_run(run, rbuf);
+                self.flush_pending_run(b);
                 self.fail_request(kind, req.buf, &e, now);
                 return;
             }
@@ -63,24 +60,25 @@ impl Session {
         if let Kind::ReplicaRead { .. } = kind {
             self.retry_buf.extend_from_slice(req.buf);
         }
-        if inline {
-            self.flush_pending_run(run, rbuf);
+        let Some(offset) = at else {
+            // Not in the read buffer as it came (an inline request, sent as RESP): alone.
+            self.flush_pending_run(b);
             if let Some(s) = self.sources.get(source) {
                 if let Err(e) = s.conn.send(req.buf, &self.sink, s.slot, 1) {
                     self.handle.inbox.push_failed(slot, &e, 1);
                 }
             }
             return;
-        }
+        };
         let len = req.buf.len();
-        match run {
+        match &mut b.run {
             Some(r) if r.source == source && !r.dedicated && !r.retry && r.end == offset => {
                 r.end += len;
                 r.count += 1;
             }
             _ => {
-                self.flush_pending_run(run, rbuf);
-                *run = Some(Run {
+                self.flush_pending_run(b);
+                b.run = Some(Run {
                     source,
                     dedicated: false,
                     retry: false,
