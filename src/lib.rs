@@ -26,7 +26,8 @@
 //! ([`error`] names the errors it answers itself, each with its RESP error line), and
 //! [`server`] runs the listener, limits and graceful shutdown, and parks idle clients (a
 //! client with nothing in flight keeps only its socket and a small task until its next
-//! byte; its session state is rebuilt then). Everything shared lives in [`proxy::Proxy`].
+//! byte; its [`session::ClientState`] stays published in its handle, and the session is
+//! rebuilt around it then). Everything shared lives in [`proxy::Proxy`].
 #![warn(missing_docs)]
 
 pub mod admin;
