@@ -821,9 +821,14 @@ fn idle_clients_are_closed_but_not_subscribers_or_blocked_ones() {
         took >= Duration::from_millis(900),
         "closed after {took:?}, not idle long enough"
     );
-    // Both others have been idle past the timeout by now; give the janitor two more
-    // rounds, then show they still work.
-    std::thread::sleep(Duration::from_millis(2100));
+    // Both others have been idle past the timeout by now. A second idle client, opened
+    // now, is closed only by a later round of the janitor: once it is, that round has
+    // passed over the subscriber and the blocked client too. Show they still work.
+    let mut idle2 = raw(proxy.addr);
+    idle2.write_all(b"PING\r\n").unwrap();
+    assert_eq!(read_n(&mut idle2, 7), b"+PONG\r\n");
+    let (_, closed) = read_to_close(&mut idle2, Duration::from_secs(5));
+    assert!(closed, "the second idle client is closed too");
     set.master.cmd(&["PUBLISH", "news", "hello"]);
     let msg = b"*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$5\r\nhello\r\n";
     sub.set_read_timeout(Some(CMD_TIMEOUT)).unwrap();
@@ -1001,7 +1006,21 @@ fn a_stopped_replica_costs_reads_at_most_the_command_timeout() {
     // SIGSTOP: the replica's sockets stay open; it just never answers.
     set.replicas[0].pause();
     load.reads_continue(2000, "reads continue while the replica is stopped");
-    std::thread::sleep(Duration::from_millis(1500));
+    // Until the monitor takes it out of the pool, and after.
+    let state = proxy.state().clone();
+    let stopped = set.replicas[0].addr().to_string();
+    wait_until(
+        "the stopped replica leaves the read pool",
+        SYNC_TIMEOUT,
+        || {
+            state
+                .view
+                .load()
+                .replicas
+                .iter()
+                .any(|r| r.backend.addr == stopped && r.in_pool & 1 == 0)
+        },
+    );
     load.reads_continue(500, "reads still continue");
     set.replicas[0].resume();
     proxy.wait_in_pool(2);
