@@ -452,7 +452,10 @@ impl Session {
     /// Publish the client's state to its handle, for `CLIENT LIST` of other clients,
     /// the janitor and a later resume.
     fn publish(&self) {
-        self.handle.state.lock().clone_from(&self.client);
+        let mut published = self.handle.state.lock();
+        if !published.same_as(&self.client) {
+            published.clone_from(&self.client);
+        }
     }
 
     /// End the session: close its dedicated connection and its inbox, flush counters.

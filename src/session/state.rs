@@ -102,6 +102,29 @@ impl ClientState {
         (id >= 0).then_some(id)
     }
 
+    /// Whether `other` says the same (shared strings and connections by identity), so a
+    /// publish can be skipped without touching their reference counts.
+    pub fn same_as(&self, other: &ClientState) -> bool {
+        fn same<T: ?Sized>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
+            match (a, b) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            }
+        }
+        Arc::ptr_eq(&self.name, &other.name)
+            && self.db == other.db
+            && self.resp3 == other.resp3
+            && same(&self.user, &other.user)
+            && self.authenticated == other.authenticated
+            && self.reply == other.reply
+            && self.flags == other.flags
+            && (self.sub, self.psub, self.ssub, self.multi)
+                == (other.sub, other.psub, other.ssub, other.multi)
+            && self.cmd.map(std::ptr::from_ref) == other.cmd.map(std::ptr::from_ref)
+            && same(&self.dedicated, &other.dedicated)
+    }
+
     /// Which shared connections serve this client: its database and protocol.
     pub fn key(&self) -> ConnKey {
         ConnKey {
@@ -235,6 +258,21 @@ fn bulk(b: &[u8]) -> Option<(&[u8], &[u8])> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_copy_is_the_same_until_a_field_changes() {
+        let a = ClientState::new(true);
+        let mut b = a.clone();
+        assert!(a.same_as(&b));
+        b.db = 1;
+        assert!(!a.same_as(&b));
+        let mut c = a.clone();
+        c.name = Arc::from("");
+        assert!(
+            !a.same_as(&c),
+            "a new name is a change even when equal text"
+        );
+    }
 
     #[test]
     fn redirect_ids_are_replaced_in_both_replies() {
