@@ -382,10 +382,8 @@ impl Session {
         let view = b.view;
         let now = b.now;
         let d = router::route_write(view);
-        let hold = self
-            .proxy
+        let hold = b
             .settings
-            .load()
             .config
             .backend
             .sentinel
