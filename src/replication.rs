@@ -82,6 +82,16 @@ struct State {
     last_chart: Option<Instant>,
 }
 
+/// What the monitor knows of a busy master.
+#[derive(Debug, Default)]
+struct Busy {
+    /// The `BUSY …` error, while busy.
+    error: Option<Arc<String>>,
+    /// When the master was last seen answering normally: a `BUSY` reply to a poll sent
+    /// before then is old news.
+    cleared: Option<Instant>,
+}
+
 /// The monitor. Owned by the [`Proxy`]; pollers run as tasks.
 #[derive(Debug, Default)]
 pub struct Monitor {
@@ -89,7 +99,7 @@ pub struct Monitor {
     urgent: Notify,
     /// While the master runs a busy script: the `BUSY …` error it answers. Set by its
     /// poll, cleared by its next good poll or by any other answer the master gives.
-    busy: arc_swap::ArcSwapOption<String>,
+    busy: Mutex<Busy>,
 }
 
 /// Most samples kept (at 50 ms that is ten minutes).
@@ -103,13 +113,25 @@ impl Monitor {
 
     /// The `BUSY …` error the master answers while it runs a busy script.
     pub fn busy(&self) -> Option<Arc<String>> {
-        self.busy.load_full()
+        self.busy.lock().error.clone()
+    }
+
+    /// The master answered a poll sent at `sent` with `BUSY …`: unless it was seen
+    /// answering normally since, it is busy. `true` when it was not busy before.
+    fn set_busy(&self, error: &str, sent: Instant) -> bool {
+        let mut b = self.busy.lock();
+        if b.cleared.is_some_and(|c| c > sent) {
+            return false;
+        }
+        b.error.replace(Arc::new(error.to_owned())).is_none()
     }
 
     /// The master answered something other than `BUSY`: it is not busy (any more).
     pub fn not_busy(&self) {
-        if self.busy.load().is_some() {
-            self.busy.store(None);
+        let mut b = self.busy.lock();
+        b.cleared = Some(Instant::now());
+        if b.error.is_some() {
+            b.error = None;
         }
     }
 
@@ -506,7 +528,7 @@ async fn poller(proxy: Weak<Proxy>, backend: Arc<Backend>) {
                 // writes, answering BUSY as it would directly). Its offset is not read,
                 // so replicas' staleness bounds grow from the last sample, as they must.
                 Ok(Decoded::Error(e)) if e.starts_with("BUSY") && backend.role == Role::Master => {
-                    if p.monitor.busy.swap(Some(Arc::new(e.clone()))).is_none() {
+                    if p.monitor.set_busy(&e, sent) {
                         tracing::info!(backend = %backend.addr, "master is busy running a script; kept as the master");
                     }
                 }
