@@ -1527,6 +1527,18 @@ fn transaction_sessions() -> Vec<Session> {
             .cmd(0, "INCR t:w")
             .cmd(0, "EXEC")
             .cmd(0, "GET t:w"),
+        // The WATCH lives on the connection: a SELECT under it must not lose it.
+        Session::new("multi/watch, select away and back, conflicting write", 2)
+            .cmd(0, "SET t:ws 1")
+            .cmd(0, "WATCH t:ws")
+            .cmd(0, "SELECT 1")
+            .cmd(0, "GET t:ws")
+            .cmd(0, "SELECT 0")
+            .cmd(1, "SET t:ws 2")
+            .cmd(0, "MULTI")
+            .cmd(0, "INCR t:ws")
+            .cmd(0, "EXEC")
+            .cmd(0, "GET t:ws"),
         Session::new("multi/watch then unwatch", 2)
             .cmd(0, "SET t:u 1")
             .cmd(0, "WATCH t:u")
