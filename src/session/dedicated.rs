@@ -149,15 +149,25 @@ impl Session {
         Stop::More
     }
 
-    pub(super) fn blocking(&mut self, req: &Request, b: &mut Batch<'_>) -> Stop {
-        let view = b.view;
+    /// Before a request that switches to the dedicated connection: the open run is
+    /// handed over, everything in flight must be answered first, and the connection is
+    /// opened. `Some(stop)` when the request cannot go now (it waits, or an error was
+    /// answered).
+    fn enter_dedicated(&mut self, b: &mut Batch<'_>) -> Option<Stop> {
         self.flush_pending_run(b);
         if !self.pending.is_empty() {
-            return Stop::Wait;
+            return Some(Stop::Wait);
         }
-        if let Err(e) = self.dedicated_conn(view) {
+        if let Err(e) = self.dedicated_conn(b.view) {
             self.push_local_error(&e);
-            return Stop::More;
+            return Some(Stop::More);
+        }
+        None
+    }
+
+    pub(super) fn blocking(&mut self, req: &Request, b: &mut Batch<'_>) -> Stop {
+        if let Some(stop) = self.enter_dedicated(b) {
+            return stop;
         }
         if let Some(d) = &self.dedicated {
             d.conn.blocking.store(true, Ordering::Relaxed);
@@ -174,17 +184,11 @@ impl Session {
         cmd: &'static Command,
         b: &mut Batch<'_>,
     ) -> Stop {
-        let settings = b.settings;
-        let view = b.view;
         self.flush_pending_run(b);
         match cmd.name {
             "multi" | "watch" => {
-                if !self.pending.is_empty() {
-                    return Stop::Wait;
-                }
-                if let Err(e) = self.dedicated_conn(view) {
-                    self.push_local_error(&e);
-                    return Stop::More;
+                if let Some(stop) = self.enter_dedicated(b) {
+                    return stop;
                 }
                 self.set_mode(if cmd.name == "multi" {
                     Mode::Multi
@@ -192,7 +196,6 @@ impl Session {
                     Mode::Watch
                 });
                 self.multi_select = None;
-                let _ = settings;
                 self.send_dedicated(req, Kind::Forward, Instant::now());
             }
             "exec" => self.push_local_error("ERR EXEC without MULTI"),
@@ -240,14 +243,8 @@ impl Session {
     }
 
     pub(super) fn enter_tunnel(&mut self, req: &Request, b: &mut Batch<'_>) -> Stop {
-        let view = b.view;
-        self.flush_pending_run(b);
-        if !self.pending.is_empty() {
-            return Stop::Wait;
-        }
-        if let Err(e) = self.dedicated_conn(view) {
-            self.push_local_error(&e);
-            return Stop::More;
+        if let Some(stop) = self.enter_dedicated(b) {
+            return stop;
         }
         let Some(d) = &self.dedicated else {
             return Stop::More;
