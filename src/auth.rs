@@ -1,12 +1,19 @@
 //! Who a client is, and what it may do: users from `proxy.yaml`, passwords compared in
-//! constant time, command and key permissions, and the deny list.
+//! constant time, command and key permissions, and the deny list; and Redis's own ACL
+//! users (`redis_users`), whose permissions Redis checks on connections logged in as
+//! them, but for the commands the proxy answers itself ([`User::refusal`]).
 
+use crate::backend::Login;
 use crate::commands::{Class, Command};
 use crate::config::{AccessClass, CommandAccess, Config, Secret};
 use crate::policy::Glob;
 use rustc_hash::FxHashSet as HashSet;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
+
+/// A Redis ACL user's refusals of commands the proxy answers itself: each command's
+/// table name, and the error line Redis gave for it.
+pub type Refusals = Vec<(&'static str, Box<str>)>;
 
 /// A user clients authenticate as.
 #[derive(Debug)]
@@ -18,6 +25,11 @@ pub struct User {
     keys: Vec<Glob>,
     all_keys: bool,
     admin: bool,
+    /// A Redis ACL user: its connections log in as it, so Redis applies its permissions.
+    pub login: Option<Arc<Login>>,
+    /// A Redis ACL user's refusals of the commands the proxy answers itself: the
+    /// command's table name and the error line Redis gave when the login was checked.
+    refused: Refusals,
 }
 
 #[derive(Debug)]
@@ -37,6 +49,30 @@ pub enum Denied {
 }
 
 impl User {
+    /// A Redis ACL user the master accepted; `refused` holds the commands answered by
+    /// the proxy that Redis refuses it, with Redis's error line for each.
+    pub fn redis(login: Arc<Login>, refused: Refusals) -> User {
+        User {
+            name: login.user.clone(),
+            password: Secret::default(),
+            commands: Commands::All,
+            keys: Vec::new(),
+            all_keys: true,
+            admin: true,
+            login: Some(login),
+            refused,
+        }
+    }
+
+    /// For a Redis ACL user, Redis's error line refusing `cmd` (a command the proxy
+    /// answers itself); `None`: allowed.
+    pub fn refusal(&self, cmd: &Command) -> Option<&str> {
+        self.refused
+            .iter()
+            .find(|(n, _)| *n == cmd.name)
+            .map(|(_, e)| &**e)
+    }
+
     /// Whether this user may run `cmd` (the table entry) at all.
     pub fn may_run(&self, cmd: &Command) -> bool {
         let base = cmd.name.split('|').next().unwrap_or(cmd.name);
@@ -87,6 +123,7 @@ fn needs_admin(cmd: &Command, base: &str) -> bool {
 #[derive(Debug, Default)]
 pub struct Users {
     users: Vec<Arc<User>>,
+    redis: bool,
 }
 
 impl Users {
@@ -110,10 +147,20 @@ impl Users {
                     all_keys: u.keys.iter().any(|k| k == "*"),
                     keys: u.keys.iter().map(|k| Glob::new(k)).collect(),
                     admin: u.admin,
+                    login: None,
+                    refused: Vec::new(),
                 })
             })
             .collect();
-        Users { users }
+        Users {
+            users,
+            redis: cfg.redis_users(),
+        }
+    }
+
+    /// Whether clients may log in as Redis's own ACL users (checked by the master).
+    pub fn redis(&self) -> bool {
+        self.redis
     }
 
     /// Whether clients must authenticate.

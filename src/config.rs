@@ -49,6 +49,11 @@ pub struct Config {
     pub routing: RoutingConfig,
     /// Users clients authenticate as. Empty: no authentication is required.
     pub users: Vec<UserConfig>,
+    /// Whether a client may also log in as one of Redis's own ACL users (`AUTH`/`HELLO
+    /// AUTH` checked by the master; the session's connections then log in as that user,
+    /// so Redis applies its permissions). Unset: yes when `users` is empty, no otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_users: Option<bool>,
     /// Commands refused to every client.
     pub deny_commands: Vec<String>,
     /// Per-client limits.
@@ -100,6 +105,7 @@ impl Default for Config {
             replication: ReplicationConfig::default(),
             routing: RoutingConfig::default(),
             users: Vec::new(),
+            redis_users: None,
             deny_commands: default_deny_commands(),
             limits: LimitsConfig::default(),
             tls: None,
@@ -620,7 +626,7 @@ pub fn parse_size(s: &str) -> Option<u64> {
 
 /// A secret string (password, token). It never prints: `Debug`, `Display` and
 /// `Serialize` show `***` when set.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Hash, Deserialize)]
 #[serde(transparent)]
 pub struct Secret(String);
 
@@ -785,6 +791,12 @@ impl Config {
             .take(8)
             .map(|b| format!("{b:02x}"))
             .collect()
+    }
+
+    /// Whether clients may log in as Redis's own ACL users: `redis_users`, or when it
+    /// is unset, whether `users` is empty.
+    pub fn redis_users(&self) -> bool {
+        self.redis_users.unwrap_or(self.users.is_empty())
     }
 
     /// The settings that differ between `self` (running) and `new` but take effect only

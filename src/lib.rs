@@ -22,7 +22,8 @@
 //! and swaps the settings in ([`proxy::Settings`]); [`admin`] serves `/metrics`
 //! ([`metrics`]), health and a status page; [`introspect`] answers `PROXY STATUS`,
 //! `PROXY EXPLAIN` and `PROXY CONFIG` from the same snapshot and routing function.
-//! [`auth`] checks users and permissions, [`reply`] builds the proxy's own replies
+//! [`auth`] checks users and permissions (the proxy's own, and Redis ACL users whose
+//! logins the master checks and whose connections log in as them), [`reply`] builds the proxy's own replies
 //! ([`error`] names the errors it answers itself, each with its RESP error line), and
 //! [`server`] runs the listener, limits and graceful shutdown, and parks idle clients (a
 //! client with nothing in flight keeps only its socket and a small task until its next

@@ -297,7 +297,7 @@ impl Conn {
         let label = self.label.clone();
         let stream = tokio::time::timeout(
             params.connect_timeout,
-            connect(&params, self.key, want_client_id),
+            connect(&params, &self.key, want_client_id),
         )
         .await
         .map_err(|_| BackendError::connect_timeout(&label, params.connect_timeout))??;

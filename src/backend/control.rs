@@ -1,7 +1,7 @@
 //! [`ControlConn`]: a plain request/reply connection for the proxy's own questions
 //! (the replication monitor, Sentinel, start-up checks).
 
-use super::handshake::connect;
+use super::handshake::{connect, open};
 use super::{BackendError, ConnKey, ConnParams};
 use crate::protocol::{encode_command, ReplyScanner};
 use crate::reply::Decoded;
@@ -23,12 +23,26 @@ pub struct ControlConn {
 impl ControlConn {
     /// Connect (and authenticate) within `params.connect_timeout`.
     pub async fn connect(params: &ConnParams) -> Result<ControlConn, BackendError> {
-        let key = ConnKey {
-            db: 0,
-            resp3: false,
-        };
+        let key = ConnKey::default();
         let label = params.label();
-        let (stream, _) = tokio::time::timeout(params.connect_timeout, connect(params, key, false))
+        let (stream, _) =
+            tokio::time::timeout(params.connect_timeout, connect(params, &key, false))
+                .await
+                .map_err(|_| BackendError::connect_timeout(&label, params.connect_timeout))??;
+        Ok(ControlConn {
+            stream,
+            buf: BytesMut::with_capacity(4096),
+            scanner: ReplyScanner::new(),
+            label,
+        })
+    }
+
+    /// Connect within `params.connect_timeout` and send nothing: the first command
+    /// runs unauthenticated, as a new client's does (a client's `AUTH`, checked by
+    /// the server itself).
+    pub async fn connect_bare(params: &ConnParams) -> Result<ControlConn, BackendError> {
+        let label = params.label();
+        let stream = tokio::time::timeout(params.connect_timeout, open(params))
             .await
             .map_err(|_| BackendError::connect_timeout(&label, params.connect_timeout))??;
         Ok(ControlConn {
@@ -65,6 +79,34 @@ impl ControlConn {
                 .await
                 .map_err(|e| BackendError::lost(&label, format_args!("connection lost: {e}")))?;
             self.read_raw().await
+        };
+        tokio::time::timeout(timeout, fut)
+            .await
+            .map_err(|_| BackendError::timeout(&self.label, timeout))?
+    }
+
+    /// Send several commands in one write and return their replies' raw bytes, in
+    /// order, within `timeout` in all.
+    pub async fn call_many(
+        &mut self,
+        commands: &[&[&[u8]]],
+        timeout: Duration,
+    ) -> Result<Vec<BytesMut>, BackendError> {
+        let mut req = Vec::new();
+        for args in commands {
+            encode_command(&mut req, args.iter().copied());
+        }
+        let label = self.label.clone();
+        let fut = async {
+            self.stream
+                .write_all(&req)
+                .await
+                .map_err(|e| BackendError::lost(&label, format_args!("connection lost: {e}")))?;
+            let mut out = Vec::with_capacity(commands.len());
+            for _ in commands {
+                out.push(self.read_raw().await?);
+            }
+            Ok(out)
         };
         tokio::time::timeout(timeout, fut)
             .await

@@ -43,54 +43,51 @@ impl ConnParams {
     }
 }
 
-/// Per-connection setup: which database, which protocol version.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Per-connection setup: which database, which protocol version, which Redis user.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ConnKey {
     /// Selected database.
     pub db: u32,
     /// RESP3 (`HELLO 3`) or RESP2.
     pub resp3: bool,
+    /// The Redis ACL user a client logged in as, when it is not the backend's own
+    /// (`backend.username`/`password`); `None`: the backend's.
+    pub login: Option<Arc<Login>>,
+}
+
+/// A Redis ACL user and password a client authenticated with (verified by the master
+/// first): its connections authenticate as it, so Redis applies that user's permissions.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Login {
+    /// The ACL user name (`default` for `AUTH <password>`).
+    pub user: String,
+    /// Its password (never printed).
+    pub password: Secret,
 }
 
 /// Connect and run the handshake: `HELLO 2|3 [AUTH …]`, `SELECT`, `CLIENT SETNAME`;
 /// the backend's client id from `HELLO` when `want_client_id`.
 pub(super) async fn connect(
     params: &ConnParams,
-    key: ConnKey,
+    key: &ConnKey,
     want_client_id: bool,
 ) -> Result<(BackendStream, Option<i64>), BackendError> {
     let label = params.label();
-    let tcp = TcpStream::connect(&params.addr)
-        .await
-        .map_err(|e| BackendError::unreachable(&label, e))?;
-    let _ = tcp.set_nodelay(true);
-    let target = match &params.tls {
-        None => None,
-        Some(Ok(t)) => Some(t),
-        Some(Err(e)) => {
-            return Err(BackendError::connect_failed(
-                &label,
-                format_args!("TLS is misconfigured: {e}"),
-            ))
-        }
-    };
-    let mut stream = BackendStream::wrap(tcp, target).await.map_err(|e| {
-        BackendError::connect_failed(&label, format_args!("TLS handshake failed: {e}"))
-    })?;
+    let mut stream = open(params).await?;
     let mut hs = Vec::new();
     let mut expect = 0;
-    let user = if params.username.is_empty() {
-        "default"
-    } else {
-        params.username.as_str()
+    let (user, password) = match &key.login {
+        Some(l) => (l.user.as_str(), &l.password),
+        None if params.username.is_empty() => ("default", &params.password),
+        None => (params.username.as_str(), &params.password),
     };
     {
         let mut args: Vec<&[u8]> = vec![b"HELLO", if key.resp3 { b"3" } else { b"2" }];
-        if !params.password.is_empty() {
+        if !password.is_empty() || key.login.is_some() {
             args.extend([
                 b"AUTH".as_slice(),
                 user.as_bytes(),
-                params.password.expose().as_bytes(),
+                password.expose().as_bytes(),
             ]);
         }
         encode_command(&mut hs, args.into_iter());
@@ -149,6 +146,28 @@ pub(super) async fn connect(
         }
     }
     Ok((stream, client_id))
+}
+
+/// Connect to the backend, over TLS when configured; no Redis handshake.
+pub(super) async fn open(params: &ConnParams) -> Result<BackendStream, BackendError> {
+    let label = params.label();
+    let tcp = TcpStream::connect(&params.addr)
+        .await
+        .map_err(|e| BackendError::unreachable(&label, e))?;
+    let _ = tcp.set_nodelay(true);
+    let target = match &params.tls {
+        None => None,
+        Some(Ok(t)) => Some(t),
+        Some(Err(e)) => {
+            return Err(BackendError::connect_failed(
+                &label,
+                format_args!("TLS is misconfigured: {e}"),
+            ))
+        }
+    };
+    BackendStream::wrap(tcp, target).await.map_err(|e| {
+        BackendError::connect_failed(&label, format_args!("TLS handshake failed: {e}"))
+    })
 }
 
 /// The `id` field of a `HELLO` reply.

@@ -39,7 +39,7 @@ pub mod pool;
 pub use conn::{next_read_size, watchdog, Conn};
 pub use control::ControlConn;
 pub use error::{BackendError, ErrorKind};
-pub use handshake::{ConnKey, ConnParams};
+pub use handshake::{ConnKey, ConnParams, Login};
 pub use inbox::{Inbox, InboxState, Item, Signal, Sink, SlotQueue, Waiter};
 pub use pool::Pool;
 

@@ -125,12 +125,12 @@ impl Pool {
 
     /// A usable shared connection for `key`, chosen by `hint`. Fails fast while the
     /// backend is in reconnect backoff.
-    pub fn get(&self, key: ConnKey, hint: u64) -> Result<Arc<Conn>, BackendError> {
+    pub fn get(&self, key: &ConnKey, hint: u64) -> Result<Arc<Conn>, BackendError> {
         let size = self.size();
         let slots = {
             let mut entry = self
                 .slots
-                .entry(key)
+                .entry(key.clone())
                 .or_insert_with(|| Arc::new((0..size).map(|_| PoolSlot::empty()).collect()));
             if entry.len() != size {
                 // Resized by a reload: keep what the remaining positions hold.
@@ -189,30 +189,35 @@ impl Pool {
             }
         }
         let params = self.params.load_full();
-        if params.role == Role::Master && !self.spare.contains_key(&key) {
+        if params.role == Role::Master && !self.spare.contains_key(key) {
             // Clients using this key may soon need a dedicated connection: have one ready.
             self.spare.insert(
-                key,
-                Conn::spawn(params.clone(), key, Arc::new(AtomicU64::new(0)), true),
+                key.clone(),
+                Conn::spawn(
+                    params.clone(),
+                    key.clone(),
+                    Arc::new(AtomicU64::new(0)),
+                    true,
+                ),
             );
         }
-        let c = Conn::spawn(params, key, self.outstanding.clone(), false);
+        let c = Conn::spawn(params, key.clone(), self.outstanding.clone(), false);
         s.conn = Some(c.clone());
         Ok(c)
     }
 
     /// A connection for one session alone: the spare one for `key` if it is alive
     /// (already connected, usually), and a new spare is started in its place.
-    pub fn dedicated(&self, key: ConnKey) -> Arc<Conn> {
+    pub fn dedicated(&self, key: &ConnKey) -> Arc<Conn> {
         let fresh = || {
             Conn::spawn(
                 self.params.load_full(),
-                key,
+                key.clone(),
                 Arc::new(AtomicU64::new(0)),
                 true,
             )
         };
-        let taken = self.spare.insert(key, fresh());
+        let taken = self.spare.insert(key.clone(), fresh());
         match taken {
             Some(c) if !c.is_failed() => c,
             _ => fresh(),

@@ -8,21 +8,18 @@ impl Session {
 
     /// The dedicated master connection, opened (or reopened) as needed.
     pub(super) fn dedicated_conn(&mut self, view: &View) -> Result<(), String> {
-        let key = ConnKey {
-            db: self.client.db,
-            resp3: self.client.resp3,
-        };
         let master = view
             .master
             .as_ref()
             .ok_or_else(|| crate::error::NO_MASTER.to_string())?;
         if let Some(d) = &self.dedicated {
-            if d.backend == master.backend.id && !d.conn.is_failed() && d.key == key {
+            if d.backend == master.backend.id && !d.conn.is_failed() && self.client.uses(&d.key) {
                 return Ok(());
             }
         }
         self.close_dedicated("replaced");
-        let conn = master.backend.pool.dedicated(key);
+        let key = self.client.key();
+        let conn = master.backend.pool.dedicated(&key);
         let slot = self.alloc_slot();
         self.client.dedicated = Some(conn.clone());
         self.dedicated = Some(Dedicated {

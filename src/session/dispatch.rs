@@ -7,7 +7,7 @@ impl Session {
 
     /// Parse and dispatch as many buffered requests as the barriers allow.
     pub(super) fn process(&mut self) -> Result<(), ProtocolError> {
-        if self.rbuf.is_empty() || self.closing || self.held.is_some() {
+        if self.rbuf.is_empty() || self.closing || self.held.is_some() || self.login.is_some() {
             return Ok(());
         }
         let settings = self.proxy.settings.load();
@@ -54,6 +54,7 @@ impl Session {
                 || self.shared_in_flight >= self.window
                 || self.blocking_in_flight
                 || self.held.is_some()
+                || self.login.is_some()
             {
                 break;
             }
@@ -156,6 +157,12 @@ impl Session {
             return Stop::More;
         }
         if let Some(user) = &self.client.user {
+            if let Some(e) = user.refusal(cmd) {
+                let e = e.to_string();
+                self.flush_pending_run(b);
+                self.push_local_error(&e);
+                return Stop::More;
+            }
             if !user.may_run(cmd) {
                 self.flush_pending_run(b);
                 self.push_local_error(&format!(

@@ -58,8 +58,8 @@ impl Session {
                 }
                 Err(e) => self.push_local_error(&e),
             },
-            "auth" => self.auth(req, settings),
-            "hello" => self.hello(req, settings),
+            "auth" => self.auth(req, settings, view),
+            "hello" => self.hello(req, settings, view),
             "reset" => {
                 if !self.pending.is_empty() {
                     return Stop::Wait;
@@ -114,7 +114,13 @@ impl Session {
                 self.push_local_value(&v);
             }
             b"config" if req.argc() == 2 => {
-                if self.client.user.as_ref().is_some_and(|u| !u.is_admin()) {
+                let refused = match &self.client.user {
+                    // A Redis ACL user is no admin of the proxy's where users are set.
+                    Some(u) if u.login.is_some() => settings.users.required(),
+                    Some(u) => !u.is_admin(),
+                    None => false,
+                };
+                if refused {
                     self.push_local_error(
                         "NOPERM this user has no permissions to run the 'proxy|config' command",
                     );
@@ -132,116 +138,6 @@ impl Session {
                 String::from_utf8_lossy(req.arg(1))
             )),
         }
-    }
-
-    pub(super) fn auth(&mut self, req: &Request, settings: &Settings) {
-        let (user, pass) = match req.argc() {
-            2 => (&b"default"[..], req.arg(1)),
-            3 => (req.arg(1), req.arg(2)),
-            _ => {
-                self.push_local_error("ERR syntax error");
-                return;
-            }
-        };
-        if !settings.users.required() {
-            if req.argc() == 2 {
-                self.push_local_error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
-            } else if user == b"default" {
-                self.push_local_raw(reply::OK);
-            } else {
-                self.push_local_raw(reply::WRONGPASS);
-            }
-            return;
-        }
-        match settings.users.check(user, pass) {
-            Some(u) => {
-                self.client.user = Some(u);
-                self.client.authenticated = true;
-                self.push_local_raw(reply::OK);
-            }
-            None => {
-                tracing::info!(client = self.id, user = %String::from_utf8_lossy(user), "authentication failed");
-                self.push_local_raw(reply::WRONGPASS);
-            }
-        }
-    }
-
-    pub(super) fn hello(&mut self, req: &Request, settings: &Settings) {
-        let mut proto = if self.client.resp3 { 3 } else { 2 };
-        let mut i = 1;
-        if req.argc() >= 2 {
-            match parse_int(req.arg(1)) {
-                Some(v) if v == 2 || v == 3 => proto = v,
-                Some(_) => {
-                    self.push_local_error("NOPROTO unsupported protocol version");
-                    return;
-                }
-                None => {
-                    self.push_local_error("ERR Protocol version is not an integer or out of range");
-                    return;
-                }
-            }
-            i = 2;
-        }
-        let mut auth: Option<(&[u8], &[u8])> = None;
-        let mut setname: Option<&[u8]> = None;
-        while i < req.argc() {
-            let opt = req.arg(i);
-            let more = req.argc() - i - 1;
-            if opt.eq_ignore_ascii_case(b"AUTH") && more >= 2 {
-                auth = Some((req.arg(i + 1), req.arg(i + 2)));
-                i += 3;
-            } else if opt.eq_ignore_ascii_case(b"SETNAME") && more >= 1 {
-                setname = Some(req.arg(i + 1));
-                i += 2;
-            } else {
-                self.push_local_error(&format!(
-                    "ERR Syntax error in HELLO option '{}'",
-                    String::from_utf8_lossy(opt)
-                ));
-                return;
-            }
-        }
-        if let Some((u, p)) = auth {
-            if settings.users.required() {
-                match settings.users.check(u, p) {
-                    Some(user) => {
-                        self.client.user = Some(user);
-                        self.client.authenticated = true;
-                    }
-                    None => {
-                        self.push_local_raw(reply::WRONGPASS);
-                        return;
-                    }
-                }
-            } else if u != b"default" {
-                self.push_local_raw(reply::WRONGPASS);
-                return;
-            }
-        }
-        if !self.client.authenticated {
-            self.push_local_error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
-            return;
-        }
-        if let Some(n) = setname {
-            if let Err(e) = valid_name(n) {
-                self.push_local_error(e);
-                return;
-            }
-            self.client.name = String::from_utf8_lossy(n).into();
-        }
-        self.client.resp3 = proto == 3;
-        let version = self.proxy.info.load().redis_version.clone();
-        let v = Value::Map(vec![
-            (Value::bulk("server"), Value::bulk("redis")),
-            (Value::bulk("version"), Value::bulk(version)),
-            (Value::bulk("proto"), Value::Int(proto)),
-            (Value::bulk("id"), Value::Int(self.id as i64)),
-            (Value::bulk("mode"), Value::bulk("standalone")),
-            (Value::bulk("role"), Value::bulk("master")),
-            (Value::bulk("modules"), Value::Array(vec![])),
-        ]);
-        self.push_local_value(&v);
     }
 
     pub(super) fn client_command(

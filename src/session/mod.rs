@@ -27,7 +27,11 @@
 //!   own master connection;
 //! - `durable`: durable writes and `WAIT`, replies held until replicas catch up;
 //! - `replies`: draining the inbox in request order, retries, forwarding;
-//! - `local`: the commands the proxy answers itself (`CLIENT`, `HELLO`, `PROXY`, …).
+//! - `login`: `AUTH` and `HELLO`, as a `proxy.yaml` user or as a Redis ACL user whose
+//!   login the master checks (the session waits for its answer);
+//! - `state`: [`ClientState`], the one record of the connection's state as Redis
+//!   defines it;
+//! - `local`: the other commands the proxy answers itself (`CLIENT`, `PROXY`, …).
 
 use crate::backend::{
     next_read_size, BackendError, Conn, ConnKey, ControlConn, Item, Sink, SlotQueue,
@@ -57,6 +61,7 @@ mod dedicated;
 mod dispatch;
 mod durable;
 mod local;
+mod login;
 mod outbound;
 mod replies;
 mod state;
@@ -122,6 +127,8 @@ enum Kind {
     Blocking,
     /// Pub/sub or `MONITOR`: every frame of the dedicated connection, forever.
     Tunnel,
+    /// A login as a Redis ACL user, checked by the master ([`login`]).
+    Login,
 }
 
 /// One request awaiting its reply.
@@ -286,6 +293,8 @@ pub struct Session {
     scan_next: bool,
     /// Set while the tunnel is being left: requests wait until it is.
     tunnel_exit: Option<TunnelExit>,
+    /// Set while the master checks a login: requests wait until it answered.
+    login: Option<Box<login::LoginCheck>>,
     /// This batch's counts; allocated while the client is active, freed when idle.
     stats: Option<Box<Local>>,
     settings_gen: u64,
@@ -384,6 +393,7 @@ impl Session {
             tracking: Tracking::default(),
             scan_next: false,
             tunnel_exit: None,
+            login: None,
             stats: None,
             settings_gen: 0,
             hits: Vec::new(),
@@ -495,8 +505,15 @@ impl Session {
     /// user must authenticate again).
     fn on_new_settings(&mut self, settings: &Settings) {
         if self.settings_gen != 0 {
-            if !settings.users.required() {
+            let redis_login = self.client.login().is_some();
+            if redis_login && settings.users.redis() {
+                // A Redis ACL user: Redis, not the configuration, says who it is.
+            } else if !settings.users.required() {
                 self.client.authenticated = true;
+                self.client.user = None;
+            } else if redis_login {
+                // Logins as Redis users are no longer allowed, and users are required.
+                self.client.authenticated = false;
                 self.client.user = None;
             } else if let Some(u) = self.client.user.take() {
                 self.client.user = settings.users.by_name(&u.name);

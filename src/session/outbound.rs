@@ -28,11 +28,7 @@ impl Session {
         read: bool,
     ) {
         let now = b.now;
-        let key = ConnKey {
-            db: self.client.db,
-            resp3: self.client.resp3,
-        };
-        let source = match self.source_for(backend, key) {
+        let source = match self.source_for(backend) {
             Ok(i) => i,
             Err(e) => {
                 self.flush_pending_run(b);
@@ -98,11 +94,7 @@ impl Session {
         kind: Kind,
         now: Instant,
     ) {
-        let key = ConnKey {
-            db: self.client.db,
-            resp3: self.client.resp3,
-        };
-        match self.source_for(backend, key) {
+        match self.source_for(backend) {
             Ok(i) => {
                 let Some(s) = self.sources.get(i) else { return };
                 let slot = s.slot;
@@ -167,15 +159,13 @@ impl Session {
         self.push_local_error(&format!("ERR {}", err.message));
     }
 
-    pub(super) fn source_for(
-        &mut self,
-        backend: &Arc<Backend>,
-        key: ConnKey,
-    ) -> Result<usize, BackendError> {
+    /// The position in `sources` of the shared connection to `backend` that serves
+    /// this client's database, protocol and user, opened (or replaced) as needed.
+    pub(super) fn source_for(&mut self, backend: &Arc<Backend>) -> Result<usize, BackendError> {
         if let Some(i) = self
             .sources
             .iter()
-            .position(|s| s.backend == backend.id && s.key == key)
+            .position(|s| s.backend == backend.id && self.client.uses(&s.key))
         {
             let failed = self.sources.get(i).is_some_and(|s| s.conn.is_failed());
             if !failed {
@@ -185,7 +175,8 @@ impl Session {
             self.release_slot(s.slot);
             self.release_slot(s.retry_slot);
         }
-        let conn = backend.pool.get(key, self.id)?;
+        let key = self.client.key();
+        let conn = backend.pool.get(&key, self.id)?;
         let slot = self.alloc_slot();
         let retry_slot = self.alloc_slot();
         self.sources.push(Source {

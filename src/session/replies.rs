@@ -152,6 +152,9 @@ impl Session {
                     if p.kind == Kind::Blocking {
                         self.end_blocking();
                     }
+                    if p.kind == Kind::Login {
+                        self.login = None;
+                    }
                 }
             }
         }
@@ -243,11 +246,7 @@ impl Session {
             self.answer_front(p, crate::error::REPLICA_FAILED_NO_MASTER, now);
             return;
         };
-        let key = ConnKey {
-            db: self.client.db,
-            resp3: self.client.resp3,
-        };
-        match self.source_for(&backend, key) {
+        match self.source_for(&backend) {
             Ok(i) => {
                 let Some(s) = self.sources.get(i) else { return };
                 let slot = s.retry_slot;
@@ -361,6 +360,7 @@ impl Session {
                     }
                 }
             }
+            Kind::Login => self.finish_login(frame, p.silent),
             Kind::Durable(w) => {
                 // Hold the reply until `w.replicas` replicas reach the offset the
                 // following ROLE reports.
@@ -496,7 +496,7 @@ impl Session {
 /// `account_reply`'s bookkeeping (rather than being retried, consumed, held or streamed).
 pub(super) fn forwarded_as_is(kind: Kind, frame: &[u8]) -> bool {
     match kind {
-        Kind::RoleProbe { .. } | Kind::Tunnel => false,
+        Kind::RoleProbe { .. } | Kind::Tunnel | Kind::Login => false,
         // A durable write's success is held until replicas have it; its error is not.
         Kind::Durable(_) => is_error(frame),
         Kind::ReplicaRead { .. } => !retryable_reply(frame),

@@ -9,7 +9,7 @@
 //! allocation), so no field can drift from the others.
 
 use crate::auth::User;
-use crate::backend::{Conn, ConnKey};
+use crate::backend::{Conn, ConnKey, Login};
 use crate::commands::Command;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
@@ -125,12 +125,33 @@ impl ClientState {
             && same(&self.dedicated, &other.dedicated)
     }
 
-    /// Which shared connections serve this client: its database and protocol.
+    /// Which backend connections serve this client: its database, protocol and, when
+    /// it logged in as a Redis ACL user, that user.
     pub fn key(&self) -> ConnKey {
         ConnKey {
             db: self.db,
             resp3: self.resp3,
+            login: self.login().cloned(),
         }
+    }
+
+    /// Whether connections set up for `key` serve this client (what [`key`](Self::key)
+    /// would say, without building one).
+    #[inline]
+    pub fn uses(&self, key: &ConnKey) -> bool {
+        key.db == self.db
+            && key.resp3 == self.resp3
+            && match (&key.login, self.login()) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+                _ => false,
+            }
+    }
+
+    /// The Redis ACL user the client logged in as, if any.
+    #[inline]
+    pub fn login(&self) -> Option<&Arc<Login>> {
+        self.user.as_ref().and_then(|u| u.login.as_ref())
     }
 
     /// The user name as Redis shows it.

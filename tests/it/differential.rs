@@ -593,6 +593,9 @@ enum Step {
     /// A command on the world's master itself (not through a client of the session),
     /// to look at the backend's state; its reply is recorded like a client's.
     OnMaster { cmd: Cmd },
+    /// A command on every server of the world, master and replicas, not recorded: for
+    /// what Redis does not replicate (`ACL SETUSER`).
+    OnAllNodes { words: Vec<String> },
     /// Polls a command on the master until `until` holds for its reply (not recorded).
     AwaitMaster {
         cmd: Cmd,
@@ -617,7 +620,7 @@ impl Step {
             | Step::Read { client, .. }
             | Step::Scan { client, .. }
             | Step::AwaitClient { client, .. } => Some(*client),
-            Step::OnMaster { .. } | Step::AwaitMaster { .. } => None,
+            Step::OnMaster { .. } | Step::AwaitMaster { .. } | Step::OnAllNodes { .. } => None,
         }
     }
 }
@@ -718,6 +721,13 @@ impl Session {
     fn on_master(self, line: &str) -> Session {
         self.push(Step::OnMaster {
             cmd: Cmd::parse(line),
+        })
+    }
+
+    /// The given words on every server of the world (not recorded).
+    fn on_all_nodes(self, words: &[&str]) -> Session {
+        self.push(Step::OnAllNodes {
+            words: words.iter().map(|w| (*w).to_owned()).collect(),
         })
     }
 
@@ -1017,6 +1027,12 @@ impl World {
                         words: cmd.words(&vars),
                         reply: master.read_reply(READ_TIMEOUT),
                     });
+                }
+                Step::OnAllNodes { words } => {
+                    let args: Vec<&str> = words.iter().map(String::as_str).collect();
+                    for server in std::iter::once(&self.set.master).chain(&self.set.replicas) {
+                        server.cmd(&args);
+                    }
                 }
                 Step::AwaitClient { client, cmd, until } => {
                     let deadline = Instant::now() + SYNC_TIMEOUT;
@@ -1917,6 +1933,83 @@ fn touch_sessions() -> Vec<Session> {
     ]
 }
 
+/// Redis's own ACL users, created on every server (ACL changes are not replicated):
+/// logins (failed, then good, pipelined), key and command permissions on reads (served by
+/// replicas), writes, scripts, transactions, blocking commands, pub/sub channels, the
+/// commands the proxy answers itself (`CLIENT LIST`, `SELECT`), `HELLO 3 AUTH`, RESET.
+fn acl_sessions() -> Vec<Session> {
+    let alice = [
+        "ACL",
+        "SETUSER",
+        "alice",
+        "on",
+        ">pw",
+        "~a:*",
+        "+@all",
+        "-client|list",
+        "-select",
+    ];
+    let bob = [
+        "ACL",
+        "SETUSER",
+        "bob",
+        "on",
+        ">bpw",
+        "~*",
+        "&*",
+        "+@read",
+        "+@connection",
+        "+@pubsub",
+        "-ping",
+    ];
+    vec![Session::new("acl/Redis ACL users", 3)
+        .on_all_nodes(&alice)
+        .on_all_nodes(&bob)
+        .cmd(0, "SET b:1 secret")
+        .cmd(0, "AUTH alice wrong")
+        .cmd(0, "ACL WHOAMI")
+        .pipeline(
+            0,
+            &["AUTH alice pw", "ACL WHOAMI", "SET a:1 one", "GET a:1"],
+        )
+        .pipeline(0, &["AUTH alice nope", "GET a:1", "ACL WHOAMI"])
+        .cmd(0, "GET b:1")
+        .cmd(0, "SET b:2 x")
+        .cmd(0, "MGET a:1 b:1")
+        .args(0, &["EVAL", "return redis.call('get','b:1')", "0"])
+        .args(0, &["EVAL", "return redis.call('get',KEYS[1])", "1", "a:1"])
+        .cmd(0, "CLIENT LIST")
+        .cmd(0, "SELECT 1")
+        .cmd(0, "SELECT 0")
+        .cmd(0, "PING")
+        .cmd(0, "CLIENT GETNAME")
+        .cmd(0, "MULTI")
+        .cmd(0, "SET a:2 two")
+        .cmd(0, "SET b:3 three")
+        .cmd(0, "EXEC")
+        .cmd(0, "BLPOP b:list 0.01")
+        .cmd(0, "BLPOP a:list 0.01")
+        .cmd(0, "SUBSCRIBE ch")
+        .cmd_n(1, "HELLO 3 AUTH bob bpw SETNAME bobconn", 1)
+        .cmd(1, "ACL WHOAMI")
+        .cmd(1, "GET a:1")
+        .cmd(1, "GET b:1")
+        .cmd(1, "SET a:9 no")
+        .cmd(1, "PING")
+        .cmd(1, "CLIENT GETNAME")
+        .cmd(1, "SUBSCRIBE ch")
+        .cmd(2, "PUBLISH ch hello")
+        .read(1, 1)
+        .cmd(1, "RESET")
+        .cmd(1, "ACL WHOAMI")
+        .cmd(1, "GET b:1")
+        .cmd(0, "RESET")
+        .cmd(0, "ACL WHOAMI")
+        .cmd(0, "HELLO 2 AUTH alice wrong")
+        .cmd(0, "ACL WHOAMI")
+        .on_all_nodes(&["ACL", "DELUSER", "alice", "bob"])]
+}
+
 /// Every scripted session.
 fn all_sessions() -> Vec<Session> {
     [
@@ -1930,6 +2023,7 @@ fn all_sessions() -> Vec<Session> {
         client_sessions(),
         resp3_sessions(),
         touch_sessions(),
+        acl_sessions(),
     ]
     .concat()
 }
@@ -1982,6 +2076,11 @@ fn resp3_types() {
 #[test]
 fn touch_idletime() {
     check_proxied(&touch_sessions());
+}
+
+#[test]
+fn redis_acl_users() {
+    check_proxied(&acl_sessions());
 }
 
 /// The harness itself is deterministic: every scripted session gives the same bytes on

@@ -168,3 +168,77 @@ fn a_blocking_command_is_not_overtaken_by_a_later_push_from_another_client() {
         assert_eq!(String::from_utf8_lossy(&got), want, "round {round}");
     }
 }
+
+/// A client logged in as a Redis ACL user reads, as that user, from the replicas that
+/// know it, and from the master through those that do not (Redis does not replicate ACL
+/// changes): no read fails.
+#[test]
+fn a_redis_acl_user_reads_replicas_that_know_it_and_the_master_otherwise() {
+    let set = ReplicaSet::start(2, false);
+    for s in [&set.master, &set.replicas[0]] {
+        s.cmd(&["ACL", "SETUSER", "alice", "on", ">pw", "~*", "+@all"]);
+    }
+    set.master.set("k", "v");
+    set.wait_synced(SYNC_TIMEOUT);
+    let proxy = ProxyUnderTest::start(&proxy_yaml(
+        &set,
+        "routing:\n  replica_choice: round_robin\n",
+    ));
+    proxy.wait_in_pool(2);
+    let mut c = proxy.conn();
+    assert_eq!(
+        text(&query(&mut c, &["AUTH", "alice", "pw"]).unwrap()),
+        "OK"
+    );
+    let before = (set.master.calls("get"), set.replicas[0].calls("get"));
+    for _ in 0..40 {
+        assert_eq!(text(&query(&mut c, &["GET", "k"]).unwrap()), "v");
+    }
+    let after = (set.master.calls("get"), set.replicas[0].calls("get"));
+    assert!(
+        after.1 > before.1,
+        "replica 0 (which knows alice) served reads"
+    );
+    assert!(
+        after.0 > before.0,
+        "reads meant for replica 1 (which does not know alice) went to the master"
+    );
+    let list = text(&set.replicas[0].cmd(&["CLIENT", "LIST"]));
+    assert!(list.contains(" user=alice "), "{list}");
+    let list = text(&set.replicas[1].cmd(&["CLIENT", "LIST"]));
+    assert!(!list.contains(" user=alice "), "{list}");
+    assert_eq!(text(&query(&mut c, &["ACL", "WHOAMI"]).unwrap()), "alice");
+}
+
+/// With users in `proxy.yaml`, logins as Redis users are off unless `redis_users: true`;
+/// on, a proxy user still wins and a Redis user is checked by the master.
+#[test]
+fn redis_users_are_off_beside_proxy_users_unless_turned_on() {
+    let set = ReplicaSet::start(1, false);
+    set.master
+        .cmd(&["ACL", "SETUSER", "alice", "on", ">pw", "~*", "+@all"]);
+    let users = "users:\n  - name: app\n    password: apppw\n";
+    let off = ProxyUnderTest::start(&proxy_yaml(&set, users));
+    off.wait_healthy(1);
+    let mut c = off.conn();
+    let err = query(&mut c, &["AUTH", "alice", "pw"]).unwrap_err();
+    assert!(err.to_string().contains("WRONGPASS"), "{err}");
+    drop(off);
+    let on = ProxyUnderTest::start(&proxy_yaml(&set, &format!("{users}redis_users: true\n")));
+    on.wait_healthy(1);
+    let mut c = on.conn();
+    let err = query(&mut c, &["GET", "k"]).unwrap_err();
+    assert!(err.to_string().contains("NOAUTH"), "{err}");
+    assert_eq!(
+        text(&query(&mut c, &["AUTH", "app", "apppw"]).unwrap()),
+        "OK"
+    );
+    assert_eq!(text(&query(&mut c, &["ACL", "WHOAMI"]).unwrap()), "default");
+    assert_eq!(
+        text(&query(&mut c, &["AUTH", "alice", "pw"]).unwrap()),
+        "OK"
+    );
+    assert_eq!(text(&query(&mut c, &["ACL", "WHOAMI"]).unwrap()), "alice");
+    let err = query(&mut c, &["PROXY", "CONFIG"]).unwrap_err();
+    assert!(err.to_string().contains("'proxy|config'"), "{err}");
+}
