@@ -112,6 +112,14 @@ pub struct SessionHandle {
     pub last_active_ms: AtomicU64,
 }
 
+impl SessionHandle {
+    /// Whether the client was killed (`CLIENT KILL`, idle timeout): to other clients it
+    /// is gone at once, as in Redis, though its task may still be closing it.
+    pub fn killed(&self) -> bool {
+        self.inbox.kill.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 impl crate::backend::Sink for SessionHandle {
     fn inbox(&self) -> &Inbox {
         &self.inbox

@@ -206,27 +206,65 @@ fn start_client(proxy: &Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
         None => {
             tokio::spawn(serve_plain(proxy.clone(), handle, stream));
         }
-        // Boxed: a TLS session's state is large and plain sessions should not carry room
-        // for it.
+        // Boxed: a TLS connection's state is large and plain clients should not carry
+        // room for it.
         Some(config) => {
-            let proxy = proxy.clone();
-            tokio::spawn(Box::pin(async move {
-                let end = serve_tls(proxy.clone(), handle.clone(), stream, config).await;
-                finish(&proxy, &handle, end);
-            }));
+            tokio::spawn(Box::pin(serve_tls(proxy.clone(), handle, stream, config)));
         }
     }
 }
 
-/// Serve a plain TCP client. Its session state lives in a box only while it is active:
-/// a new client, and one idle for a while with nothing in flight, is *parked* — the task
-/// keeps just the connection and a few fields and waits for the next byte — so an idle
-/// client costs a few hundred bytes instead of a whole session.
-#[allow(clippy::manual_async_fn)]
+/// A client connection the proxy can wait on without reading: ready once the client
+/// sent something (or closed), which stays to be read.
+pub trait Peek: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {
+    /// Ready with `Ok(n > 0)` when bytes wait to be read, `Ok(0)` at end of stream.
+    fn poll_peek_ready(&mut self, cx: &mut std::task::Context<'_>)
+        -> std::task::Poll<std::io::Result<usize>>;
+}
+
+impl Peek for TcpStream {
+    fn poll_peek_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        // Peek, not just readiness: the runtime assumes a new connection readable, and
+        // a client that has sent nothing should stay parked.
+        let mut one = [0u8; 1];
+        let mut peek = tokio::io::ReadBuf::new(&mut one);
+        self.poll_peek(cx, &mut peek)
+    }
+}
+
+impl Peek for tokio_rustls::server::TlsStream<TcpStream> {
+    /// Bytes of the next TLS record on the socket. A session parks only after its
+    /// reads came up empty, so no decrypted data waits inside the TLS state then.
+    fn poll_peek_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.get_mut().0.poll_peek_ready(cx)
+    }
+}
+
+/// Serve a plain TCP client ([`serve_parking`]).
 fn serve_plain(
     proxy: Arc<Proxy>,
     handle: Arc<SessionHandle>,
-    mut stream: TcpStream,
+    stream: TcpStream,
+) -> impl std::future::Future<Output = ()> + Send {
+    serve_parking(proxy, handle, stream)
+}
+
+/// Serve a client, plain or TLS alike. Its session state lives in a box only while it
+/// is active: a new client, and one idle for a while with nothing in flight, is
+/// *parked* — the task keeps just the connection and a few fields and waits for the
+/// next byte — so an idle client costs a few hundred bytes (plus its TLS state) instead
+/// of a whole session.
+#[allow(clippy::manual_async_fn)]
+fn serve_parking<S: Peek>(
+    proxy: Arc<Proxy>,
+    handle: Arc<SessionHandle>,
+    mut stream: S,
 ) -> impl std::future::Future<Output = ()> + Send {
     async move {
         let mut parked: Option<Box<Parked>> = None;
@@ -235,11 +273,7 @@ fn serve_plain(
             // readiness future to store while the client idles.)
             loop {
                 let readable = std::future::poll_fn(|cx| {
-                    // Peek, not just readiness: the runtime assumes a new connection
-                    // readable, and a client that has sent nothing should stay parked.
-                    let mut one = [0u8; 1];
-                    let mut peek = tokio::io::ReadBuf::new(&mut one);
-                    if let std::task::Poll::Ready(r) = stream.poll_peek(cx, &mut peek) {
+                    if let std::task::Poll::Ready(r) = stream.poll_peek_ready(cx) {
                         return std::task::Poll::Ready(Some(r));
                     }
                     if handle.inbox.notify.poll(cx).is_ready() {
@@ -298,21 +332,24 @@ fn finish(proxy: &Proxy, handle: &SessionHandle, end: End) {
         .fetch_sub(1, Ordering::Relaxed);
 }
 
+/// Serve a TLS client: the handshake (within 10 s), then as any client
+/// ([`serve_parking`]).
 async fn serve_tls(
     proxy: Arc<Proxy>,
     handle: Arc<SessionHandle>,
     stream: TcpStream,
     config: Arc<rustls::ServerConfig>,
-) -> crate::session::End {
+) {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => Session::new(proxy, handle).run(tls).await,
+    let end = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => return serve_parking(proxy, handle, tls).await,
         Ok(Err(e)) => {
             tracing::info!(client = handle.id, peer = %handle.peer, error = %e, "TLS handshake failed");
             End::Dropped(format!("TLS handshake failed: {e}"))
         }
         Err(_) => End::Dropped("TLS handshake timed out".into()),
-    }
+    };
+    finish(&proxy, &handle, end);
 }
 
 /// Once a second: release the buffers of idle clients and close clients idle past

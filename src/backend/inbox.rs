@@ -11,27 +11,38 @@ use std::sync::Arc;
 
 /// One delivered item in an inbox slot.
 #[derive(Debug)]
-pub enum Item {
+enum Item {
     /// A complete reply of this many bytes, at the front of the slot's data.
     Reply(usize),
     /// The request failed without a reply.
     Failed(BackendError),
 }
 
-/// The replies one session receives from one source, in order.
+/// The front of a [`SlotQueue`], borrowed.
+#[derive(Debug)]
+pub enum Front<'a> {
+    /// A complete reply: its bytes.
+    Reply(&'a [u8]),
+    /// The request failed without a reply.
+    Failed(&'a BackendError),
+}
+
+/// The replies one session receives from one source, in order: items (one per reply
+/// or failure) over one buffer of reply bytes, back to back, kept consistent by the
+/// methods below (nothing else can reach either).
 #[derive(Debug, Default)]
 pub struct SlotQueue {
-    /// Reply bytes, back to back.
-    pub data: BytesMut,
-    /// One entry per reply (or failure), in arrival order.
-    pub items: VecDeque<Item>,
+    data: BytesMut,
+    items: VecDeque<Item>,
 }
 
 impl SlotQueue {
-    /// The front item, left in place; for a reply, its bytes are at `data[..len]` until
-    /// [`SlotQueue::consume`] drops it.
-    pub fn front(&self) -> Option<&Item> {
-        self.items.front()
+    /// The front item, left in place until [`SlotQueue::consume`] drops it.
+    pub fn front(&self) -> Option<Front<'_>> {
+        match self.items.front()? {
+            Item::Reply(len) => Some(Front::Reply(self.data.get(..*len).unwrap_or_default())),
+            Item::Failed(e) => Some(Front::Failed(e)),
+        }
     }
 
     /// Each queued item's reply bytes, in order (`None` for a failure).
@@ -47,6 +58,21 @@ impl SlotQueue {
         })
     }
 
+    /// How many items are queued.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Bytes of replies queued.
+    pub fn bytes(&self) -> usize {
+        self.data.len()
+    }
+
     /// Drop the front item (and its bytes).
     pub fn consume(&mut self) {
         if let Some(Item::Reply(len)) = self.items.pop_front() {
@@ -55,6 +81,50 @@ impl SlotQueue {
         if self.items.is_empty() {
             self.data.clear();
         }
+    }
+
+    /// Append one complete reply.
+    pub fn push_reply(&mut self, frame: &[u8]) {
+        self.data.extend_from_slice(frame);
+        self.items.push_back(Item::Reply(frame.len()));
+    }
+
+    /// Append complete replies: `data` holds them back to back, `lens` gives each length.
+    pub fn push_replies(&mut self, data: &[u8], lens: &[usize]) {
+        self.data.extend_from_slice(data);
+        self.items.extend(lens.iter().map(|l| Item::Reply(*l)));
+    }
+
+    /// Put one complete reply in front of everything queued.
+    pub fn push_front_reply(&mut self, frame: &[u8]) {
+        let mut data = BytesMut::with_capacity(frame.len() + self.data.len());
+        data.extend_from_slice(frame);
+        data.extend_from_slice(&self.data);
+        self.data = data;
+        self.items.push_front(Item::Reply(frame.len()));
+    }
+
+    /// Append `count` failures.
+    pub fn push_failed(&mut self, err: &BackendError, count: u32) {
+        for _ in 0..count {
+            self.items.push_back(Item::Failed(err.clone()));
+        }
+    }
+
+    /// Hand every queued reply over at once: `out`, which must be empty, becomes the
+    /// queue's buffer of reply bytes (no copy), and the queue is left empty (with
+    /// `out`'s old buffer, for reuse).
+    pub fn take_all(&mut self, out: &mut BytesMut) {
+        debug_assert!(out.is_empty());
+        self.items.clear();
+        std::mem::swap(out, &mut self.data);
+        self.data.clear();
+    }
+
+    /// Drop everything queued.
+    pub fn clear(&mut self) {
+        self.items.clear();
+        self.data.clear();
     }
 
     /// Release memory held by an empty queue.
@@ -117,20 +187,44 @@ pub struct Inbox {
 #[derive(Debug, Default)]
 pub struct InboxState {
     /// Set when the session is gone: deliveries are dropped.
-    pub closed: bool,
+    closed: bool,
     /// Set when deliveries went over `budget_kb`: they were dropped and the inbox closed;
     /// the session closes the client as over its output buffer limit.
-    pub over: bool,
+    over: bool,
     /// How many KiB of replies may wait here: the client's output buffer limit less what
     /// its session already holds to write (0: no limit). Kept up to date by the session
     /// each turn, so a client that does not read is cut within one reply of its limit,
     /// however many replies its pipeline asked for.
-    pub budget_kb: u32,
+    budget_kb: u32,
     /// One queue per source.
-    pub slots: Vec<SlotQueue>,
+    slots: Vec<SlotQueue>,
 }
 
 impl InboxState {
+    /// The queue of `slot`, if anything was ever delivered there.
+    pub fn queue(&mut self, slot: u16) -> Option<&mut SlotQueue> {
+        self.slots.get_mut(usize::from(slot))
+    }
+
+    /// Drop whatever is queued in `slot`.
+    pub fn clear(&mut self, slot: u16) {
+        if let Some(q) = self.queue(slot) {
+            q.clear();
+        }
+    }
+
+    /// Release the memory of every empty queue.
+    pub fn trim(&mut self) {
+        for q in &mut self.slots {
+            q.trim();
+        }
+    }
+
+    /// Free every queue (the session parks, with nothing in flight).
+    pub fn release(&mut self) {
+        self.slots = Vec::new();
+    }
+
     /// The queue of `slot`, made (with any below it) if it is new. `None` only if the
     /// slot cannot be stored at all, which the resize rules out.
     fn slot(&mut self, slot: u16) -> Option<&mut SlotQueue> {
@@ -156,10 +250,9 @@ impl Inbox {
                 return;
             }
             let Some(q) = st.slot(slot) else { return };
-            q.data.extend_from_slice(data);
-            q.items.extend(lens.iter().map(|l| Item::Reply(*l)));
+            q.push_replies(data, lens);
             if st.budget_kb > 0 {
-                let queued: usize = st.slots.iter().map(|q| q.data.len()).sum();
+                let queued: usize = st.slots.iter().map(SlotQueue::bytes).sum();
                 if queued / 1024 > st.budget_kb as usize {
                     st.over = true;
                     st.closed = true;
@@ -187,9 +280,7 @@ impl Inbox {
                 return;
             }
             let Some(q) = st.slot(slot) else { return };
-            for _ in 0..count {
-                q.items.push_back(Item::Failed(err.clone()));
-            }
+            q.push_failed(err, count);
         }
         self.notify.notify();
     }
@@ -230,4 +321,74 @@ pub struct Waiter {
     pub slot: u16,
     /// How many replies.
     pub count: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn front_text(q: &SlotQueue) -> Option<String> {
+        match q.front()? {
+            Front::Reply(f) => Some(String::from_utf8_lossy(f).into_owned()),
+            Front::Failed(e) => Some(format!("failed: {}", e.message)),
+        }
+    }
+
+    #[test]
+    fn items_and_bytes_stay_in_step() {
+        let mut q = SlotQueue::default();
+        q.push_replies(b"+A\r\n:1\r\n", &[4, 4]);
+        q.push_reply(b"$1\r\nx\r\n");
+        q.push_front_reply(b"-ERR first\r\n");
+        assert_eq!(q.len(), 4);
+        let frames: Vec<_> = q.frames().map(|f| f.map(<[u8]>::to_vec)).collect();
+        assert_eq!(
+            frames,
+            vec![
+                Some(b"-ERR first\r\n".to_vec()),
+                Some(b"+A\r\n".to_vec()),
+                Some(b":1\r\n".to_vec()),
+                Some(b"$1\r\nx\r\n".to_vec())
+            ]
+        );
+        q.consume();
+        assert_eq!(front_text(&q).as_deref(), Some("+A\r\n"));
+        q.consume();
+        q.consume();
+        assert_eq!(front_text(&q).as_deref(), Some("$1\r\nx\r\n"));
+        q.consume();
+        assert!(q.is_empty() && q.bytes() == 0 && q.front().is_none());
+    }
+
+    #[test]
+    fn failures_take_no_bytes_and_take_all_hands_over_the_buffer() {
+        let mut q = SlotQueue::default();
+        q.push_reply(b"+OK\r\n");
+        q.push_failed(&BackendError::new(crate::error::ProxyError::NoMaster), 2);
+        assert_eq!((q.len(), q.bytes()), (3, 5));
+        q.consume();
+        assert!(front_text(&q).is_some_and(|t| t.starts_with("failed: ")));
+        q.clear();
+        assert!(q.is_empty());
+        q.push_replies(b"+A\r\n+B\r\n", &[4, 4]);
+        let mut out = BytesMut::new();
+        q.take_all(&mut out);
+        assert_eq!(&out[..], b"+A\r\n+B\r\n");
+        assert!(q.is_empty() && q.bytes() == 0);
+    }
+
+    #[test]
+    fn an_inbox_over_its_budget_closes_and_drops_deliveries() {
+        let inbox = Inbox::new();
+        assert!(!inbox.set_budget(Some(2048)));
+        inbox.push_replies(0, &[b'x'; 1024], &[1024]);
+        assert!(!inbox.set_budget(Some(2048)));
+        inbox.push_replies(1, &[b'y'; 4096], &[4096]);
+        assert!(inbox.set_budget(Some(2048)), "over the budget");
+        inbox.push_replies(0, b"+late\r\n", &[7]);
+        assert!(
+            inbox.state.lock().queue(0).is_none(),
+            "closed: nothing kept"
+        );
+    }
 }

@@ -40,7 +40,7 @@ pub use conn::{next_read_size, watchdog, Conn};
 pub use control::ControlConn;
 pub use error::{BackendError, ErrorKind};
 pub use handshake::{ConnKey, ConnParams, Login};
-pub use inbox::{Inbox, InboxState, Item, Signal, Sink, SlotQueue, Waiter};
+pub use inbox::{Front, Inbox, InboxState, Signal, Sink, SlotQueue, Waiter};
 pub use pool::Pool;
 
 /// The role a node plays, for routing and for error messages.

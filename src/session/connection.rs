@@ -12,7 +12,7 @@ impl Session {
             }
             if self.handle.inbox.trim.swap(false, Ordering::Relaxed) {
                 self.trim_buffers();
-                if self.may_park && self.parkable().is_some() {
+                if self.parkable().is_some() {
                     return End::Parked;
                 }
             }
@@ -177,10 +177,7 @@ impl Session {
         if self.pending.is_empty() {
             self.pending = VecDeque::new();
             self.local.trim();
-            let mut st = self.handle.inbox.state.lock();
-            for s in st.slots.iter_mut() {
-                s.trim();
-            }
+            self.handle.inbox.state.lock().trim();
         }
         self.parser.args = Vec::new();
         self.parser.inline_buf = Vec::new();

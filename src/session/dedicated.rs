@@ -362,11 +362,7 @@ impl Session {
                     *r = r.saturating_sub(1);
                 }
                 self.dedicated_in_flight = self.dedicated_in_flight.saturating_sub(1);
-                let mut st = self.handle.inbox.state.lock();
-                if let Some(q) = st.slots.get_mut(slot as usize) {
-                    q.items.clear();
-                    q.data.clear();
-                }
+                self.handle.inbox.state.lock().clear(slot);
             }
         }
         self.close_dedicated("client left pub/sub");

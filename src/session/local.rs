@@ -298,6 +298,10 @@ impl Session {
             let Some(h) = self.proxy.sessions.get(&id).map(|e| e.value().clone()) else {
                 continue;
             };
+            if h.killed() {
+                // Gone for Redis once killed: the kill's reply came after it was freed.
+                continue;
+            }
             if let Some(t) = ty {
                 let theirs = if h.id == self.id {
                     self.client.type_name()
@@ -355,7 +359,7 @@ impl Session {
         let mut killed = 0;
         for e in self.proxy.sessions.iter() {
             let h = e.value();
-            if skipme && h.id == self.id && !old_form {
+            if (skipme && h.id == self.id && !old_form) || h.killed() {
                 continue;
             }
             if id.is_some_and(|i| i != h.id)

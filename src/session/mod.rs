@@ -34,7 +34,7 @@
 //! - `local`: the other commands the proxy answers itself (`CLIENT`, `PROXY`, …).
 
 use crate::backend::{
-    next_read_size, BackendError, Conn, ConnKey, ControlConn, Item, Sink, SlotQueue,
+    next_read_size, BackendError, Conn, ConnKey, ControlConn, Front, Sink, SlotQueue,
 };
 use crate::commands::{self, Class, Command};
 use crate::cursor;
@@ -302,8 +302,6 @@ pub struct Session {
     hits: Vec<u32>,
     /// While writes wait for a failover to finish: until when.
     master_wait: Option<Instant>,
-    /// Whether this session may end its task when idle ([`Session::run_parkable`]).
-    may_park: bool,
     /// Shared-connection requests this client may have in flight: it starts at
     /// [`INITIAL_WINDOW`] and grows by one per reply (doubling per round trip), but never
     /// past what `client_output_buffer_limit` holds at the size of the client's recent
@@ -397,7 +395,6 @@ impl Session {
             stats: None,
             settings_gen: 0,
             hits: Vec::new(),
-            may_park: false,
             master_wait: None,
             window: INITIAL_WINDOW,
             reply_est: 0,
@@ -443,7 +440,6 @@ impl Session {
         &mut self,
         stream: &mut S,
     ) -> End {
-        self.may_park = true;
         self.serve(stream).await
     }
 
@@ -454,7 +450,7 @@ impl Session {
         if let Some(st) = self.stats.as_mut() {
             st.flush(&self.proxy.metrics);
         }
-        self.handle.inbox.state.lock().slots = Vec::new();
+        self.handle.inbox.state.lock().release();
         self.publish();
         Some(p)
     }
@@ -471,22 +467,6 @@ impl Session {
     /// End the session: close its dedicated connection and its inbox, flush counters.
     pub fn close(&mut self) {
         self.shutdown();
-    }
-
-    /// Serve the client until it leaves or is dropped.
-    #[allow(clippy::manual_async_fn)]
-    pub fn run<S: AsyncRead + AsyncWrite + Unpin>(
-        mut self,
-        mut stream: S,
-    ) -> impl Future<Output = End> {
-        // An `async move` block rather than an `async fn`: the session and the stream
-        // are stored once in the future, not copied into a second slot (this state is
-        // the bulk of what an idle client costs).
-        async move {
-            let end = self.serve(&mut stream).await;
-            self.shutdown();
-            end
-        }
     }
 
     fn shutdown(&mut self) {

@@ -282,10 +282,7 @@ impl Session {
             if conn.strong_count() > 0 {
                 return true;
             }
-            if let Some(q) = st.slots.get_mut(*slot as usize) {
-                q.items.clear();
-                q.data.clear();
-            }
+            st.clear(*slot);
             if let Some(u) = used.get_mut(*slot as usize) {
                 *u = false;
             }

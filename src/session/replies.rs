@@ -36,29 +36,26 @@ impl Session {
                 break;
             };
             if p.slot == LOCAL {
-                let Some(Item::Reply(len)) = self.local.front() else {
+                let Some(Front::Reply(frame)) = self.local.front() else {
                     break;
                 };
-                let len = *len;
                 if !p.silent {
-                    self.wbuf
-                        .extend_from_slice(self.local.data.get(..len).unwrap_or_default());
+                    self.wbuf.extend_from_slice(frame);
                     self.stats().replies += 1;
                 }
                 self.local.consume();
                 self.pending.pop_front();
                 continue;
             }
-            let Some(q) = st.slots.get_mut(p.slot as usize) else {
+            let Some(q) = st.queue(p.slot) else {
                 break;
             };
             if p.kind == Kind::Tunnel {
                 // Forward every frame that arrived.
                 let mut ended = false;
-                while let Some(item) = q.items.pop_front() {
-                    match item {
-                        Item::Reply(len) => {
-                            let frame = q.data.get(..len).unwrap_or_default();
+                while let Some(front) = q.front() {
+                    match front {
+                        Front::Reply(frame) => {
                             ended = self.tunnel_frame(frame);
                             if !ended {
                                 if let Some((kind, n)) = state::subscription(frame) {
@@ -69,16 +66,16 @@ impl Session {
                                     None => self.wbuf.extend_from_slice(frame),
                                 }
                             }
-                            q.data.advance(len);
                         }
                         // Leaving anyway: the connection's state is gone with it.
-                        Item::Failed(_) if self.tunnel_exit.is_some() => ended = true,
-                        Item::Failed(e) => {
+                        Front::Failed(_) if self.tunnel_exit.is_some() => ended = true,
+                        Front::Failed(e) => {
                             Value::error(format!("ERR {}", e.message))
                                 .encode(self.client.resp3, &mut self.wbuf);
                             self.closing = true;
                         }
                     }
+                    q.consume();
                     if ended {
                         break;
                     }
@@ -89,7 +86,6 @@ impl Session {
                     st = inbox.state.lock();
                     continue;
                 }
-                q.data.clear();
                 if self.closing {
                     self.pending.pop_front();
                 }
@@ -98,11 +94,9 @@ impl Session {
             if self.wbuf.is_empty() && self.take_whole_slot(q, now) {
                 continue;
             }
-            let Some(item) = q.items.front() else { break };
-            match item {
-                Item::Reply(len) => {
-                    let len = *len;
-                    let frame = q.data.get(..len).unwrap_or_default();
+            let Some(front) = q.front() else { break };
+            match front {
+                Front::Reply(frame) => {
                     if let Kind::ReplicaRead { retry } = p.kind {
                         if retryable_reply(frame) {
                             q.consume();
@@ -117,7 +111,7 @@ impl Session {
                     self.finish_reply(&p, frame, now);
                     q.consume();
                 }
-                Item::Failed(e) => {
+                Front::Failed(e) => {
                     let e = e.clone();
                     q.consume();
                     if let Kind::ReplicaRead { retry } = p.kind {
@@ -168,8 +162,8 @@ impl Session {
         let Some(slot) = self.pending.front().map(|p| p.slot) else {
             return false;
         };
-        let whole = !q.items.is_empty()
-            && q.items.len() <= self.pending.len()
+        let whole = !q.is_empty()
+            && q.len() <= self.pending.len()
             && q.frames().zip(self.pending.iter()).all(|(frame, p)| {
                 frame.is_some_and(|f| {
                     p.slot == slot && !p.silent && !p.scan && forwarded_as_is(p.kind, f)
@@ -183,9 +177,7 @@ impl Session {
                 self.account_reply(&p, frame, now);
             }
         }
-        q.items.clear();
-        std::mem::swap(&mut self.wbuf, &mut q.data);
-        q.data.clear();
+        q.take_all(&mut self.wbuf);
         true
     }
 
@@ -304,11 +296,8 @@ impl Session {
 
     /// Answer the request that was at the front with an error made here.
     pub(super) fn answer_front(&mut self, p: Pending, msg: &str, now: Instant) {
-        let mut data = Value::error(msg).to_bytes(self.client.resp3);
-        let len = data.len();
-        data.extend_from_slice(&self.local.data);
-        self.local.data = data;
-        self.local.items.push_front(Item::Reply(len));
+        let frame = Value::error(msg).to_bytes(self.client.resp3);
+        self.local.push_front_reply(&frame);
         self.pending.push_front(Pending {
             slot: LOCAL,
             kind: Kind::Forward,
@@ -467,8 +456,7 @@ impl Session {
             }
             return;
         }
-        self.local.data.extend_from_slice(bytes);
-        self.local.items.push_back(Item::Reply(bytes.len()));
+        self.local.push_reply(bytes);
         self.pending.push_back(Pending {
             slot: LOCAL,
             kind: Kind::Forward,
