@@ -788,13 +788,54 @@ fn sentinel_and_backend_credentials_are_used() {
         );
     }
     // With a wrong Sentinel password nothing is discovered: writes fail fast.
+    for i in 0..3 {
+        sentinels.cmd(i, &["ACL", "LOG", "RESET"]);
+    }
     let wrong = ProxyUnderTest::start(&yaml("wrong"));
-    std::thread::sleep(Duration::from_millis(500));
+    // Every Sentinel refuses the proxy's login several times: the refresher asks all of
+    // them at start and again every 100 ms while nothing is discovered, whereas a
+    // subscriber alone, backing off, is refused five times only after 1.5 s. So the
+    // refresher has been refused too, and found no master.
+    wait_until(
+        "every Sentinel refused the wrong password five times",
+        Duration::from_secs(10),
+        || (0..3).all(|i| refused_logins(&sentinels, i, "watcher") >= 5),
+    );
     assert!(wrong.state().view.load().master.is_none());
     let e = query(&mut wrong.conn(), &["SET", "k", "w"])
         .unwrap_err()
         .to_string();
     assert!(e.contains("no master is known"), "{e}");
+}
+
+/// How many logins as `user` Sentinel `i` refused since its `ACL LOG` was last reset
+/// (the log counts repeats of one refusal in a single entry).
+fn refused_logins(sentinels: &Sentinels, i: usize, user: &str) -> i64 {
+    let Ok(Value::Array(entries)) = sentinels.try_cmd(i, &["ACL", "LOG"]) else {
+        return 0;
+    };
+    let field = |entry: &[Value], name: &str| {
+        entry
+            .chunks(2)
+            .find(|kv| kv.first().and_then(value_text).as_deref() == Some(name))
+            .and_then(|kv| kv.get(1).cloned())
+    };
+    let text = |entry: &[Value], name: &str| field(entry, name).as_ref().and_then(value_text);
+    entries
+        .iter()
+        .filter_map(|e| match e {
+            Value::Array(entry)
+                if text(entry, "reason").as_deref() == Some("auth")
+                    && text(entry, "username").as_deref() == Some(user) =>
+            {
+                match field(entry, "count") {
+                    Some(Value::Int(n)) => Some(n),
+                    _ => None,
+                }
+            }
+            _ => None,
+        })
+        .sum()
 }
 
 #[test]

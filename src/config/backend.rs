@@ -1,0 +1,115 @@
+//! The `backend` section: where the Redis master and replicas are (static addresses, or
+//! Sentinel) and how the proxy talks to them (credentials, pool, timeouts, TLS).
+
+use super::Secret;
+use serde::{Deserialize, Serialize};
+
+/// Backends: a static master and replicas, or Sentinel.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackendConfig {
+    /// The master's address (static topology).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub master: Option<String>,
+    /// The replicas' addresses (static topology).
+    pub replicas: Vec<String>,
+    /// Discover the topology from Sentinel instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sentinel: Option<SentinelConfig>,
+    /// ACL user for backend connections; empty: the default user.
+    pub username: String,
+    /// Password for backend connections; empty: none.
+    pub password: Secret,
+    /// Shared connections per backend, per selected database and protocol version. A
+    /// reload resizes running pools: connections beyond a smaller size leave the pool
+    /// (sessions using one finish with it first).
+    pub connections: usize,
+    /// Connect (and handshake) timeout (ms). A reload applies it to connections made
+    /// from then on.
+    pub connect_timeout_ms: u64,
+    /// A shared connection whose oldest request has waited this long is declared dead
+    /// and its requests fail (reads to replicas are retried on the master) (ms).
+    pub command_timeout_ms: u64,
+    /// First reconnect delay after a failure; doubles up to `reconnect_max_ms` (ms).
+    pub reconnect_min_ms: u64,
+    /// Longest reconnect delay (ms).
+    pub reconnect_max_ms: u64,
+    /// TLS to the backends; unset: plain TCP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<BackendTlsConfig>,
+}
+
+impl Default for BackendConfig {
+    fn default() -> Self {
+        BackendConfig {
+            master: None,
+            replicas: Vec::new(),
+            sentinel: None,
+            username: String::new(),
+            password: Secret::default(),
+            connections: 2,
+            connect_timeout_ms: 1000,
+            command_timeout_ms: 3000,
+            reconnect_min_ms: 50,
+            reconnect_max_ms: 2000,
+            tls: None,
+        }
+    }
+}
+
+/// Sentinel discovery.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SentinelConfig {
+    /// Sentinel addresses; any that answers is used.
+    pub addresses: Vec<String>,
+    /// The monitored master's name.
+    pub master_name: String,
+    /// ACL user for Sentinel connections.
+    #[serde(default)]
+    pub username: String,
+    /// Password for Sentinel connections.
+    #[serde(default)]
+    pub password: Secret,
+    /// How often the topology is re-read even without events (ms).
+    #[serde(default = "default_sentinel_refresh_ms")]
+    pub refresh_ms: u64,
+    /// During a planned failover (Sentinel promotes a replica while the master still
+    /// answers) writes wait this long for the new master instead of failing; 0 fails
+    /// them at once (ms).
+    #[serde(default = "default_hold_writes_ms")]
+    pub hold_writes_ms: u64,
+}
+
+fn default_sentinel_refresh_ms() -> u64 {
+    1000
+}
+
+fn default_hold_writes_ms() -> u64 {
+    3000
+}
+
+/// TLS from the proxy to its backends.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendTlsConfig {
+    /// PEM CA certificates the backends' certificates must chain to.
+    pub ca: String,
+    /// Name sent in SNI and checked against each backend's certificate; empty: the
+    /// host part of the backend's address.
+    #[serde(default)]
+    pub server_name: String,
+    /// PEM client certificate to present (for `tls-auth-clients yes`); empty: none.
+    #[serde(default)]
+    pub cert: String,
+    /// PEM private key of the client certificate.
+    #[serde(default)]
+    pub key: String,
+}
+
+impl BackendConfig {
+    /// Whether the topology comes from Sentinel rather than static addresses.
+    pub fn uses_sentinel(&self) -> bool {
+        self.sentinel.is_some()
+    }
+}

@@ -1,0 +1,174 @@
+//! The `routing` section: the default consistency level, the rules that override it
+//! for some keys or commands, durable writes, and what reads do when no replica
+//! qualifies or the master is down.
+
+use super::size::optional_size;
+use serde::{Deserialize, Serialize};
+
+/// How reads pick a backend.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {
+    /// The level of every read no rule matches.
+    pub default: LevelConfig,
+    /// How to choose among qualifying replicas.
+    pub replica_choice: ReplicaChoice,
+    /// What to do when no replica qualifies for a replica read.
+    pub fallback: Fallback,
+    /// What reads do while the master is down.
+    pub on_master_down: OnMasterDown,
+    /// Rules checked in order; the first that matches a key decides for it.
+    pub rules: Vec<RuleConfig>,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig {
+            default: LevelConfig::default(),
+            replica_choice: ReplicaChoice::LeastOutstanding,
+            fallback: Fallback::Master,
+            on_master_down: OnMasterDown::ServeReplicas,
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// A consistency level and its budget.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LevelConfig {
+    /// `master`, `replica` (bounded staleness) or `any` (any healthy replica).
+    pub consistency: Consistency,
+    /// Largest staleness a replica may have to serve the read (ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_lag_ms: Option<u64>,
+    /// Largest offset gap a replica may have to serve the read (bytes; in YAML also a
+    /// size such as `64kb`).
+    #[serde(
+        deserialize_with = "optional_size",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_lag_bytes: Option<u64>,
+    /// After a client's write, its reads wait for replicas to catch up to it.
+    pub read_your_writes: bool,
+}
+
+impl Default for LevelConfig {
+    fn default() -> Self {
+        LevelConfig {
+            consistency: Consistency::Replica,
+            max_lag_ms: Some(1000),
+            max_lag_bytes: None,
+            read_your_writes: true,
+        }
+    }
+}
+
+/// One routing rule.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// A name shown in `PROXY EXPLAIN`, `/status` and metrics.
+    pub name: String,
+    /// Key patterns (Redis glob syntax); the rule matches a key that matches any.
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// Command names; if given, the rule matches only these commands.
+    #[serde(default)]
+    pub commands: Vec<String>,
+    /// The level for reads this rule matches; unset fields come from `routing.default`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<Consistency>,
+    /// Budget in ms. With `max_lag_bytes`, the rule's budget: when the rule sets
+    /// neither, both come from `routing.default` (see
+    /// [`crate::policy::effective_level`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_lag_ms: Option<u64>,
+    /// Budget in bytes (in YAML also a size such as `64kb`). Inherited together with
+    /// `max_lag_ms`, as a pair.
+    #[serde(
+        default,
+        deserialize_with = "optional_size",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_lag_bytes: Option<u64>,
+    /// Read-your-writes for reads this rule matches (inherits when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_your_writes: Option<bool>,
+    /// Durable writes: hold a write's reply until this many replicas hold it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<WaitConfig>,
+}
+
+/// Durable-write settings of a rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaitConfig {
+    /// Replicas that must hold the write before the client gets the reply.
+    pub replicas: u32,
+    /// How long to wait before replying with an error (ms).
+    pub timeout_ms: u64,
+}
+
+/// A consistency level.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Consistency {
+    /// Reads go to the master.
+    Master,
+    /// Reads go to a replica within the budget, else per `fallback`.
+    Replica,
+    /// Reads go to any healthy replica, however far behind.
+    Any,
+}
+
+/// How to pick among qualifying replicas.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplicaChoice {
+    /// The replica with the smallest staleness.
+    LeastLag,
+    /// Each in turn.
+    RoundRobin,
+    /// The replica with the fewest requests in flight.
+    LeastOutstanding,
+}
+
+/// What a read does when no replica qualifies.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Fallback {
+    /// Serve it from the master.
+    Master,
+    /// Reply with an error saying why.
+    Error,
+}
+
+/// What reads do while the master is down.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnMasterDown {
+    /// Keep serving reads from replicas (their staleness grows).
+    ServeReplicas,
+    /// Fail reads too.
+    Error,
+}
+
+impl RuleConfig {
+    /// Whether the rule names this command (case-insensitive). A rule without a
+    /// `commands` list names every command.
+    pub fn names_command(&self, command: &str) -> bool {
+        self.commands.is_empty()
+            || self
+                .commands
+                .iter()
+                .any(|c| c.eq_ignore_ascii_case(command))
+    }
+}
+
+impl RoutingConfig {
+    /// The rule with this name.
+    pub fn rule(&self, name: &str) -> Option<&RuleConfig> {
+        self.rules.iter().find(|r| r.name == name)
+    }
+}

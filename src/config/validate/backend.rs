@@ -1,0 +1,120 @@
+//! Checks of `backend`: its TLS files, static addresses or Sentinel (not both, not
+//! neither, no address twice), and the pool's sizes and timeouts.
+
+use super::{Config, Problems};
+use std::collections::HashMap;
+
+/// `backend`, `backend.tls` and `backend.sentinel`.
+pub(super) fn check(p: &mut Problems, cfg: &Config) {
+    // TLS to the backends: the files must load.
+    if let Some(t) = &cfg.backend.tls {
+        if let Err(e) = crate::tls::backend_target(t, "localhost:6379") {
+            p.add(
+                "backend.tls.ca",
+                format!("`backend.tls`: {e}; give PEM files the proxy can read"),
+            );
+        }
+        if t.cert.is_empty() != t.key.is_empty() {
+            p.add("backend.tls.cert", "`backend.tls` gives only one of cert and key: give both (a client certificate) or neither");
+        }
+    }
+
+    // Backends.
+    let b = &cfg.backend;
+    let has_static = b.master.is_some() || !b.replicas.is_empty();
+    match (&b.sentinel, has_static) {
+        (Some(_), true) => p.add(
+            "backend.sentinel",
+            "`backend` gives both static addresses (master/replicas) and `sentinel`: keep one, either backend.master with backend.replicas, or backend.sentinel",
+        ),
+        (None, false) => p.add(
+            "backend",
+            "`backend` names no Redis server: set backend.master (and backend.replicas), or backend.sentinel with its addresses and master_name",
+        ),
+        _ => {}
+    }
+    if b.sentinel.is_none() && b.master.is_none() && !b.replicas.is_empty() {
+        p.add(
+            "backend.replicas",
+            "`backend.replicas` is set but `backend.master` is not: add backend.master, the server every write goes to",
+        );
+    }
+    let mut seen: HashMap<String, String> = HashMap::new();
+    let statics = b
+        .master
+        .iter()
+        .map(|m| ("backend.master".to_string(), m))
+        .chain(
+            b.replicas
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (format!("backend.replicas[{i}]"), r)),
+        );
+    for (path, addr) in statics {
+        p.address(&path, addr, false);
+        if let Some(first) = seen.get(&addr.to_ascii_lowercase()) {
+            p.add(
+                &path,
+                format!("`{path}` repeats {addr} (already `{first}`): list each server once"),
+            );
+        } else {
+            seen.insert(addr.to_ascii_lowercase(), path);
+        }
+    }
+    if let Some(s) = &b.sentinel {
+        if s.addresses.is_empty() {
+            p.add(
+                "backend.sentinel.addresses",
+                "`backend.sentinel.addresses` is empty: list at least one Sentinel, e.g. [\"127.0.0.1:26379\"]",
+            );
+        }
+        for (i, a) in s.addresses.iter().enumerate() {
+            p.address(&format!("backend.sentinel.addresses[{i}]"), a, false);
+        }
+        if s.master_name.trim().is_empty() {
+            p.add(
+                "backend.sentinel.master_name",
+                "`backend.sentinel.master_name` is empty: give the name the Sentinels know the master by (as in `sentinel monitor NAME …`), e.g. mymaster",
+            );
+        }
+        p.positive(
+            "backend.sentinel.refresh_ms",
+            s.refresh_ms,
+            "the topology would be re-read without pause",
+        );
+    }
+    p.positive(
+        "backend.connections",
+        b.connections as u64,
+        "every backend needs at least one shared connection",
+    );
+    p.positive(
+        "backend.connect_timeout_ms",
+        b.connect_timeout_ms,
+        "every connection attempt would time out at once",
+    );
+    p.positive(
+        "backend.command_timeout_ms",
+        b.command_timeout_ms,
+        "every request would time out at once",
+    );
+    p.positive(
+        "backend.reconnect_min_ms",
+        b.reconnect_min_ms,
+        "a failing backend would be retried in a busy loop",
+    );
+    p.positive(
+        "backend.reconnect_max_ms",
+        b.reconnect_max_ms,
+        "a failing backend would be retried in a busy loop",
+    );
+    if b.reconnect_max_ms < b.reconnect_min_ms && b.reconnect_max_ms > 0 {
+        p.add(
+            "backend.reconnect_max_ms",
+            format!(
+                "`backend.reconnect_max_ms` ({} ms) is less than `backend.reconnect_min_ms` ({} ms): make it at least as large",
+                b.reconnect_max_ms, b.reconnect_min_ms
+            ),
+        );
+    }
+}
