@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tracing::Instrument;
 
 /// A running proxy.
 #[derive(Debug)]
@@ -218,8 +219,10 @@ fn start_client(proxy: &Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
 /// sent something (or closed), which stays to be read.
 pub trait Peek: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {
     /// Ready with `Ok(n > 0)` when bytes wait to be read, `Ok(0)` at end of stream.
-    fn poll_peek_ready(&mut self, cx: &mut std::task::Context<'_>)
-        -> std::task::Poll<std::io::Result<usize>>;
+    fn poll_peek_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<usize>>;
 }
 
 impl Peek for TcpStream {
@@ -307,7 +310,9 @@ fn serve_parking<S: Peek>(
                 Some(p) => Session::resume(proxy.clone(), handle.clone(), p),
                 None => Session::new(proxy.clone(), handle.clone()),
             });
-            let end = Box::pin(session.serve_parkable(&mut stream)).await;
+            // Everything logged while the session is active names the client.
+            let span = tracing::info_span!("client", id = handle.id, peer = %handle.peer);
+            let end = Box::pin(session.serve_parkable(&mut stream).instrument(span)).await;
             if let End::Parked = end {
                 if let Some(p) = session.park() {
                     parked = Some(Box::new(p));

@@ -1,6 +1,7 @@
 //! Dedicated modes: transactions, blocking commands, pub/sub and tracking, on the
 //! session's own master connection.
 
+use super::local::{self, Redirect};
 use super::*;
 
 impl Session {
@@ -29,6 +30,26 @@ impl Session {
             key,
         });
         Ok(())
+    }
+
+    /// Make the master fail the open transaction: a request it rejects as it queues it
+    /// (`GET` without its key), whose reply is dropped. `EXEC` then answers `EXECABORT`.
+    pub(super) fn fail_transaction(&mut self) {
+        let Some(d) = &self.dedicated else { return };
+        let slot = d.slot;
+        let res = d.conn.send(b"*1\r\n$3\r\nGET\r\n", &self.sink, slot, 1);
+        self.push_pending(Pending {
+            slot,
+            kind: Kind::Dropped,
+            path: PATH_DEDICATED,
+            silent: true,
+            read: false,
+            sent: Instant::now(),
+            scan: false,
+        });
+        if let Err(e) = res {
+            self.handle.inbox.push_failed(slot, &e, 1);
+        }
     }
 
     pub(super) fn send_dedicated(&mut self, req: &Request, kind: Kind, now: Instant) {
@@ -83,6 +104,10 @@ impl Session {
             }
             (n, Some(cmd)) if n == "auth" || n == "hello" || n.starts_with("client|") => {
                 if self.mode == Mode::Multi {
+                    if self.shared_in_flight > 0 {
+                        return Stop::Wait;
+                    }
+                    self.fail_transaction();
                     self.push_local_error("ERR Command not allowed inside a transaction");
                     return Stop::More;
                 }
@@ -289,7 +314,6 @@ impl Session {
             // Leaving: the rest waits until the connection confirmed its RESET.
             return Stop::Wait;
         }
-        let _ = settings;
         match cmd.map(|c| c.name) {
             // Both leave through a RESET on the dedicated connection: its `+RESET` comes
             // after every frame the connection owes the client, so none is lost.
@@ -304,6 +328,32 @@ impl Session {
                         self.tracking.rewrites.push_back(self.tracking.sent);
                     }
                     self.tracking.sent += 1;
+                }
+                if name == Some("client|tracking") && req.arg(2).eq_ignore_ascii_case(b"on") {
+                    // Turned on again, maybe with another target: the redirect is
+                    // translated as the first time. Replies here come from the master
+                    // in order, so a refusal is the master's own (an id it knows none of).
+                    let bytes = match self.translate_redirect(req) {
+                        Redirect::None => None,
+                        Redirect::To(bytes) => Some(bytes),
+                        Redirect::Refused(_) => (4..req.argc())
+                            .find(|i| req.arg(*i - 1).eq_ignore_ascii_case(b"redirect"))
+                            .map(|pos| local::with_arg(req, pos, b"0")),
+                    };
+                    if let Some(bytes) = bytes {
+                        let mut parser = RequestParser::new();
+                        if let Ok(Some(Parsed::Multibulk { .. })) =
+                            parser.parse(&bytes, &settings.limits)
+                        {
+                            let args = std::mem::take(&mut parser.args);
+                            let translated = Request {
+                                buf: &bytes,
+                                args: &args,
+                            };
+                            self.send_dedicated(&translated, Kind::Tunnel, Instant::now());
+                            return Stop::More;
+                        }
+                    }
                 }
                 self.send_dedicated(req, Kind::Tunnel, Instant::now())
             }

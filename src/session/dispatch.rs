@@ -149,44 +149,47 @@ impl Session {
         };
         self.stats().request(class_index(Some(cmd.class)));
         if settings.deny.denies(cmd) {
-            self.flush_pending_run(b);
-            self.push_local_error(&format!(
+            let e = format!(
                 "NOPERM the '{}' command is disabled by the proxy (deny_commands)",
                 String::from_utf8_lossy(name).to_lowercase()
-            ));
-            return Stop::More;
+            );
+            return self.refuse(&e, b);
         }
         if let Some(user) = &self.client.user {
             if let Some(e) = user.refusal(cmd) {
                 let e = e.to_string();
-                self.flush_pending_run(b);
-                self.push_local_error(&e);
-                return Stop::More;
+                return self.refuse(&e, b);
             }
             if !user.may_run(cmd) {
-                self.flush_pending_run(b);
-                self.push_local_error(&format!(
+                let e = format!(
                     "NOPERM this user has no permissions to run the '{}' command",
                     cmd.name
-                ));
-                return Stop::More;
+                );
+                return self.refuse(&e, b);
             }
             if !user.all_keys() && commands::touches_undeclared_keys(cmd, req) {
-                self.flush_pending_run(b);
-                self.push_local_error(&format!(
+                let e = format!(
                     "NOPERM this user may access only some keys, and '{}' can reach keys it does not name (scripts, functions, SORT BY/GET); it is refused to key-restricted users",
                     cmd.name
-                ));
-                return Stop::More;
+                );
+                return self.refuse(&e, b);
             }
             if !user.all_keys() {
                 let mut ok = true;
                 commands::for_each_key(cmd, req, |i| ok &= user.may_touch(req.arg(i)));
                 if !ok {
-                    self.flush_pending_run(b);
-                    self.push_local_error("NOPERM this user has no permissions to access one of the keys used as arguments");
-                    return Stop::More;
+                    return self.refuse(
+                        "NOPERM this user has no permissions to access one of the keys used as arguments",
+                        b,
+                    );
                 }
+            }
+        }
+        if matches!(cmd.class, Class::Write | Class::Admin) {
+            if let Some(e) =
+                commands::cuts_off_backends(cmd, req, &settings.config.backend.username)
+            {
+                return self.refuse(e, b);
             }
         }
         if matches!(self.mode, Mode::Multi | Mode::Watch) {
@@ -215,13 +218,6 @@ impl Session {
                 if name.eq_ignore_ascii_case(b"monitor") {
                     return self.enter_tunnel(req, b);
                 }
-                if let Some(e) =
-                    commands::cuts_off_backends(cmd, req, &settings.config.backend.username)
-                {
-                    self.flush_pending_run(b);
-                    self.push_local_error(e);
-                    return Stop::More;
-                }
                 if commands::is_interrupt(cmd) {
                     self.flush_pending_run(b);
                     self.interrupt(req, settings, view, now);
@@ -242,6 +238,18 @@ impl Session {
                 self.send_to_master(req, at, b, kind)
             }
         }
+    }
+
+    /// Refuse the request with the error `e`. In a transaction, the master is made to
+    /// fail it too (a request it rejects as it queues it), so `EXEC` aborts with
+    /// `EXECABORT` as Redis's own refusals make it.
+    pub(super) fn refuse(&mut self, e: &str, b: &mut Batch<'_>) -> Stop {
+        self.flush_pending_run(b);
+        if self.mode == Mode::Multi {
+            self.fail_transaction();
+        }
+        self.push_local_error(e);
+        Stop::More
     }
 
     pub(super) fn read(

@@ -170,7 +170,7 @@ impl Session {
                 self.push_local_value(&Value::Verbatim(line));
             }
             "list" => self.client_list(req),
-            "kill" => self.client_kill(req),
+            "kill" => self.client_kill(req, settings),
             "reply" => {
                 let arg = req.arg(2);
                 if arg.eq_ignore_ascii_case(b"on") {
@@ -199,12 +199,14 @@ impl Session {
                 if on {
                     self.tracking.redirect = None;
                     let mut none = Batch::outside(settings, view, Instant::now());
-                    let Some(bytes) = self.translate_redirect(req) else {
-                        return self.enter_tunnel(req, &mut none);
+                    let bytes = match self.translate_redirect(req) {
+                        Redirect::None => return self.enter_tunnel(req, &mut none),
+                        Redirect::Refused(e) => {
+                            self.push_local_error(&e);
+                            return Stop::More;
+                        }
+                        Redirect::To(bytes) => bytes,
                     };
-                    if bytes.is_empty() {
-                        return Stop::More;
-                    }
                     // The translated request, parsed back so it is forwarded as it is.
                     let mut parser = RequestParser::new();
                     if let Ok(Some(Parsed::Multibulk { .. })) = parser.parse(&bytes, &settings.limits) {
@@ -317,9 +319,12 @@ impl Session {
         self.push_local_value(&Value::Verbatim(out));
     }
 
-    pub(super) fn client_kill(&mut self, req: &Request) {
-        // CLIENT KILL addr:port | CLIENT KILL [ID id] [ADDR a] [LADDR a] [USER u] [SKIPME yes/no]
+    /// `CLIENT KILL addr:port` and `CLIENT KILL <filter value> …`, filters parsed and
+    /// checked in order as Redis 7.0 does (`ID`, `TYPE`, `ADDR`, `LADDR`, `USER`,
+    /// `SKIPME`); a killed client is gone for others at once.
+    pub(super) fn client_kill(&mut self, req: &Request, settings: &Settings) {
         let mut id = None;
+        let mut ty = None;
         let mut addr = None;
         let mut laddr = None;
         let mut user = None;
@@ -329,31 +334,49 @@ impl Session {
             addr = Some(String::from_utf8_lossy(req.arg(2)).into_owned());
         } else {
             let mut i = 2;
-            while i + 1 < req.argc() {
+            while i < req.argc() {
+                if i + 1 >= req.argc() {
+                    self.push_local_error("ERR syntax error");
+                    return;
+                }
                 let k = req.arg(i).to_ascii_lowercase();
-                let v = String::from_utf8_lossy(req.arg(i + 1)).into_owned();
+                let raw = req.arg(i + 1);
+                let v = String::from_utf8_lossy(raw).into_owned();
                 match k.as_slice() {
-                    b"id" => match v.parse::<u64>() {
-                        Ok(n) => id = Some(n),
-                        Err(_) => {
+                    b"id" => match parse_int(raw).filter(|n| *n > 0) {
+                        Some(n) => id = Some(n as u64),
+                        None => {
                             self.push_local_error("ERR client-id should be greater than 0");
+                            return;
+                        }
+                    },
+                    b"type" => match v.to_ascii_lowercase().as_str() {
+                        "normal" => ty = Some("normal"),
+                        "pubsub" => ty = Some("pubsub"),
+                        // The proxy's clients are never replicas or masters.
+                        "master" | "slave" | "replica" => ty = Some("replica"),
+                        _ => {
+                            self.push_local_error(&format!("ERR Unknown client type '{v}'"));
                             return;
                         }
                     },
                     b"addr" => addr = Some(v),
                     b"laddr" => laddr = Some(v),
-                    b"user" => user = Some(v),
-                    b"skipme" => skipme = v.eq_ignore_ascii_case("yes"),
+                    b"user" => {
+                        if !self.user_known(&v, settings) {
+                            self.push_local_error(&format!("ERR No such user '{v}'"));
+                            return;
+                        }
+                        user = Some(v);
+                    }
+                    b"skipme" if v.eq_ignore_ascii_case("yes") => skipme = true,
+                    b"skipme" if v.eq_ignore_ascii_case("no") => skipme = false,
                     _ => {
                         self.push_local_error("ERR syntax error");
                         return;
                     }
                 }
                 i += 2;
-            }
-            if (req.argc() - 2) % 2 != 0 {
-                self.push_local_error("ERR syntax error");
-                return;
             }
         }
         let mut killed = 0;
@@ -362,12 +385,16 @@ impl Session {
             if (skipme && h.id == self.id && !old_form) || h.killed() {
                 continue;
             }
+            let state = if h.id == self.id {
+                self.client.clone()
+            } else {
+                h.state.lock().clone()
+            };
             if id.is_some_and(|i| i != h.id)
+                || ty.is_some_and(|t| t != state.type_name())
                 || addr.as_ref().is_some_and(|a| *a != h.peer.to_string())
                 || laddr.as_ref().is_some_and(|a| *a != h.local.to_string())
-                || user
-                    .as_ref()
-                    .is_some_and(|u| u != h.state.lock().user_name())
+                || user.as_ref().is_some_and(|u| u != state.user_name())
             {
                 continue;
             }
@@ -384,6 +411,13 @@ impl Session {
         } else {
             self.push_local_value(&Value::Int(killed));
         }
+    }
+
+    /// Whether `name` is a user Redis would know: `default`, a `proxy.yaml` user, or a
+    /// Redis ACL user some client is logged in as. With `redis_users` on, any name may
+    /// be one of Redis's users the proxy has not seen, so every name counts as known.
+    fn user_known(&self, name: &str, settings: &Settings) -> bool {
+        name == "default" || settings.users.redis() || settings.users.by_name(name).is_some()
     }
 
     /// `CLIENT UNBLOCK id [TIMEOUT|ERROR]`: the client `id` names waits on its dedicated
@@ -425,35 +459,52 @@ impl Session {
 
     /// `CLIENT TRACKING on … REDIRECT id`, with `id` (a proxy client id) replaced by the
     /// backend id of that client's dedicated connection, where the invalidations must
-    /// go; `None` when the request names no redirect (or names it so that the master
-    /// must answer the error), empty when an error was answered here (Redis's, for a
-    /// client that does not exist).
-    fn translate_redirect(&mut self, req: &Request) -> Option<Vec<u8>> {
-        let pos = (3..req.argc()).find(|i| req.arg(*i).eq_ignore_ascii_case(b"redirect"))?;
-        let id = parse_int(req.arg(pos + 1))?;
-        let backend_id = u64::try_from(id)
+    /// go ([`Redirect`]).
+    pub(super) fn translate_redirect(&mut self, req: &Request) -> Redirect {
+        let Some(pos) = (3..req.argc()).find(|i| req.arg(*i).eq_ignore_ascii_case(b"redirect"))
+        else {
+            return Redirect::None;
+        };
+        let Some(id) = parse_int(req.arg(pos + 1)) else {
+            return Redirect::None;
+        };
+        let target = u64::try_from(id)
             .ok()
             .and_then(|i| self.proxy.sessions.get(&i).map(|e| e.value().clone()))
-            .and_then(|h| h.state.lock().backend_id());
-        let Some(backend_id) = backend_id else {
-            self.push_local_error("ERR The client ID you want redirect to does not exist");
-            return Some(Vec::new());
+            .filter(|h| !h.killed());
+        let Some(target) = target else {
+            return Redirect::Refused(
+                "ERR The client ID you want redirect to does not exist".into(),
+            );
+        };
+        let Some(backend_id) = target.state.lock().backend_id() else {
+            return Redirect::Refused(format!(
+                "ERR redsplit: client {id} has no master connection of its own to receive invalidations (its commands share the proxy's connections); subscribe it to __redis__:invalidate first, then redirect to it"
+            ));
         };
         self.tracking.redirect = u64::try_from(id).ok();
-        let b = backend_id.to_string();
-        let mut out = Vec::new();
-        crate::protocol::encode_command(
-            &mut out,
-            (0..req.argc()).map(|i| {
-                if i == pos + 1 {
-                    b.as_bytes()
-                } else {
-                    req.arg(i)
-                }
-            }),
-        );
-        Some(out)
+        Redirect::To(with_arg(req, pos + 1, backend_id.to_string().as_bytes()))
     }
+}
+
+/// What a `CLIENT TRACKING on` request's `REDIRECT` becomes.
+pub(super) enum Redirect {
+    /// It names none (or none the proxy can read: the master answers).
+    None,
+    /// The request to send, naming the target's backend id.
+    To(Vec<u8>),
+    /// The redirect cannot be made: the error to answer.
+    Refused(String),
+}
+
+/// `req` encoded again with argument `pos` replaced by `value`.
+pub(super) fn with_arg(req: &Request, pos: usize, value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    crate::protocol::encode_command(
+        &mut out,
+        (0..req.argc()).map(|i| if i == pos { value } else { req.arg(i) }),
+    );
+    out
 }
 
 pub(super) fn valid_name(n: &[u8]) -> Result<(), &'static str> {

@@ -129,6 +129,9 @@ enum Kind {
     Tunnel,
     /// A login as a Redis ACL user, checked by the master ([`login`]).
     Login,
+    /// Sent only for its effect on the connection (a refusal marking the transaction
+    /// failed): the reply is dropped.
+    Dropped,
 }
 
 /// One request awaiting its reply.

@@ -126,7 +126,7 @@ impl Session {
                     self.complete(&p, now);
                     self.pending.pop_front();
                     match p.kind {
-                        Kind::RoleProbe { wait: Some(_) } => {}
+                        Kind::RoleProbe { wait: Some(_) } | Kind::Dropped => {}
                         Kind::RoleProbe { wait: None } => {
                             // The durable write's reply is held; release it as an error.
                             if let Some(h) = self.held.as_mut() {
@@ -484,7 +484,7 @@ impl Session {
 /// `account_reply`'s bookkeeping (rather than being retried, consumed, held or streamed).
 pub(super) fn forwarded_as_is(kind: Kind, frame: &[u8]) -> bool {
     match kind {
-        Kind::RoleProbe { .. } | Kind::Tunnel | Kind::Login => false,
+        Kind::RoleProbe { .. } | Kind::Tunnel | Kind::Login | Kind::Dropped => false,
         // A durable write's success is held until replicas have it; its error is not.
         Kind::Durable(_) => is_error(frame),
         Kind::ReplicaRead { .. } => !retryable_reply(frame),

@@ -242,3 +242,106 @@ fn redis_users_are_off_beside_proxy_users_unless_turned_on() {
     let err = query(&mut c, &["PROXY", "CONFIG"]).unwrap_err();
     assert!(err.to_string().contains("'proxy|config'"), "{err}");
 }
+
+/// A killed client is gone for everyone at once, as in Redis (which frees it before it
+/// answers the kill): `CLIENT LIST` pipelined right after `CLIENT KILL` does not show it.
+#[test]
+fn a_killed_client_is_not_listed_after_the_kill() {
+    let set = ReplicaSet::start(0, false);
+    let proxy = ProxyUnderTest::start(&proxy_yaml(&set, ""));
+    proxy.wait_healthy(0);
+    let mut a = proxy.conn();
+    for _ in 0..5 {
+        let mut b = proxy.conn();
+        let id = match query(&mut b, &["CLIENT", "ID"]).unwrap() {
+            Value::Int(n) => n.to_string(),
+            other => panic!("CLIENT ID: {other:?}"),
+        };
+        let (killed, listed): (i64, String) = redis::pipe()
+            .cmd("CLIENT")
+            .arg("KILL")
+            .arg("ID")
+            .arg(&id)
+            .cmd("CLIENT")
+            .arg("LIST")
+            .arg("ID")
+            .arg(&id)
+            .query(&mut a)
+            .expect("kill and list");
+        assert_eq!(killed, 1);
+        assert_eq!(listed, "", "the killed client {id} is still listed");
+        let killed: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("ID")
+            .arg(&id)
+            .query(&mut a)
+            .unwrap();
+        assert_eq!(killed, 0, "a killed client cannot be killed again");
+    }
+}
+
+/// `CLIENT TRACKING on REDIRECT` to a client without a master connection of its own is
+/// refused with an error that says why; once the target subscribed, it is accepted.
+#[test]
+fn a_tracking_redirect_needs_a_target_with_its_own_master_connection() {
+    let set = ReplicaSet::start(0, false);
+    let proxy = ProxyUnderTest::start(&proxy_yaml(&set, ""));
+    proxy.wait_healthy(0);
+    let mut a = proxy.conn();
+    let mut b = proxy.conn();
+    let id = match query(&mut b, &["CLIENT", "ID"]).unwrap() {
+        Value::Int(n) => n.to_string(),
+        other => panic!("CLIENT ID: {other:?}"),
+    };
+    let err = query(&mut a, &["CLIENT", "TRACKING", "on", "REDIRECT", &id]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("has no master connection of its own"),
+        "{err}"
+    );
+    let _: Value = redis::cmd("SUBSCRIBE")
+        .arg("__redis__:invalidate")
+        .query(&mut b)
+        .unwrap();
+    assert_eq!(
+        text(&query(&mut a, &["CLIENT", "TRACKING", "on", "REDIRECT", &id]).unwrap()),
+        "OK"
+    );
+    assert_eq!(
+        query(&mut a, &["CLIENT", "GETREDIR"]).unwrap(),
+        Value::Int(id.parse().unwrap())
+    );
+}
+
+/// A command the proxy refuses inside `MULTI` (denied, or one that would cut the proxy
+/// off its backends) fails the transaction as Redis's own refusals do: `EXEC` answers
+/// `EXECABORT` and nothing of it runs.
+#[test]
+fn a_command_the_proxy_refuses_inside_multi_aborts_the_transaction() {
+    let set = ReplicaSet::start(0, false);
+    let proxy = ProxyUnderTest::start(&proxy_yaml(&set, ""));
+    proxy.wait_healthy(0);
+    let mut c = proxy.conn();
+    for refused in [
+        &["DEBUG", "SLEEP", "0"][..],
+        &["CONFIG", "SET", "requirepass", "x"][..],
+        &["CLIENT", "ID"][..],
+    ] {
+        assert_eq!(text(&query(&mut c, &["MULTI"]).unwrap()), "OK");
+        assert_eq!(
+            text(&query(&mut c, &["SET", "tx:k", "v"]).unwrap()),
+            "QUEUED"
+        );
+        let err = query(&mut c, refused).unwrap_err();
+        assert!(!err.to_string().is_empty(), "{refused:?} refused");
+        let err = query(&mut c, &["EXEC"]).unwrap_err();
+        assert!(
+            err.to_string().to_ascii_uppercase().contains("EXECABORT"),
+            "{refused:?}: {err}"
+        );
+        assert_eq!(set.master.get("tx:k"), None, "{refused:?}: nothing ran");
+    }
+    let pass = set.master.cmd(&["CONFIG", "GET", "requirepass"]);
+    assert!(!format!("{pass:?}").contains("\"x\""), "{pass:?}");
+    assert_eq!(text(&query(&mut c, &["PING"]).unwrap()), "PONG");
+}
