@@ -253,7 +253,8 @@ impl Config {
     /// at start-up), and `shutdown_grace_ms` (read once, when the signal handler is set
     /// up). A reload keeps their running values. Everything else — backends (addresses,
     /// Sentinel, credentials, TLS, and the pool settings `connections`,
-    /// `connect_timeout_ms`, `command_timeout_ms`, `reconnect_min_ms`,
+    /// `connect_timeout_ms`, `command_timeout_ms`, `master_command_timeout_ms`,
+    /// `reconnect_min_ms`,
     /// `reconnect_max_ms`, which a backend kept across the reload takes too),
     /// replication, routing, users, `deny_commands`, `limits` (including
     /// `max_clients`) and `admin.token` — is applied live by a reload. Switching

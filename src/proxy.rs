@@ -72,6 +72,16 @@ impl Settings {
     pub fn command_timeout(&self) -> Duration {
         Duration::from_millis(self.config.backend.command_timeout_ms)
     }
+
+    /// How long the watchdog lets a request wait on a replica connection, and on a
+    /// master connection (`None`: as long as it takes).
+    pub fn watchdog_timeouts(&self) -> (Duration, Option<Duration>) {
+        let m = self.config.backend.master_command_timeout_ms;
+        (
+            self.command_timeout(),
+            (m > 0).then(|| Duration::from_millis(m)),
+        )
+    }
 }
 
 /// What the proxy learned about the servers behind it at start.

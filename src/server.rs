@@ -63,8 +63,8 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         let p = Arc::downgrade(&proxy);
         tasks.push(tokio::spawn(crate::backend::watchdog(move || {
             p.upgrade()
-                .map(|p| p.settings.load().command_timeout())
-                .unwrap_or(Duration::from_secs(3600))
+                .map(|p| p.settings.load().watchdog_timeouts())
+                .unwrap_or((Duration::from_secs(3600), None))
         })));
     }
     tasks.push(tokio::spawn(janitor(proxy.clone(), stop_rx.clone())));

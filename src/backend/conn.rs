@@ -8,7 +8,7 @@
 
 use super::handshake::connect;
 use super::inbox::{same_sink, Sink, Waiter};
-use super::{BackendError, ConnKey, ConnParams, ErrorKind};
+use super::{BackendError, ConnKey, ConnParams, ErrorKind, Role};
 use crate::protocol::ReplyScanner;
 use crate::tls::BackendStream;
 use bytes::{Buf, BytesMut};
@@ -78,6 +78,8 @@ pub struct Conn {
     pub label: Arc<str>,
     /// Database and protocol this connection was set up for.
     pub key: ConnKey,
+    /// The backend's role.
+    pub role: Role,
     inner: Mutex<Inner>,
     wake: Notify,
     tasks: Mutex<Vec<AbortHandle>>,
@@ -111,6 +113,7 @@ impl Conn {
         let conn = Arc::new(Conn {
             id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
             label: params.label().into(),
+            role: params.role,
             key,
             inner: Mutex::new(Inner {
                 state: State::Connecting,
@@ -534,18 +537,26 @@ impl Drop for Conn {
     }
 }
 
-/// Fail connections whose oldest request has waited longer than `timeout`; runs until
-/// the runtime stops.
-pub async fn watchdog(timeout: impl Fn() -> Duration) {
+/// Fail connections whose oldest request has waited longer than `timeouts` allow
+/// (replica connections, master connections: `None` never); runs until the runtime
+/// stops.
+pub async fn watchdog(timeouts: impl Fn() -> (Duration, Option<Duration>)) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let now = Instant::now();
-        let t = timeout();
+        let (replica, master) = timeouts();
         let conns: Vec<Arc<Conn>> = LIVE.iter().filter_map(|e| e.value().upgrade()).collect();
         for c in conns {
-            c.check_timeout(now, t);
+            let t = if c.role == Role::Master {
+                master
+            } else {
+                Some(replica)
+            };
+            if let Some(t) = t {
+                c.check_timeout(now, t);
+            }
         }
     }
 }

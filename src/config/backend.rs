@@ -27,9 +27,12 @@ pub struct BackendConfig {
     /// Connect (and handshake) timeout (ms). A reload applies it to connections made
     /// from then on.
     pub connect_timeout_ms: u64,
-    /// A shared connection whose oldest request has waited this long is declared dead
-    /// and its requests fail (reads to replicas are retried on the master) (ms).
+    /// A replica connection whose oldest request has waited this long is declared dead
+    /// and its requests fail (reads are retried on the master) (ms).
     pub command_timeout_ms: u64,
+    /// The same for master connections (ms); 0 (the default): none, a request waits for
+    /// the master as a direct client's would (a slow script or `KEYS` is not a failure).
+    pub master_command_timeout_ms: u64,
     /// First reconnect delay after a failure; doubles up to `reconnect_max_ms` (ms).
     pub reconnect_min_ms: u64,
     /// Longest reconnect delay (ms).
@@ -50,6 +53,7 @@ impl Default for BackendConfig {
             connections: 2,
             connect_timeout_ms: 1000,
             command_timeout_ms: 3000,
+            master_command_timeout_ms: 0,
             reconnect_min_ms: 50,
             reconnect_max_ms: 2000,
             tls: None,

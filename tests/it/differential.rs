@@ -1754,7 +1754,14 @@ fn scan_sessions() -> Vec<Session> {
 /// Long-running scripts and functions, killed by another client.
 fn script_sessions() -> Vec<Session> {
     let library = "#!lua name=difflib\nredis.register_function('spin', function(keys, args) while true do end end)";
+    let long = "local s = redis.call('TIME') local t0 = s[1] * 1000000 + s[2] while true do local n = redis.call('TIME') if n[1] * 1000000 + n[2] - t0 > 3500000 then break end end redis.call('SET', 'long:k', 'done') return 'finished'";
     vec![
+        Session::new(
+            "scripts/a script that runs longer than a replica's command timeout",
+            1,
+        )
+        .args(0, &["EVAL", long, "0"])
+        .cmd(0, "GET long:k"),
         Session::new("scripts/EVAL busy, then PING, MULTI, SCRIPT KILL", 2)
             .cmd(1, "SET sc:x 1")
             .send(0, "EVAL \"while true do end\" 0")
