@@ -255,55 +255,62 @@ fn serve_plain(
     handle: Arc<SessionHandle>,
     stream: TcpStream,
 ) -> impl std::future::Future<Output = ()> + Send {
-    serve_parking(proxy, handle, stream)
+    serve_parking(proxy, handle, stream, true)
 }
 
 /// Serve a client, plain or TLS alike. Its session state lives in a box only while it
 /// is active: a new client, and one idle for a while with nothing in flight, is
 /// *parked* — the task keeps just the connection and a few fields and waits for the
 /// next byte — so an idle client costs a few hundred bytes (plus its TLS state) instead
-/// of a whole session.
+/// of a whole session. A TLS client starts active (`wait_first` false): its first
+/// request may already sit decrypted in the TLS state, read with the handshake, where
+/// waiting on the socket would not see it.
 #[allow(clippy::manual_async_fn)]
 fn serve_parking<S: Peek>(
     proxy: Arc<Proxy>,
     handle: Arc<SessionHandle>,
     mut stream: S,
+    wait_first: bool,
 ) -> impl std::future::Future<Output = ()> + Send {
     async move {
         let mut parked: Option<Box<Parked>> = None;
+        let mut wait = wait_first;
         loop {
             // Parked: wait for data, a kill, or the proxy draining. (Polled by hand: no
             // readiness future to store while the client idles.)
-            loop {
-                let readable = std::future::poll_fn(|cx| {
-                    if let std::task::Poll::Ready(r) = stream.poll_peek_ready(cx) {
-                        return std::task::Poll::Ready(Some(r));
-                    }
-                    if handle.inbox.notify.poll(cx).is_ready() {
-                        return std::task::Poll::Ready(None);
-                    }
-                    std::task::Poll::Pending
-                })
-                .await;
-                match readable {
-                    Some(Ok(n)) if n > 0 => break,
-                    // End of stream or a broken connection.
-                    Some(_) => {
-                        finish(&proxy, &handle, End::Closed);
-                        return;
-                    }
-                    None => {
-                        if handle.inbox.kill.load(Ordering::Relaxed) {
-                            finish(&proxy, &handle, End::Dropped("killed".into()));
-                            return;
+            if wait {
+                loop {
+                    let readable = std::future::poll_fn(|cx| {
+                        if let std::task::Poll::Ready(r) = stream.poll_peek_ready(cx) {
+                            return std::task::Poll::Ready(Some(r));
                         }
-                        if handle.inbox.drain.load(Ordering::Relaxed) {
+                        if handle.inbox.notify.poll(cx).is_ready() {
+                            return std::task::Poll::Ready(None);
+                        }
+                        std::task::Poll::Pending
+                    })
+                    .await;
+                    match readable {
+                        Some(Ok(n)) if n > 0 => break,
+                        // End of stream or a broken connection.
+                        Some(_) => {
                             finish(&proxy, &handle, End::Closed);
                             return;
+                        }
+                        None => {
+                            if handle.inbox.kill.load(Ordering::Relaxed) {
+                                finish(&proxy, &handle, End::Dropped("killed".into()));
+                                return;
+                            }
+                            if handle.inbox.drain.load(Ordering::Relaxed) {
+                                finish(&proxy, &handle, End::Closed);
+                                return;
+                            }
                         }
                     }
                 }
             }
+            wait = true;
             // Active. (A trim asked for while parked is moot.)
             handle.inbox.trim.store(false, Ordering::Relaxed);
             let mut session = Box::new(match parked.take().map(|p| *p) {
@@ -347,7 +354,7 @@ async fn serve_tls(
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let end = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => return serve_parking(proxy, handle, tls).await,
+        Ok(Ok(tls)) => return serve_parking(proxy, handle, tls, false).await,
         Ok(Err(e)) => {
             tracing::info!(client = handle.id, peer = %handle.peer, error = %e, "TLS handshake failed");
             End::Dropped(format!("TLS handshake failed: {e}"))

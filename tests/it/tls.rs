@@ -269,6 +269,56 @@ fn tls_on_both_sides() {
     assert!(!out(&cli(proxy.addr, &[], &["PING"])).contains("PONG"));
     // The good client still works.
     assert_eq!(out(&cli(proxy.addr, &good, &["PING"])), "PONG");
+    tls_client_parks_and_resumes(&pki, &proxy);
+}
+
+/// A TLS client that idles is parked like a plain one, and keeps its state: its next
+/// request, read from the socket after the wait, is answered as before.
+fn tls_client_parks_and_resumes(pki: &Pki, proxy: &ProxyUnderTest) {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::atomic::Ordering;
+    let mut s = Command::new("openssl")
+        .args(["s_client", "-quiet", "-connect", &proxy.addr.to_string()])
+        .args(["-CAfile", &pki.path("ca.pem")])
+        .args([
+            "-cert",
+            &pki.path("client.pem"),
+            "-key",
+            &pki.path("client.key"),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("openssl s_client");
+    let mut input = s.stdin.take().unwrap();
+    let mut output = BufReader::new(s.stdout.take().unwrap());
+    let mut line = || {
+        let mut l = String::new();
+        output.read_line(&mut l).unwrap();
+        l.trim_end().to_owned()
+    };
+    input
+        .write_all(b"CLIENT SETNAME idler\r\nCLIENT ID\r\n")
+        .unwrap();
+    assert_eq!(line(), "+OK");
+    let id: u64 = line().trim_start_matches(':').parse().expect("an id");
+    let state = proxy.state().clone();
+    wait_until(
+        "the idle TLS client is parked",
+        Duration::from_secs(10),
+        || {
+            state.sessions.get(&id).is_some_and(|h| {
+                h.inbox.trimmed.load(Ordering::Relaxed) && !h.inbox.trim.load(Ordering::Relaxed)
+            })
+        },
+    );
+    input.write_all(b"CLIENT GETNAME\r\n").unwrap();
+    assert_eq!(line(), "$5");
+    assert_eq!(line(), "idler");
+    drop(input);
+    let _ = s.kill();
+    let _ = s.wait();
 }
 
 #[test]
