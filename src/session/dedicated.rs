@@ -153,7 +153,7 @@ impl Session {
                 // The connection itself switches: it stays, with its WATCHes.
                 Ok(db) => self.set_dedicated_db(db),
                 Err(e) => {
-                    self.push_local_error(&e);
+                    self.push_answer(e.into());
                     return Stop::More;
                 }
             },

@@ -1,13 +1,14 @@
-//! `AUTH` and `HELLO`: logging in as a user of `proxy.yaml` (checked here), or as one of
-//! Redis's own ACL users (`redis_users`), which the master checks: the client's `AUTH`
-//! goes, as it was sent, to a fresh connection to the master, and the master's reply is
-//! the client's. Until it comes, the session reads no further request, so the commands
-//! after a login run as the user it leaves the client logged in as. Once accepted, the
-//! client's backend connections log in as that user ([`ConnKey::login`]), and Redis
-//! applies its permissions; for the commands the proxy answers itself (`PING`, `SELECT`,
-//! `CLIENT …`), the same connection asks Redis which of them the user may run.
+//! `AUTH` and `HELLO`: logging in as a user of `proxy.yaml` (checked by the proxy), or
+//! as one of Redis's own ACL users (`redis_users`), which the master checks: the
+//! client's `AUTH` goes, as it was sent, to a fresh connection to the master, and the
+//! master's reply is the client's. Until it comes, the session reads no further request,
+//! so the commands after a login run as the user it leaves the client logged in as. Once
+//! accepted, the client's backend connections log in as that user ([`ConnKey::login`]),
+//! and Redis applies its permissions; for the commands the proxy answers itself (`PING`,
+//! `SELECT`, `CLIENT …`), the same connection asks Redis which of them the user may run.
+//! The argument checks and replies are [`own`]'s; here is what acts on the session.
 
-use super::local::valid_name;
+use super::own::{self, HelloArgs, LoginAs};
 use super::*;
 use crate::auth::{Refusals, User};
 use crate::backend::Login;
@@ -45,124 +46,71 @@ const PROBES: &[(&str, &[&[u8]])] = &[
 impl Session {
     /// `AUTH [user] password`.
     pub(super) fn auth(&mut self, req: &Request, settings: &Settings, view: &View) {
-        let (user, pass) = match req.argc() {
-            2 => (&b"default"[..], req.arg(1)),
-            3 => (req.arg(1), req.arg(2)),
-            _ => {
-                self.push_local_error("ERR syntax error");
-                return;
-            }
+        let (user, pass) = match own::parse_auth(req) {
+            Ok(a) => a,
+            Err(e) => return self.push_answer(e.into()),
         };
-        if settings.users.required() {
-            if let Some(u) = settings.users.check(user, pass) {
+        match own::login(&settings.users, user, pass) {
+            LoginAs::User(u) => {
                 self.client.user = Some(u);
                 self.client.authenticated = true;
                 self.push_local_raw(reply::OK);
-                return;
             }
-        }
-        if settings.users.redis() {
-            let args: Vec<Vec<u8>> = (0..req.argc()).map(|i| req.arg(i).to_vec()).collect();
-            self.check_login(args, user, pass, None, settings, view);
-            return;
-        }
-        if settings.users.required() {
-            tracing::info!(client = self.id, user = %String::from_utf8_lossy(user), "authentication failed");
-            self.push_local_raw(reply::WRONGPASS);
-        } else if req.argc() == 2 {
-            self.push_local_error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
-        } else if user == b"default" {
-            self.push_local_raw(reply::OK);
-        } else {
-            self.push_local_raw(reply::WRONGPASS);
+            LoginAs::Redis => {
+                let args: Vec<Vec<u8>> = (0..req.argc()).map(|i| req.arg(i).to_vec()).collect();
+                self.check_login(args, user, pass, None, settings, view);
+            }
+            LoginAs::Wrong => {
+                tracing::info!(client = self.id, user = %String::from_utf8_lossy(user), "authentication failed");
+                self.push_local_raw(reply::WRONGPASS);
+            }
+            LoginAs::Unchecked => self.push_answer(own::auth_unchecked(req, user)),
         }
     }
 
     /// `HELLO [protover [AUTH user password] [SETNAME name]]`.
     pub(super) fn hello(&mut self, req: &Request, settings: &Settings, view: &View) {
-        let mut proto = if self.client.resp3 { 3 } else { 2 };
-        let mut i = 1;
-        if req.argc() >= 2 {
-            match parse_int(req.arg(1)) {
-                Some(v) if v == 2 || v == 3 => proto = v,
-                Some(_) => {
-                    self.push_local_error("NOPROTO unsupported protocol version");
-                    return;
-                }
-                None => {
-                    self.push_local_error("ERR Protocol version is not an integer or out of range");
-                    return;
-                }
-            }
-            i = 2;
-        }
-        let mut auth: Option<(&[u8], &[u8])> = None;
-        let mut setname: Option<&[u8]> = None;
-        while i < req.argc() {
-            let opt = req.arg(i);
-            let more = req.argc() - i - 1;
-            if opt.eq_ignore_ascii_case(b"AUTH") && more >= 2 {
-                auth = Some((req.arg(i + 1), req.arg(i + 2)));
-                i += 3;
-            } else if opt.eq_ignore_ascii_case(b"SETNAME") && more >= 1 {
-                setname = Some(req.arg(i + 1));
-                i += 2;
-            } else {
-                self.push_local_error(&format!(
-                    "ERR Syntax error in HELLO option '{}'",
-                    String::from_utf8_lossy(opt)
-                ));
-                return;
-            }
-        }
+        let HelloArgs {
+            proto,
+            auth,
+            setname,
+        } = match HelloArgs::parse(req, self.client.resp3) {
+            Ok(h) => h,
+            Err(e) => return self.push_answer(e.into()),
+        };
         if let Some((u, p)) = auth {
-            let proxy_user = if settings.users.required() {
-                settings.users.check(u, p)
-            } else {
-                None
-            };
-            if let Some(user) = proxy_user {
-                self.client.user = Some(user);
-                self.client.authenticated = true;
-            } else if settings.users.redis() {
-                let args = vec![b"AUTH".to_vec(), u.to_vec(), p.to_vec()];
-                let hello = Some((proto, setname.map(<[u8]>::to_vec)));
-                self.check_login(args, u, p, hello, settings, view);
-                return;
-            } else if settings.users.required() || u != b"default" {
-                self.push_local_raw(reply::WRONGPASS);
-                return;
+            match own::login(&settings.users, u, p) {
+                LoginAs::User(user) => {
+                    self.client.user = Some(user);
+                    self.client.authenticated = true;
+                }
+                LoginAs::Redis => {
+                    let args = vec![b"AUTH".to_vec(), u.to_vec(), p.to_vec()];
+                    let hello = Some((proto, setname.map(<[u8]>::to_vec)));
+                    self.check_login(args, u, p, hello, settings, view);
+                    return;
+                }
+                LoginAs::Unchecked if u == b"default" => {}
+                LoginAs::Wrong | LoginAs::Unchecked => {
+                    self.push_local_raw(reply::WRONGPASS);
+                    return;
+                }
             }
         }
         self.hello_reply(proto, setname);
     }
 
-    /// The rest of `HELLO` once any login in it succeeded: the authentication check,
-    /// the name, the protocol and the reply.
+    /// The rest of `HELLO` once any login in it succeeded ([`own::hello_reply`]).
     fn hello_reply(&mut self, proto: i64, setname: Option<&[u8]>) {
-        if !self.client.authenticated {
-            self.push_local_error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
-            return;
-        }
-        if let Some(n) = setname {
-            if let Err(e) = valid_name(n) {
-                self.push_local_error(e);
-                return;
-            }
-            self.client.name = String::from_utf8_lossy(n).into();
-        }
-        self.client.resp3 = proto == 3;
-        let version = self.proxy.info.load().redis_version.clone();
-        let v = Value::Map(vec![
-            (Value::bulk("server"), Value::bulk("redis")),
-            (Value::bulk("version"), Value::bulk(version)),
-            (Value::bulk("proto"), Value::Int(proto)),
-            (Value::bulk("id"), Value::Int(self.id as i64)),
-            (Value::bulk("mode"), Value::bulk("standalone")),
-            (Value::bulk("role"), Value::bulk("master")),
-            (Value::bulk("modules"), Value::Array(vec![])),
-        ]);
-        self.push_local_value(&v);
+        let info = self.proxy.info.load();
+        let a = own::hello_reply(
+            &mut self.client,
+            self.id,
+            &info.redis_version,
+            proto,
+            setname,
+        );
+        self.push_answer(a);
     }
 
     /// Send the client's `AUTH` (`args`, as it was sent) to a fresh connection to the

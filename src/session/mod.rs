@@ -31,7 +31,11 @@
 //!   login the master checks (the session waits for its answer);
 //! - `state`: [`ClientState`], the one record of the connection's state as Redis
 //!   defines it;
-//! - `local`: the other commands the proxy answers itself (`CLIENT`, `PROXY`, …).
+//! - `local`: the other commands the proxy answers itself (`CLIENT`, `PROXY`, …);
+//! - `own`: the decisions of all the commands the proxy answers itself (argument
+//!   checks, errors, replies, the `CLIENT LIST`/`KILL` filters, `HELLO`'s options), as
+//!   plain functions of the client's state, unit-tested; `local` and `login` are the
+//!   glue that applies them to the session.
 
 use crate::backend::{
     next_read_size, BackendError, Conn, ConnKey, ControlConn, Front, Sink, SlotQueue,
@@ -63,6 +67,7 @@ mod durable;
 mod local;
 mod login;
 mod outbound;
+mod own;
 mod replies;
 mod state;
 
