@@ -23,12 +23,15 @@
 //! ([`metrics`]), health and a status page; [`introspect`] answers `PROXY STATUS`,
 //! `PROXY EXPLAIN` and `PROXY CONFIG` from the same snapshot and routing function.
 //! [`auth`] checks users and permissions (the proxy's own, and Redis ACL users whose
-//! logins the master checks and whose connections log in as them), [`reply`] builds the proxy's own replies
-//! ([`error`] names the errors it answers itself, each with its RESP error line), and
-//! [`server`] runs the listener, limits and graceful shutdown, and parks idle clients (a
-//! client with nothing in flight keeps only its socket and a small task until its next
-//! byte; its [`session::ClientState`] stays published in its handle, and the session is
-//! rebuilt around it then). Everything shared lives in [`proxy::Proxy`].
+//! logins the master checks and whose connections log in as them); the commands the
+//! proxy answers itself are decided by pure functions of the client state (the
+//! session's `own` module), [`reply`] builds their replies ([`error`] names the errors
+//! it answers itself, each with its RESP error line), and [`server`] runs the
+//! listener, limits and graceful shutdown, and parks idle clients, plain and TLS alike
+//! (a client with nothing in flight keeps only its socket and a small task until its
+//! next byte; its [`session::ClientState`] stays published in its handle, and the
+//! session is rebuilt around it then, inside a tracing span naming the client).
+//! Everything shared lives in [`proxy::Proxy`].
 #![warn(missing_docs)]
 
 pub mod admin;
