@@ -1,3 +1,4 @@
+use super::keys::atoi;
 use super::*;
 use crate::protocol::OwnedRequest;
 use proptest::prelude::*;
