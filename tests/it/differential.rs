@@ -65,7 +65,7 @@
 //! SELECT, wrong-type/arity/unknown-command errors) over a small key space and shrinks
 //! a difference to a minimal case. `DIFF_CASES=n` changes the number of cases (24).
 //!
-//! Run: `cargo test --test differential` (`-- --nocapture` prints each session's
+//! Run: `cargo test --test it -- differential::` (`--nocapture` prints each session's
 //! verdict as it goes; `DIFF_DUMP=1` also prints every reply of both worlds).
 
 use std::collections::{BTreeSet, HashMap};
