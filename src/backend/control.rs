@@ -70,19 +70,10 @@ impl ControlConn {
         args: &[&[u8]],
         timeout: Duration,
     ) -> Result<BytesMut, BackendError> {
-        let mut req = Vec::new();
-        encode_command(&mut req, args.iter().copied());
-        let label = self.label.clone();
-        let fut = async {
-            self.stream
-                .write_all(&req)
-                .await
-                .map_err(|e| BackendError::lost(&label, format_args!("connection lost: {e}")))?;
-            self.read_raw().await
-        };
-        tokio::time::timeout(timeout, fut)
-            .await
-            .map_err(|_| BackendError::timeout(&self.label, timeout))?
+        let mut replies = self.call_many(&[args], timeout).await?;
+        replies
+            .pop()
+            .ok_or_else(|| BackendError::lost(&self.label, "sent no reply"))
     }
 
     /// Send several commands in one write and return their replies' raw bytes, in

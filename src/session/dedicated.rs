@@ -341,11 +341,7 @@ impl Session {
                             .map(|pos| local::with_arg(req, pos, b"0")),
                     };
                     if let Some(bytes) = bytes {
-                        let mut parser = RequestParser::new();
-                        if let Ok(Some(Parsed::Multibulk { .. })) =
-                            parser.parse(&bytes, &settings.limits)
-                        {
-                            let args = std::mem::take(&mut parser.args);
+                        if let Some(args) = local::spans(&bytes, settings) {
                             let translated = Request {
                                 buf: &bytes,
                                 args: &args,

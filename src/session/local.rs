@@ -162,18 +162,16 @@ impl Session {
                         Redirect::To(bytes) => bytes,
                     };
                     // The translated request, parsed back so it is forwarded as it is.
-                    let mut parser = RequestParser::new();
-                    if let Ok(Some(Parsed::Multibulk { .. })) =
-                        parser.parse(&bytes, &settings.limits)
-                    {
-                        let args = std::mem::take(&mut parser.args);
-                        let translated = Request {
-                            buf: &bytes,
-                            args: &args,
-                        };
-                        return self.enter_tunnel(&translated, &mut none);
-                    }
-                    return self.enter_tunnel(req, &mut none);
+                    return match spans(&bytes, settings) {
+                        Some(args) => self.enter_tunnel(
+                            &Request {
+                                buf: &bytes,
+                                args: &args,
+                            },
+                            &mut none,
+                        ),
+                        None => self.enter_tunnel(req, &mut none),
+                    };
                 }
                 self.push_local_raw(reply::OK);
             }
@@ -332,6 +330,16 @@ pub(super) enum Redirect {
     To(Vec<u8>),
     /// The redirect cannot be made: the error to answer.
     Refused(String),
+}
+
+/// The argument spans of `bytes`, one request the proxy encoded (`None` if it does not
+/// parse as one, which cannot happen for what [`with_arg`] makes).
+pub(super) fn spans(bytes: &[u8], settings: &Settings) -> Option<Vec<crate::protocol::Span>> {
+    let mut parser = RequestParser::new();
+    match parser.parse(bytes, &settings.limits) {
+        Ok(Some(Parsed::Multibulk { .. })) => Some(std::mem::take(&mut parser.args)),
+        _ => None,
+    }
 }
 
 /// `req` encoded again with argument `pos` replaced by `value`.
