@@ -24,25 +24,26 @@ impl ControlConn {
     /// Connect (and authenticate) within `params.connect_timeout`.
     pub async fn connect(params: &ConnParams) -> Result<ControlConn, BackendError> {
         let key = ConnKey::default();
-        let label = params.label();
-        let (stream, _) =
-            tokio::time::timeout(params.connect_timeout, connect(params, &key, false))
-                .await
-                .map_err(|_| BackendError::connect_timeout(&label, params.connect_timeout))??;
-        Ok(ControlConn {
-            stream,
-            buf: BytesMut::with_capacity(4096),
-            scanner: ReplyScanner::new(),
-            label,
+        Self::within(params, async {
+            connect(params, &key, false).await.map(|(stream, _)| stream)
         })
+        .await
     }
 
     /// Connect within `params.connect_timeout` and send nothing: the first command
     /// runs unauthenticated, as a new client's does (a client's `AUTH`, checked by
     /// the server itself).
     pub async fn connect_bare(params: &ConnParams) -> Result<ControlConn, BackendError> {
+        Self::within(params, open(params)).await
+    }
+
+    /// A control connection over the stream `setup` makes, within the connect timeout.
+    async fn within(
+        params: &ConnParams,
+        setup: impl std::future::Future<Output = Result<BackendStream, BackendError>>,
+    ) -> Result<ControlConn, BackendError> {
         let label = params.label();
-        let stream = tokio::time::timeout(params.connect_timeout, open(params))
+        let stream = tokio::time::timeout(params.connect_timeout, setup)
             .await
             .map_err(|_| BackendError::connect_timeout(&label, params.connect_timeout))??;
         Ok(ControlConn {
