@@ -1,14 +1,21 @@
 //! The replication monitor: polls every backend's replication state and publishes the
 //! [`View`] the router reads.
 //!
-//! Each backend has its own poller task and connection (`INFO replication persistence`
-//! every `poll_interval_ms`), so a stopped replica never delays the master's samples.
-//! The master's offset is kept as a short history of `(time sent, offset)` samples. A
-//! replica that has processed offset `R` holds every write made before the latest sample
-//! time `t` whose offset is `<= R`, so its staleness is at most `now - t`: an upper bound
-//! that stays honest under bursts and needs no assumption about the write rate. The
-//! offset compared is the replica's own (the master's view of a replica's offset only
-//! moves on its once-a-second ACK), and only within one replication history (replid).
+//! Each backend has its own poller task and connection (`INFO replication persistence`),
+//! so a stopped replica never delays the master's samples. The master is polled every
+//! `poll_interval_ms`, and its offset is kept as a short history of `(time sent, offset)`
+//! samples. A replica that has processed offset `R` holds every write made before the
+//! latest sample time `t` whose offset is `<= R`, so its staleness is at most `now - t`:
+//! an upper bound that stays honest under bursts and needs no assumption about the write
+//! rate. The offset compared is the replica's own (the master's view of a replica's
+//! offset only moves on its once-a-second ACK), and only within one replication history
+//! (replid).
+//!
+//! Replicas are polled in rounds: right after each master sample (and once more at
+//! once when a reading is a few bytes short of it), so the sample a caught-up replica is
+//! compared with is never older than one poll period plus a round trip, which is the
+//! bound's resolution. A replica whose poll goes unanswered for one poll period is
+//! [`Health::Stalled`] until it answers: out of every pool long before `poll_timeout_ms`.
 //!
 //! Pool membership is kept per distinct budget of the policy: a replica leaves as soon
 //! as it is over budget and rejoins only after staying within it for `dwell_ms`. Each
@@ -59,6 +66,8 @@ struct PoolState {
 struct ReplicaObs {
     polled: bool,
     reachable: bool,
+    /// Its poll has been unanswered for a poll period.
+    stalled: bool,
     is_replica: bool,
     link_up: bool,
     syncing: bool,
@@ -97,6 +106,9 @@ struct Busy {
 pub struct Monitor {
     state: Mutex<State>,
     urgent: Notify,
+    /// Woken when a master sample has been recorded: replicas are polled right after it,
+    /// so that each replica reading is paired with a master offset just before it.
+    round: Notify,
     /// While the master runs a busy script: the `BUSY …` error it answers. Set by its
     /// poll, cleared by its next good poll or by any other answer the master gives.
     busy: Mutex<Busy>,
@@ -221,7 +233,15 @@ impl Monitor {
         self.publish(proxy);
     }
 
-    fn observe(&self, backend: &Backend, sent: Instant, info: Option<HashMap<String, String>>) {
+    /// Record a poll's answer (`None`: it failed). For a replica, `true` when its offset
+    /// is short of the newest master sample on the same history: a second reading right
+    /// away usually reaches it, which keeps the bound within one poll period.
+    fn observe(
+        &self,
+        backend: &Backend,
+        sent: Instant,
+        info: Option<HashMap<String, String>>,
+    ) -> bool {
         let mut st = self.state.lock();
         let is_master = st
             .backends
@@ -269,6 +289,7 @@ impl Monitor {
         } else {
             let r = st.replicas.entry(backend.id).or_default();
             r.polled = true;
+            r.stalled = false;
             match info {
                 Some(i) => {
                     r.reachable = true;
@@ -283,7 +304,19 @@ impl Monitor {
                     r.reachable = false;
                 }
             }
+            let (offset, replid) = (r.offset, r.replid.clone());
+            return replid.as_deref() == st.master.replid.as_deref()
+                && matches!((offset, st.history.back()), (Some(o), Some((_, m))) if o < *m);
         }
+        false
+    }
+
+    /// A replica's poll sent a poll period ago is still unanswered: it leaves every
+    /// pool until it answers. `true` when it was not marked stalled before.
+    fn set_stalled(&self, backend: &Backend) -> bool {
+        let mut st = self.state.lock();
+        let r = st.replicas.entry(backend.id).or_default();
+        !std::mem::replace(&mut r.stalled, true)
     }
 
     /// Build and publish a new view from the latest observations.
@@ -431,6 +464,9 @@ fn replica_health(obs: &ReplicaObs, master: &MasterObs) -> Health {
     if !obs.reachable {
         return Health::Unreachable;
     }
+    if obs.stalled {
+        return Health::Stalled;
+    }
     if !obs.is_replica {
         return Health::NotReplica;
     }
@@ -476,6 +512,8 @@ fn write_rate(history: &VecDeque<(Instant, u64)>, now: Instant) -> f64 {
 async fn poller(proxy: Weak<Proxy>, backend: Arc<Backend>) {
     let mut conn: Option<ControlConn> = None;
     let mut failures = 0u32;
+    let is_master = backend.role == Role::Master;
+    let mut again = false;
     loop {
         let Some(p) = proxy.upgrade() else { return };
         let (interval, timeout, params) = {
@@ -507,18 +545,35 @@ async fn poller(proxy: Weak<Proxy>, backend: Arc<Backend>) {
                 }
             }
         }
+        let mut short = false;
         if let Some(c) = conn.as_mut() {
             let sent = Instant::now();
-            match c
-                .call(&[b"INFO", b"replication", b"persistence"], timeout)
-                .await
-            {
+            let call = c.call(&[b"INFO", b"replication", b"persistence"], timeout);
+            let reply = if is_master {
+                call.await
+            } else {
+                // A replica that has not answered within a poll period leaves the pools
+                // at once (a stopped or overloaded replica would otherwise keep taking
+                // reads until `poll_timeout_ms`); the poll itself goes on.
+                tokio::pin!(call);
+                tokio::select! {
+                    r = &mut call => r,
+                    _ = tokio::time::sleep(interval) => {
+                        if p.monitor.set_stalled(&backend) {
+                            tracing::info!(replica = %backend.addr, waited_ms = interval.as_millis() as u64, "replica has not answered its poll for a poll period; out of the read pools until it does");
+                            p.monitor.publish(&p);
+                        }
+                        call.await
+                    }
+                }
+            };
+            match reply {
                 Ok(Decoded::Str(text)) => {
-                    if backend.role == Role::Master {
+                    if is_master {
                         p.monitor.not_busy();
                     }
                     let info = parse_info(&String::from_utf8_lossy(&text));
-                    p.monitor.observe(&backend, sent, Some(info));
+                    short = p.monitor.observe(&backend, sent, Some(info));
                     if failures > 0 {
                         tracing::info!(backend = %backend.addr, role = backend.role.as_str(), "replication poll recovered");
                     }
@@ -527,7 +582,7 @@ async fn poller(proxy: Weak<Proxy>, backend: Arc<Backend>) {
                 // A master running a busy script is alive: it keeps its place (and takes
                 // writes, answering BUSY as it would directly). Its offset is not read,
                 // so replicas' staleness bounds grow from the last sample, as they must.
-                Ok(Decoded::Error(e)) if e.starts_with("BUSY") && backend.role == Role::Master => {
+                Ok(Decoded::Error(e)) if e.starts_with("BUSY") && is_master => {
                     if p.monitor.set_busy(&e, sent) {
                         tracing::info!(backend = %backend.addr, "master is busy running a script; kept as the master");
                     }
@@ -552,16 +607,38 @@ async fn poller(proxy: Weak<Proxy>, backend: Arc<Backend>) {
             p.monitor.observe(&backend, Instant::now(), None);
         }
         p.monitor.publish(&p);
+        if is_master {
+            // A master sample is in: replicas read their offsets right after it.
+            p.monitor.round.notify_waiters();
+        }
+        if short && !again {
+            // Read once more at once: the master sample it is compared with came just
+            // before this reading, so the replica is usually a few bytes short of it.
+            again = true;
+            continue;
+        }
+        again = false;
         let urgent = p.monitor.urgent.notified();
+        let round = p.monitor.round.notified();
         // While failing, back off a little (but keep polling: recovery must be seen).
         let wait = if failures > 1 {
             interval.max(Duration::from_millis(100 * u64::from(failures.min(10))))
         } else {
             interval
         };
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = urgent => {}
+        if is_master || failures > 1 {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = urgent => {}
+            }
+        } else {
+            // A replica polls after each master sample; on its own only when none
+            // comes (no master known, or its poll is slow).
+            tokio::select! {
+                _ = tokio::time::sleep(wait + wait / 2) => {}
+                _ = urgent => {}
+                _ = round => {}
+            }
         }
     }
 }

@@ -130,6 +130,9 @@ pub enum Health {
     Unknown,
     /// The replica does not answer.
     Unreachable,
+    /// Its last poll has gone unanswered for a poll period (it may be stopped or
+    /// overloaded): out of every pool until it answers again.
+    Stalled,
     /// It reports its link to the master down.
     LinkDown,
     /// A full sync is in progress.
@@ -149,6 +152,7 @@ impl Health {
             Health::Ok => "ok",
             Health::Unknown => "unknown",
             Health::Unreachable => "unreachable",
+            Health::Stalled => "stalled",
             Health::LinkDown => "link_down",
             Health::Syncing => "syncing",
             Health::Loading => "loading",

@@ -26,10 +26,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// Every health state a replica can be in, for the `redsplit_replica_health` state set.
-pub const HEALTH_STATES: [Health; 8] = [
+pub const HEALTH_STATES: [Health; 9] = [
     Health::Ok,
     Health::Unknown,
     Health::Unreachable,
+    Health::Stalled,
     Health::LinkDown,
     Health::Syncing,
     Health::Loading,

@@ -124,13 +124,15 @@ impl Problems {
                 ),
             );
         }
-        if let Some(v) = level.max_lag_ms.filter(|&v| v < poll) {
+        if let Some(v) = level.max_lag_ms.filter(|&v| v < 2 * poll) {
             self.0.push(Problem {
                 path: ms.0.to_string(),
                 also: Some("replication.poll_interval_ms".into()),
                 message: format!(
-                    "{} is {v} ms, less than `replication.poll_interval_ms` ({poll} ms): replicas are polled only that often, so none could be shown to be this fresh; raise max_lag_ms to at least {poll}, lower poll_interval_ms, or use consistency master",
-                    ms.1
+                    "{} is {v} ms, less than twice `replication.poll_interval_ms` ({poll} ms): a caught-up replica's staleness bound climbs to one poll period (plus a round trip) before each poll, so a budget under {min} ms would keep replicas leaving the pool; raise max_lag_ms to at least {min}, lower poll_interval_ms to at most {half}, or use consistency master",
+                    ms.1,
+                    min = 2 * poll,
+                    half = v / 2,
                 ),
             });
         }

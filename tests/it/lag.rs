@@ -399,3 +399,101 @@ fn calm_reads_are_served_by_replicas() {
     );
     assert!(share >= 0.95, "share of reads on replicas: {share}");
 }
+
+/// With writes flowing, a caught-up replica's staleness bound stays within one poll
+/// period (plus a few ms for the round trips): each replica is polled right after a master
+/// sample, so the sample it is compared with is the one just before its reading. Polled
+/// on their own, the bound of a caught-up replica ranged between one and two periods.
+#[test]
+fn a_caught_up_replicas_bound_stays_within_one_poll_period() {
+    let set = ReplicaSet::start(2, false);
+    let proxy = ProxyUnderTest::start(&lag_yaml(&set, ""));
+    proxy.wait_in_pool(2);
+    let stop = Arc::new(AtomicBool::new(false));
+    // About 500 writes a second, straight to the master: its offset moves between polls.
+    let writer = {
+        let (stop, addr) = (stop.clone(), set.master.addr());
+        std::thread::spawn(move || {
+            let mut c = connect(addr);
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                query(&mut c, &["SET", "bound", &n.to_string()]).unwrap();
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    let state = proxy.state().clone();
+    let mut bounds: Vec<u64> = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(4) {
+        let v = state.view.load();
+        let now = Instant::now();
+        for r in &v.replicas {
+            if let Some(ms) = r.staleness_ms(now) {
+                bounds.push(ms);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    bounds.sort_unstable();
+    let at = |q: f64| bounds[((bounds.len() - 1) as f64 * q) as usize];
+    let (p50, p99) = (at(0.5), at(0.99));
+    eprintln!(
+        "bound over {} samples: p50 {p50} ms, p99 {p99} ms, max {} ms (poll {POLL_MS} ms)",
+        bounds.len(),
+        bounds[bounds.len() - 1]
+    );
+    assert!(bounds.len() > 500, "too few samples: {}", bounds.len());
+    // Uniform over one period: the median near half of it, the 99th percentile under it
+    // plus scheduling slack. Over two periods (replicas polled apart from the master
+    // sample) the median sits near one period and the 99th percentile near two.
+    assert!(p50 <= POLL_MS * 3 / 4, "median bound {p50} ms");
+    assert!(p99 <= POLL_MS + 20, "99th percentile bound {p99} ms");
+}
+
+/// A replica that stops answering (SIGSTOP) leaves the read pools once its poll has gone
+/// unanswered for a poll period, not after `poll_timeout_ms`; it is back once it
+/// answers again.
+#[test]
+fn a_stalled_replica_leaves_the_pools_within_a_poll_period() {
+    let set = ReplicaSet::start(2, false);
+    let proxy = ProxyUnderTest::start(&proxy_yaml(
+        &set,
+        &format!(
+            "replication: {{poll_interval_ms: {POLL_MS}, poll_timeout_ms: 20000, dwell_ms: {DWELL_MS}}}\nrouting:\n  default: {{consistency: replica, max_lag_ms: 10000}}\n"
+        ),
+    ));
+    proxy.wait_in_pool(2);
+    let state = proxy.state().clone();
+    let health = |i: usize| state.view.load().replicas[i].health;
+    set.replicas[0].pause();
+    // No writes flow, so the bound alone would keep it in the pool for 10 s, and the
+    // poll would fail only after 20 s.
+    wait_until(
+        "the stopped replica is stalled",
+        Duration::from_secs(3),
+        || health(0) == redsplit::topology::Health::Stalled,
+    );
+    let v = state.view.load();
+    assert_eq!(
+        v.replicas[0].in_pool & 1,
+        0,
+        "a stalled replica left the pool"
+    );
+    assert_eq!(v.replicas[1].health, redsplit::topology::Health::Ok);
+    // Reads go to the other replica meanwhile.
+    let before = set.replicas[1].calls("get");
+    let mut c = proxy.conn();
+    for _ in 0..20 {
+        query(&mut c, &["GET", "k"]).unwrap();
+    }
+    assert_eq!(set.replicas[1].calls("get") - before, 20);
+    set.replicas[0].resume();
+    wait_until("the replica answers again", SYNC_TIMEOUT, || {
+        health(0) == redsplit::topology::Health::Ok
+    });
+    proxy.wait_in_pool(2);
+}
