@@ -169,6 +169,8 @@ def section_bound(world, args):
     print("| figure | p50 | p99 | max |\n|---|---|---|---|")
     for name, xs in rows:
         print(f"| {name} | {fmt(pct(xs, .5))} | {fmt(pct(xs, .99))} | {fmt(max(xs) if xs else None)} |")
+    over = sum(1 for x in excess if x > args.poll_ms + 10)
+    print(f"\nsamples whose excess is over poll_interval_ms + 10 ms: {over} of {len(excess)}")
 
 
 # ------------------------------------------------------------------------------- calm

@@ -68,6 +68,8 @@ struct ReplicaObs {
     reachable: bool,
     /// Its poll has been unanswered for a poll period.
     stalled: bool,
+    /// When the poll that read `offset` was sent.
+    read_at: Option<Instant>,
     is_replica: bool,
     link_up: bool,
     syncing: bool,
@@ -298,6 +300,7 @@ impl Monitor {
                     r.syncing = i.get("master_sync_in_progress").map(String::as_str) == Some("1");
                     r.loading = i.get("loading").map(String::as_str) == Some("1");
                     r.offset = i.get("slave_repl_offset").and_then(|v| v.parse().ok());
+                    r.read_at = Some(sent);
                     r.replid = i.get("master_replid").cloned();
                 }
                 None => {
@@ -364,6 +367,20 @@ impl Monitor {
                 ),
                 _ => (None, None),
             };
+            // Shown to lag: its offset was short of a master sample taken before it was
+            // read. Otherwise a bound over budget only says that no newer evidence has
+            // come in yet (the monitor itself was late); reads wait for that evidence
+            // (the router checks the bound on every read), but the replica keeps its
+            // place in the pools.
+            let behind = match (obs.offset, obs.read_at, comparable) {
+                (Some(off), Some(read), true) => st
+                    .history
+                    .iter()
+                    .rev()
+                    .find(|(t, _)| *t <= read)
+                    .is_some_and(|(_, o)| *o > off),
+                _ => false,
+            };
             let mut view = ReplicaView {
                 backend: b.clone(),
                 health,
@@ -400,7 +417,14 @@ impl Monitor {
                 let Some(ps) = pools.get_mut(at) else {
                     continue;
                 };
-                if ps.in_pool && !within {
+                // A stall keeps the replica from reads (its health is not `ok`) without
+                // costing it the dwell: it is back as soon as it answers, caught up.
+                let leaves = match health {
+                    Health::Ok => behind,
+                    Health::Stalled => false,
+                    _ => true,
+                };
+                if ps.in_pool && !within && leaves {
                     ps.in_pool = false;
                     ps.within_since = None;
                     proxy.metrics.pool_changes.fetch_add(1, Ordering::Relaxed);
@@ -516,6 +540,11 @@ async fn poller(proxy: Weak<Proxy>, backend: Arc<Backend>) {
     let mut again = false;
     loop {
         let Some(p) = proxy.upgrade() else { return };
+        // Listen for the next master sample from before this poll, so that one recorded
+        // while this poll runs is not missed.
+        let round = p.monitor.round.notified();
+        tokio::pin!(round);
+        round.as_mut().enable();
         let (interval, timeout, params) = {
             let s = p.settings.load();
             let c = &s.config;
@@ -619,7 +648,6 @@ async fn poller(proxy: Weak<Proxy>, backend: Arc<Backend>) {
         }
         again = false;
         let urgent = p.monitor.urgent.notified();
-        let round = p.monitor.round.notified();
         // While failing, back off a little (but keep polling: recovery must be seen).
         let wait = if failures > 1 {
             interval.max(Duration::from_millis(100 * u64::from(failures.min(10))))
@@ -637,7 +665,7 @@ async fn poller(proxy: Weak<Proxy>, backend: Arc<Backend>) {
             tokio::select! {
                 _ = tokio::time::sleep(wait + wait / 2) => {}
                 _ = urgent => {}
-                _ = round => {}
+                _ = &mut round => {}
             }
         }
     }

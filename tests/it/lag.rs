@@ -406,8 +406,15 @@ fn calm_reads_are_served_by_replicas() {
 /// on their own, the bound of a caught-up replica ranged between one and two periods.
 #[test]
 fn a_caught_up_replicas_bound_stays_within_one_poll_period() {
+    // A period long against scheduling delays on a loaded machine.
+    const POLL_MS: u64 = 200;
     let set = ReplicaSet::start(2, false);
-    let proxy = ProxyUnderTest::start(&lag_yaml(&set, ""));
+    let proxy = ProxyUnderTest::start(&proxy_yaml(
+        &set,
+        &format!(
+            "replication: {{poll_interval_ms: {POLL_MS}, dwell_ms: {DWELL_MS}}}\nrouting:\n  default: {{consistency: replica, max_lag_ms: 5000}}\n"
+        ),
+    ));
     proxy.wait_in_pool(2);
     let stop = Arc::new(AtomicBool::new(false));
     // About 500 writes a second, straight to the master: its offset moves between polls.
@@ -426,7 +433,7 @@ fn a_caught_up_replicas_bound_stays_within_one_poll_period() {
     let state = proxy.state().clone();
     let mut bounds: Vec<u64> = Vec::new();
     let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(4) {
+    while started.elapsed() < Duration::from_secs(6) {
         let v = state.view.load();
         let now = Instant::now();
         for r in &v.replicas {
@@ -451,12 +458,12 @@ fn a_caught_up_replicas_bound_stays_within_one_poll_period() {
     // plus scheduling slack. Over two periods (replicas polled apart from the master
     // sample) the median sits near one period and the 99th percentile near two.
     assert!(p50 <= POLL_MS * 3 / 4, "median bound {p50} ms");
-    assert!(p99 <= POLL_MS + 20, "99th percentile bound {p99} ms");
+    assert!(p99 <= POLL_MS * 3 / 2, "99th percentile bound {p99} ms");
 }
 
-/// A replica that stops answering (SIGSTOP) leaves the read pools once its poll has gone
-/// unanswered for a poll period, not after `poll_timeout_ms`; it is back once it
-/// answers again.
+/// A replica that stops answering (SIGSTOP) takes no reads once its poll has gone
+/// unanswered for a poll period, not after `poll_timeout_ms`; it serves again as soon as
+/// it answers, caught up (a stall is not lag: no dwell).
 #[test]
 fn a_stalled_replica_leaves_the_pools_within_a_poll_period() {
     let set = ReplicaSet::start(2, false);
@@ -477,13 +484,10 @@ fn a_stalled_replica_leaves_the_pools_within_a_poll_period() {
         Duration::from_secs(3),
         || health(0) == redsplit::topology::Health::Stalled,
     );
-    let v = state.view.load();
     assert_eq!(
-        v.replicas[0].in_pool & 1,
-        0,
-        "a stalled replica left the pool"
+        state.view.load().replicas[1].health,
+        redsplit::topology::Health::Ok
     );
-    assert_eq!(v.replicas[1].health, redsplit::topology::Health::Ok);
     // Reads go to the other replica meanwhile.
     let before = set.replicas[1].calls("get");
     let mut c = proxy.conn();
@@ -495,5 +499,9 @@ fn a_stalled_replica_leaves_the_pools_within_a_poll_period() {
     wait_until("the replica answers again", SYNC_TIMEOUT, || {
         health(0) == redsplit::topology::Health::Ok
     });
-    proxy.wait_in_pool(2);
+    let before = set.replicas[0].calls("get");
+    wait_until("the replica serves reads again", SYNC_TIMEOUT, || {
+        query(&mut c, &["GET", "k"]).unwrap();
+        set.replicas[0].calls("get") > before
+    });
 }
