@@ -484,14 +484,17 @@ async fn probe_backends(proxy: Arc<Proxy>) {
 /// Run until SIGTERM (graceful, within `shutdown_grace_ms`) or SIGINT (fast).
 pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let grace = Duration::from_millis(config.shutdown_grace_ms);
-    let handle = start(config, config_path).await?;
+    // Handlers first: a signal that comes as soon as the listener is up is handled, not
+    // the default action (which would end the process on the spot).
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let handle = start(config, config_path).await?;
     let fast = tokio::select! {
         _ = term.recv() => {
             tracing::info!(grace_ms = grace.as_millis() as u64, "SIGTERM: draining");
             false
         }
-        _ = tokio::signal::ctrl_c() => {
+        _ = int.recv() => {
             tracing::info!("SIGINT: stopping");
             true
         }

@@ -868,3 +868,41 @@ fn monitor_is_denied_by_default_and_works_when_allowed() {
         seen.contains("\"SET\" \"watched\" \"1\"")
     });
 }
+
+/// Logs go to stderr in both formats (stdout stays empty), as the README says, and text
+/// logs written to a file carry no colour codes.
+#[test]
+fn logs_go_to_stderr_in_both_formats_without_colour_off_a_terminal() {
+    let master = RedisServer::start();
+    for format in ["json", "text"] {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let cfg = dir.path().join("proxy.yaml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "listen: 127.0.0.1:{port}\nadmin: {{listen: ''}}\nbackend:\n  master: \"{}\"\n",
+                master.addr()
+            ),
+        )
+        .unwrap();
+        let mut proxy = ProxyBinary::run_with(&cfg, &["--log-format", format]);
+        let addr = local_addr(port);
+        wait_for_port(addr, Duration::from_secs(10));
+        assert_eq!(text(&query(&mut connect(addr), &["PING"]).unwrap()), "PONG");
+        proxy.signal(libc::SIGTERM);
+        let status = proxy.wait_exit(Duration::from_secs(10));
+        assert!(status.success(), "{format}: exit status {status}");
+        let (out, err) = (proxy.stdout(), proxy.output());
+        assert_eq!(out, "", "{format}: nothing on stdout");
+        assert!(err.contains("listening"), "{format}: logs on stderr: {err}");
+        assert!(!err.contains('\u{1b}'), "{format}: colour codes in {err:?}");
+        if format == "json" {
+            for line in err.lines() {
+                let v: serde_json::Value =
+                    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+                assert!(v.get("level").is_some(), "{line}");
+            }
+        }
+    }
+}

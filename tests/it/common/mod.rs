@@ -1686,13 +1686,21 @@ pub struct ProxyBinary {
 impl ProxyBinary {
     /// `redsplit run --config <config>`, its output in the config file's directory.
     pub fn run(config: &Path) -> ProxyBinary {
+        ProxyBinary::run_with(config, &[])
+    }
+
+    /// `redsplit <args> run --config <config>`: stdout to `stdout.log` and stderr to
+    /// `output.log`, in the config file's directory.
+    pub fn run_with(config: &Path, args: &[&str]) -> ProxyBinary {
         let dir = config
             .parent()
             .expect("the config file is in a directory")
             .to_owned();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_redsplit"));
-        cmd.arg("run").arg("--config").arg(config);
-        quiet(&mut cmd, &dir);
+        cmd.args(args).arg("run").arg("--config").arg(config);
+        let out = std::fs::File::create(dir.join("stdout.log")).expect("create stdout.log");
+        let err = std::fs::File::create(dir.join("output.log")).expect("create output.log");
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
         ProxyBinary {
             process: Process::new(spawn(cmd)),
             dir,
@@ -1717,8 +1725,13 @@ impl ProxyBinary {
         status.expect("exited")
     }
 
-    /// What it printed so far.
+    /// What it wrote to stderr so far (its logs).
     pub fn output(&self) -> String {
         std::fs::read_to_string(self.dir.join("output.log")).unwrap_or_default()
+    }
+
+    /// What it wrote to stdout so far.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stdout.log")).unwrap_or_default()
     }
 }
