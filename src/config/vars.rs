@@ -3,6 +3,9 @@
 //! - `${VAR}` is the value of `VAR`; it is an error if `VAR` is not set.
 //! - `${VAR:-default}` is the value of `VAR`, or `default` if `VAR` is unset or empty.
 //!   The default runs to the first `}` on the same line.
+//! - `${VAR-default}` is the value of `VAR` (empty if set empty), or `default` if `VAR`
+//!   is unset: as in the shell, for a value that may be set to nothing on purpose
+//!   (`REDSPLIT_REPLICAS=""`: no replicas).
 //! - `$$` is a literal `$`; any other `$` is left as it is.
 //! - Comments are left alone, so a commented-out `# password: ${PW}` needs no `PW`.
 //!
@@ -227,12 +230,16 @@ fn reference(
         ));
     };
     let body = &src[body_start..close];
-    let (name, default) = match body.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
-        None => (body, None),
-        Some(n) if body[n..].starts_with(":-") => (&body[..n], Some(&body[n + 2..])),
+    // The default, and whether it also stands in for an empty value.
+    let (name, default, if_empty) = match body
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+    {
+        None => (body, None, false),
+        Some(n) if body[n..].starts_with(":-") => (&body[..n], Some(&body[n + 2..]), true),
+        Some(n) if body[n..].starts_with('-') => (&body[..n], Some(&body[n + 1..]), false),
         Some(_) => {
             return Err(err(format!(
-                "`${{{body}}}` is not a variable reference this file understands: write ${{NAME}} or ${{NAME:-default}}, or $$ for a literal $"
+                "`${{{body}}}` is not a variable reference this file understands: write ${{NAME}}, ${{NAME:-default}} or ${{NAME-default}}, or $$ for a literal $"
             )))
         }
     };
@@ -242,7 +249,7 @@ fn reference(
         )));
     }
     let value = match (env(name), default) {
-        (Some(v), Some(d)) if v.is_empty() => d.to_string(),
+        (Some(v), Some(d)) if v.is_empty() && if_empty => d.to_string(),
         (Some(v), _) => {
             inserted.push(Inserted {
                 name: name.to_string(),
@@ -288,6 +295,10 @@ mod tests {
         assert_eq!(run("a: ${HOST:-d}\n").unwrap(), "a: 10.0.0.1:6379\n");
         assert_eq!(run("a: ${NOPE:-}\n").unwrap(), "a: \n");
         assert_eq!(run("a: [${NOPE:-x, y}]\n").unwrap(), "a: [x, y]\n");
+        // Without the colon, a value set empty stays empty.
+        assert_eq!(run("a: [${EMPTY-x, y}]\n").unwrap(), "a: []\n");
+        assert_eq!(run("a: [${NOPE-x, y}]\n").unwrap(), "a: [x, y]\n");
+        assert_eq!(run("a: ${HOST-d}\n").unwrap(), "a: 10.0.0.1:6379\n");
     }
 
     #[test]

@@ -180,7 +180,8 @@ fn valid_files_load() {
         }
     }
     // The compose example's proxy configuration.
-    load_with(&root().join("deploy/proxy.yaml"), &no_env).unwrap_or_else(|e| panic!("{e}"));
+    load_with(&root().join("deploy/redsplit/proxy.yaml"), &no_env)
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(n >= 5, "only {n} valid files");
 }
 

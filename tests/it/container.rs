@@ -126,8 +126,21 @@ fn compose_example_is_complete() {
     let target = &p["scrape_configs"][0]["static_configs"][0]["targets"][0];
     assert_eq!(target.as_str(), Some("redsplit:7481"));
     // The proxy config it mounts is valid and follows the Sentinels it starts.
-    let cfg = redsplit::config::Config::load(&root().join("deploy/proxy.yaml")).unwrap();
+    let cfg = redsplit::config::Config::load(&root().join("deploy/redsplit/proxy.yaml")).unwrap();
     let s = cfg.backend.sentinel.expect("sentinel");
     assert_eq!(s.addresses.len(), 3);
     assert_eq!(s.master_name, "mymaster");
+    // It mounts the config's directory (an editor's rename-on-save reaches the container,
+    // so live reload works), and the build context leaves the multi-GB target/ out.
+    let volumes = c["services"]["redsplit"]["volumes"]
+        .as_sequence()
+        .expect("volumes");
+    assert!(
+        volumes
+            .iter()
+            .any(|v| v.as_str() == Some("./redsplit:/etc/redsplit:ro")),
+        "{volumes:?}"
+    );
+    let ignore = std::fs::read_to_string(root().join(".dockerignore")).unwrap();
+    assert!(ignore.lines().any(|l| l.trim() == "target/"), "{ignore}");
 }
