@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Local playground: a Redis master on 6379 with replicas on 6380 and 6381 (no persistence,
 # in a temp dir), and redsplit in front of them on 127.0.0.1:7480 (see proxy.yaml).
-# Debian, as root (to install Redis if missing). Ctrl-C stops everything.
+# Debian, as root (to install Redis if missing). Ctrl-C or SIGTERM stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,12 +12,16 @@ if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; th
   systemctl disable --now redis-server 2>/dev/null || service redis-server stop 2>/dev/null || true
 fi
 
-for port in 6379 6380 6381; do
-  if redis-cli -p "$port" ping >/dev/null 2>&1; then
-    echo "something already answers on port $port; stop it first" >&2
+# Every port this script listens on must be free: Redis, the proxy and its admin page.
+for port in 6379 6380 6381 7480 7481; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "something already listens on port $port; stop it first" >&2
     exit 1
   fi
 done
+
+# Build before starting anything (the first build takes minutes).
+cargo build --release --bin redsplit
 
 workdir=$(mktemp -d -t redsplit-dev-XXXXXX)
 pids=()
@@ -27,6 +31,9 @@ cleanup() {
   rm -rf "$workdir"
 }
 trap cleanup EXIT
+# A signal ends the script through its EXIT trap, which stops every child.
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # start_redis PORT [ARGS...]: a server in the background, logging to $workdir/PORT.log.
 start_redis() {
@@ -68,6 +75,11 @@ redis-cli -p 6379 publish redsplit-dev synced >/dev/null
 target=$(repl_field 6379 master_repl_offset)
 wait_for "replica 6380 to sync" caught_up 6380
 wait_for "replica 6381 to sync" caught_up 6381
-echo "Redis master 127.0.0.1:6379, replicas :6380 :6381; redsplit on 127.0.0.1:7480"
-
-cargo run --release -- run --config proxy.yaml
+target/release/redsplit run --config proxy.yaml &
+pids+=($!)
+wait_for "redsplit" redis-cli -p 7480 ping
+echo "Redis master 127.0.0.1:6379, replicas :6380 :6381"
+echo "redsplit on 127.0.0.1:7480 (redis-cli -p 7480), status page http://127.0.0.1:7481/"
+# Wait on the children (not a foreground command), so a signal is handled at once.
+wait -n
+echo "a process stopped; stopping the rest" >&2
