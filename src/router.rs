@@ -293,25 +293,29 @@ pub fn route_read(
 /// avoided for being slow is tried again and measured afresh.
 pub const LATENCY_TRUST_MS: u64 = 1000;
 
+/// The latency below which `balanced` sees no difference between replicas (µs):
+/// sub-millisecond differences are noise on a local network, not a slow replica.
+pub const LATENCY_FLOOR_US: u64 = 1000;
+
 /// The `balanced` score of a replica (lower is better): (`outstanding` + 1) × its
-/// smoothed reply latency `latency_us` (0: never measured), last sampled `age_ms` ago.
-/// An unmeasured latency, or one older than [`LATENCY_TRUST_MS`], counts as the
-/// fastest (1 µs). Scores within a factor of 1.5 of each other tie
-/// ([`compare_scores`]), so replicas of about the same speed and load take turns.
+/// smoothed reply latency `latency_us` (0: never measured), last sampled `age_ms` ago,
+/// at least [`LATENCY_FLOOR_US`]. An unmeasured latency, or one older than
+/// [`LATENCY_TRUST_MS`], counts as the floor. Scores within a factor of 2 of each other
+/// tie ([`compare_scores`]), so replicas of about the same speed and load take turns.
 #[inline]
 pub fn balanced_score(outstanding: u64, latency_us: u64, age_ms: u64) -> u64 {
-    let latency = if latency_us == 0 || age_ms > LATENCY_TRUST_MS {
-        1
+    let latency = if age_ms > LATENCY_TRUST_MS {
+        LATENCY_FLOOR_US
     } else {
-        latency_us
+        latency_us.max(LATENCY_FLOOR_US)
     };
     outstanding.saturating_add(1).saturating_mul(latency)
 }
 
 /// How a replica's `score` compares with the best so far under `choice`: `Less`, it is
 /// better; `Equal`, a tie (the replicas take turns); `Greater`, worse. `balanced`
-/// scores, being measured, count as better only when lower by more than a third (the
-/// other is more than 1.5 times higher), so noise in the latency does not decide; the
+/// scores, being measured, count as better only when less than half the other, so
+/// noise in the latency (and a request or two more in flight) does not decide; the
 /// other choices compare exactly.
 #[inline]
 pub fn compare_scores(choice: ReplicaChoice, score: u64, best: u64) -> std::cmp::Ordering {
@@ -320,9 +324,9 @@ pub fn compare_scores(choice: ReplicaChoice, score: u64, best: u64) -> std::cmp:
         return score.cmp(&best);
     }
     let (s, b) = (u128::from(score), u128::from(best));
-    if s * 3 < b * 2 {
+    if s * 2 < b {
         Ordering::Less
-    } else if b * 3 < s * 2 {
+    } else if b * 2 < s {
         Ordering::Greater
     } else {
         Ordering::Equal
@@ -723,26 +727,35 @@ mod tests {
     #[test]
     fn balanced_scores_outstanding_times_latency() {
         use std::cmp::Ordering::*;
-        // Unmeasured: only requests in flight count.
-        assert_eq!(balanced_score(0, 0, u64::MAX), 1);
-        assert_eq!(balanced_score(4, 0, u64::MAX), 5);
-        assert_eq!(balanced_score(2, 300, 10), 900);
+        // Unmeasured, or under a millisecond: only requests in flight count.
+        let f = LATENCY_FLOOR_US;
+        assert_eq!(balanced_score(0, 0, u64::MAX), f);
+        assert_eq!(balanced_score(4, 0, u64::MAX), 5 * f);
+        assert_eq!(balanced_score(2, 300, 10), 3 * f);
+        assert_eq!(balanced_score(1, 5000, 10), 10_000);
         // A latency not refreshed for a while is not trusted: the replica is tried again.
-        assert_eq!(balanced_score(0, 50_000, LATENCY_TRUST_MS + 1), 1);
+        assert_eq!(balanced_score(0, 50_000, LATENCY_TRUST_MS + 1), f);
         assert_eq!(balanced_score(u64::MAX, u64::MAX, 0), u64::MAX);
         let b = ReplicaChoice::Balanced;
-        // About the same speed ties; one request more in flight does not.
-        assert_eq!(compare_scores(b, balanced_score(0, 200, 0), 280), Equal);
-        assert_eq!(compare_scores(b, 280, balanced_score(0, 200, 0)), Equal);
+        // About the same speed and load ties; clearly more in flight does not.
+        assert_eq!(compare_scores(b, balanced_score(0, 200, 0), 1900), Equal);
+        assert_eq!(compare_scores(b, 1900, balanced_score(0, 200, 0)), Equal);
         assert_eq!(
             compare_scores(b, balanced_score(0, 200, 0), balanced_score(1, 200, 0)),
+            Equal
+        );
+        assert_eq!(
+            compare_scores(b, balanced_score(0, 200, 0), balanced_score(2, 200, 0)),
             Less
         );
-        assert_eq!(compare_scores(b, 20_000, 300), Greater);
+        assert_eq!(compare_scores(b, 20_000, f), Greater);
         // A replica ten times slower loses until the fast one has ten times the load.
-        let slow = balanced_score(0, 1000, 10);
-        assert_eq!(compare_scores(b, slow, balanced_score(3, 100, 10)), Greater);
-        assert_eq!(compare_scores(b, slow, balanced_score(20, 100, 10)), Less);
+        let slow = balanced_score(0, 10_000, 10);
+        assert_eq!(
+            compare_scores(b, slow, balanced_score(3, 1000, 10)),
+            Greater
+        );
+        assert_eq!(compare_scores(b, slow, balanced_score(20, 1000, 10)), Less);
         assert_eq!(compare_scores(b, u64::MAX, u64::MAX), Equal);
         // The other choices compare exactly.
         let lo = ReplicaChoice::LeastOutstanding;
@@ -770,13 +783,13 @@ mod tests {
             [0, 10],
             "the slow replica is avoided"
         );
-        // Once its latency is old, it is tried again.
+        // Once its latency is old, it takes turns again.
         let later = now + Duration::from_millis(LATENCY_TRUST_MS + 100);
         v.replicas[1].backend.latency.observe(310, 1, later);
         for r in &mut v.replicas {
             r.fresh_as_of = Some(later);
         }
-        assert_eq!(spread(&l, &p, &v, later), [10, 0]);
+        assert_eq!(spread(&l, &p, &v, later), [5, 5]);
     }
 
     #[test]

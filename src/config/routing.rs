@@ -132,7 +132,8 @@ pub enum ReplicaChoice {
     RoundRobin,
     /// The replica with the fewest requests in flight.
     LeastOutstanding,
-    /// The replica with the lowest (requests in flight + 1) × smoothed reply latency.
+    /// The replica with the lowest (requests in flight + 1) × smoothed reply latency
+    /// (see [`crate::router::balanced_score`]).
     Balanced,
 }
 

@@ -249,20 +249,29 @@ impl Session {
 
     /// Record the latency of a replica read its replica answered: for the hedge delay
     /// (locally until the batch's counters are flushed) and for the replica's smoothed
-    /// latency (in its source until [`Session::flush_latencies`]).
+    /// latency (in its source until [`Session::flush_latencies`]); not while the
+    /// source's connection is still being set up.
     pub(super) fn observe_replica_read(&mut self, p: &Pending, now: Instant) {
         let us = now.saturating_duration_since(p.sent).as_micros() as u64;
-        self.stats().replica_latency.observe(us);
-        if let Some(s) = self.sources.iter_mut().find(|s| s.slot == p.slot) {
-            s.latency_sum_us += us;
-            s.latency_n += 1;
+        let Some(s) = self.sources.iter_mut().find(|s| s.slot == p.slot) else {
+            return;
+        };
+        if s.warming {
+            return;
         }
+        s.latency_sum_us += us;
+        s.latency_n += 1;
+        self.stats().replica_latency.observe(us);
     }
 
-    /// Fold each source's latency samples into its backend's smoothed latency.
+    /// Fold each source's latency samples into its backend's smoothed latency (and
+    /// start counting those of a source whose connection has become ready).
     pub(super) fn flush_latencies(&mut self) {
         let now = Instant::now();
         for s in &mut self.sources {
+            if s.warming && s.conn.is_ready() {
+                s.warming = false;
+            }
             if s.latency_n > 0 {
                 let mean = s.latency_sum_us / u64::from(s.latency_n);
                 s.backend_ref.latency.observe(mean, s.latency_n, now);

@@ -193,6 +193,9 @@ struct Source {
     /// smoothed latency.
     latency_sum_us: u64,
     latency_n: u32,
+    /// The connection was not ready when the source was made: replies to what was sent
+    /// before it was include the connection's set-up and are not counted as latency.
+    warming: bool,
 }
 
 /// The session's dedicated master connection.

@@ -182,6 +182,7 @@ impl Session {
         }
         let key = self.client.key();
         let conn = backend.pool.get(&key, self.id)?;
+        let warming = !conn.is_ready();
         let slot = self.alloc_slot();
         let retry_slot = self.alloc_slot();
         let hedge_slot = self.alloc_slot();
@@ -196,6 +197,7 @@ impl Session {
             hedge_slot,
             latency_sum_us: 0,
             latency_n: 0,
+            warming,
         });
         Ok(self.sources.len() - 1)
     }
