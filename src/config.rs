@@ -36,7 +36,7 @@ mod users;
 mod validate;
 mod vars;
 
-pub use backend::{BackendConfig, BackendTlsConfig, SentinelConfig};
+pub use backend::{BackendConfig, BackendTlsConfig, HedgeAfter, SentinelConfig};
 pub use limits::LimitsConfig;
 pub use load::{check, process_env};
 pub use replication::ReplicationConfig;
@@ -255,7 +255,8 @@ impl Config {
     /// Sentinel, credentials, TLS, and the pool settings `connections`,
     /// `connect_timeout_ms`, `command_timeout_ms`, `master_command_timeout_ms`,
     /// `reconnect_min_ms`,
-    /// `reconnect_max_ms`, which a backend kept across the reload takes too),
+    /// `reconnect_max_ms`, which a backend kept across the reload takes too;
+    /// `hedge_after_ms`, which sessions read per batch),
     /// replication, routing, users, `deny_commands`, `limits` (including
     /// `max_clients`) and `admin.token` — is applied live by a reload. Switching
     /// between static backends and Sentinel is refused by the reload itself (see

@@ -8,9 +8,12 @@
 //! (read, write, admin, pub/sub, transaction, connection; which arguments are keys),
 //! [`policy`] finds the rule for its keys (a consistency level: master, replica within a
 //! budget, or any), and [`router`] — one pure function — picks the master or a replica
-//! from the current [`topology::View`]. The session hands runs of requests to pipelined
-//! [`backend`] connections shared by all clients, and puts replies back in request
-//! order; transactions, blocking commands and pub/sub get a dedicated connection. A
+//! from the current [`topology::View`] (weighing, by default, each replica's requests in
+//! flight and its smoothed reply latency from [`latency`]). The session hands runs of
+//! requests to pipelined [`backend`] connections shared by all clients, and puts
+//! replies back in request order; a replica read unanswered after the hedge delay is also sent to the master,
+//! and the first reply wins; transactions, blocking commands and pub/sub get a
+//! dedicated connection. A
 //! client's Redis-visible state (name, database, protocol, user, flags, subscriptions)
 //! is one [`session::ClientState`], and SCAN-family cursors carry the node that issued
 //! them ([`cursor`]), so an iteration continues where it started.
@@ -42,6 +45,7 @@ pub mod config;
 pub mod cursor;
 pub mod error;
 pub mod introspect;
+pub mod latency;
 pub mod metrics;
 pub mod policy;
 pub mod protocol;

@@ -6,6 +6,7 @@
 //! in the Prometheus text format.
 
 use crate::commands::Class;
+use crate::latency::{LocalSketch, Sketch};
 use crate::router::Reason;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
@@ -158,6 +159,14 @@ pub struct Local {
     pub retries: u32,
     /// Requests failed because a backend failed.
     pub backend_failures: u32,
+    /// Replica reads also sent elsewhere after the hedge delay.
+    pub hedges_sent: u32,
+    /// Hedged reads answered by the hedge.
+    pub hedges_won: u32,
+    /// Hedged reads answered by the replica first.
+    pub hedges_lost: u32,
+    /// Latency of replica reads answered by their replica (for the hedge delay).
+    pub replica_latency: LocalSketch,
     /// Read latency.
     pub read_latency: LocalHistogram,
     /// Write latency.
@@ -204,6 +213,10 @@ impl Local {
             || self.errors > 0
             || self.retries > 0
             || self.backend_failures > 0
+            || self.hedges_sent > 0
+            || self.hedges_won > 0
+            || self.hedges_lost > 0
+            || !self.replica_latency.is_empty()
             || !self.read_latency.is_empty()
             || !self.write_latency.is_empty()
             || !self.staleness.is_empty();
@@ -231,6 +244,10 @@ impl Local {
         add(&m.replies, self.replies);
         add(&m.retries, self.retries);
         add(&m.backend_failures, self.backend_failures);
+        add(&m.hedges_sent, self.hedges_sent);
+        add(&m.hedges_won, self.hedges_won);
+        add(&m.hedges_lost, self.hedges_lost);
+        m.replica_read_latency.add(&self.replica_latency);
         if !self.read_latency.is_empty() {
             m.read_latency.add(&self.read_latency);
         }
@@ -259,6 +276,16 @@ pub struct Metrics {
     pub retries: AtomicU64,
     /// Requests that failed because their backend failed.
     pub backend_failures: AtomicU64,
+    /// Replica reads also sent elsewhere (the master, or another replica) because their
+    /// replica had not answered within the hedge delay.
+    pub hedges_sent: AtomicU64,
+    /// Hedged reads the hedge answered (it came first, or the replica failed).
+    pub hedges_won: AtomicU64,
+    /// Hedged reads their replica answered first (the hedge's reply was discarded).
+    pub hedges_lost: AtomicU64,
+    /// Recent latencies of replica reads answered by their replica: their 99th
+    /// percentile is the hedge delay when `backend.hedge_after_ms` is `auto`.
+    pub replica_read_latency: Sketch,
     /// Client connections open now.
     pub clients_connected: AtomicI64,
     /// Client connections accepted.

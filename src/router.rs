@@ -6,12 +6,13 @@
 //! where it went.
 //!
 //! Beside [`route_read`] and [`route_write`], the other decisions a session makes about
-//! the topology are pure functions here too: where a failed replica read is retried
-//! ([`retry_target`]), which replicas count for `WAIT` and durable writes
+//! the topology are pure functions here too: how the `balanced` choice scores a replica
+//! ([`balanced_score`]), where a failed replica read is retried ([`retry_target`]), when
+//! and where a slow one is hedged ([`hedge_delay`], [`hedge_target`]), which replicas count for `WAIT` and durable writes
 //! ([`replicas_holding`]), and whether a write waits out a planned failover
 //! ([`write_hold`], [`write_rejection`]).
 
-use crate::config::{Consistency, Fallback, OnMasterDown, ReplicaChoice};
+use crate::config::{Consistency, Fallback, HedgeAfter, OnMasterDown, ReplicaChoice};
 use crate::error::ProxyError;
 use crate::policy::{Level, Policy};
 use crate::topology::{Backend, Health, ReplicaView, View};
@@ -244,21 +245,27 @@ pub fn route_read(
             ReplicaChoice::LeastLag => r.staleness_ms(now).unwrap_or(u64::MAX),
             ReplicaChoice::LeastOutstanding => r.backend.outstanding(),
             ReplicaChoice::RoundRobin => 0,
+            ReplicaChoice::Balanced => {
+                let (us, age) = r.backend.latency.get(now);
+                balanced_score(r.backend.outstanding(), us, age)
+            }
         };
         best = match best {
-            Some((_, bs)) if score < bs => {
-                ties = 1;
-                Some((i, score))
-            }
-            Some((bi, bs)) if score == bs => {
-                ties += 1;
-                Some(if turn_picks(sess.turn, ties) {
-                    (i, score)
-                } else {
-                    (bi, bs)
-                })
-            }
-            Some(b) => Some(b),
+            Some((bi, bs)) => match compare_scores(policy.choice, score, bs) {
+                std::cmp::Ordering::Less => {
+                    ties = 1;
+                    Some((i, score))
+                }
+                std::cmp::Ordering::Equal => {
+                    ties += 1;
+                    Some(if turn_picks(sess.turn, ties) {
+                        (i, score)
+                    } else {
+                        (bi, bs)
+                    })
+                }
+                std::cmp::Ordering::Greater => Some((bi, bs)),
+            },
             None => {
                 ties = 1;
                 Some((i, score))
@@ -279,6 +286,99 @@ pub fn route_read(
         Reason::NoReplica
     };
     fallback(policy, master_known, why)
+}
+
+/// How long a replica's smoothed latency is trusted after its last sample (ms). Past
+/// it, `balanced` scores the replica as if it were unmeasured, so a replica that was
+/// avoided for being slow is tried again and measured afresh.
+pub const LATENCY_TRUST_MS: u64 = 1000;
+
+/// The latency below which `balanced` sees no difference between replicas (µs):
+/// sub-millisecond differences are noise on a local network, not a slow replica.
+pub const LATENCY_FLOOR_US: u64 = 1000;
+
+/// The `balanced` score of a replica (lower is better): (`outstanding` + 1) × its
+/// smoothed reply latency `latency_us` (0: never measured), last sampled `age_ms` ago,
+/// at least [`LATENCY_FLOOR_US`]. An unmeasured latency, or one older than
+/// [`LATENCY_TRUST_MS`], counts as the floor. Scores within a factor of 2 of each other
+/// tie ([`compare_scores`]), so replicas of about the same speed and load take turns.
+#[inline]
+pub fn balanced_score(outstanding: u64, latency_us: u64, age_ms: u64) -> u64 {
+    let latency = if age_ms > LATENCY_TRUST_MS {
+        LATENCY_FLOOR_US
+    } else {
+        latency_us.max(LATENCY_FLOOR_US)
+    };
+    outstanding.saturating_add(1).saturating_mul(latency)
+}
+
+/// How a replica's `score` compares with the best so far under `choice`: `Less`, it is
+/// better; `Equal`, a tie (the replicas take turns); `Greater`, worse. `balanced`
+/// scores, being measured, count as better only when less than half the other, so
+/// noise in the latency (and a request or two more in flight) does not decide; the
+/// other choices compare exactly.
+#[inline]
+pub fn compare_scores(choice: ReplicaChoice, score: u64, best: u64) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    if choice != ReplicaChoice::Balanced {
+        return score.cmp(&best);
+    }
+    let (s, b) = (u128::from(score), u128::from(best));
+    if s * 2 < b {
+        Ordering::Less
+    } else if b * 2 < s {
+        Ordering::Greater
+    } else {
+        Ordering::Equal
+    }
+}
+
+/// The smallest hedge delay `auto` picks (ms).
+pub const HEDGE_FLOOR_MS: u64 = 5;
+/// The hedge delay `auto` picks before enough replica reads were measured (ms).
+pub const HEDGE_UNMEASURED_MS: u64 = 50;
+
+/// How long a replica read waits for its reply before it is hedged (`None`: never),
+/// from `backend.hedge_after_ms`: `0` never, a number of ms as given, or `auto`: the
+/// 99th percentile of recent replica read latencies (`p99_us`; [`HEDGE_UNMEASURED_MS`]
+/// while unknown), at least [`HEDGE_FLOOR_MS`] and at most half of
+/// `command_timeout_ms`, so that a stalled replica's reads are hedged well before its
+/// connection is declared dead.
+pub fn hedge_delay(
+    setting: HedgeAfter,
+    p99_us: Option<u64>,
+    command_timeout_ms: u64,
+) -> Option<Duration> {
+    match setting {
+        HedgeAfter::Ms(0) => None,
+        HedgeAfter::Ms(ms) => Some(Duration::from_millis(ms)),
+        HedgeAfter::Auto => {
+            let ceiling = command_timeout_ms.saturating_mul(1000) / 2;
+            if ceiling == 0 {
+                return None;
+            }
+            let floor = (HEDGE_FLOOR_MS * 1000).min(ceiling);
+            let us = p99_us
+                .unwrap_or(HEDGE_UNMEASURED_MS * 1000)
+                .clamp(floor, ceiling);
+            Some(Duration::from_micros(us))
+        }
+    }
+}
+
+/// Where a replica read that has waited past the hedge delay is also sent: the master
+/// while it is known and not known to be down; otherwise the first healthy replica
+/// other than the one the read went to (`original`, a backend id). `None`: nowhere, and
+/// the read only waits for its replica.
+pub fn hedge_target(view: &View, original: Option<u32>) -> Option<&Arc<Backend>> {
+    match view.master.as_ref().filter(|m| !m.down) {
+        Some(m) => Some(&m.backend),
+        None => view
+            .replicas
+            .iter()
+            .find(|r| r.health == Health::Ok && Some(r.backend.id) != original)
+            .map(|r| &r.backend),
+    }
 }
 
 /// Among ties, the `n`th eligible candidate replaces the current pick when the turn
@@ -480,7 +580,7 @@ mod tests {
 
     #[test]
     fn least_outstanding_spreads_ties() {
-        let c = cfg("");
+        let c = cfg("routing: {replica_choice: least_outstanding}");
         let p = Policy::compile(&c, 1);
         let now = Instant::now();
         let v = view(&c, now, [10, 10]);
@@ -622,6 +722,124 @@ mod tests {
         v.replicas[0].in_pool = u64::MAX;
         assert_eq!(route_read(&l, &s, &p, &v, now).target, Target::Replica(1));
         let _ = Arc::strong_count(&v.replicas[0].backend);
+    }
+
+    #[test]
+    fn balanced_scores_outstanding_times_latency() {
+        use std::cmp::Ordering::*;
+        // Unmeasured, or under a millisecond: only requests in flight count.
+        let f = LATENCY_FLOOR_US;
+        assert_eq!(balanced_score(0, 0, u64::MAX), f);
+        assert_eq!(balanced_score(4, 0, u64::MAX), 5 * f);
+        assert_eq!(balanced_score(2, 300, 10), 3 * f);
+        assert_eq!(balanced_score(1, 5000, 10), 10_000);
+        // A latency not refreshed for a while is not trusted: the replica is tried again.
+        assert_eq!(balanced_score(0, 50_000, LATENCY_TRUST_MS + 1), f);
+        assert_eq!(balanced_score(u64::MAX, u64::MAX, 0), u64::MAX);
+        let b = ReplicaChoice::Balanced;
+        // About the same speed and load ties; clearly more in flight does not.
+        assert_eq!(compare_scores(b, balanced_score(0, 200, 0), 1900), Equal);
+        assert_eq!(compare_scores(b, 1900, balanced_score(0, 200, 0)), Equal);
+        assert_eq!(
+            compare_scores(b, balanced_score(0, 200, 0), balanced_score(1, 200, 0)),
+            Equal
+        );
+        assert_eq!(
+            compare_scores(b, balanced_score(0, 200, 0), balanced_score(2, 200, 0)),
+            Less
+        );
+        assert_eq!(compare_scores(b, 20_000, f), Greater);
+        // A replica ten times slower loses until the fast one has ten times the load.
+        let slow = balanced_score(0, 10_000, 10);
+        assert_eq!(
+            compare_scores(b, slow, balanced_score(3, 1000, 10)),
+            Greater
+        );
+        assert_eq!(compare_scores(b, slow, balanced_score(20, 1000, 10)), Less);
+        assert_eq!(compare_scores(b, u64::MAX, u64::MAX), Equal);
+        // The other choices compare exactly.
+        let lo = ReplicaChoice::LeastOutstanding;
+        assert_eq!(compare_scores(lo, 3, 4), Less);
+        assert_eq!(compare_scores(lo, 4, 4), Equal);
+        assert_eq!(compare_scores(ReplicaChoice::LeastLag, 5, 4), Greater);
+    }
+
+    #[test]
+    fn balanced_prefers_the_faster_replica_and_spreads_ties() {
+        let c = cfg("");
+        let p = Policy::compile(&c, 1);
+        assert_eq!(p.choice, ReplicaChoice::Balanced, "the default");
+        let now = Instant::now();
+        let mut v = view(&c, now, [10, 10]);
+        let l = level(&p, "k");
+        // Nothing measured yet: ties take turns.
+        assert_eq!(spread(&l, &p, &v, now), [5, 5]);
+        v.replicas[0].backend.latency.observe(300, 1, now);
+        v.replicas[1].backend.latency.observe(310, 1, now);
+        assert_eq!(spread(&l, &p, &v, now), [5, 5], "about the same speed");
+        v.replicas[0].backend.latency.observe(20_000, 8, now);
+        assert_eq!(
+            spread(&l, &p, &v, now),
+            [0, 10],
+            "the slow replica is avoided"
+        );
+        // Once its latency is old, it takes turns again.
+        let later = now + Duration::from_millis(LATENCY_TRUST_MS + 100);
+        v.replicas[1].backend.latency.observe(310, 1, later);
+        for r in &mut v.replicas {
+            r.fresh_as_of = Some(later);
+        }
+        assert_eq!(spread(&l, &p, &v, later), [5, 5]);
+    }
+
+    #[test]
+    fn the_hedge_delay_is_given_or_follows_the_p99_within_bounds() {
+        assert_eq!(hedge_delay(HedgeAfter::Ms(0), Some(900), 3000), None);
+        assert_eq!(
+            hedge_delay(HedgeAfter::Ms(20), None, 3000),
+            Some(Duration::from_millis(20))
+        );
+        let auto = |p99, timeout| hedge_delay(HedgeAfter::Auto, p99, timeout);
+        assert_eq!(
+            auto(None, 3000),
+            Some(Duration::from_millis(HEDGE_UNMEASURED_MS))
+        );
+        assert_eq!(
+            auto(Some(300), 3000),
+            Some(Duration::from_millis(HEDGE_FLOOR_MS)),
+            "the floor"
+        );
+        assert_eq!(
+            auto(Some(12_345), 3000),
+            Some(Duration::from_micros(12_345))
+        );
+        assert_eq!(
+            auto(Some(9_000_000), 3000),
+            Some(Duration::from_millis(1500)),
+            "at most half the command timeout"
+        );
+        assert_eq!(auto(None, 40), Some(Duration::from_millis(20)));
+        assert_eq!(auto(Some(1), 4), Some(Duration::from_millis(2)));
+        assert_eq!(auto(Some(1), 0), None);
+    }
+
+    #[test]
+    fn a_slow_replica_read_is_hedged_on_the_master_or_another_healthy_replica() {
+        let now = Instant::now();
+        let c = cfg("");
+        let mut v = view(&c, now, [0, 0]);
+        let (m, r0, r1) = ids(&v);
+        assert_eq!(hedge_target(&v, Some(r0)).map(|b| b.id), Some(m));
+        v.master.as_mut().unwrap().down = true;
+        assert_eq!(hedge_target(&v, Some(r0)).map(|b| b.id), Some(r1));
+        assert_eq!(hedge_target(&v, Some(r1)).map(|b| b.id), Some(r0));
+        v.replicas[1].health = Health::Syncing;
+        assert_eq!(hedge_target(&v, Some(r0)).map(|b| b.id), None);
+        v.master = None;
+        v.replicas[1].health = Health::Ok;
+        assert_eq!(hedge_target(&v, Some(r0)).map(|b| b.id), Some(r1));
+        v.replicas.clear();
+        assert!(hedge_target(&v, Some(r0)).is_none());
     }
 
     fn ids(v: &View) -> (u32, u32, u32) {

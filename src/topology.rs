@@ -14,6 +14,7 @@
 
 use crate::backend::{ConnParams, Pool, Role};
 use crate::config::Config;
+use crate::latency::Smoothed;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,6 +32,8 @@ pub struct Backend {
     pub pool: Pool,
     /// Requests routed here.
     pub served: AtomicU64,
+    /// Its smoothed read latency, for the `balanced` replica choice.
+    pub latency: Smoothed,
 }
 
 static NEXT_BACKEND_ID: AtomicU32 = AtomicU32::new(1);
@@ -69,6 +72,7 @@ impl Backend {
                 Duration::from_millis(b.reconnect_max_ms),
             ),
             served: AtomicU64::new(0),
+            latency: Smoothed::default(),
         })
     }
 

@@ -11,7 +11,7 @@ use crate::config::Consistency;
 use crate::metrics::{Histogram, CLASSES, LATENCY_BUCKETS, STALENESS_BUCKETS, TARGETS};
 use crate::policy::Budget;
 use crate::proxy::Proxy;
-use crate::router::Reason;
+use crate::router::{self, Reason};
 use crate::topology::{Health, View};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
@@ -244,6 +244,35 @@ impl Collector for ProxyCollector {
         )?;
         counter(
             enc,
+            "hedged_reads",
+            "Replica reads also sent to the master (or another replica) because their replica had not answered within the hedge delay.",
+            load(&m.hedges_sent),
+        )?;
+        counters(
+            enc,
+            "hedged_read_wins",
+            "Hedged reads by which copy answered: the hedge (first, or after the replica failed) or the original replica (the hedge's reply was discarded).",
+            [("hedge", load(&m.hedges_won)), ("replica", load(&m.hedges_lost))]
+                .into_iter()
+                .map(|(w, v)| (vec![("winner", Esc(w))], v)),
+        )?;
+        gauge(
+            enc,
+            Family::new(
+                "hedge_delay",
+                "How long a replica read waits before it is hedged, now (0: hedging is off).",
+                MetricType::Gauge,
+            )
+            .unit(Unit::Seconds),
+            router::hedge_delay(
+                settings.config.backend.hedge_after_ms,
+                m.replica_read_latency.p99_us(),
+                settings.config.backend.command_timeout_ms,
+            )
+            .map_or(0.0, |d| d.as_secs_f64()),
+        )?;
+        counter(
+            enc,
             "backend_failures",
             "Requests that failed because their backend failed.",
             load(&m.backend_failures),
@@ -448,6 +477,19 @@ fn encode_backends(
     fn addr(a: &str) -> Labels<'_> {
         vec![("addr", Esc(a))]
     }
+    gauges(
+        enc,
+        Family::new(
+            "replica_read_latency_smoothed",
+            "The replica's smoothed read latency, which replica_choice: balanced weighs (left out until measured).",
+            MetricType::Gauge,
+        )
+        .unit(Unit::Seconds),
+        view.replicas.iter().filter_map(|r| {
+            let (us, _) = r.backend.latency.get(now);
+            (us > 0).then(|| (addr(&r.backend.addr), us as f64 / 1e6))
+        }),
+    )?;
     gauges(
         enc,
         Family::new(

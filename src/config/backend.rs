@@ -30,6 +30,11 @@ pub struct BackendConfig {
     /// A replica connection whose oldest request has waited this long is declared dead
     /// and its requests fail (reads are retried on the master) (ms).
     pub command_timeout_ms: u64,
+    /// A plain replica read unanswered this long is also sent to the master (or, while
+    /// the master is unavailable, to another healthy replica); the first reply wins.
+    /// `0`: never; `auto` (the default): the 99th percentile of recent replica read
+    /// latencies, at least 5 ms and at most half of `command_timeout_ms` (ms).
+    pub hedge_after_ms: HedgeAfter,
     /// The same for master connections (ms); 0 (the default): none, a request waits for
     /// the master as a direct client's would (a slow script or `KEYS` is not a failure).
     pub master_command_timeout_ms: u64,
@@ -53,10 +58,67 @@ impl Default for BackendConfig {
             connections: 2,
             connect_timeout_ms: 1000,
             command_timeout_ms: 3000,
+            hedge_after_ms: HedgeAfter::Auto,
             master_command_timeout_ms: 0,
             reconnect_min_ms: 50,
             reconnect_max_ms: 2000,
             tls: None,
+        }
+    }
+}
+
+/// When a replica read is hedged: `backend.hedge_after_ms`, a number of milliseconds
+/// (`0`: never) or `auto`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HedgeAfter {
+    /// From the observed replica read latency.
+    #[default]
+    Auto,
+    /// After this many milliseconds; 0: hedging is off.
+    Ms(u64),
+}
+
+impl<'de> Deserialize<'de> for HedgeAfter {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = HedgeAfter;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number of milliseconds (0: no hedging) or auto")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<HedgeAfter, E> {
+                Ok(HedgeAfter::Ms(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<HedgeAfter, E> {
+                u64::try_from(v).map(HedgeAfter::Ms).map_err(|_| {
+                    E::custom(format!(
+                        "invalid hedge delay {v}: give a number of milliseconds (0: no hedging) or auto"
+                    ))
+                })
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<HedgeAfter, E> {
+                if s.trim().eq_ignore_ascii_case("auto") {
+                    return Ok(HedgeAfter::Auto);
+                }
+                s.trim().parse().map(HedgeAfter::Ms).map_err(|_| {
+                    E::custom(format!(
+                        "invalid hedge delay {s:?}: give a number of milliseconds (0: no hedging) or auto"
+                    ))
+                })
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<HedgeAfter, E> {
+                Ok(HedgeAfter::Auto)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Serialize for HedgeAfter {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            HedgeAfter::Auto => s.serialize_str("auto"),
+            HedgeAfter::Ms(ms) => s.serialize_u64(*ms),
         }
     }
 }
@@ -115,5 +177,39 @@ impl BackendConfig {
     /// Whether the topology comes from Sentinel rather than static addresses.
     pub fn uses_sentinel(&self) -> bool {
         self.sentinel.is_some()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn parse(v: &str) -> Result<HedgeAfter, String> {
+        let yaml = format!("hedge_after_ms: {v}\n");
+        serde_yaml::from_str::<BackendConfig>(&yaml)
+            .map(|b| b.hedge_after_ms)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn hedge_after_is_a_number_of_ms_or_auto() {
+        assert_eq!(BackendConfig::default().hedge_after_ms, HedgeAfter::Auto);
+        assert_eq!(parse("auto"), Ok(HedgeAfter::Auto));
+        assert_eq!(parse("AUTO"), Ok(HedgeAfter::Auto));
+        assert_eq!(parse("0"), Ok(HedgeAfter::Ms(0)));
+        assert_eq!(parse("20"), Ok(HedgeAfter::Ms(20)));
+        assert_eq!(parse("'35'"), Ok(HedgeAfter::Ms(35)));
+        assert!(parse("-1").unwrap_err().contains("milliseconds"));
+        assert!(parse("soon").unwrap_err().contains("or auto"));
+        for h in [HedgeAfter::Auto, HedgeAfter::Ms(0), HedgeAfter::Ms(20)] {
+            let b = BackendConfig {
+                hedge_after_ms: h,
+                ..Default::default()
+            };
+            let text = serde_yaml::to_string(&b).unwrap();
+            let back: BackendConfig = serde_yaml::from_str(&text).unwrap();
+            assert_eq!(back.hedge_after_ms, h, "{text}");
+        }
     }
 }

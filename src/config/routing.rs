@@ -25,7 +25,7 @@ impl Default for RoutingConfig {
     fn default() -> Self {
         RoutingConfig {
             default: LevelConfig::default(),
-            replica_choice: ReplicaChoice::LeastOutstanding,
+            replica_choice: ReplicaChoice::Balanced,
             fallback: Fallback::Master,
             on_master_down: OnMasterDown::ServeReplicas,
             rules: Vec::new(),
@@ -132,6 +132,9 @@ pub enum ReplicaChoice {
     RoundRobin,
     /// The replica with the fewest requests in flight.
     LeastOutstanding,
+    /// The replica with the lowest (requests in flight + 1) × smoothed reply latency
+    /// (see [`crate::router::balanced_score`]).
+    Balanced,
 }
 
 /// What a read does when no replica qualifies.

@@ -1,5 +1,6 @@
-//! The connection loop: read requests, write replies, wake on replies, a changed view
-//! or a held reply's deadline; and the buffer limits checked on each turn.
+//! The connection loop: read requests, write replies, wake on replies, a changed view,
+//! a held reply's deadline or a replica read's hedge delay; and the buffer limits
+//! checked on each turn.
 
 use super::*;
 
@@ -25,6 +26,7 @@ impl Session {
                     self.push_local_error(&format!("ERR {}", e.0));
                 }
                 self.drain();
+                self.send_due_hedges();
                 rounds += 1;
                 if before == (self.pending.len(), self.rbuf.len(), self.wbuf.len()) || rounds > 64 {
                     break;
@@ -33,6 +35,7 @@ impl Session {
             if let Some(st) = self.stats.as_mut() {
                 st.flush(&self.proxy.metrics);
             }
+            self.flush_latencies();
             self.publish();
             let limits = &self.proxy.settings.load().config.limits;
             let out_limit = if self.mode == Mode::Tunnel {
@@ -75,6 +78,7 @@ impl Session {
                     self.rbuf.reserve(want);
                 }
             }
+            self.arm_hedge_timer();
             let mut view_changed = self.view_rx.as_mut().map(|rx| Box::pin(rx.changed()));
             let event = std::future::poll_fn(|cx| {
                 if !self.wbuf.is_empty() {
@@ -129,6 +133,13 @@ impl Session {
                         return Poll::Ready(Event::Progress);
                     }
                 }
+                if self.hedge_at.is_some() {
+                    if let Some(s) = self.hedge_sleep.as_mut() {
+                        if s.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(Event::Progress);
+                        }
+                    }
+                }
                 if let Some(f) = view_changed.as_mut() {
                     if f.as_mut().poll(cx).is_ready() {
                         return Poll::Ready(Event::Progress);
@@ -176,6 +187,8 @@ impl Session {
         }
         if self.pending.is_empty() {
             self.pending = VecDeque::new();
+            self.hedge_at = None;
+            self.hedge_sleep = None;
             self.local.trim();
             self.handle.inbox.state.lock().trim();
         }

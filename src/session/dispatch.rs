@@ -349,6 +349,7 @@ impl Session {
                     b,
                     Kind::ReplicaRead {
                         retry: req.buf.len() as u32,
+                        hedge: Hedge::No,
                     },
                     true,
                 );

@@ -26,6 +26,8 @@
 //! - `dedicated`: transactions, blocking commands, pub/sub and tracking on the session's
 //!   own master connection;
 //! - `durable`: durable writes and `WAIT`, replies held until replicas catch up;
+//! - `hedge`: replica reads unanswered after the hedge delay, also sent to the master;
+//!   the race between the two replies and the discarding of the loser;
 //! - `replies`: draining the inbox in request order, retries, forwarding;
 //! - `login`: `AUTH` and `HELLO`, as a `proxy.yaml` user or as a Redis ACL user whose
 //!   login the master checks (the session waits for its answer);
@@ -64,6 +66,7 @@ mod connection;
 mod dedicated;
 mod dispatch;
 mod durable;
+mod hedge;
 mod local;
 mod login;
 mod outbound;
@@ -118,8 +121,9 @@ const ROLE: &[u8] = b"*1\r\n$4\r\nROLE\r\n";
 enum Kind {
     /// Forward it.
     Forward,
-    /// A read sent to a replica; `retry` bytes of it are kept for a retry on the master.
-    ReplicaRead { retry: u32 },
+    /// A read sent to a replica; `retry` bytes of it are kept for a retry on the master
+    /// (or a hedge).
+    ReplicaRead { retry: u32, hedge: Hedge },
     /// A write: counts for read-your-writes.
     Write,
     /// A durable write: the reply is held until enough replicas hold it.
@@ -137,6 +141,17 @@ enum Kind {
     /// Sent only for its effect on the connection (a refusal marking the transaction
     /// failed): the reply is dropped.
     Dropped,
+}
+
+/// Whether a replica read was also sent elsewhere ([`hedge`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Hedge {
+    /// Not hedged (yet).
+    No,
+    /// Also sent; its reply arrives in this slot (a source's hedge slot).
+    Sent(u16),
+    /// Not to be hedged: no target, or the hedge failed.
+    Spent,
 }
 
 /// One request awaiting its reply.
@@ -171,6 +186,16 @@ struct Source {
     conn: Arc<Conn>,
     slot: u16,
     retry_slot: u16,
+    /// Where hedges sent to this backend answer (hedges only, so its items arrive in
+    /// the order the hedges were sent, which is request order).
+    hedge_slot: u16,
+    /// Replica read latencies (sum in µs, count) since the last flush to the backend's
+    /// smoothed latency.
+    latency_sum_us: u64,
+    latency_n: u32,
+    /// The connection was not ready when the source was made: replies to what was sent
+    /// before it was include the connection's set-up and are not counted as latency.
+    warming: bool,
 }
 
 /// The session's dedicated master connection.
@@ -272,6 +297,13 @@ pub struct Session {
     replies_at: Instant,
     local: SlotQueue,
     retry_buf: BytesMut,
+    /// Replies to drop as they arrive, per slot: the losers of hedge races (each slot is
+    /// a FIFO, and a loser is always older than anything still expected there).
+    drops: Vec<(u16, u32)>,
+    /// When the oldest unhedged replica read reaches the hedge delay (if any may).
+    hedge_at: Option<Instant>,
+    /// Wakes the session at `hedge_at`.
+    hedge_sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     sources: Vec<Source>,
     slot_refs: Vec<u32>,
     slot_used: Vec<bool>,
@@ -375,6 +407,9 @@ impl Session {
             replies_at: Instant::now(),
             local: SlotQueue::default(),
             retry_buf: BytesMut::new(),
+            drops: Vec::new(),
+            hedge_at: None,
+            hedge_sleep: None,
             sources: Vec::new(),
             slot_refs: Vec::new(),
             slot_used: Vec::new(),
@@ -434,6 +469,7 @@ impl Session {
             && !self.blocking_in_flight
             && self.client.reply == ReplyMode::On
             && self.dedicated.is_none()
+            && self.drops.is_empty()
             && self.retired.iter().all(|(_, c)| c.strong_count() == 0);
         idle.then_some(Parked {
             last_write_ack: self.last_write_ack,
@@ -572,6 +608,7 @@ impl Session {
                 let s = self.sources.swap_remove(i);
                 self.release_slot(s.slot);
                 self.release_slot(s.retry_slot);
+                self.release_slot(s.hedge_slot);
             } else {
                 i += 1;
             }

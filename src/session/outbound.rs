@@ -55,6 +55,9 @@ impl Session {
         });
         if let Kind::ReplicaRead { .. } = kind {
             self.retry_buf.extend_from_slice(req.buf);
+            if self.hedge_at.is_none() {
+                self.hedge_at = self.hedge_delay(b.settings).map(|d| now + d);
+            }
         }
         let Some(offset) = at else {
             // Not in the read buffer as it came (an inline request, sent as RESP): alone.
@@ -172,13 +175,17 @@ impl Session {
                 return Ok(i);
             }
             let s = self.sources.swap_remove(i);
+            self.flush_source_latency(&s);
             self.release_slot(s.slot);
             self.release_slot(s.retry_slot);
+            self.release_slot(s.hedge_slot);
         }
         let key = self.client.key();
         let conn = backend.pool.get(&key, self.id)?;
+        let warming = !conn.is_ready();
         let slot = self.alloc_slot();
         let retry_slot = self.alloc_slot();
+        let hedge_slot = self.alloc_slot();
         self.sources.push(Source {
             backend: backend.id,
             backend_ref: backend.clone(),
@@ -187,6 +194,10 @@ impl Session {
             conn,
             slot,
             retry_slot,
+            hedge_slot,
+            latency_sum_us: 0,
+            latency_n: 0,
+            warming,
         });
         Ok(self.sources.len() - 1)
     }

@@ -12,6 +12,7 @@ impl Session {
         let handle = self.handle.clone();
         let inbox = &handle.inbox;
         let mut st = inbox.state.lock();
+        self.purge_drops(&mut st);
         loop {
             if let Some(h) = &self.held {
                 // A durable write's reply waits for the ROLE after it, then for replicas.
@@ -29,6 +30,7 @@ impl Session {
                         return;
                     }
                     st = inbox.state.lock();
+                    self.purge_drops(&mut st);
                     continue;
                 }
             }
@@ -46,6 +48,16 @@ impl Session {
                 self.local.consume();
                 self.pending.pop_front();
                 continue;
+            }
+            if let Kind::ReplicaRead {
+                retry,
+                hedge: Hedge::Sent(h),
+            } = p.kind
+            {
+                if self.race(&mut st, p, retry, h, now) {
+                    continue;
+                }
+                break;
             }
             let Some(q) = st.queue(p.slot) else {
                 break;
@@ -84,6 +96,7 @@ impl Session {
                     drop(st);
                     self.finish_tunnel();
                     st = inbox.state.lock();
+                    self.purge_drops(&mut st);
                     continue;
                 }
                 if self.closing {
@@ -97,7 +110,7 @@ impl Session {
             let Some(front) = q.front() else { break };
             match front {
                 Front::Reply(frame) => {
-                    if let Kind::ReplicaRead { retry } = p.kind {
+                    if let Kind::ReplicaRead { retry, .. } = p.kind {
                         if retryable_reply(frame) {
                             q.consume();
                             let bytes = BytesMut::from(
@@ -114,7 +127,7 @@ impl Session {
                 Front::Failed(e) => {
                     let e = e.clone();
                     q.consume();
-                    if let Kind::ReplicaRead { retry } = p.kind {
+                    if let Kind::ReplicaRead { retry, .. } = p.kind {
                         let bytes = BytesMut::from(
                             self.retry_buf.get(..retry as usize).unwrap_or_default(),
                         );
@@ -166,7 +179,17 @@ impl Session {
             && q.len() <= self.pending.len()
             && q.frames().zip(self.pending.iter()).all(|(frame, p)| {
                 frame.is_some_and(|f| {
-                    p.slot == slot && !p.silent && !p.scan && forwarded_as_is(p.kind, f)
+                    p.slot == slot
+                        && !p.silent
+                        && !p.scan
+                        && !matches!(
+                            p.kind,
+                            Kind::ReplicaRead {
+                                hedge: Hedge::Sent(_),
+                                ..
+                            }
+                        )
+                        && forwarded_as_is(p.kind, f)
                 })
             });
         if !whole {
@@ -196,7 +219,7 @@ impl Session {
                 self.writes_in_flight = self.writes_in_flight.saturating_sub(1);
                 self.last_write_ack = Some(now);
             }
-            Kind::ReplicaRead { retry } => {
+            Kind::ReplicaRead { retry, .. } => {
                 self.replica_reads_in_flight = self.replica_reads_in_flight.saturating_sub(1);
                 self.retry_buf
                     .advance((retry as usize).min(self.retry_buf.len()));
@@ -232,7 +255,7 @@ impl Session {
         let failed = self
             .sources
             .iter()
-            .find(|s| s.slot == p.slot || s.retry_slot == p.slot)
+            .find(|s| s.slot == p.slot || s.retry_slot == p.slot || s.hedge_slot == p.slot)
             .map(|s| s.backend);
         let Some(backend) = router::retry_target(&view, failed).cloned() else {
             self.answer_front(p, crate::error::REPLICA_FAILED_NO_MASTER, now);
@@ -289,7 +312,7 @@ impl Session {
         let backend = self
             .sources
             .iter()
-            .find(|s| s.slot == p.slot || s.retry_slot == p.slot)?
+            .find(|s| s.slot == p.slot || s.retry_slot == p.slot || s.hedge_slot == p.slot)?
             .backend;
         cursor::tag_reply(frame, cursor::tag(backend))
     }
@@ -400,6 +423,9 @@ impl Session {
     pub(super) fn settle(&mut self, p: &Pending, len: usize, now: Instant) {
         if p.path == PATH_SHARED {
             self.on_shared_reply(len);
+        }
+        if let Kind::ReplicaRead { .. } = p.kind {
+            self.observe_replica_read(p, now);
         }
         self.complete(p, now);
         self.pending.pop_front();

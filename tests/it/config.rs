@@ -94,6 +94,7 @@ fn shipped_proxy_yaml_loads_with_no_environment() {
         "connections:",
         "connect_timeout_ms:",
         "command_timeout_ms:",
+        "hedge_after_ms:",
         "master_command_timeout_ms:",
         "reconnect_min_ms:",
         "reconnect_max_ms:",

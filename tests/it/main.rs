@@ -25,6 +25,7 @@ mod core;
 mod differential;
 mod hardening;
 mod harness;
+mod hedge;
 mod lag;
 mod protocol_props;
 mod reload;

@@ -1,5 +1,6 @@
 //! Checks of `backend`: its TLS files, static addresses or Sentinel (not both, not
-//! neither, no address twice), and the pool's sizes and timeouts.
+//! neither, no address twice), and the pool's sizes and timeouts (the hedge delay below
+//! the command timeout).
 
 use super::{Config, Problems};
 use std::collections::HashMap;
@@ -98,6 +99,17 @@ pub(super) fn check(p: &mut Problems, cfg: &Config) {
         b.command_timeout_ms,
         "every request would time out at once",
     );
+    if let crate::config::HedgeAfter::Ms(ms) = b.hedge_after_ms {
+        if ms > 0 && ms >= b.command_timeout_ms && b.command_timeout_ms > 0 {
+            p.add(
+                "backend.hedge_after_ms",
+                format!(
+                    "`backend.hedge_after_ms` ({ms} ms) is not below `backend.command_timeout_ms` ({} ms): a stalled replica's reads would be retried before they are hedged; make it smaller, 0 (no hedging) or auto",
+                    b.command_timeout_ms
+                ),
+            );
+        }
+    }
     p.positive(
         "backend.reconnect_min_ms",
         b.reconnect_min_ms,
