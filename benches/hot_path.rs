@@ -184,7 +184,7 @@ fn route(c: &mut Criterion) {
     g.bench_function("route_read_2_replicas", |b| {
         b.iter(|| redsplit::router::route_read(black_box(&level), &sess, policy, &view, w.now))
     });
-    g.bench_function("route_read_least_outstanding_no_prefer", |b| {
+    g.bench_function("route_read_balanced_turn_7", |b| {
         let sess = SessionReads {
             turn: 7,
             ..Default::default()

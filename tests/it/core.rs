@@ -7,7 +7,11 @@ use std::time::Duration;
 #[test]
 fn set_get_and_reads_go_to_replicas() {
     let set = ReplicaSet::start(2, false);
-    let proxy = ProxyUnderTest::start(&proxy_yaml(&set, ""));
+    // Round robin: this test is about reads spreading over both replicas.
+    let proxy = ProxyUnderTest::start(&proxy_yaml(
+        &set,
+        "routing: {replica_choice: round_robin}\n",
+    ));
     proxy.wait_in_pool(2);
     let mut c = proxy.conn();
     assert_eq!(text(&query(&mut c, &["SET", "k", "v"]).unwrap()), "OK");
