@@ -191,6 +191,7 @@ impl Session {
             PATH_DEDICATED => self.dedicated_in_flight = self.dedicated_in_flight.saturating_sub(1),
             _ => {}
         }
+        self.fence_done(p, now);
         match p.kind {
             Kind::Write | Kind::Durable(_) | Kind::Exec => {
                 self.writes_in_flight = self.writes_in_flight.saturating_sub(1);
@@ -255,6 +256,7 @@ impl Session {
                     read: true,
                     sent: p.sent,
                     scan: p.scan,
+                    fence: FENCE_NONE,
                 });
                 if let Err(e) = res {
                     self.handle.inbox.push_failed(slot, &e, 1);
@@ -306,6 +308,7 @@ impl Session {
             read: true,
             sent: now,
             scan: false,
+            fence: FENCE_NONE,
         });
     }
 
@@ -465,6 +468,7 @@ impl Session {
             read: false,
             sent: Instant::now(),
             scan: false,
+            fence: FENCE_NONE,
         });
     }
 

@@ -28,6 +28,7 @@ mod harness;
 mod lag;
 mod protocol_props;
 mod reload;
+mod ryw;
 mod sentinel;
 mod tls;
 mod transparency;
