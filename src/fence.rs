@@ -15,12 +15,13 @@
 //! fence**, one instant that every key-fenced read must also be past
 //! ([`KeyFence::begin_global`], [`KeyFence::end_global`]).
 //!
-//! Memory is bounded twice. [`KeyFence::sweep`] (run on every topology view the monitor
-//! publishes) drops the entries every healthy replica holds; and once more than the
-//! capacity (`routing.key_fence_capacity`) are kept, the next sweep drops every answered
-//! entry. In both cases the global fence is first raised to the newest dropped ack, so a
-//! replica that was not counted (unhealthy now, or added later) still cannot serve a
-//! dropped key before it holds that write: forgetting a key never allows a stale read.
+//! Memory is bounded twice. [`KeyFence::sweep`] (run by [`sweeper`] as the monitor
+//! publishes topology views) drops the entries every healthy replica holds; and once
+//! more than the capacity (`routing.key_fence_capacity`) are kept, the next sweep drops
+//! every answered entry. In both cases the global fence is raised to each dropped ack
+//! before its entry goes, so a replica that was not counted (unhealthy now, or added
+//! later) still cannot serve a dropped key before it holds that write: forgetting a key
+//! never allows a stale read.
 //!
 //! The map is a [`DashMap`] (sharded locks, no global lock); a write costs one entry
 //! update when it is sent and one when it is answered, and no allocation once its key
@@ -291,9 +292,9 @@ impl KeyFence {
     }
 
     /// Drop the answered entries every replica of `fresh` holds (each is a healthy
-    /// replica's `fresh_as_of`; none, or one unknown: nothing is held by all), raising
-    /// the global fence to the newest of them first; then, if more than the capacity
-    /// remain, drop every answered entry the same way.
+    /// replica's `fresh_as_of`; none, or one unknown: nothing is held by all), the
+    /// global fence rising to each one's ack before it goes (so it ends at the newest);
+    /// then, if more than the capacity remain, drop every answered entry the same way.
     pub fn sweep_held(&self, fresh: impl IntoIterator<Item = Option<Instant>>) {
         let mut held: Option<Instant> = None;
         let mut any = false;
@@ -317,28 +318,30 @@ impl KeyFence {
         }
     }
 
-    /// Drop every answered entry acked at or before `limit` (a tick), after raising the
-    /// global fence to the newest of them.
+    /// Drop every answered entry acked at or before `limit` (a tick), each after the
+    /// global fence was raised to its ack (one pass over the map, shard by shard).
     fn drop_answered(&self, limit: u64) {
-        let newest = self
-            .map
-            .iter()
-            .filter(|e| e.pending == 0 && e.ack <= limit)
-            .map(|e| e.ack)
-            .max();
-        let Some(newest) = newest else { return };
-        self.global.fetch_max(newest, Ordering::SeqCst);
+        let mut raised = 0u64;
         let mut removed = 0usize;
         self.map.retain(|_, e| {
-            let drop = e.pending == 0 && e.ack <= newest;
-            removed += usize::from(drop);
+            let drop = e.pending == 0 && e.ack <= limit;
+            if drop {
+                if e.ack > raised {
+                    // Before the entry goes: a reader that misses it sees the fence.
+                    self.global.fetch_max(e.ack, Ordering::SeqCst);
+                    raised = e.ack;
+                }
+                removed += 1;
+            }
             !drop
         });
-        let _ = self
-            .len
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                Some(n.saturating_sub(removed))
-            });
+        if removed > 0 {
+            let _ = self
+                .len
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    Some(n.saturating_sub(removed))
+                });
+        }
     }
 
     /// Wait until the capacity is exceeded (for the sweeper).
@@ -348,7 +351,9 @@ impl KeyFence {
 }
 
 /// The sweeper: on every topology view the monitor publishes (and whenever the capacity
-/// is exceeded), drop the entries all healthy replicas hold. Ends when `stop` changes.
+/// is exceeded), drop the entries all healthy replicas hold; at most once per
+/// `replication.poll_interval_ms` (replicas' freshness moves no faster), except when
+/// over the capacity. Ends when `stop` changes.
 pub async fn sweeper(
     proxy: std::sync::Arc<crate::proxy::Proxy>,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -361,6 +366,12 @@ pub async fn sweeper(
             _ = stop.changed() => return,
         }
         proxy.key_fence.sweep(&proxy.view.load());
+        let pause = proxy.settings.load().config.replication.poll_interval_ms;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(pause)) => {}
+            _ = proxy.key_fence.over_capacity() => proxy.key_fence.sweep(&proxy.view.load()),
+            _ = stop.changed() => return,
+        }
     }
 }
 

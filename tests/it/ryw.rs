@@ -212,3 +212,54 @@ fn past_the_capacity_the_global_fence_keeps_reads_fresh() {
         || state.key_fence.stats().entries <= 50,
     );
 }
+
+#[test]
+fn transactions_and_scripts_fence_what_they_write() {
+    let set = ReplicaSet::start(2, true);
+    let proxy = ProxyUnderTest::start(&ryw_yaml(&set, "key", ""));
+    proxy.wait_in_pool(2);
+    for r in &set.relays {
+        r.set_delay(Duration::from_millis(10));
+    }
+    let mut a = proxy.conn();
+    let mut b = proxy.conn();
+    let mut stale = 0;
+    for i in 0..300 {
+        let k = format!("tx:{}", i % 3);
+        let v = i.to_string();
+        match i % 3 {
+            // MULTI … EXEC: the queued write's key is fenced from EXEC on.
+            0 => {
+                let _: () = redis::pipe()
+                    .atomic()
+                    .cmd("SET")
+                    .arg(&k)
+                    .arg(&v)
+                    .ignore()
+                    .query(&mut a)
+                    .unwrap();
+            }
+            // A script with its key declared.
+            1 => {
+                query(
+                    &mut a,
+                    &["EVAL", "redis.call('SET', KEYS[1], ARGV[1])", "1", &k, &v],
+                )
+                .unwrap();
+            }
+            // A write under WATCH.
+            _ => {
+                query(&mut a, &["WATCH", &k]).unwrap();
+                query(&mut a, &["SET", &k, &v]).unwrap();
+                query(&mut a, &["UNWATCH"]).unwrap();
+            }
+        }
+        if text(&query(&mut b, &["GET", &k]).unwrap()) != v {
+            stale += 1;
+        }
+    }
+    assert_eq!(
+        stale, 0,
+        "B sees every write A's transactions and scripts made"
+    );
+}
