@@ -423,6 +423,23 @@ fn validate_without_source_names_the_setting() {
 }
 
 #[test]
+fn the_key_fence_needs_room_for_a_key() {
+    let mut cfg = Config::from_yaml_env(BACKEND, None, &no_env).unwrap();
+    cfg.routing.key_fence_capacity = 0;
+    let err = cfg.validate().unwrap_err();
+    assert!(
+        err.message.starts_with("`routing.key_fence_capacity` is 0"),
+        "{err}"
+    );
+    let text = format!("{BACKEND}routing:\n  default: {{consistency: replica, max_lag_ms: 800, read_your_writes: keys}}\n");
+    let err = Config::from_yaml_env(&text, None, &no_env).unwrap_err();
+    assert!(
+        err.to_string().contains("`connection`, `key`, `off`"),
+        "{err}"
+    );
+}
+
+#[test]
 fn rules_inherit_from_the_default() {
     let text = format!(
         "{BACKEND}routing:\n  default: {{consistency: replica, max_lag_ms: 800, read_your_writes: false}}\n  rules:\n    - {{name: a, keys: [\"a:*\"], max_lag_bytes: 4096}}\n    - {{name: b, keys: [\"b:*\"], consistency: master}}\n    - {{name: c, keys: [\"c:*\"]}}\n"
