@@ -1,5 +1,6 @@
 //! Criterion benchmarks of the per-request work the proxy does in memory: decoding
-//! requests, delimiting replies, classifying commands and routing them.
+//! requests, delimiting replies, classifying commands and routing them, and the key
+//! fence's cost per write and per read.
 //!
 //! `cargo bench --bench hot_path` measures; `cargo test --benches` runs each benchmark
 //! once as a smoke test. The README records the figures, so a regression shows.
@@ -244,5 +245,63 @@ fn route(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decode, reply, classify, route);
+/// The key fence of `read_your_writes: key`: what a write adds (its key fenced when sent,
+/// acknowledged when answered), and what a key-mode read adds (its key looked up).
+fn key_fence(c: &mut Criterion) {
+    use redsplit::fence::{key_hash, KeyFence};
+    let mut g = c.benchmark_group("key_fence");
+    let fence = KeyFence::new(1_000_000);
+    let keys: Vec<Vec<u8>> = (0..10_000)
+        .map(|i| format!("cart:{i:08}").into_bytes())
+        .collect();
+    let now = std::time::Instant::now();
+    // Every key already has an entry: a rewrite of a recently written key.
+    for k in &keys {
+        let h = key_hash(0, k);
+        fence.begin(h);
+        fence.end(h, now);
+    }
+    let mut i = 0usize;
+    g.bench_function("write_begin_and_ack", |b| {
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            let h = key_hash(0, black_box(&keys[i]));
+            fence.begin(h);
+            fence.end(h, now);
+        })
+    });
+    // A key not fenced yet: the entry is created. Every 100 000 writes the sweeper drops
+    // them all (its cost is counted here too), as it keeps a running proxy's map bounded.
+    let mut n = 0u64;
+    let later = now + std::time::Duration::from_secs(1);
+    g.bench_function("write_begin_and_ack_new_key", |b| {
+        b.iter(|| {
+            n += 1;
+            let h = key_hash(1, black_box(&n.to_be_bytes()));
+            fence.begin(h);
+            fence.end(h, now);
+            if n % 100_000 == 0 {
+                fence.sweep_held([Some(later)]);
+            }
+        })
+    });
+    fence.sweep_held([Some(later)]);
+    for k in &keys {
+        let h = key_hash(0, k);
+        fence.begin(h);
+        fence.end(h, now);
+    }
+    g.bench_function("read_lookup", |b| {
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            black_box(fence.read([key_hash(0, black_box(&keys[i]))]))
+        })
+    });
+    g.bench_function("read_lookup_unfenced_key", |b| {
+        b.iter(|| black_box(fence.read([key_hash(0, black_box(b"feed:1"))])))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, decode, reply, classify, route, key_fence);
 criterion_main!(benches);

@@ -41,8 +41,8 @@ pub use limits::LimitsConfig;
 pub use load::{check, process_env};
 pub use replication::ReplicationConfig;
 pub use routing::{
-    Consistency, Fallback, LevelConfig, OnMasterDown, ReplicaChoice, RoutingConfig, RuleConfig,
-    WaitConfig,
+    Consistency, Fallback, LevelConfig, OnMasterDown, ReadYourWrites, ReplicaChoice, RoutingConfig,
+    RuleConfig, WaitConfig, DEFAULT_KEY_FENCE_CAPACITY,
 };
 pub use secret::Secret;
 pub use size::{parse_size, ByteSize};

@@ -3,7 +3,8 @@
 //! path uses.
 
 use crate::commands::{self, Class};
-use crate::config::Consistency;
+use crate::config::{Consistency, ReadYourWrites};
+use crate::fence::{key_hash, Fenced, KeyFence};
 use crate::policy::Level;
 use crate::protocol::OwnedRequest;
 use crate::proxy::Settings;
@@ -120,14 +121,62 @@ fn level_value(level: &Level) -> Vec<(Value, Value)> {
         kv("consistency", Value::bulk(c)),
         kv("max_lag_ms", opt_int(level.budget.max_lag_ms)),
         kv("max_lag_bytes", opt_int(level.budget.max_lag_bytes)),
-        kv("read_your_writes", Value::Int(i64::from(level.ryw))),
+        kv("read_your_writes", Value::bulk(level.ryw.as_str())),
     ]
 }
 
-/// `PROXY EXPLAIN command args…` for a session whose read state is `sess`.
+/// The key fence as `PROXY EXPLAIN` sees it: the proxy's fence and the connection's
+/// database (the keys of the explained command are looked up in it).
+#[derive(Clone, Copy, Debug)]
+pub struct FenceInput<'a> {
+    /// The proxy's key fence.
+    pub fence: &'a KeyFence,
+    /// The connection's database.
+    pub db: u32,
+}
+
+/// `PROXY EXPLAIN`'s `key_fence` entry for a `read_your_writes: key` read: whether its
+/// keys are fenced, since when, and until when.
+fn fence_value(f: &Fenced, view: &View, now: Instant) -> Value {
+    let ago = f
+        .ack
+        .map(|t| Value::Int(now.saturating_duration_since(t).as_millis() as i64))
+        .unwrap_or(Value::Null);
+    let holders = f.ack.map_or(view.replicas.len(), |ack| {
+        view.replicas
+            .iter()
+            .filter(|r| r.fresh_as_of.is_some_and(|t| t > ack))
+            .count()
+    });
+    let until = if f.pending {
+        "a write of these keys (or of the whole keyspace) is in flight: reads go to the master until it is answered".to_string()
+    } else if f.ack.is_none() {
+        "not fenced: no recent write of these keys".to_string()
+    } else if holders == view.replicas.len() {
+        "held by every replica: not fenced any more".to_string()
+    } else {
+        format!(
+            "until a replica holds the write acknowledged then ({holders} of {} do)",
+            view.replicas.len()
+        )
+    };
+    Value::Map(vec![
+        kv("pending", Value::Int(i64::from(f.pending))),
+        kv(
+            "fenced",
+            Value::Int(i64::from(f.pending || holders < view.replicas.len())),
+        ),
+        kv("acked_ms_ago", ago),
+        kv("until", Value::bulk(until)),
+    ])
+}
+
+/// `PROXY EXPLAIN command args…` for a session whose read state is `sess` (the key
+/// fence of a `read_your_writes: key` read is looked up in `fence`).
 pub fn explain(
     args: &[&[u8]],
     sess: &SessionReads,
+    fence: FenceInput<'_>,
     view: &View,
     settings: &Settings,
     now: Instant,
@@ -201,6 +250,18 @@ pub fn explain(
         }
     }
     out.extend(level_value(&resolved.level));
+    let mut sess = *sess;
+    if resolved.level.ryw == ReadYourWrites::Key {
+        let mut f = Fenced::default();
+        commands::for_each_key(cmd, &req, |i| {
+            fence.fence.add_key(key_hash(fence.db, req.arg(i)), &mut f)
+        });
+        let f = fence.fence.with_global(f);
+        sess.key_write_ack = f.ack;
+        sess.key_write_pending = f.pending;
+        out.push(kv("key_fence", fence_value(&f, view, now)));
+    }
+    let sess = &sess;
     let d = router::route_read(&resolved.level, sess, policy, view, now);
     let target = match d.target {
         Target::Master => master_name(view),
@@ -225,6 +286,9 @@ pub fn explain(
                 Verdict::OverBudget => "over budget".into(),
                 Verdict::Dwelling => "within budget, waiting out the dwell time".into(),
                 Verdict::BehindOwnWrite => "has not reached this connection's last write".into(),
+                Verdict::BehindKeyWrite => {
+                    "has not reached the last acknowledged write of these keys".into()
+                }
             };
             Value::Map(vec![
                 kv("addr", Value::bulk(&r.backend.addr)),

@@ -18,6 +18,10 @@
 //! is one [`session::ClientState`], and SCAN-family cursors carry the node that issued
 //! them ([`cursor`]), so an iteration continues where it started.
 //!
+//! A read under `read_your_writes: key` also consults the [`fence`]: when each key
+//! recently written through the proxy, by any connection, was acknowledged, so that a
+//! replica serves it only once it holds that write.
+//!
 //! Off the hot path, [`replication`] polls every backend's replication offset and
 //! publishes a new `View` (each replica's staleness bound, offset gap, health and pool
 //! membership) with one atomic swap; [`sentinel`] keeps the set of backends in step with
@@ -44,6 +48,7 @@ pub mod commands;
 pub mod config;
 pub mod cursor;
 pub mod error;
+pub mod fence;
 pub mod introspect;
 pub mod latency;
 pub mod metrics;

@@ -4,7 +4,8 @@
 //! A key takes the level of the first rule that matches it (or the default); a command
 //! with several keys takes the strictest of its keys' levels ([`Level::is_stricter_than`]:
 //! `master` over `replica` over `any`, then the smaller time budget, then the smaller
-//! byte budget), with read-your-writes if any of its keys' levels asks for it. A rule's
+//! byte budget), with the strongest read-your-writes of its keys' levels (`key` over
+//! `connection` over `off`). A rule's
 //! unset fields come from the default ([`effective_level`]). This module is the one
 //! definition of both rules; `config` only parses and validates. Patterns use Redis's glob
 //! dialect (as `KEYS` does) and are classified when compiled, so the common shapes
@@ -13,7 +14,8 @@
 
 use crate::commands::Command;
 use crate::config::{
-    Config, Consistency, Fallback, LevelConfig, OnMasterDown, ReplicaChoice, RuleConfig,
+    Config, Consistency, Fallback, LevelConfig, OnMasterDown, ReadYourWrites, ReplicaChoice,
+    RuleConfig,
 };
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -60,8 +62,9 @@ pub struct Level {
     pub budget: Budget,
     /// Index of `budget` in [`Policy::budgets`] (the pools the monitor keeps).
     pub budget_idx: usize,
-    /// Whether read-your-writes applies.
-    pub ryw: bool,
+    /// Whose writes a read must see: none, the connection's own, or also every
+    /// connection's writes to its keys.
+    pub ryw: ReadYourWrites,
 }
 
 impl Level {
@@ -357,6 +360,11 @@ pub struct Policy {
     pub fallback: Fallback,
     /// What reads do while the master is down.
     pub on_master_down: OnMasterDown,
+    /// Whether any level (the default or a rule's) has `read_your_writes: key`: only
+    /// then do writes record their keys in the key fence.
+    pub key_fence: bool,
+    /// `routing.key_fence_capacity`.
+    pub key_fence_capacity: usize,
     /// Requests decided by the default level.
     pub default_hits: AtomicU64,
 }
@@ -386,7 +394,7 @@ impl Policy {
             }
         };
         let default = level_of(&r.default);
-        let rules = r
+        let rules: Vec<Rule> = r
             .rules
             .iter()
             .map(|rc: &RuleConfig| {
@@ -405,9 +413,13 @@ impl Policy {
                 }
             })
             .collect();
+        let key_fence = default.ryw == ReadYourWrites::Key
+            || rules.iter().any(|r| r.level.ryw == ReadYourWrites::Key);
         Policy {
             generation,
             default,
+            key_fence,
+            key_fence_capacity: r.key_fence_capacity,
             rules,
             budgets,
             choice: r.replica_choice,
@@ -419,8 +431,8 @@ impl Policy {
 
     /// Resolve the level for command `cmd` whose keys are given by `for_each_key`, which
     /// calls its argument once per key: the strictest of the keys' levels (see
-    /// [`Level::is_stricter_than`]; `rule` is the rule that gave it), with
-    /// read-your-writes if any key's level has it, and the largest `wait` of any key's
+    /// [`Level::is_stricter_than`]; `rule` is the rule that gave it), with the strongest
+    /// read-your-writes of the keys' levels, and the largest `wait` of any key's
     /// rule. A keyless command takes the first rule that names it and has no key
     /// patterns, or the default.
     pub fn resolve(
@@ -430,13 +442,13 @@ impl Policy {
     ) -> Resolved {
         let mut best: Option<(Level, Option<usize>)> = None;
         let mut wait: Option<Wait> = None;
-        let mut ryw = false;
+        let mut ryw = ReadYourWrites::Off;
         let mut any_key = false;
         let mut visit = |key: &[u8]| {
             any_key = true;
             let (level, rule, w) = self.level_for_key(cmd, key);
             wait = max_wait(wait, w);
-            ryw |= level.ryw;
+            ryw = ryw.max(level.ryw);
             match &best {
                 Some((b, _)) if !level.is_stricter_than(b) => {}
                 _ => best = Some((level, rule)),
@@ -615,6 +627,11 @@ routing:
     }
 
     fn level(consistency: Consistency, ms: Option<u64>, bytes: Option<u64>, ryw: bool) -> Level {
+        let ryw = if ryw {
+            ReadYourWrites::Connection
+        } else {
+            ReadYourWrites::Off
+        };
         Level {
             consistency,
             budget: Budget {
@@ -630,7 +647,7 @@ routing:
     fn strictest(a: Level, b: Level) -> Level {
         let winner = if b.is_stricter_than(&a) { b } else { a };
         Level {
-            ryw: a.ryw || b.ryw,
+            ryw: a.ryw.max(b.ryw),
             ..winner
         }
     }
@@ -692,7 +709,10 @@ routing:
             replica(Some(50), None, true)
         );
         // A master level's read-your-writes is moot but kept.
-        assert!(strictest(master, replica(Some(1), None, true)).ryw);
+        assert_eq!(
+            strictest(master, replica(Some(1), None, true)).ryw,
+            ReadYourWrites::Connection
+        );
     }
 
     #[test]
@@ -709,8 +729,31 @@ routing:
         let r = resolve(&p, "mget", &["x", "cart:1"]);
         assert_eq!(r.rule, None, "the default's budget is stricter");
         assert_eq!(r.level.budget.max_lag_ms, Some(1000));
-        assert!(r.level.ryw);
-        assert!(!resolve(&p, "get", &["x"]).level.ryw);
+        assert_eq!(r.level.ryw, ReadYourWrites::Connection);
+        assert_eq!(resolve(&p, "get", &["x"]).level.ryw, ReadYourWrites::Off);
+        assert!(!p.key_fence);
+    }
+
+    #[test]
+    fn the_strongest_read_your_writes_wins_key_over_connection_over_off() {
+        let p = policy(
+            r#"
+backend: {master: "127.0.0.1:1"}
+routing:
+  default: {consistency: replica, max_lag_ms: 1000, read_your_writes: off}
+  rules:
+    - {name: cart, keys: ["cart:*"], read_your_writes: key}
+    - {name: sess, keys: ["sess:*"], read_your_writes: true}
+    - {name: feed, keys: ["feed:*"], read_your_writes: false}
+"#,
+        );
+        assert!(p.key_fence);
+        let ryw = |keys: &[&str]| resolve(&p, "mget", keys).level.ryw;
+        assert_eq!(ryw(&["x"]), ReadYourWrites::Off);
+        assert_eq!(ryw(&["feed:1"]), ReadYourWrites::Off);
+        assert_eq!(ryw(&["sess:1", "x"]), ReadYourWrites::Connection);
+        assert_eq!(ryw(&["x", "sess:1", "cart:1"]), ReadYourWrites::Key);
+        assert_eq!(ryw(&["cart:1", "feed:1"]), ReadYourWrites::Key);
     }
 
     fn rule(yaml: &str) -> RuleConfig {
@@ -723,7 +766,7 @@ routing:
             consistency: Consistency::Replica,
             max_lag_ms: Some(800),
             max_lag_bytes: Some(1024),
-            read_your_writes: false,
+            read_your_writes: ReadYourWrites::Off,
         };
         let l = effective_level(&rule("{name: c, keys: [c]}"), &default);
         assert_eq!(l, default);
@@ -736,7 +779,7 @@ routing:
             &default,
         );
         assert_eq!(l.consistency, Consistency::Master);
-        assert!(l.read_your_writes);
+        assert_eq!(l.read_your_writes, ReadYourWrites::Connection);
         assert_eq!(l.max_lag_ms, Some(800));
     }
 }

@@ -1,5 +1,5 @@
 //! The state every task shares: settings derived from `proxy.yaml`, the topology view,
-//! the replication monitor, metrics and the registry of client sessions.
+//! the replication monitor, metrics, the key fence and the registry of client sessions.
 //!
 //! Everything the hot path reads is behind an `ArcSwap`: a reload or a new view is one
 //! pointer swap, and in-flight requests keep the snapshot they started with.
@@ -7,6 +7,7 @@
 use crate::auth::{DenyList, Users};
 use crate::backend::Inbox;
 use crate::config::Config;
+use crate::fence::KeyFence;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::protocol::Limits;
@@ -162,6 +163,9 @@ pub struct Proxy {
     /// Wakes topology discovery at once (a write was refused with `READONLY`: the node
     /// the proxy writes to is no longer the master).
     pub recheck: tokio::sync::Notify,
+    /// When each recently written key's write was acknowledged
+    /// (`read_your_writes: key`).
+    pub key_fence: KeyFence,
 }
 
 impl Proxy {
@@ -170,8 +174,15 @@ impl Proxy {
         config: Config,
         config_path: Option<std::path::PathBuf>,
     ) -> Result<Arc<Proxy>, String> {
+        let settings = Settings::new(config, 1)?;
+        let key_fence = KeyFence::new(settings.policy.key_fence_capacity);
+        key_fence.configure(
+            settings.policy.key_fence,
+            settings.policy.key_fence_capacity,
+            Instant::now(),
+        );
         Ok(Arc::new(Proxy {
-            settings: ArcSwap::from_pointee(Settings::new(config, 1)?),
+            settings: ArcSwap::from_pointee(settings),
             view: ArcSwap::from_pointee(View::empty()),
             view_version: tokio::sync::watch::channel(0).0,
             monitor: Monitor::new(),
@@ -183,6 +194,7 @@ impl Proxy {
             started: Instant::now(),
             config_path,
             recheck: tokio::sync::Notify::new(),
+            key_fence,
         }))
     }
 

@@ -98,7 +98,14 @@ pub fn apply(proxy: &Arc<Proxy>, mut new: Config, why: &str, force: bool) -> Out
     };
     let is_static = settings.config.backend.sentinel.is_none();
     let fingerprint = settings.fingerprint.clone();
+    let (key_fence, capacity) = (
+        settings.policy.key_fence,
+        settings.policy.key_fence_capacity,
+    );
     proxy.settings.store(Arc::new(settings));
+    proxy
+        .key_fence
+        .configure(key_fence, capacity, std::time::Instant::now());
     if is_static {
         let current = proxy.monitor.backends();
         let next = Backends::from_static(&proxy.settings.load().config, &current);

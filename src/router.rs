@@ -12,7 +12,9 @@
 //! ([`replicas_holding`]), and whether a write waits out a planned failover
 //! ([`write_hold`], [`write_rejection`]).
 
-use crate::config::{Consistency, Fallback, HedgeAfter, OnMasterDown, ReplicaChoice};
+use crate::config::{
+    Consistency, Fallback, HedgeAfter, OnMasterDown, ReadYourWrites, ReplicaChoice,
+};
 use crate::error::ProxyError;
 use crate::policy::{Level, Policy};
 use crate::topology::{Backend, Health, ReplicaView, View};
@@ -43,7 +45,8 @@ pub enum Reason {
     AnyReplica,
     /// A read served by a replica while the master is down.
     MasterDown,
-    /// Read-your-writes: the client's own write is not yet on any replica.
+    /// Read-your-writes: the client's own write (or, in `key` mode, an acknowledged
+    /// write of one of the read's keys) is not yet on any replica.
     OwnWrite,
     /// No replica within the budget.
     OverBudget,
@@ -103,6 +106,12 @@ pub struct SessionReads {
     pub writes_in_flight: bool,
     /// When the session's last write was acknowledged (seen answered by the proxy).
     pub last_write_ack: Option<Instant>,
+    /// `read_your_writes: key`: the latest acknowledged write, by any connection, of one
+    /// of the read's keys, or the global fence if later ([`crate::fence`]).
+    pub key_write_ack: Option<Instant>,
+    /// `read_your_writes: key`: a write of one of the read's keys (or a keyspace-wide
+    /// write) is sent and not yet answered.
+    pub key_write_pending: bool,
     /// A replica to prefer if it qualifies (keeps one client's pipeline together).
     pub prefer: Option<usize>,
     /// A counter for round robin.
@@ -122,6 +131,9 @@ pub enum Verdict {
     Dwelling,
     /// It has not reached the client's last write yet.
     BehindOwnWrite,
+    /// It has not reached the last acknowledged write of the read's keys (any
+    /// connection's, `read_your_writes: key`).
+    BehindKeyWrite,
 }
 
 /// The verdict for replica `r` for a read at `level`.
@@ -145,13 +157,13 @@ pub fn verdict(
     if pool_known && level.budget_idx < 64 && r.in_pool & (1u64 << level.budget_idx) == 0 {
         return Verdict::Dwelling;
     }
-    if level.ryw {
-        if let Some(ack) = sess.last_write_ack {
-            // The replica must have reached a master offset sampled after the ack.
-            if r.fresh_as_of.is_none_or(|t| t <= ack) {
-                return Verdict::BehindOwnWrite;
-            }
-        }
+    // The replica must have reached a master offset sampled after the ack.
+    let behind = |ack: Option<Instant>| ack.is_some_and(|a| r.fresh_as_of.is_none_or(|t| t <= a));
+    if level.ryw >= ReadYourWrites::Connection && behind(sess.last_write_ack) {
+        return Verdict::BehindOwnWrite;
+    }
+    if level.ryw == ReadYourWrites::Key && behind(sess.key_write_ack) {
+        return Verdict::BehindKeyWrite;
     }
     Verdict::Eligible
 }
@@ -212,7 +224,9 @@ pub fn route_read(
             }
         };
     }
-    if level.ryw && sess.writes_in_flight && level.consistency == Consistency::Replica {
+    let own_in_flight = level.ryw >= ReadYourWrites::Connection && sess.writes_in_flight;
+    let key_in_flight = level.ryw == ReadYourWrites::Key && sess.key_write_pending;
+    if (own_in_flight || key_in_flight) && level.consistency == Consistency::Replica {
         return fallback(policy, master_known, Reason::OwnWrite);
     }
     let pool_known = view.policy_gen == policy.generation;
@@ -224,7 +238,7 @@ pub fn route_read(
         match verdict(level, sess, r, pool_known, now) {
             Verdict::Eligible => {}
             Verdict::Unhealthy(_) => continue,
-            Verdict::BehindOwnWrite => {
+            Verdict::BehindOwnWrite | Verdict::BehindKeyWrite => {
                 any_healthy = true;
                 behind_own = true;
                 continue;
@@ -661,6 +675,82 @@ mod tests {
         assert_eq!(
             route_read(&level(&p, "scan:1"), &s, &p, &v, now).reason,
             Reason::AnyReplica
+        );
+    }
+
+    #[test]
+    fn read_your_writes_per_key() {
+        let c = cfg("routing:\n  rules:\n    - {name: cart, keys: ['cart:*'], read_your_writes: key}\n    - {name: off, keys: ['off:*'], read_your_writes: off}\n");
+        let p = Policy::compile(&c, 1);
+        let now = Instant::now();
+        // Replica 0 is fresh as of 300 ms ago, replica 1 as of 100 ms ago.
+        let v = view(&c, now, [300, 100]);
+        let key = level(&p, "cart:1");
+        let conn = level(&p, "k");
+        assert_eq!(key.ryw, ReadYourWrites::Key);
+        assert_eq!(conn.ryw, ReadYourWrites::Connection);
+        // Another connection's write of the key, acknowledged 200 ms ago: only replica 1
+        // holds it.
+        let mut s = SessionReads {
+            key_write_ack: Some(now - Duration::from_millis(200)),
+            ..Default::default()
+        };
+        assert_eq!(
+            verdict(&key, &s, &v.replicas[0], true, now),
+            Verdict::BehindKeyWrite
+        );
+        assert_eq!(
+            verdict(&key, &s, &v.replicas[1], true, now),
+            Verdict::Eligible
+        );
+        for turn in 0..4 {
+            s.turn = turn;
+            assert_eq!(
+                route_read(&key, &s, &p, &v, now),
+                Decision {
+                    target: Target::Replica(1),
+                    reason: Reason::Fresh
+                }
+            );
+        }
+        // Acknowledged 50 ms ago: no replica holds it yet.
+        s.key_write_ack = Some(now - Duration::from_millis(50));
+        assert_eq!(
+            route_read(&key, &s, &p, &v, now),
+            Decision {
+                target: Target::Master,
+                reason: Reason::OwnWrite
+            }
+        );
+        // `connection` and `off` ignore other connections' writes.
+        assert_eq!(route_read(&conn, &s, &p, &v, now).reason, Reason::Fresh);
+        assert_eq!(
+            route_read(&level(&p, "off:1"), &s, &p, &v, now).reason,
+            Reason::Fresh
+        );
+        // A write of the key in flight: the master, for `key` only.
+        s.key_write_ack = None;
+        s.key_write_pending = true;
+        assert_eq!(route_read(&key, &s, &p, &v, now).reason, Reason::OwnWrite);
+        assert_eq!(route_read(&conn, &s, &p, &v, now).reason, Reason::Fresh);
+        // `key` includes the connection's own guarantee.
+        let s = SessionReads {
+            last_write_ack: Some(now - Duration::from_millis(50)),
+            ..Default::default()
+        };
+        assert_eq!(
+            verdict(&key, &s, &v.replicas[1], true, now),
+            Verdict::BehindOwnWrite
+        );
+        assert_eq!(route_read(&key, &s, &p, &v, now).reason, Reason::OwnWrite);
+        let s = SessionReads {
+            writes_in_flight: true,
+            ..Default::default()
+        };
+        assert_eq!(route_read(&key, &s, &p, &v, now).reason, Reason::OwnWrite);
+        assert_eq!(
+            route_read(&level(&p, "off:1"), &s, &p, &v, now).reason,
+            Reason::Fresh
         );
     }
 

@@ -68,6 +68,10 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         })));
     }
     tasks.push(tokio::spawn(janitor(proxy.clone(), stop_rx.clone())));
+    tasks.push(tokio::spawn(crate::fence::sweeper(
+        proxy.clone(),
+        stop_rx.clone(),
+    )));
     let admin_addr = crate::admin::start(proxy.clone(), stop_rx.clone()).await?;
     // SIGHUP is taken over here, before the first client is accepted: its default action
     // ends the process, and the reload task may not have run yet when one arrives.

@@ -367,6 +367,25 @@ impl Collector for ProxyCollector {
                 (vec![("result", Esc("timeout"))], load(&m.durable_timeout)),
             ],
         )?;
+        let fence = p.key_fence.stats();
+        gauge(
+            enc,
+            Family::new(
+                "key_fence_entries",
+                "Keys the key fence of `read_your_writes: key` remembers now.",
+                MetricType::Gauge,
+            ),
+            gauge_u64(fence.entries as u64),
+        )?;
+        counters(
+            enc,
+            "key_fence_global_raises",
+            "Times the key fence's keyspace-wide fence was raised, by cause (keyspace_write: a write whose keys are unknown, such as FLUSHDB or a script without keys; capacity: more keys than routing.key_fence_capacity).",
+            [
+                (vec![("cause", Esc("keyspace_write"))], fence.keyspace_raises),
+                (vec![("cause", Esc("capacity"))], fence.capacity_raises),
+            ],
+        )?;
         let generation = settings.policy.generation.to_string();
         Family::new(
             "config",
@@ -628,6 +647,11 @@ mod tests {
         );
         assert!(
             text.contains("redsplit_config_info{generation=\"1\",fingerprint=\""),
+            "{text}"
+        );
+        assert!(text.contains("redsplit_key_fence_entries 0\n"), "{text}");
+        assert!(
+            text.contains("redsplit_key_fence_global_raises_total{cause=\"capacity\"} 0\n"),
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));

@@ -131,8 +131,8 @@ pub struct DefaultStatus {
     pub consistency: &'static str,
     /// The budget (for `replica`).
     pub budget: Option<BudgetStatus>,
-    /// Whether read-your-writes applies.
-    pub read_your_writes: bool,
+    /// Read-your-writes: `connection`, `key` or `off`.
+    pub read_your_writes: &'static str,
     /// Reads no rule matched.
     pub hits: u64,
 }
@@ -150,8 +150,8 @@ pub struct RuleStatus {
     pub consistency: &'static str,
     /// The budget (for `replica`).
     pub budget: Option<BudgetStatus>,
-    /// Whether read-your-writes applies.
-    pub read_your_writes: bool,
+    /// Read-your-writes: `connection`, `key` or `off`.
+    pub read_your_writes: &'static str,
     /// Durable writes.
     pub wait: Option<WaitStatus>,
     /// Reads whose level it decided.
@@ -271,7 +271,7 @@ pub fn snapshot(proxy: &Proxy) -> Status {
             commands: r.commands.clone(),
             consistency: consistency_str(r.level.consistency),
             budget: level_budget(&r.level),
-            read_your_writes: r.level.ryw,
+            read_your_writes: r.level.ryw.as_str(),
             wait: r.wait.map(|w| WaitStatus {
                 replicas: w.replicas,
                 timeout_ms: w.timeout_ms,
@@ -282,7 +282,7 @@ pub fn snapshot(proxy: &Proxy) -> Status {
     let default = DefaultStatus {
         consistency: consistency_str(policy.default.consistency),
         budget: level_budget(&policy.default),
-        read_your_writes: policy.default.ryw,
+        read_your_writes: policy.default.ryw.as_str(),
         hits: policy.default_hits.load(Ordering::Relaxed),
     };
 

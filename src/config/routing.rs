@@ -5,6 +5,9 @@
 use super::size::optional_size;
 use serde::{Deserialize, Serialize};
 
+/// `routing.key_fence_capacity` when unset.
+pub const DEFAULT_KEY_FENCE_CAPACITY: usize = 100_000;
+
 /// How reads pick a backend.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -19,6 +22,10 @@ pub struct RoutingConfig {
     pub on_master_down: OnMasterDown,
     /// Rules checked in order; the first that matches a key decides for it.
     pub rules: Vec<RuleConfig>,
+    /// Most keys the key fence of `read_your_writes: key` remembers; past it the proxy
+    /// forgets them all and raises its one keyspace-wide fence instead (no stale read,
+    /// fewer replica reads until the replicas catch up).
+    pub key_fence_capacity: usize,
 }
 
 impl Default for RoutingConfig {
@@ -29,6 +36,7 @@ impl Default for RoutingConfig {
             fallback: Fallback::Master,
             on_master_down: OnMasterDown::ServeReplicas,
             rules: Vec::new(),
+            key_fence_capacity: DEFAULT_KEY_FENCE_CAPACITY,
         }
     }
 }
@@ -49,8 +57,10 @@ pub struct LevelConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub max_lag_bytes: Option<u64>,
-    /// After a client's write, its reads wait for replicas to catch up to it.
-    pub read_your_writes: bool,
+    /// Whose writes a read must see: `connection` (this connection's own writes), `key`
+    /// (any connection's acknowledged writes to the read's keys, and this connection's
+    /// own) or `off`. `true` and `false` are accepted for `connection` and `off`.
+    pub read_your_writes: ReadYourWrites,
 }
 
 impl Default for LevelConfig {
@@ -59,7 +69,7 @@ impl Default for LevelConfig {
             consistency: Consistency::Replica,
             max_lag_ms: Some(1000),
             max_lag_bytes: None,
-            read_your_writes: true,
+            read_your_writes: ReadYourWrites::Connection,
         }
     }
 }
@@ -94,7 +104,7 @@ pub struct RuleConfig {
     pub max_lag_bytes: Option<u64>,
     /// Read-your-writes for reads this rule matches (inherits when unset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub read_your_writes: Option<bool>,
+    pub read_your_writes: Option<ReadYourWrites>,
     /// Durable writes: hold a write's reply until this many replicas hold it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait: Option<WaitConfig>,
@@ -120,6 +130,57 @@ pub enum Consistency {
     Replica,
     /// Reads go to any healthy replica, however far behind.
     Any,
+}
+
+/// Whose writes a read is guaranteed to see (`read_your_writes`). Ordered by strength:
+/// for a command whose keys fall under several levels, the strongest applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadYourWrites {
+    /// No guarantee beyond the staleness budget.
+    Off,
+    /// After this connection's write is acknowledged, its reads go to a replica only
+    /// once that replica holds the write.
+    Connection,
+    /// `connection`, and also: after any connection's write to a key is acknowledged,
+    /// reads of that key (from every connection) go to a replica only once that
+    /// replica holds the write.
+    Key,
+}
+
+impl ReadYourWrites {
+    /// The name used in YAML, status and `PROXY EXPLAIN`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReadYourWrites::Off => "off",
+            ReadYourWrites::Connection => "connection",
+            ReadYourWrites::Key => "key",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ReadYourWrites {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        /// `connection | key | off`, or the booleans of earlier files.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Given {
+            Flag(bool),
+            Name(String),
+        }
+        match Given::deserialize(d)? {
+            Given::Flag(true) => Ok(ReadYourWrites::Connection),
+            Given::Flag(false) => Ok(ReadYourWrites::Off),
+            Given::Name(n) => match n.as_str() {
+                "connection" => Ok(ReadYourWrites::Connection),
+                "key" => Ok(ReadYourWrites::Key),
+                "off" => Ok(ReadYourWrites::Off),
+                other => Err(serde::de::Error::custom(format!(
+                    "unknown read_your_writes `{other}`, expected one of `connection`, `key`, `off` (or true = connection, false = off)"
+                ))),
+            },
+        }
+    }
 }
 
 /// How to pick among qualifying replicas.
@@ -173,5 +234,52 @@ impl RoutingConfig {
     /// The rule with this name.
     pub fn rule(&self, name: &str) -> Option<&RuleConfig> {
         self.rules.iter().find(|r| r.name == name)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn ryw(text: &str) -> Result<ReadYourWrites, String> {
+        serde_yaml::from_str::<LevelConfig>(&format!("{{read_your_writes: {text}}}"))
+            .map(|l| l.read_your_writes)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn read_your_writes_takes_a_mode_or_the_old_booleans() {
+        assert_eq!(ryw("connection"), Ok(ReadYourWrites::Connection));
+        assert_eq!(ryw("key"), Ok(ReadYourWrites::Key));
+        assert_eq!(ryw("off"), Ok(ReadYourWrites::Off));
+        assert_eq!(ryw("true"), Ok(ReadYourWrites::Connection));
+        assert_eq!(ryw("false"), Ok(ReadYourWrites::Off));
+        let e = ryw("keys").unwrap_err();
+        assert!(
+            e.contains("expected one of `connection`, `key`, `off`"),
+            "{e}"
+        );
+        assert!(ryw("3").is_err());
+        // Written out as the mode's name.
+        let out = serde_yaml::to_string(&LevelConfig {
+            read_your_writes: ReadYourWrites::Key,
+            ..LevelConfig::default()
+        })
+        .unwrap();
+        assert!(out.contains("read_your_writes: key"), "{out}");
+        assert_eq!(
+            serde_yaml::from_str::<LevelConfig>(&out).unwrap(),
+            LevelConfig {
+                read_your_writes: ReadYourWrites::Key,
+                ..LevelConfig::default()
+            }
+        );
+    }
+
+    #[test]
+    fn the_strongest_mode_orders_last() {
+        assert!(ReadYourWrites::Key > ReadYourWrites::Connection);
+        assert!(ReadYourWrites::Connection > ReadYourWrites::Off);
     }
 }

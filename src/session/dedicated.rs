@@ -46,6 +46,7 @@ impl Session {
             read: false,
             sent: Instant::now(),
             scan: false,
+            fence: FENCE_NONE,
         });
         if let Err(e) = res {
             self.handle.inbox.push_failed(slot, &e, 1);
@@ -73,6 +74,7 @@ impl Session {
             read: false,
             sent: now,
             scan: false,
+            fence: FENCE_NONE,
         });
         if let Err(e) = res {
             self.handle.inbox.push_failed(slot, &e, 1);
@@ -123,14 +125,24 @@ impl Session {
             return Stop::More;
         }
         let mut kind = Kind::Forward;
+        let key_fence = settings.policy.key_fence;
+        // Whether the request may change keys (anything not a read, transaction or
+        // connection command; unknown commands included).
+        let writes = cmd.is_none_or(|c| matches!(c.class, Class::Write | Class::Admin));
+        let mut fenced = false;
         match (self.mode, name) {
             (Mode::Multi, "exec") => {
                 kind = Kind::Exec;
                 self.set_mode(Mode::Normal);
+                if key_fence {
+                    self.fence_exec();
+                    fenced = true;
+                }
             }
             (Mode::Multi, "discard") => {
                 self.set_mode(Mode::Normal);
                 self.multi_select = None;
+                self.fence_tx_clear();
             }
             (Mode::Multi, "select") => {
                 self.client.multi += 1;
@@ -138,9 +150,18 @@ impl Session {
                     self.multi_select = Some(db);
                 }
             }
-            (Mode::Multi, _) => self.client.multi += 1,
+            (Mode::Multi, _) => {
+                self.client.multi += 1;
+                if key_fence && writes {
+                    let db = self.multi_select.unwrap_or(self.client.db);
+                    self.fence_queue(cmd, req, db);
+                }
+            }
             (Mode::Watch, "unwatch") => self.set_mode(Mode::Normal),
-            (Mode::Watch, "multi") => self.set_mode(Mode::Multi),
+            (Mode::Watch, "multi") => {
+                self.set_mode(Mode::Multi);
+                self.fence_tx_clear();
+            }
             (Mode::Watch, "exec") => {
                 self.push_local_error("ERR EXEC without MULTI");
                 return Stop::More;
@@ -166,8 +187,18 @@ impl Session {
             if let Some(d) = &self.dedicated {
                 d.conn.blocking.store(true, Ordering::Relaxed);
             }
+        } else if self.mode == Mode::Watch && writes && kind == Kind::Forward {
+            // A write under WATCH, outside MULTI: a write like any other.
+            kind = Kind::Write;
+        }
+        if self.mode == Mode::Watch && writes && key_fence {
+            self.fence_write(cmd, req, self.client.db);
+            fenced = true;
         }
         self.send_dedicated(req, kind, now);
+        if fenced {
+            self.fence_unsent(now);
+        }
         Stop::More
     }
 
@@ -187,7 +218,12 @@ impl Session {
         None
     }
 
-    pub(super) fn blocking(&mut self, req: &Request, b: &mut Batch<'_>) -> Stop {
+    pub(super) fn blocking(
+        &mut self,
+        req: &Request,
+        cmd: &'static Command,
+        b: &mut Batch<'_>,
+    ) -> Stop {
         if let Some(stop) = self.enter_dedicated(b) {
             return stop;
         }
@@ -196,7 +232,16 @@ impl Session {
         }
         self.blocking_in_flight = true;
         self.set_flags(b'b');
-        self.send_dedicated(req, Kind::Blocking, Instant::now());
+        // A blocking pop or move writes its keys when it returns.
+        let fenced = cmd.class != Class::Read && b.settings.policy.key_fence;
+        if fenced {
+            self.fence_write(Some(cmd), req, self.client.db);
+        }
+        let now = Instant::now();
+        self.send_dedicated(req, Kind::Blocking, now);
+        if fenced {
+            self.fence_unsent(now);
+        }
         Stop::More
     }
 
@@ -218,6 +263,7 @@ impl Session {
                     Mode::Watch
                 });
                 self.multi_select = None;
+                self.fence_tx_clear();
                 self.send_dedicated(req, Kind::Forward, Instant::now());
             }
             "exec" => self.push_local_error("ERR EXEC without MULTI"),
@@ -260,7 +306,7 @@ impl Session {
                 self.push_local_bytes(&out);
                 Stop::More
             }
-            _ => self.send_to_master(req, at, b, Kind::Forward),
+            _ => self.send_to_master(req, None, at, b, Kind::Forward),
         }
     }
 
@@ -297,6 +343,7 @@ impl Session {
             read: false,
             sent: Instant::now(),
             scan: false,
+            fence: FENCE_NONE,
         });
         self.send_dedicated(req, Kind::Tunnel, Instant::now());
         Stop::More

@@ -1,6 +1,8 @@
 //! Requests: parse what the client sent and route each one (gates, reads, writes).
 
 use super::*;
+use crate::config::ReadYourWrites;
+use crate::fence::Fenced;
 
 impl Session {
     // ---------------------------------------------------------------- requests
@@ -145,7 +147,7 @@ impl Session {
             if matches!(self.mode, Mode::Multi | Mode::Watch) {
                 return self.dispatch_dedicated_mode(req, None, b);
             }
-            return self.send_to_master(req, at, b, Kind::Write);
+            return self.send_to_master(req, None, at, b, Kind::Write);
         };
         self.stats().request(class_index(Some(cmd.class)));
         if settings.deny.denies(cmd) {
@@ -207,7 +209,7 @@ impl Session {
                     self.flush_pending_run(b);
                     return self.wait_command(req, settings, view, now);
                 }
-                self.blocking(req, b)
+                self.blocking(req, cmd, b)
             }
             Class::Read if commands::master_only(cmd) => {
                 self.stats().route(0, Reason::Rule);
@@ -235,7 +237,7 @@ impl Session {
                     Some(w) => Kind::Durable(w),
                     None => Kind::Write,
                 };
-                self.send_to_master(req, at, b, kind)
+                self.send_to_master(req, Some(cmd), at, b, kind)
             }
         }
     }
@@ -318,9 +320,16 @@ impl Session {
         let policy = &settings.policy;
         let resolved = policy.resolve(cmd, |f| commands::for_each_key(cmd, req, |i| f(req.arg(i))));
         self.count_hit(resolved.rule);
+        let key = if resolved.level.ryw == ReadYourWrites::Key {
+            self.read_fence(cmd, req)
+        } else {
+            Fenced::default()
+        };
         let sess = SessionReads {
             writes_in_flight: self.writes_in_flight > 0,
             last_write_ack: self.last_write_ack,
+            key_write_ack: key.ack,
+            key_write_pending: key.pending,
             prefer: self.prefer,
             turn: self.turn,
         };
@@ -388,9 +397,13 @@ impl Session {
         Stop::More
     }
 
+    /// Send `req` to the master's shared connection. A write (`kind` `Write` or
+    /// `Durable`; `cmd` is its table entry, `None` for an unknown command) fences its
+    /// keys first when a rule has `read_your_writes: key`.
     pub(super) fn send_to_master(
         &mut self,
         req: &Request,
+        cmd: Option<&'static Command>,
         at: Option<usize>,
         b: &mut Batch<'_>,
         kind: Kind,
@@ -428,6 +441,10 @@ impl Session {
         }
         self.stats().route(0, Reason::Write);
         let backend = m.backend.clone();
+        let fenced = matches!(kind, Kind::Write | Kind::Durable(_)) && b.settings.policy.key_fence;
+        if fenced {
+            self.fence_write(cmd, req, self.client.db);
+        }
         if let Kind::Durable(_) = kind {
             self.flush_pending_run(b);
             self.send_shared(&backend, req, at, b, kind, false);
@@ -436,6 +453,9 @@ impl Session {
             self.proxy.monitor.poll_now();
         } else {
             self.send_shared(&backend, req, at, b, kind, false);
+        }
+        if fenced {
+            self.fence_unsent(now);
         }
         Stop::More
     }
@@ -459,7 +479,7 @@ pub(super) fn reject_message(
             )
         }
         Reason::NoMaster => "ERR redsplit: the master is down and no replica can serve this read".into(),
-        Reason::OwnWrite => "ERR redsplit: no replica has this client's last write yet (fallback: error)".into(),
+        Reason::OwnWrite => "ERR redsplit: no replica has this client's last write (or the last write of these keys) yet (fallback: error)".into(),
         Reason::OverBudget => format!(
             "ERR redsplit: no replica is within the staleness budget ({}) for this read (fallback: error)",
             budget_text(level)

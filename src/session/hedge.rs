@@ -190,6 +190,7 @@ impl Session {
                     read: true,
                     sent: p.sent,
                     scan: false,
+                    fence: p.fence,
                 };
             }
             return true;

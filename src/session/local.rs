@@ -104,10 +104,16 @@ impl Session {
                 let sess = SessionReads {
                     writes_in_flight: self.writes_in_flight > 0,
                     last_write_ack: self.last_write_ack,
+                    key_write_ack: None,
+                    key_write_pending: false,
                     prefer: None,
                     turn: self.turn,
                 };
-                introspect::explain(&args, &sess, view, settings, now)
+                let fence = introspect::FenceInput {
+                    fence: &self.proxy.key_fence,
+                    db: self.client.db,
+                };
+                introspect::explain(&args, &sess, fence, view, settings, now)
             }
             ProxySub::Config => {
                 if let Err(e) = own::proxy_config_allowed(&self.client, settings.users.required()) {
@@ -180,7 +186,7 @@ impl Session {
             _ => {
                 // PAUSE, UNPAUSE and anything newer: the master decides.
                 let mut none = Batch::outside(settings, view, Instant::now());
-                return self.send_to_master(req, None, &mut none, Kind::Forward);
+                return self.send_to_master(req, None, None, &mut none, Kind::Forward);
             }
         }
         Stop::More

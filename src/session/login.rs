@@ -152,6 +152,7 @@ impl Session {
             read: false,
             sent: Instant::now(),
             scan: false,
+            fence: FENCE_NONE,
         });
         let sink = self.sink.clone();
         let timeout = settings.command_timeout();

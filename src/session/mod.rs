@@ -66,6 +66,7 @@ mod connection;
 mod dedicated;
 mod dispatch;
 mod durable;
+mod fencing;
 mod hedge;
 mod local;
 mod login;
@@ -74,6 +75,7 @@ mod own;
 mod replies;
 mod state;
 
+use fencing::FENCE_NONE;
 pub use state::{ClientState, ReplyMode};
 
 /// The slot number of replies the session makes itself.
@@ -169,6 +171,9 @@ struct Pending {
     /// A SCAN-family reply: its cursor is tagged with the node that answered
     /// ([`crate::cursor`]).
     scan: bool,
+    /// What the write fenced in the key fence (`fencing::FENCE_*`, or how many hashes
+    /// it pushed on `Session::fence_keys`).
+    fence: u16,
 }
 
 const PATH_LOCAL: u8 = 0;
@@ -331,6 +336,16 @@ pub struct Session {
     tracking: Tracking,
     /// Set while a SCAN-family request is being sent: its pending entry is marked.
     scan_next: bool,
+    /// Set while a fenced write is being sent: the fence tag its pending entry takes.
+    next_fence: u16,
+    /// Key hashes fenced by this session's writes in flight, oldest first.
+    fence_keys: VecDeque<u64>,
+    /// This session's keyspace-wide writes in flight (each holds the global fence).
+    fence_globals: u32,
+    /// Key hashes of the writes queued in the open transaction, fenced at `EXEC`.
+    tx_fence: Vec<u64>,
+    /// The open transaction queued a write that fences the whole keyspace.
+    tx_fence_global: bool,
     /// Set while the tunnel is being left: requests wait until it is.
     tunnel_exit: Option<TunnelExit>,
     /// Set while the master checks a login: requests wait until it answered.
@@ -433,6 +448,11 @@ impl Session {
             closing: false,
             tracking: Tracking::default(),
             scan_next: false,
+            next_fence: FENCE_NONE,
+            fence_keys: VecDeque::new(),
+            fence_globals: 0,
+            tx_fence: Vec::new(),
+            tx_fence_global: false,
             tunnel_exit: None,
             login: None,
             stats: None,
@@ -514,6 +534,7 @@ impl Session {
     }
 
     fn shutdown(&mut self) {
+        self.fence_release_all();
         self.handle.inbox.close();
         self.client.dedicated = None;
         self.publish();
@@ -623,5 +644,13 @@ impl Session {
         {
             self.close_dedicated("the master changed");
         }
+    }
+}
+
+impl Drop for Session {
+    /// Writes still in flight end their key fences (see [`Session::close`], which does
+    /// the same when the session ends normally).
+    fn drop(&mut self) {
+        self.fence_release_all();
     }
 }

@@ -52,6 +52,7 @@ impl Session {
             read,
             sent: now,
             scan: false,
+            fence: FENCE_NONE,
         });
         if let Kind::ReplicaRead { .. } = kind {
             self.retry_buf.extend_from_slice(req.buf);
@@ -110,6 +111,7 @@ impl Session {
                     read: false,
                     sent: now,
                     scan: false,
+                    fence: FENCE_NONE,
                 });
                 if let Err(e) = res {
                     self.handle.inbox.push_failed(slot, &e, 1);
@@ -245,6 +247,7 @@ impl Session {
             read: false,
             sent: now,
             scan: false,
+            fence: FENCE_NONE,
         });
         let args: Vec<Vec<u8>> = (0..req.argc()).map(|i| req.arg(i).to_vec()).collect();
         let sink = self.sink.clone();
@@ -310,6 +313,9 @@ impl Session {
     pub(super) fn push_pending(&mut self, mut p: Pending) {
         if std::mem::take(&mut self.scan_next) && p.slot != LOCAL {
             p.scan = true;
+        }
+        if p.slot != LOCAL {
+            p.fence = std::mem::take(&mut self.next_fence);
         }
         if p.slot != LOCAL {
             if let Some(r) = self.slot_refs.get_mut(p.slot as usize) {

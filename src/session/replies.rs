@@ -214,6 +214,7 @@ impl Session {
             PATH_DEDICATED => self.dedicated_in_flight = self.dedicated_in_flight.saturating_sub(1),
             _ => {}
         }
+        self.fence_done(p, now);
         match p.kind {
             Kind::Write | Kind::Durable(_) | Kind::Exec => {
                 self.writes_in_flight = self.writes_in_flight.saturating_sub(1);
@@ -278,6 +279,7 @@ impl Session {
                     read: true,
                     sent: p.sent,
                     scan: p.scan,
+                    fence: FENCE_NONE,
                 });
                 if let Err(e) = res {
                     self.handle.inbox.push_failed(slot, &e, 1);
@@ -329,6 +331,7 @@ impl Session {
             read: true,
             sent: now,
             scan: false,
+            fence: FENCE_NONE,
         });
     }
 
@@ -491,6 +494,7 @@ impl Session {
             read: false,
             sent: Instant::now(),
             scan: false,
+            fence: FENCE_NONE,
         });
     }
 

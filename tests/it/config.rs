@@ -3,7 +3,9 @@
 //! Each file in `tests/config/invalid/` starts with `# expect: LINE:COL: fragment`; the
 //! error must read `FILE:LINE:COL: …fragment…`.
 
-use redsplit::config::{self, Config, ConfigError, Consistency, LevelConfig, Secret};
+use redsplit::config::{
+    self, Config, ConfigError, Consistency, LevelConfig, ReadYourWrites, Secret,
+};
 use redsplit::policy::{effective_level, Policy};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -62,7 +64,11 @@ fn shipped_proxy_yaml_loads_with_no_environment() {
     let inventory = r.rule("inventory").unwrap();
     assert_eq!(inventory.consistency, Some(Consistency::Master));
     assert_eq!(inventory.wait.map(|w| w.replicas), Some(1));
-    assert!(effective_level(r.rule("sessions").unwrap(), &r.default).read_your_writes);
+    assert_eq!(
+        effective_level(r.rule("sessions").unwrap(), &r.default).read_your_writes,
+        ReadYourWrites::Key
+    );
+    assert_eq!(r.key_fence_capacity, 100_000);
     assert_eq!(r.rule("feeds").unwrap().max_lag_ms, Some(5000));
     assert!(r.rule("leaderboards").is_some());
     let analytics = r.rule("analytics").unwrap();
@@ -106,6 +112,7 @@ fn shipped_proxy_yaml_loads_with_no_environment() {
         "max_lag_ms:",
         "max_lag_bytes:",
         "read_your_writes:",
+        "key_fence_capacity:",
         "replica_choice:",
         "fallback:",
         "on_master_down:",
@@ -418,6 +425,23 @@ fn validate_without_source_names_the_setting() {
 }
 
 #[test]
+fn the_key_fence_needs_room_for_a_key() {
+    let mut cfg = Config::from_yaml_env(BACKEND, None, &no_env).unwrap();
+    cfg.routing.key_fence_capacity = 0;
+    let err = cfg.validate().unwrap_err();
+    assert!(
+        err.message.starts_with("`routing.key_fence_capacity` is 0"),
+        "{err}"
+    );
+    let text = format!("{BACKEND}routing:\n  default: {{consistency: replica, max_lag_ms: 800, read_your_writes: keys}}\n");
+    let err = Config::from_yaml_env(&text, None, &no_env).unwrap_err();
+    assert!(
+        err.to_string().contains("`connection`, `key`, `off`"),
+        "{err}"
+    );
+}
+
+#[test]
 fn rules_inherit_from_the_default() {
     let text = format!(
         "{BACKEND}routing:\n  default: {{consistency: replica, max_lag_ms: 800, read_your_writes: false}}\n  rules:\n    - {{name: a, keys: [\"a:*\"], max_lag_bytes: 4096}}\n    - {{name: b, keys: [\"b:*\"], consistency: master}}\n    - {{name: c, keys: [\"c:*\"]}}\n"
@@ -435,7 +459,7 @@ fn rules_inherit_from_the_default() {
             consistency: Consistency::Replica,
             max_lag_ms: None,
             max_lag_bytes: Some(4096),
-            read_your_writes: false
+            read_your_writes: ReadYourWrites::Off
         }
     );
     assert_eq!(levels[2].max_lag_ms, Some(800));

@@ -29,6 +29,7 @@ mod hedge;
 mod lag;
 mod protocol_props;
 mod reload;
+mod ryw;
 mod sentinel;
 mod tls;
 mod transparency;

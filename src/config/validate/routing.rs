@@ -1,7 +1,7 @@
 //! Checks of `routing`: each level's staleness budget (there is one, and the poll
 //! interval can show a replica to be within it), rule names (given, unique), what a rule
 //! matches (keys or commands; valid globs, known command names), and durable writes (a
-//! replica count that can be met, a positive timeout).
+//! replica count that can be met, a positive timeout), and the key fence's capacity.
 
 use super::{Config, Problems};
 use std::collections::HashMap;
@@ -19,6 +19,11 @@ pub(super) fn check(p: &mut Problems, cfg: &Config) {
             "routing.default.max_lag_bytes",
             "`routing.default.max_lag_bytes`",
         ),
+    );
+    p.positive(
+        "routing.key_fence_capacity",
+        routing.key_fence_capacity as u64,
+        "the key fence of `read_your_writes: key` could remember no key and would send every such read to the master after any write",
     );
     let mut names: HashMap<&str, usize> = HashMap::new();
     for (i, rule) in routing.rules.iter().enumerate() {
