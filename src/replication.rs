@@ -2,19 +2,21 @@
 //! [`View`] the router reads.
 //!
 //! Each backend has its own poller task and connection (`INFO replication persistence`),
-//! so a stopped replica never delays the master's samples. The master is polled every
-//! `poll_interval_ms`, and its offset is kept as a short history of `(time sent, offset)`
-//! samples. A replica that has processed offset `R` holds every write made before the
+//! so a stopped replica never delays the master's samples. The master is polled four
+//! times every `poll_interval_ms`, and its offset is kept as a short history of `(time
+//! sent, offset)` samples. A replica that has processed offset `R` holds every write made before the
 //! latest sample time `t` whose offset is `<= R`, so its staleness is at most `now - t`:
 //! an upper bound that stays honest under bursts and needs no assumption about the write
 //! rate. The offset compared is the replica's own (the master's view of a replica's
 //! offset only moves on its once-a-second ACK), and only within one replication history
 //! (replid).
 //!
-//! Replicas are polled in rounds: right after each master sample (and once more at
-//! once when a reading is a few bytes short of it), so the sample a caught-up replica is
-//! compared with is never older than one poll period plus a round trip, which is the
-//! bound's resolution. A replica whose poll goes unanswered for one poll period is
+//! Replicas are polled in rounds, once a period, right after a master sample (and once
+//! more at once when a reading is a few bytes short of it), so the sample a caught-up
+//! replica is compared with is never older than one poll period plus a round trip; for a
+//! lagging replica, the sample its offset falls just after is at most a quarter period
+//! older than the write it lacks. That is the bound's resolution: about one period over
+//! the real staleness. A replica whose poll goes unanswered for one poll period is
 //! [`Health::Stalled`] until it answers: out of every pool long before `poll_timeout_ms`.
 //!
 //! Pool membership is kept per distinct budget of the policy: a replica leaves as soon
@@ -116,8 +118,13 @@ pub struct Monitor {
     busy: Mutex<Busy>,
 }
 
-/// Most samples kept (at 50 ms that is ten minutes).
-const MAX_SAMPLES: usize = 12_000;
+/// Master samples per poll period: replicas are polled once a period, and the master
+/// this many times, so that the sample a lagging replica's offset falls just after is
+/// at most a quarter period old.
+const SAMPLES_PER_ROUND: u32 = 4;
+
+/// Most samples kept (at 12.5 ms, a quarter of 50 ms, that is ten minutes).
+const MAX_SAMPLES: usize = 48_000;
 
 impl Monitor {
     /// A monitor with no backends.
@@ -538,6 +545,8 @@ async fn poller(proxy: Weak<Proxy>, backend: Arc<Backend>) {
     let mut failures = 0u32;
     let is_master = backend.role == Role::Master;
     let mut again = false;
+    // When replicas were last asked to poll (master only).
+    let mut last_round: Option<Instant> = None;
     loop {
         let Some(p) = proxy.upgrade() else { return };
         // Listen for the next master sample from before this poll, so that one recorded
@@ -636,8 +645,12 @@ async fn poller(proxy: Weak<Proxy>, backend: Arc<Backend>) {
             p.monitor.observe(&backend, Instant::now(), None);
         }
         p.monitor.publish(&p);
-        if is_master {
-            // A master sample is in: replicas read their offsets right after it.
+        if is_master
+            && last_round.is_none_or(|t| t.elapsed() + interval / SAMPLES_PER_ROUND >= interval)
+        {
+            // A round is due and a master sample is in: replicas read their offsets
+            // right after it.
+            last_round = Some(Instant::now());
             p.monitor.round.notify_waiters();
         }
         if short && !again {
@@ -651,6 +664,8 @@ async fn poller(proxy: Weak<Proxy>, backend: Arc<Backend>) {
         // While failing, back off a little (but keep polling: recovery must be seen).
         let wait = if failures > 1 {
             interval.max(Duration::from_millis(100 * u64::from(failures.min(10))))
+        } else if is_master {
+            interval / SAMPLES_PER_ROUND
         } else {
             interval
         };

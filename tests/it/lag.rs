@@ -505,3 +505,88 @@ fn a_stalled_replica_leaves_the_pools_within_a_poll_period() {
         set.replicas[0].calls("get") > before
     });
 }
+
+/// A replica that lags (its replication stream delayed 20 ms) under a steady write load:
+/// its bound exceeds its real staleness (how long ago the oldest write it lacks was
+/// acknowledged) by about one poll period at most, because the master is sampled four
+/// times a period, so the sample its offset falls just after is recent. With one master
+/// sample a period, the excess reached two periods.
+#[test]
+fn a_lagging_replicas_bound_exceeds_its_real_staleness_by_about_one_poll_period() {
+    // A period long against scheduling delays on a loaded machine.
+    const POLL_MS: u64 = 200;
+    let set = ReplicaSet::start(2, true);
+    for r in &set.relays {
+        r.set_delay(Duration::from_millis(20));
+    }
+    let proxy = ProxyUnderTest::start(&proxy_yaml(
+        &set,
+        &format!(
+            "replication: {{poll_interval_ms: {POLL_MS}, dwell_ms: {DWELL_MS}}}\nrouting:\n  default: {{consistency: replica, max_lag_ms: 5000}}\n"
+        ),
+    ));
+    proxy.wait_in_pool(2);
+    let stop = Arc::new(AtomicBool::new(false));
+    let acks: Acks = Arc::new(Mutex::new(Vec::new()));
+    // seq = 1, 2, 3, … straight to the master, every ~2 ms, each ack time kept.
+    let writer = {
+        let (stop, acks, addr) = (stop.clone(), acks.clone(), set.master.addr());
+        std::thread::spawn(move || {
+            let mut c = connect(addr);
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                query(&mut c, &["SET", "seq", &n.to_string()]).unwrap();
+                acks.lock().unwrap().push((n, Instant::now()));
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    let state = proxy.state().clone();
+    let mut replicas: Vec<redis::Connection> = set.replicas.iter().map(|r| r.conn()).collect();
+    let mut excess: Vec<i64> = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(8) {
+        let now = Instant::now();
+        let bounds: Vec<Option<u64>> = state
+            .view
+            .load()
+            .replicas
+            .iter()
+            .map(|r| r.staleness_ms(now))
+            .collect();
+        for (bound, c) in bounds.into_iter().zip(&mut replicas) {
+            let have: usize = match query(c, &["GET", "seq"]).unwrap() {
+                Value::Nil => 0,
+                v => text(&v).parse().unwrap(),
+            };
+            // The first write the replica lacks is seq have + 1, at index `have`.
+            let missing = acks.lock().unwrap().get(have).map(|(_, at)| *at);
+            let real = missing
+                .filter(|at| *at < now)
+                .map_or(0, |at| now.duration_since(at).as_millis() as i64);
+            if let Some(b) = bound {
+                excess.push(b as i64 - real);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    excess.sort_unstable();
+    let at = |q: f64| excess[((excess.len() - 1) as f64 * q) as usize];
+    let (p50, p99, max) = (at(0.5), at(0.99), excess[excess.len() - 1]);
+    eprintln!(
+        "excess of the bound over real staleness, {} samples: p50 {p50} ms, p99 {p99} ms, max {max} ms (poll {POLL_MS} ms)",
+        excess.len()
+    );
+    assert!(excess.len() > 500, "too few samples: {}", excess.len());
+    assert!(
+        excess[0] >= 0,
+        "the bound was under the real staleness: {excess:?}"
+    );
+    assert!(
+        p99 <= (POLL_MS * 3 / 2) as i64,
+        "99th percentile excess {p99} ms"
+    );
+}
