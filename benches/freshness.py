@@ -18,9 +18,10 @@ build), and runs the sections asked for:
   that pool (the proxy's "replica left the read pool" log lines) and the replica share of
   that rule's reads.
 - `stall`: four readers GET through the proxy; after STALL_WARMUP s one replica is
-  SIGSTOPped for STALL_SECS, then resumed. Run once per HEDGE value (`backend.hedge_after_ms`
-  written into proxy.yaml; `-` leaves it unset). Prints read latency p50/p99/max during
-  the stall, reads slower than `command_timeout_ms`, and errors.
+  SIGSTOPped for STALL_SECS, then resumed, with BURNERS busy loops running. Run once per
+  HEDGE value (`backend.hedge_after_ms` written into proxy.yaml; `-` leaves it unset,
+  i.e. `auto`). Prints read latency p50/p99/max before and during the stall, reads that
+  took `command_timeout_ms` or longer, and errors.
 
 Usage (from the repository root):
     benches/freshness.py                        # all sections, calm for 10 min
@@ -196,10 +197,7 @@ def section_calm(world, args):
     nodes = [world.master.port] + [r.port for r in world.replicas]
     before = {c: [calls(p, c) for p in nodes] for c, _ in CALM_COMMANDS}
     log_start = os.path.getsize(proxy.log_path)
-    burners = [
-        subprocess.Popen([sys.executable, "-c", "while True: pass"], preexec_fn=load._die_with_parent)
-        for _ in range(args.burners)
-    ]
+    burners = burn(args.burners)
     stop = threading.Event()
 
     def reader(command):
@@ -216,9 +214,7 @@ def section_calm(world, args):
     stop.set()
     for t in threads:
         t.join()
-    for b in burners:
-        b.kill()
-        b.wait()
+    unburn(burners)
     after = {c: [calls(p, c) for p in nodes] for c, _ in CALM_COMMANDS}
     with open(proxy.log_path, "rb") as f:
         f.seek(log_start)
@@ -247,7 +243,29 @@ def section_calm(world, args):
 # ------------------------------------------------------------------------------ stall
 
 
+def burn(n):
+    """`n` busy-looping processes, loading the CPUs."""
+    return [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"], preexec_fn=load._die_with_parent)
+        for _ in range(n)
+    ]
+
+
+def unburn(burners):
+    for b in burners:
+        b.kill()
+        b.wait()
+
+
 def section_stall(world, args):
+    burners = burn(args.burners)
+    try:
+        stall_runs(world, args)
+    finally:
+        unburn(burners)
+
+
+def stall_runs(world, args):
     for hedge in args.hedge.split(","):
         extra = "" if hedge == "-" else f"  hedge_after_ms: {hedge}\n"
         extra += f"  command_timeout_ms: {args.command_timeout_ms}\n"
@@ -288,7 +306,8 @@ def section_stall(world, args):
         errors = sum(1 for (t0, _, ok) in lat if t_stop <= t0 < t_cont and not ok)
         slow = sum(1 for x in during if x >= args.command_timeout_ms)
         print(f"\n## stall: replica SIGSTOPped {args.stall_secs} s, hedge_after_ms "
-              f"{'unset' if hedge == '-' else hedge}, command_timeout_ms {args.command_timeout_ms}\n")
+              f"{'unset (auto)' if hedge == '-' else hedge}, command_timeout_ms "
+              f"{args.command_timeout_ms}, {args.burners} CPU burners\n")
         print("| window | reads | p50 | p99 | max | errors | >= command timeout |\n|---|---|---|---|---|---|---|")
         print(f"| before | {len(calm)} | {fmt(pct(calm, .5))} | {fmt(pct(calm, .99))} | "
               f"{fmt(max(calm) if calm else None)} | | |")

@@ -370,6 +370,21 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// Take over the hit counts of `old` (the policy this one replaces): each rule's by
+    /// its name, and the default's, so that the counters only ever grow across reloads
+    /// (Prometheus `rate()` reads a drop as a restart). A new rule starts at 0.
+    pub fn carry_hits(&self, old: &Policy) {
+        let take = |to: &AtomicU64, from: &AtomicU64| {
+            to.fetch_add(from.load(Ordering::Relaxed), Ordering::Relaxed);
+        };
+        take(&self.default_hits, &old.default_hits);
+        for r in &self.rules {
+            if let Some(o) = old.rules.iter().find(|o| o.name == r.name) {
+                take(&r.hits, &o.hits);
+            }
+        }
+    }
+
     /// Compile the routing section of a validated configuration.
     pub fn compile(cfg: &Config, generation: u64) -> Policy {
         let r = &cfg.routing;

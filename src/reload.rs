@@ -96,6 +96,7 @@ pub fn apply(proxy: &Arc<Proxy>, mut new: Config, why: &str, force: bool) -> Out
             return Outcome::Rejected(e);
         }
     };
+    settings.policy.carry_hits(&old.policy);
     let is_static = settings.config.backend.sentinel.is_none();
     let fingerprint = settings.fingerprint.clone();
     let (key_fence, capacity) = (

@@ -644,15 +644,19 @@ fn admin_endpoint_can_be_disabled() {
 // The status page in a real browser
 // ---------------------------------------------------------------------------------------
 
-const CHROMIUM: &str = "/usr/bin/chromium";
+/// Chromium's binary, found on PATH (`chromium`, or `chromium-browser` as some
+/// distributions name it).
+fn chromium_binary() -> std::path::PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .flat_map(|d| ["chromium", "chromium-browser"].map(|n| d.join(n)))
+        .find(|p| p.is_file())
+        .expect("no chromium on PATH: the status page test needs a headless browser; run `apt-get install chromium` (scripts/test.sh installs it)")
+}
 
 /// Run headless Chromium with `args` (after the common flags); returns its stdout.
 fn chromium(profile: &Path, args: &[&str]) -> String {
-    assert!(
-        Path::new(CHROMIUM).exists(),
-        "{CHROMIUM} is missing: the status page test needs a headless browser; run `apt-get install chromium` (CI installs it)"
-    );
-    let mut child = Command::new(CHROMIUM)
+    let mut child = Command::new(chromium_binary())
         .args([
             "--headless",
             "--no-sandbox",

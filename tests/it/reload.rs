@@ -280,3 +280,44 @@ fn sighup_reloads_the_binary() {
     let status = proxy.wait_exit(Duration::from_secs(10));
     assert!(status.success(), "exit status {status}: {}", proxy.output());
 }
+
+/// Rule hit counters only grow across reloads (an unchanged file included), so that a
+/// Prometheus `rate()` over `redsplit_rule_hits_total` sees no reset.
+#[test]
+fn rule_hits_carry_over_a_reload() {
+    let set = ReplicaSet::start(1, false);
+    let proxy = ProxyUnderTest::start(&config_text(&set, "replica"));
+    let state = proxy.state().clone();
+    let mut c = proxy.conn();
+    for i in 0..10 {
+        query(&mut c, &["GET", &format!("flip:{i}")]).unwrap();
+        query(&mut c, &["GET", &format!("other:{i}")]).unwrap();
+    }
+    let hits = || {
+        let s = state.settings.load();
+        (
+            s.policy.rules[0].hits.load(Ordering::Relaxed),
+            s.policy.default_hits.load(Ordering::Relaxed),
+        )
+    };
+    // Sessions add their counts after each batch.
+    wait_until("the hits are counted", SYNC_TIMEOUT, || hits() == (10, 10));
+    for level in ["replica", "master"] {
+        let new = redsplit::config::Config::from_yaml(&config_text(&set, level)).unwrap();
+        let out = redsplit::reload::apply(&state, new, "test", false);
+        // The same file again is `Unchanged`; the edited one is applied.
+        let want_applied = level == "master";
+        assert_eq!(
+            matches!(out, redsplit::reload::Outcome::Applied { .. }),
+            want_applied,
+            "{out:?}"
+        );
+        assert_eq!(hits(), (10, 10), "after reloading with {level}");
+    }
+    query(&mut c, &["GET", "flip:x"]).unwrap();
+    wait_until(
+        "the next hit adds to the carried count",
+        SYNC_TIMEOUT,
+        || hits() == (11, 10),
+    );
+}
