@@ -108,7 +108,7 @@ impl Default for Sketch {
 
 impl Sketch {
     /// Add a session's tally. The percentile is recomputed every 64 samples or so, and
-    /// every [`DECAY_EVERY`] samples all counts are halved.
+    /// every `DECAY_EVERY` samples all counts are halved.
     pub fn add(&self, local: &LocalSketch) {
         if local.is_empty() {
             return;
@@ -147,7 +147,7 @@ impl Sketch {
     }
 
     /// The `q` quantile (0 < q ≤ 1) of the samples held, as its bucket's upper bound
-    /// (µs); `None` below [`MIN_SAMPLES`] samples.
+    /// (µs); `None` below `MIN_SAMPLES` samples.
     pub fn quantile(&self, q: f64) -> Option<u64> {
         let counts: Vec<u64> = self
             .counts

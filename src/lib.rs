@@ -11,9 +11,9 @@
 //! from the current [`topology::View`] (weighing, by default, each replica's requests in
 //! flight and its smoothed reply latency from [`latency`]). The session hands runs of
 //! requests to pipelined [`backend`] connections shared by all clients, and puts
-//! replies back in request order; a replica read unanswered after the hedge delay is also sent to the master,
-//! and the first reply wins; transactions, blocking commands and pub/sub get a
-//! dedicated connection. A
+//! replies back in request order; a replica read unanswered after the hedge delay is
+//! also sent to the master, and the first reply wins; transactions, blocking commands
+//! and pub/sub get a dedicated connection. A
 //! client's Redis-visible state (name, database, protocol, user, flags, subscriptions)
 //! is one [`session::ClientState`], and SCAN-family cursors carry the node that issued
 //! them ([`cursor`]), so an iteration continues where it started.
@@ -22,8 +22,9 @@
 //! recently written through the proxy, by any connection, was acknowledged, so that a
 //! replica serves it only once it holds that write.
 //!
-//! Off the hot path, [`replication`] polls every backend's replication offset and
-//! publishes a new `View` (each replica's staleness bound, offset gap, health and pool
+//! Off the hot path, [`replication`] samples the master's replication offset four times
+//! a poll period and polls each replica right after one of those samples, and publishes
+//! a new `View` (each replica's staleness bound, offset gap, health and pool
 //! membership) with one atomic swap; [`sentinel`] keeps the set of backends in step with
 //! Sentinel through failovers; [`reload`] validates an edited `proxy.yaml` ([`config`])
 //! and swaps the settings in ([`proxy::Settings`]); [`admin`] serves `/metrics`
