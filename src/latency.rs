@@ -149,19 +149,15 @@ impl Sketch {
     /// The `q` quantile (0 < q ≤ 1) of the samples held, as its bucket's upper bound
     /// (µs); `None` below `MIN_SAMPLES` samples.
     pub fn quantile(&self, q: f64) -> Option<u64> {
-        let counts: Vec<u64> = self
-            .counts
-            .iter()
-            .map(|c| u64::from(c.load(Ordering::Relaxed)))
-            .collect();
-        let total: u64 = counts.iter().sum();
+        let count = |c: &AtomicU32| u64::from(c.load(Ordering::Relaxed));
+        let total: u64 = self.counts.iter().map(count).sum();
         if total < MIN_SAMPLES {
             return None;
         }
         let want = ((total as f64) * q).ceil() as u64;
         let mut acc = 0;
-        for (i, c) in counts.iter().enumerate() {
-            acc += c;
+        for (i, c) in self.counts.iter().enumerate() {
+            acc += count(c);
             if acc >= want.max(1) {
                 return Some(bucket_bound(i).min(u64::MAX / 2));
             }

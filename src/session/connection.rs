@@ -187,8 +187,9 @@ impl Session {
         }
         if self.pending.is_empty() {
             self.pending = VecDeque::new();
+            // The hedge timer is kept (allocating and registering one per batch costs more
+            // than the rare early wake-up of a stale one).
             self.hedge_at = None;
-            self.hedge_sleep = None;
             self.local.trim();
             self.handle.inbox.state.lock().trim();
         }

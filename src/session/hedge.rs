@@ -293,11 +293,15 @@ impl Session {
     }
 
     /// Point the hedge timer at `hedge_at` (the serve loop polls it only while set).
+    ///
+    /// A timer still set for an earlier instant is left alone (resetting one takes the
+    /// runtime's timer lock, which a per-batch reset would take per request): it fires
+    /// early, finds nothing due, and is reset then.
     pub(super) fn arm_hedge_timer(&mut self) {
         let Some(at) = self.hedge_at else { return };
         let at = tokio::time::Instant::from_std(at);
         match self.hedge_sleep.as_mut() {
-            Some(s) if s.deadline() == at => {}
+            Some(s) if s.deadline() == at || (s.deadline() < at && !s.is_elapsed()) => {}
             Some(s) => s.as_mut().reset(at),
             None => self.hedge_sleep = Some(Box::pin(tokio::time::sleep_until(at))),
         }

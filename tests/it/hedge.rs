@@ -1,7 +1,8 @@
 //! Hedged replica reads against a replica frozen with SIGSTOP: its socket stays open
 //! and it answers nothing, so only the hedge (or, without it, the command timeout)
-//! gets its reads answered. The monitor's poll timeout is long, so the frozen replica
-//! stays in the read pool and keeps being chosen.
+//! gets its reads answered. The monitor polls only every 2 s (with a long poll timeout),
+//! so the frozen replica is not marked stalled during a test and keeps being chosen:
+//! only hedging and the replica choice keep reads off it.
 
 use crate::common::*;
 use redis::Value;
@@ -15,7 +16,7 @@ fn hedge_yaml(set: &ReplicaSet, backend: &str, choice: &str) -> String {
     proxy_yaml(
         set,
         &format!(
-            "{backend}replication: {{poll_timeout_ms: 60000}}\nrouting:\n  replica_choice: {choice}\n  default: {{consistency: replica, max_lag_ms: 60000, read_your_writes: false}}\n  rules:\n    - {{name: on_master, keys: ['m:*'], consistency: master}}\n"
+            "{backend}replication: {{poll_interval_ms: 2000, poll_timeout_ms: 60000}}\nrouting:\n  replica_choice: {choice}\n  default: {{consistency: replica, max_lag_ms: 60000, read_your_writes: false}}\n  rules:\n    - {{name: on_master, keys: ['m:*'], consistency: master}}\n"
         ),
     )
 }
@@ -85,9 +86,11 @@ fn hedges_sent(m: &redsplit::metrics::Metrics) -> u64 {
 #[test]
 fn a_stalled_replicas_reads_are_hedged_on_the_master_in_request_order() {
     let set = replica_set();
+    // A command timeout past the test's length: only the hedges answer the frozen
+    // replica's reads, its connection is not given up on meanwhile.
     let proxy = ProxyUnderTest::start(&hedge_yaml(
         &set,
-        "  hedge_after_ms: 20\n  command_timeout_ms: 3000\n",
+        "  hedge_after_ms: 20\n  command_timeout_ms: 20000\n",
         "round_robin",
     ));
     proxy.wait_in_pool(2);

@@ -21,6 +21,17 @@ fn lag_yaml(set: &ReplicaSet, rules: &str) -> String {
     )
 }
 
+/// A replica-read default with budget `budget_ms`, polled every `poll_ms`, with `extra`
+/// (`key: value, `) inside `replication:`.
+fn monitor_yaml(set: &ReplicaSet, poll_ms: u64, extra: &str, budget_ms: u64) -> String {
+    proxy_yaml(
+        set,
+        &format!(
+            "replication: {{{extra}poll_interval_ms: {poll_ms}, dwell_ms: {DWELL_MS}}}\nrouting:\n  default: {{consistency: replica, max_lag_ms: {budget_ms}}}\n"
+        ),
+    )
+}
+
 /// The writer's log: for each value n, when the write of n was acknowledged.
 type Acks = Arc<Mutex<Vec<(u64, Instant)>>>;
 
@@ -409,12 +420,7 @@ fn a_caught_up_replicas_bound_stays_within_one_poll_period() {
     // A period long against scheduling delays on a loaded machine.
     const POLL_MS: u64 = 200;
     let set = ReplicaSet::start(2, false);
-    let proxy = ProxyUnderTest::start(&proxy_yaml(
-        &set,
-        &format!(
-            "replication: {{poll_interval_ms: {POLL_MS}, dwell_ms: {DWELL_MS}}}\nrouting:\n  default: {{consistency: replica, max_lag_ms: 5000}}\n"
-        ),
-    ));
+    let proxy = ProxyUnderTest::start(&monitor_yaml(&set, POLL_MS, "", 5000));
     proxy.wait_in_pool(2);
     let stop = Arc::new(AtomicBool::new(false));
     // About 500 writes a second, straight to the master: its offset moves between polls.
@@ -467,11 +473,11 @@ fn a_caught_up_replicas_bound_stays_within_one_poll_period() {
 #[test]
 fn a_stalled_replica_leaves_the_pools_within_a_poll_period() {
     let set = ReplicaSet::start(2, false);
-    let proxy = ProxyUnderTest::start(&proxy_yaml(
+    let proxy = ProxyUnderTest::start(&monitor_yaml(
         &set,
-        &format!(
-            "replication: {{poll_interval_ms: {POLL_MS}, poll_timeout_ms: 20000, dwell_ms: {DWELL_MS}}}\nrouting:\n  default: {{consistency: replica, max_lag_ms: 10000}}\n"
-        ),
+        POLL_MS,
+        "poll_timeout_ms: 20000, ",
+        10000,
     ));
     proxy.wait_in_pool(2);
     let state = proxy.state().clone();
@@ -519,12 +525,7 @@ fn a_lagging_replicas_bound_exceeds_its_real_staleness_by_about_one_poll_period(
     for r in &set.relays {
         r.set_delay(Duration::from_millis(20));
     }
-    let proxy = ProxyUnderTest::start(&proxy_yaml(
-        &set,
-        &format!(
-            "replication: {{poll_interval_ms: {POLL_MS}, dwell_ms: {DWELL_MS}}}\nrouting:\n  default: {{consistency: replica, max_lag_ms: 5000}}\n"
-        ),
-    ));
+    let proxy = ProxyUnderTest::start(&monitor_yaml(&set, POLL_MS, "", 5000));
     proxy.wait_in_pool(2);
     let stop = Arc::new(AtomicBool::new(false));
     let acks: Acks = Arc::new(Mutex::new(Vec::new()));
