@@ -183,8 +183,11 @@ fn past_the_capacity_the_global_fence_keeps_reads_fresh() {
     let set = ReplicaSet::start(2, true);
     let proxy = ProxyUnderTest::start(&ryw_yaml(&set, "key", "  key_fence_capacity: 50\n"));
     proxy.wait_in_pool(2);
+    // Replication held: no replica gets any of the writes below, so none of their
+    // entries can be swept as held, and the fence must go past its capacity; every read
+    // a replica served would miss its key.
     for r in &set.relays {
-        r.set_delay(Duration::from_millis(15));
+        r.pause();
     }
     let state = proxy.state().clone();
     let mut a = proxy.conn();
@@ -206,6 +209,9 @@ fn past_the_capacity_the_global_fence_keeps_reads_fresh() {
     );
     assert_eq!(stale, 0, "dropping keys never allows a stale read");
     assert!(s.capacity_raises > 0, "the capacity was exceeded");
+    for r in &set.relays {
+        r.resume();
+    }
     wait_until(
         "the fence is back under its capacity",
         Duration::from_secs(5),
