@@ -35,6 +35,27 @@ fn monitor_yaml(set: &ReplicaSet, poll_ms: u64, extra: &str, budget_ms: u64) -> 
 /// The writer's log: for each value n, when the write of n was acknowledged.
 type Acks = Arc<Mutex<Vec<(u64, Instant)>>>;
 
+/// A thread writing `key` = 1, 2, 3, … to `addr` every ~2 ms until `stop`, each
+/// acknowledgement logged in `acks`.
+fn seq_writer(
+    addr: std::net::SocketAddr,
+    key: &'static str,
+    stop: &Arc<AtomicBool>,
+    acks: &Acks,
+) -> std::thread::JoinHandle<()> {
+    let (stop, acks) = (stop.clone(), acks.clone());
+    std::thread::spawn(move || {
+        let mut c = connect(addr);
+        let mut n = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            n += 1;
+            query(&mut c, &["SET", key, &n.to_string()]).unwrap();
+            acks.lock().unwrap().push((n, Instant::now()));
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    })
+}
+
 #[test]
 fn stale_replicas_are_avoided_and_rejoin_after_the_dwell() {
     let set = ReplicaSet::start(2, true);
@@ -43,19 +64,7 @@ fn stale_replicas_are_avoided_and_rejoin_after_the_dwell() {
     let stop = Arc::new(AtomicBool::new(false));
     let acks: Acks = Arc::new(Mutex::new(Vec::new()));
     // Writer: seq = 1, 2, 3, … through the proxy, every ~2 ms.
-    let writer = {
-        let (stop, acks, addr) = (stop.clone(), acks.clone(), proxy.addr);
-        std::thread::spawn(move || {
-            let mut c = connect(addr);
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                n += 1;
-                query(&mut c, &["SET", "seq", &n.to_string()]).unwrap();
-                acks.lock().unwrap().push((n, Instant::now()));
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        })
-    };
+    let writer = seq_writer(proxy.addr, "seq", &stop, &acks);
     // Readers: fresh connections that never write, so only the budget decides.
     type Reads = Arc<Mutex<Vec<(Instant, u64)>>>;
     let reads: Reads = Arc::new(Mutex::new(Vec::new()));
@@ -424,18 +433,7 @@ fn a_caught_up_replicas_bound_stays_within_one_poll_period() {
     proxy.wait_in_pool(2);
     let stop = Arc::new(AtomicBool::new(false));
     // About 500 writes a second, straight to the master: its offset moves between polls.
-    let writer = {
-        let (stop, addr) = (stop.clone(), set.master.addr());
-        std::thread::spawn(move || {
-            let mut c = connect(addr);
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                n += 1;
-                query(&mut c, &["SET", "bound", &n.to_string()]).unwrap();
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        })
-    };
+    let writer = seq_writer(set.master.addr(), "bound", &stop, &Acks::default());
     let state = proxy.state().clone();
     let mut bounds: Vec<u64> = Vec::new();
     let started = Instant::now();
@@ -530,19 +528,7 @@ fn a_lagging_replicas_bound_exceeds_its_real_staleness_by_about_one_poll_period(
     let stop = Arc::new(AtomicBool::new(false));
     let acks: Acks = Arc::new(Mutex::new(Vec::new()));
     // seq = 1, 2, 3, … straight to the master, every ~2 ms, each ack time kept.
-    let writer = {
-        let (stop, acks, addr) = (stop.clone(), acks.clone(), set.master.addr());
-        std::thread::spawn(move || {
-            let mut c = connect(addr);
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                n += 1;
-                query(&mut c, &["SET", "seq", &n.to_string()]).unwrap();
-                acks.lock().unwrap().push((n, Instant::now()));
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        })
-    };
+    let writer = seq_writer(set.master.addr(), "seq", &stop, &acks);
     let state = proxy.state().clone();
     let mut replicas: Vec<redis::Connection> = set.replicas.iter().map(|r| r.conn()).collect();
     let mut excess: Vec<i64> = Vec::new();
