@@ -653,21 +653,28 @@ fn redis_cli_and_redis_benchmark_work_through_the_proxy() {
     }
 }
 
-#[test]
-fn sigterm_drains_in_flight_replies_and_exits_zero() {
-    let set = ReplicaSet::start(1, false);
+/// A config file `proxy.yaml` in a new temp dir: the proxy on a free port (returned), no
+/// admin listener, and `rest` (the `backend:` section and anything else).
+fn binary_config(rest: &str) -> (tempfile::TempDir, std::path::PathBuf, u16) {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let cfg = dir.path().join("proxy.yaml");
     std::fs::write(
         &cfg,
-        format!(
-            "listen: 127.0.0.1:{port}\nadmin: {{listen: ''}}\ndeny_commands: []\nshutdown_grace_ms: 5000\nbackend:\n  master: \"{}\"\n  replicas: [\"{}\"]\n",
-            set.master.addr(),
-            set.replicas[0].addr()
-        ),
+        format!("listen: 127.0.0.1:{port}\nadmin: {{listen: ''}}\n{rest}"),
     )
     .unwrap();
+    (dir, cfg, port)
+}
+
+#[test]
+fn sigterm_drains_in_flight_replies_and_exits_zero() {
+    let set = ReplicaSet::start(1, false);
+    let (_dir, cfg, port) = binary_config(&format!(
+        "deny_commands: []\nshutdown_grace_ms: 5000\nbackend:\n  master: \"{}\"\n  replicas: [\"{}\"]\n",
+        set.master.addr(),
+        set.replicas[0].addr()
+    ));
     let mut proxy = ProxyBinary::run(&cfg);
     let addr = local_addr(port);
     wait_for_port(addr, Duration::from_secs(10));
@@ -879,17 +886,8 @@ fn monitor_is_denied_by_default_and_works_when_allowed() {
 fn logs_go_to_stderr_in_both_formats_without_colour_off_a_terminal() {
     let master = RedisServer::start();
     for format in ["json", "text"] {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let cfg = dir.path().join("proxy.yaml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "listen: 127.0.0.1:{port}\nadmin: {{listen: ''}}\nbackend:\n  master: \"{}\"\n",
-                master.addr()
-            ),
-        )
-        .unwrap();
+        let (_dir, cfg, port) =
+            binary_config(&format!("backend:\n  master: \"{}\"\n", master.addr()));
         let mut proxy = ProxyBinary::run_with(&cfg, &["--log-format", format]);
         let addr = local_addr(port);
         wait_for_port(addr, Duration::from_secs(10));
