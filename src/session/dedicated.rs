@@ -109,9 +109,7 @@ impl Session {
                     if self.shared_in_flight > 0 {
                         return Stop::Wait;
                     }
-                    self.fail_transaction();
-                    self.push_local_error("ERR Command not allowed inside a transaction");
-                    return Stop::More;
+                    return self.queue_own(req, cmd, settings);
                 }
                 return self.local_command(req, cmd, settings, view);
             }
@@ -133,6 +131,7 @@ impl Session {
         match (self.mode, name) {
             (Mode::Multi, "exec") => {
                 kind = Kind::Exec;
+                self.exec_own();
                 self.set_mode(Mode::Normal);
                 if key_fence {
                     self.fence_exec();
@@ -141,6 +140,7 @@ impl Session {
             }
             (Mode::Multi, "discard") => {
                 self.set_mode(Mode::Normal);
+                self.tx_own = None;
                 self.multi_select = None;
                 self.fence_tx_clear();
             }
@@ -469,6 +469,7 @@ impl Session {
             Mode::Multi => {
                 self.client.flags = b'x';
                 self.client.multi = 0;
+                self.tx_own = None;
             }
             // Tunnel flags say what streams (set by `enter_tunnel`).
             Mode::Tunnel => self.client.multi = -1,

@@ -9,7 +9,12 @@ impl Session {
 
     /// Parse and dispatch as many buffered requests as the barriers allow.
     pub(super) fn process(&mut self) -> Result<(), ProtocolError> {
-        if self.rbuf.is_empty() || self.closing || self.held.is_some() || self.login.is_some() {
+        if self.rbuf.is_empty()
+            || self.closing
+            || self.held.is_some()
+            || self.login.is_some()
+            || self.exec_pending_own()
+        {
             return Ok(());
         }
         let settings = self.proxy.settings.load();
@@ -57,6 +62,7 @@ impl Session {
                 || self.blocking_in_flight
                 || self.held.is_some()
                 || self.login.is_some()
+                || self.exec_pending_own()
             {
                 break;
             }

@@ -80,6 +80,7 @@ impl Session {
     pub(super) fn reset(&mut self, settings: &Settings) {
         self.close_dedicated("client reset");
         self.set_mode(Mode::Normal);
+        self.tx_own = None;
         self.multi_select = None;
         self.client.reset(!settings.users.required());
         self.push_local_raw(reply::RESET);
@@ -289,21 +290,22 @@ impl Session {
             Ok(u) => u,
             Err(e) => return self.push_answer(e.into()),
         };
-        let target = unblock
-            .target(self.id)
-            .and_then(|i| self.proxy.sessions.get(&i).map(|e| e.value().clone()))
-            .and_then(|h| h.state.lock().backend_id());
-        let (Some(backend_id), Some(m)) = (target, view.master.as_ref()) else {
+        let (Some(backend_id), Some(m)) = (self.unblock_target(&unblock), view.master.as_ref())
+        else {
             self.push_local_value(&Value::Int(0));
             return;
         };
-        let id = backend_id.to_string();
-        let mut args: Vec<&[u8]> = vec![b"CLIENT", b"UNBLOCK", id.as_bytes()];
-        args.extend(unblock.reason);
-        let mut bytes = Vec::new();
-        crate::protocol::encode_command(&mut bytes, args.into_iter());
+        let bytes = super::queued::unblock_request(backend_id, &unblock);
         let backend = m.backend.clone();
         self.send_bytes_shared(&backend, &bytes, Kind::Forward, Instant::now());
+    }
+
+    /// The backend id of the master connection of the client `u` names (not this one),
+    /// if it has one.
+    pub(super) fn unblock_target(&self, u: &Unblock) -> Option<i64> {
+        u.target(self.id)
+            .and_then(|i| self.proxy.sessions.get(&i).map(|e| e.value().clone()))
+            .and_then(|h| h.state.lock().backend_id())
     }
 
     /// `CLIENT TRACKING on … REDIRECT id`, with `id` (a proxy client id) replaced by the
@@ -326,6 +328,25 @@ impl Session {
         self.tracking.redirect = u64::try_from(id).ok();
         Redirect::To(with_arg(req, pos, backend_id.to_string().as_bytes()))
     }
+}
+
+/// Whether [`Session::client_command`] answers `CLIENT <sub>` itself (the rest go to
+/// the master).
+pub(super) fn answered_here(sub: &str) -> bool {
+    matches!(
+        sub,
+        "id" | "getname"
+            | "setname"
+            | "info"
+            | "list"
+            | "kill"
+            | "reply"
+            | "no-evict"
+            | "no-touch"
+            | "tracking"
+            | "unblock"
+            | "caching"
+    )
 }
 
 /// What a `CLIENT TRACKING on` request's `REDIRECT` becomes.

@@ -18,11 +18,23 @@ use parking_lot::Mutex;
 #[derive(Debug)]
 pub(super) struct LoginCheck {
     login: Arc<Login>,
-    /// For `HELLO … AUTH`: the protocol and name to apply once the login is accepted.
-    hello: Option<(i64, Option<Vec<u8>>)>,
+    /// What follows once the login is accepted.
+    then: Then,
     /// Filled by the check before its reply is delivered: the commands answered by the
     /// proxy that Redis refuses this user, with Redis's error line.
     refused: Arc<Mutex<Refusals>>,
+}
+
+/// What a login accepted by the master leads to.
+#[derive(Debug)]
+pub(super) enum Then {
+    /// `AUTH`: `+OK`.
+    Ok,
+    /// `HELLO … AUTH`: the protocol and name to apply, and `HELLO`'s reply.
+    Hello(i64, Option<Vec<u8>>),
+    /// Nothing written either way: the master already answered the login, inside a
+    /// transaction ([`queued`](super::queued)); the client only becomes the user.
+    Adopt,
 }
 
 /// The commands the proxy answers itself, each with a harmless form of it: sent as the
@@ -58,7 +70,7 @@ impl Session {
             }
             LoginAs::Redis => {
                 let args: Vec<Vec<u8>> = (0..req.argc()).map(|i| req.arg(i).to_vec()).collect();
-                self.check_login(args, user, pass, None, settings, view);
+                self.check_login(args, user, pass, Then::Ok, settings, view);
             }
             LoginAs::Wrong => {
                 tracing::info!(client = self.id, user = %String::from_utf8_lossy(user), "authentication failed");
@@ -86,8 +98,8 @@ impl Session {
                 }
                 LoginAs::Redis => {
                     let args = vec![b"AUTH".to_vec(), u.to_vec(), p.to_vec()];
-                    let hello = Some((proto, setname.map(<[u8]>::to_vec)));
-                    self.check_login(args, u, p, hello, settings, view);
+                    let then = Then::Hello(proto, setname.map(<[u8]>::to_vec));
+                    self.check_login(args, u, p, then, settings, view);
                     return;
                 }
                 LoginAs::Unchecked if u == b"default" => {}
@@ -101,7 +113,7 @@ impl Session {
     }
 
     /// The rest of `HELLO` once any login in it succeeded ([`own::hello_reply`]).
-    fn hello_reply(&mut self, proto: i64, setname: Option<&[u8]>) {
+    pub(super) fn hello_reply(&mut self, proto: i64, setname: Option<&[u8]>) {
         let info = self.proxy.info.load();
         let a = own::hello_reply(
             &mut self.client,
@@ -116,17 +128,19 @@ impl Session {
     /// Send the client's `AUTH` (`args`, as it was sent) to a fresh connection to the
     /// master, then the permission probes; the session reads no further request until
     /// the reply is in ([`Session::finish_login`]).
-    fn check_login(
+    pub(super) fn check_login(
         &mut self,
         args: Vec<Vec<u8>>,
         user: &[u8],
         pass: &[u8],
-        hello: Option<(i64, Option<Vec<u8>>)>,
+        then: Then,
         settings: &Settings,
         view: &View,
     ) {
         let Some(m) = view.master.as_ref() else {
-            self.push_local_error(crate::error::NO_MASTER);
+            if !matches!(then, Then::Adopt) {
+                self.push_local_error(crate::error::NO_MASTER);
+            }
             return;
         };
         let params = m.backend.pool.params().clone();
@@ -135,15 +149,15 @@ impl Session {
             password: crate::config::Secret::new(String::from_utf8_lossy(pass).into_owned()),
         });
         let refused = Arc::new(Mutex::new(Vec::new()));
+        let silent = matches!(then, Then::Adopt) || self.take_silent();
         self.login = Some(Box::new(LoginCheck {
             login,
-            hello,
+            then,
             refused: refused.clone(),
         }));
         // Freed for reuse once its one reply is read (the pending entry holds it).
         let slot = self.alloc_slot();
         self.release_slot(slot);
-        let silent = self.take_silent();
         self.push_pending(Pending {
             slot,
             kind: Kind::Login,
@@ -191,7 +205,7 @@ impl Session {
         };
         let LoginCheck {
             login,
-            hello,
+            then,
             refused,
         } = *check;
         if !frame.starts_with(b"+") {
@@ -210,10 +224,11 @@ impl Session {
         };
         self.client.user = user;
         self.client.authenticated = true;
-        match hello {
-            None if silent => {}
-            None => self.wbuf.extend_from_slice(reply::OK),
-            Some((proto, setname)) => {
+        match then {
+            Then::Adopt => {}
+            Then::Ok if silent => {}
+            Then::Ok => self.wbuf.extend_from_slice(reply::OK),
+            Then::Hello(proto, setname) => {
                 // Nothing is queued after it: the reply goes straight out, in order.
                 let mode = self.client.reply;
                 if silent {

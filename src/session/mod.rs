@@ -34,6 +34,8 @@
 //! - `state`: [`ClientState`], the one record of the connection's state as Redis
 //!   defines it;
 //! - `local`: the other commands the proxy answers itself (`CLIENT`, `PROXY`, …);
+//! - `queued`: those commands inside `MULTI`: a stand-in queued in the master's
+//!   transaction, the proxy's answer spliced into the `EXEC` reply in its place;
 //! - `own`: the decisions of all the commands the proxy answers itself (argument
 //!   checks, errors, replies, the `CLIENT LIST`/`KILL` filters, `HELLO`'s options), as
 //!   plain functions of the client's state, unit-tested; `local` and `login` are the
@@ -72,6 +74,7 @@ mod local;
 mod login;
 mod outbound;
 mod own;
+mod queued;
 mod replies;
 mod state;
 
@@ -350,6 +353,9 @@ pub struct Session {
     tunnel_exit: Option<TunnelExit>,
     /// Set while the master checks a login: requests wait until it answered.
     login: Option<Box<login::LoginCheck>>,
+    /// The proxy's own commands queued in the open transaction; once its `EXEC` is
+    /// sent, requests wait until its reply is in.
+    tx_own: Option<Box<queued::TxOwn>>,
     /// This batch's counts; allocated while the client is active, freed when idle.
     stats: Option<Box<Local>>,
     settings_gen: u64,
@@ -455,6 +461,7 @@ impl Session {
             tx_fence_global: false,
             tunnel_exit: None,
             login: None,
+            tx_own: None,
             stats: None,
             settings_gen: 0,
             hits: Vec::new(),

@@ -162,6 +162,9 @@ impl Session {
                     if p.kind == Kind::Login {
                         self.login = None;
                     }
+                    if p.kind == Kind::Exec {
+                        self.tx_own = None;
+                    }
                 }
             }
         }
@@ -175,6 +178,10 @@ impl Session {
         let Some(slot) = self.pending.front().map(|p| p.slot) else {
             return false;
         };
+        if self.exec_pending_own() {
+            // The `EXEC` reply gets the proxy's answers spliced in.
+            return false;
+        }
         let whole = !q.is_empty()
             && q.len() <= self.pending.len()
             && q.frames().zip(self.pending.iter()).all(|(frame, p)| {
@@ -337,6 +344,9 @@ impl Session {
 
     /// A reply for the front request arrived: forward it (or act on it).
     pub(super) fn finish_reply(&mut self, p: &Pending, frame: &[u8], now: Instant) {
+        if p.kind == Kind::Exec && self.exec_pending_own() {
+            return self.finish_exec_own(p, frame, now);
+        }
         if forwarded_as_is(p.kind, frame) {
             self.account_reply(p, frame, now);
             if !p.silent {

@@ -1255,7 +1255,7 @@ fn normalize(words: &[Vec<u8>], reply: &[u8]) -> Vec<u8> {
     match upper.as_slice() {
         ["CLIENT", "ID"] if reply.starts_with(b":") => b":<id>\r\n".to_vec(),
         ["CLIENT", "LIST" | "INFO"] => normalize_client_list(reply),
-        ["HELLO", ..] => normalize_hello(reply),
+        ["HELLO", ..] | ["EXEC", ..] => normalize_hello(reply),
         _ => reply.to_vec(),
     }
 }
@@ -1564,6 +1564,68 @@ fn transaction_sessions() -> Vec<Session> {
             .cmd(0, "INCR t:u")
             .cmd(0, "EXEC")
             .cmd(1, "GET t:u"),
+        // The proxy answers these itself: queued in the transaction, answered at EXEC.
+        Session::new("multi/CLIENT, AUTH and HELLO queued and run at EXEC", 1)
+            .cmd(0, "MULTI")
+            .cmd(0, "CLIENT SETNAME t1")
+            .cmd(0, "CLIENT GETNAME")
+            .cmd(0, "SET t:o v")
+            .cmd(0, "CLIENT UNBLOCK 123456")
+            .cmd(0, "CLIENT UNBLOCK x")
+            .cmd(0, "CLIENT KILL ID 123456")
+            .cmd(0, "AUTH x")
+            .cmd(0, "AUTH a b c")
+            .cmd(0, "HELLO 4")
+            .cmd(0, "CLIENT NO-EVICT maybe")
+            .cmd(0, "GET t:o")
+            .cmd(0, "EXEC")
+            .cmd(0, "CLIENT GETNAME")
+            .pipeline(0, &["MULTI", "CLIENT SETNAME t2", "EXEC", "CLIENT GETNAME"])
+            .cmd(0, "MULTI")
+            .cmd(0, "CLIENT SETNAME t3")
+            .cmd(0, "DISCARD")
+            .cmd(0, "CLIENT GETNAME"),
+        Session::new(
+            "multi/CLIENT with an arity error or unknown subcommand: EXECABORT",
+            1,
+        )
+        .cmd(0, "MULTI")
+        .cmd(0, "CLIENT SETNAME a b")
+        .cmd(0, "SET t:x 1")
+        .cmd(0, "EXEC")
+        .cmd(0, "MULTI")
+        .cmd(0, "CLIENT NOSUCH")
+        .cmd(0, "EXEC")
+        .cmd(0, "GET t:x"),
+        Session::new("multi/HELLO switching protocol inside MULTI", 1)
+            .cmd(0, "HSET t:h f v")
+            .cmd(0, "MULTI")
+            .cmd(0, "HGETALL t:h")
+            .cmd(0, "HELLO 3")
+            .cmd(0, "HGETALL t:h")
+            .cmd(0, "CLIENT GETNAME")
+            .cmd(0, "EXEC")
+            .cmd(0, "HGETALL t:h")
+            .cmd(0, "MULTI")
+            .cmd(0, "HELLO 2 SETNAME back")
+            .cmd(0, "HGETALL t:h")
+            .cmd(0, "EXEC")
+            .cmd(0, "HGETALL t:h")
+            .cmd(0, "CLIENT GETNAME"),
+        Session::new("multi/CLIENT REPLY OFF and SKIP inside MULTI", 1)
+            .cmd(0, "MULTI")
+            .cmd(0, "CLIENT REPLY SKIP")
+            .cmd(0, "PING")
+            .cmd(0, "EXEC")
+            .send(0, "PING")
+            .cmd(0, "PING a")
+            .cmd(0, "MULTI")
+            .cmd(0, "CLIENT REPLY OFF")
+            .cmd(0, "PING b")
+            .send(0, "EXEC")
+            .send(0, "PING c")
+            .cmd(0, "CLIENT REPLY ON")
+            .cmd(0, "PING d"),
         Session::new("multi/select inside multi", 2)
             .cmd(0, "SET t:s db0")
             .cmd(0, "MULTI")
@@ -2040,6 +2102,28 @@ fn acl_sessions() -> Vec<Session> {
         .cmd(0, "ACL WHOAMI")
         .cmd(0, "HELLO 2 AUTH alice wrong")
         .cmd(0, "ACL WHOAMI")
+        // Logins inside a transaction: the master checks them at EXEC.
+        .cmd(2, "MULTI")
+        .cmd(2, "AUTH alice wrong")
+        .cmd(2, "PING")
+        .cmd(2, "EXEC")
+        .cmd(2, "ACL WHOAMI")
+        .cmd(2, "MULTI")
+        .cmd(2, "AUTH alice pw")
+        .cmd(2, "CLIENT SETNAME ac")
+        .cmd(2, "EXEC")
+        .cmd(2, "ACL WHOAMI")
+        .cmd(2, "GET b:1")
+        .cmd(2, "GET a:1")
+        .cmd(2, "CLIENT LIST")
+        .cmd(2, "CLIENT GETNAME")
+        .cmd(2, "MULTI")
+        .cmd(2, "HELLO 3 AUTH bob bpw")
+        .cmd(2, "HGETALL a:h")
+        .cmd(2, "EXEC")
+        .cmd(2, "ACL WHOAMI")
+        .cmd(2, "SET a:9 no")
+        .cmd(2, "HGETALL a:h")
         .on_all_nodes(&["ACL", "DELUSER", "alice", "bob"])]
 }
 

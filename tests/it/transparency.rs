@@ -325,7 +325,7 @@ fn a_command_the_proxy_refuses_inside_multi_aborts_the_transaction() {
     for refused in [
         &["DEBUG", "SLEEP", "0"][..],
         &["CONFIG", "SET", "requirepass", "x"][..],
-        &["CLIENT", "ID"][..],
+        &["CLIENT", "TRACKING", "on"][..],
     ] {
         assert_eq!(text(&query(&mut c, &["MULTI"]).unwrap()), "OK");
         assert_eq!(
