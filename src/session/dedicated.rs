@@ -323,6 +323,7 @@ impl Session {
         // before, for `CLIENT TRACKING … REDIRECT`) stays.
         self.tracking = Tracking {
             redirect: self.tracking.redirect.take(),
+            to_self: self.tracking.to_self,
             sent: 1,
             ..Tracking::default()
         };

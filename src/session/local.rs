@@ -159,6 +159,7 @@ impl Session {
                 let on = req.arg(2).eq_ignore_ascii_case(b"on");
                 if on {
                     self.tracking.redirect = None;
+                    self.tracking.to_self = false;
                     let mut none = Batch::outside(settings, view, Instant::now());
                     let bytes = match self.translate_redirect(req) {
                         Redirect::None => return self.enter_tunnel(req, &mut none),
@@ -322,6 +323,23 @@ impl Session {
         let Some(target) = target else {
             return Redirect::Refused(own::NO_REDIRECT_TARGET.into());
         };
+        if target.id == self.id {
+            // To itself: the connection tracking is the one invalidations go to, whose
+            // id is the master's to give; tracking with no redirect delivers the same.
+            self.tracking.redirect = Some(self.id);
+            self.tracking.to_self = true;
+            let mut out = Vec::new();
+            crate::protocol::encode_command(
+                &mut out,
+                (0..req.argc())
+                    .filter(|i| *i + 1 != pos && *i != pos)
+                    .map(|i| req.arg(i))
+                    .collect::<Vec<_>>()
+                    .into_iter(),
+            );
+            return Redirect::To(out);
+        }
+        self.tracking.to_self = false;
         let Some(backend_id) = target.state.lock().backend_id() else {
             return Redirect::Refused(own::redirect_unreachable(id));
         };

@@ -103,6 +103,9 @@ const RESET_REPLY: &[u8] = reply::RESET;
 struct Tracking {
     /// The proxy id of the client invalidations are redirected to, if any.
     redirect: Option<u64>,
+    /// The redirect is to the client itself, sent as tracking without a redirect (the
+    /// same delivery: pushes in RESP3, none in RESP2), so replies naming 0 name it.
+    to_self: bool,
     /// Requests sent on the tunnel (the `CLIENT TRACKING` that opened it is the first).
     sent: u64,
     /// Non-push frames received on it.

@@ -309,7 +309,7 @@ impl Session {
         }
         self.tracking.rewrites.pop_front();
         let id = self.tracking.redirect?;
-        state::with_redirect(frame, id)
+        state::with_redirect(frame, id, self.tracking.to_self)
     }
 
     /// A SCAN-family reply with its cursor tagged by the node that answered (the source

@@ -246,8 +246,10 @@ pub fn subscription(frame: &[u8]) -> Option<(&[u8], u32)> {
 }
 
 /// A `CLIENT GETREDIR` reply (`:id`) or `CLIENT TRACKINGINFO` reply (its `redirect`
-/// field) naming a redirect target (id > 0), with that id replaced by `id`.
-pub fn with_redirect(frame: &[u8], id: u64) -> Option<Vec<u8>> {
+/// field) naming a redirect target (id > 0, or 0 too with `zero`: tracking with no
+/// redirect, which is how a redirect to the client itself is sent), with that id
+/// replaced by `id`.
+pub fn with_redirect(frame: &[u8], id: u64, zero: bool) -> Option<Vec<u8>> {
     let (start, rest) = if frame.first() == Some(&b':') {
         (1, frame.get(1..)?)
     } else {
@@ -256,7 +258,7 @@ pub fn with_redirect(frame: &[u8], id: u64) -> Option<Vec<u8>> {
     };
     let end = memchr::memchr(b'\r', rest)?;
     let old: i64 = std::str::from_utf8(rest.get(..end)?).ok()?.parse().ok()?;
-    if old <= 0 {
+    if old < 0 || (old == 0 && !zero) {
         return None;
     }
     let mut out = Vec::with_capacity(frame.len() + 8);
@@ -298,14 +300,18 @@ mod tests {
     #[test]
     fn redirect_ids_are_replaced_in_both_replies() {
         assert_eq!(
-            with_redirect(b":345\r\n", 7).as_deref(),
+            with_redirect(b":345\r\n", 7, false).as_deref(),
             Some(&b":7\r\n"[..])
         );
-        assert_eq!(with_redirect(b":0\r\n", 7), None);
-        assert_eq!(with_redirect(b":-1\r\n", 7), None);
+        assert_eq!(with_redirect(b":0\r\n", 7, false), None);
+        assert_eq!(
+            with_redirect(b":0\r\n", 7, true).as_deref(),
+            Some(&b":7\r\n"[..])
+        );
+        assert_eq!(with_redirect(b":-1\r\n", 7, true), None);
         let info = b"*6\r\n$5\r\nflags\r\n*1\r\n$2\r\non\r\n$8\r\nredirect\r\n:345\r\n$8\r\nprefixes\r\n*0\r\n";
         let want = b"*6\r\n$5\r\nflags\r\n*1\r\n$2\r\non\r\n$8\r\nredirect\r\n:12\r\n$8\r\nprefixes\r\n*0\r\n";
-        assert_eq!(with_redirect(info, 12).as_deref(), Some(&want[..]));
+        assert_eq!(with_redirect(info, 12, false).as_deref(), Some(&want[..]));
     }
 
     #[test]

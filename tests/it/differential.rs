@@ -1946,6 +1946,25 @@ fn client_sessions() -> Vec<Session> {
             .cmd(0, "CLIENT GETREDIR")
             .cmd(2, "SET ct:k 2")
             .read(1, 1),
+        Session::new(
+            "client/TRACKING REDIRECT to the client itself (RESP2, RESP3)",
+            2,
+        )
+        .capture(0, "CLIENT ID", "a")
+        .cmd(0, "CLIENT TRACKING on REDIRECT {a}")
+        .cmd(0, "CLIENT GETREDIR")
+        .cmd(0, "GET cs:k")
+        .cmd(1, "SET cs:k 1")
+        .cmd(0, "GET cs:k")
+        .cmd(0, "CLIENT TRACKING off")
+        .cmd(0, "CLIENT GETREDIR")
+        .cmd_n(0, "HELLO 3", 1)
+        .cmd(0, "CLIENT TRACKING on REDIRECT {a}")
+        .cmd(0, "CLIENT GETREDIR")
+        .cmd(0, "GET cs:k")
+        .cmd(1, "SET cs:k 2")
+        .read(0, 1)
+        .cmd(0, "GET cs:k"),
         Session::new("client/TRACKING off, then on again with BCAST REDIRECT", 3)
             .capture(1, "CLIENT ID", "b")
             .cmd(1, "SUBSCRIBE __redis__:invalidate")
