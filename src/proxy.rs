@@ -44,7 +44,7 @@ pub struct Settings {
 impl Settings {
     /// Derive settings from a validated configuration. Fails only if TLS material that
     /// validated a moment ago can no longer be loaded.
-    pub fn new(config: Config, generation: u64) -> Result<Settings, String> {
+    pub fn new(config: Config, generation: u64) -> Result<Settings, crate::tls::TlsError> {
         let policy = Policy::compile(&config, generation);
         let users = Users::from_config(&config);
         let deny = DenyList::from_config(&config);
@@ -173,7 +173,7 @@ impl Proxy {
     pub fn new(
         config: Config,
         config_path: Option<std::path::PathBuf>,
-    ) -> Result<Arc<Proxy>, String> {
+    ) -> Result<Arc<Proxy>, crate::tls::TlsError> {
         let settings = Settings::new(config, 1)?;
         let key_fence = KeyFence::new(settings.policy.key_fence_capacity);
         key_fence.configure(

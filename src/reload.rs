@@ -93,7 +93,7 @@ pub fn apply(proxy: &Arc<Proxy>, mut new: Config, why: &str, force: bool) -> Out
                 .reloads_rejected
                 .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(trigger = why, error = %e, "configuration rejected; the running configuration stays");
-            return Outcome::Rejected(e);
+            return Outcome::Rejected(e.to_string());
         }
     };
     settings.policy.carry_hits(&old.policy);

@@ -12,41 +12,100 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+/// Why TLS material cannot be used; `Display` says which file and why.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A certificate file cannot be read, is not PEM, or holds no certificate.
+    #[error("cannot read the {what} {path}: {detail}")]
+    Certificates {
+        /// `certificate`, `CA file`, `client certificate`.
+        what: &'static str,
+        /// The file.
+        path: String,
+        /// The reason.
+        detail: String,
+    },
+    /// The private key file cannot be read.
+    #[error("cannot read a private key from {path}: {detail}")]
+    Key {
+        /// The file.
+        path: String,
+        /// The reason.
+        detail: String,
+    },
+    /// A CA's certificate cannot verify anything.
+    #[error("the CA file {path} cannot be used: {detail}")]
+    Ca {
+        /// The file.
+        path: String,
+        /// The reason.
+        detail: String,
+    },
+    /// The certificate and key do not make an identity.
+    #[error("the certificate {cert} and key {key} do not make an identity: {detail}")]
+    Identity {
+        /// The certificate file.
+        cert: String,
+        /// The key file.
+        key: String,
+        /// The reason.
+        detail: String,
+    },
+    /// The server name to verify is no valid name.
+    #[error("{name:?} is not a valid TLS server name: {detail}")]
+    ServerName {
+        /// The name.
+        name: String,
+        /// The reason.
+        detail: String,
+    },
+    /// rustls refused the protocol versions (cannot happen with its defaults).
+    #[error("{0}")]
+    Rustls(#[from] rustls::Error),
+}
+
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn certs(path: &str, what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+fn certs(path: &str, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let fail = |detail: String| TlsError::Certificates {
+        what,
+        path: path.to_string(),
+        detail,
+    };
     let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("cannot read the {what} {path}: {e}"))?
+        .map_err(|e| fail(e.to_string()))?
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("the {what} {path} is not valid PEM: {e}"))?;
+        .map_err(|e| fail(format!("not valid PEM: {e}")))?;
     if certs.is_empty() {
-        return Err(format!("the {what} {path} holds no certificate"));
+        return Err(fail("it holds no certificate".into()));
     }
     Ok(certs)
 }
 
-fn key(path: &str) -> Result<PrivateKeyDer<'static>, String> {
-    PrivateKeyDer::from_pem_file(path)
-        .map_err(|e| format!("cannot read a private key from {path}: {e}"))
+fn key(path: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::Key {
+        path: path.to_string(),
+        detail: e.to_string(),
+    })
 }
 
-fn roots(path: &str) -> Result<rustls::RootCertStore, String> {
+fn roots(path: &str) -> Result<rustls::RootCertStore, TlsError> {
     let mut store = rustls::RootCertStore::empty();
     for c in certs(path, "CA file")? {
-        store
-            .add(c)
-            .map_err(|e| format!("the CA file {path} has an unusable certificate: {e}"))?;
+        store.add(c).map_err(|e| TlsError::Ca {
+            path: path.to_string(),
+            detail: format!("an unusable certificate: {e}"),
+        })?;
     }
     Ok(store)
 }
 
 /// The server side: what clients connecting to the proxy get.
-pub fn server_config(cfg: &ClientTlsConfig) -> Result<Arc<rustls::ServerConfig>, String> {
+pub fn server_config(cfg: &ClientTlsConfig) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let builder = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
+        .with_safe_default_protocol_versions()?;
     let builder = if cfg.client_ca.is_empty() {
         builder.with_no_client_auth()
     } else {
@@ -55,16 +114,18 @@ pub fn server_config(cfg: &ClientTlsConfig) -> Result<Arc<rustls::ServerConfig>,
             provider(),
         )
         .build()
-        .map_err(|e| format!("cannot use the client CA {}: {e}", cfg.client_ca))?;
+        .map_err(|e| TlsError::Ca {
+            path: cfg.client_ca.clone(),
+            detail: e.to_string(),
+        })?;
         builder.with_client_cert_verifier(verifier)
     };
     let config = builder
         .with_single_cert(certs(&cfg.cert, "certificate")?, key(&cfg.key)?)
-        .map_err(|e| {
-            format!(
-                "the certificate {} and key {} do not make a server identity: {e}",
-                cfg.cert, cfg.key
-            )
+        .map_err(|e| TlsError::Identity {
+            cert: cfg.cert.clone(),
+            key: cfg.key.clone(),
+            detail: e.to_string(),
         })?;
     Ok(Arc::new(config))
 }
@@ -79,21 +140,19 @@ pub struct Target {
 }
 
 /// The client side, towards a backend at `addr` (its host is the default server name).
-pub fn backend_target(cfg: &BackendTlsConfig, addr: &str) -> Result<Target, String> {
+pub fn backend_target(cfg: &BackendTlsConfig, addr: &str) -> Result<Target, TlsError> {
     let builder = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .with_safe_default_protocol_versions()?
         .with_root_certificates(roots(&cfg.ca)?);
     let config = if cfg.cert.is_empty() {
         builder.with_no_client_auth()
     } else {
         builder
             .with_client_auth_cert(certs(&cfg.cert, "client certificate")?, key(&cfg.key)?)
-            .map_err(|e| {
-                format!(
-                    "the client certificate {} and key {} do not match: {e}",
-                    cfg.cert, cfg.key
-                )
+            .map_err(|e| TlsError::Identity {
+                cert: cfg.cert.clone(),
+                key: cfg.key.clone(),
+                detail: e.to_string(),
             })?
     };
     let name = if cfg.server_name.is_empty() {
@@ -101,8 +160,10 @@ pub fn backend_target(cfg: &BackendTlsConfig, addr: &str) -> Result<Target, Stri
     } else {
         cfg.server_name.clone()
     };
-    let server_name = ServerName::try_from(name.clone())
-        .map_err(|e| format!("{name:?} is not a valid TLS server name: {e}"))?;
+    let server_name = ServerName::try_from(name.clone()).map_err(|e| TlsError::ServerName {
+        name: name.clone(),
+        detail: e.to_string(),
+    })?;
     Ok(Target {
         config: Arc::new(config),
         server_name,

@@ -52,7 +52,7 @@ pub fn node_params(cfg: &Config, addr: &str, role: Role) -> ConnParams {
         tls: b
             .tls
             .as_ref()
-            .map(|t| crate::tls::backend_target(t, addr).map_err(Arc::from)),
+            .map(|t| crate::tls::backend_target(t, addr).map_err(|e| Arc::from(e.to_string()))),
         tls_source: b.tls.clone(),
     }
 }

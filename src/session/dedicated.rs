@@ -3,16 +3,14 @@
 
 use super::local::{self, Redirect};
 use super::*;
+use crate::error::ProxyError;
 
 impl Session {
     // ---------------------------------------------------------------- dedicated
 
     /// The dedicated master connection, opened (or reopened) as needed.
-    pub(super) fn dedicated_conn(&mut self, view: &View) -> Result<(), String> {
-        let master = view
-            .master
-            .as_ref()
-            .ok_or_else(|| crate::error::NO_MASTER.to_string())?;
+    pub(super) fn dedicated_conn(&mut self, view: &View) -> Result<(), ProxyError> {
+        let master = view.master.as_ref().ok_or(ProxyError::NoMaster)?;
         if let Some(d) = &self.dedicated {
             if d.backend == master.backend.id && !d.conn.is_failed() && self.client.uses(&d.key) {
                 return Ok(());
@@ -119,7 +117,7 @@ impl Session {
             return Stop::Wait;
         }
         if let Err(e) = self.dedicated_conn(view) {
-            self.push_local_error(&e);
+            self.push_local_error(&e.to_string());
             return Stop::More;
         }
         let mut kind = Kind::Forward;
@@ -212,7 +210,7 @@ impl Session {
             return Some(Stop::Wait);
         }
         if let Err(e) = self.dedicated_conn(b.view) {
-            self.push_local_error(&e);
+            self.push_local_error(&e.to_string());
             return Some(Stop::More);
         }
         None
