@@ -31,6 +31,7 @@ use redis_protocol::resp2::types::OwnedFrame;
 
 use crate::protocol::Request;
 
+pub use info::CommandInfoError;
 pub use keys::for_each_key;
 
 pub mod gen;
@@ -564,7 +565,7 @@ fn xread_has_block(req: &Request) -> bool {
 ///
 /// Entries the table already knows, and nil entries (names the server does not know), are
 /// skipped; flags this version does not know are ignored.
-pub fn register_from_command_info(reply: &OwnedFrame) -> Result<usize, String> {
+pub fn register_from_command_info(reply: &OwnedFrame) -> Result<usize, CommandInfoError> {
     let infos = info::parse_reply(reply)?;
     let mut added = 0;
     for ci in infos {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use redis_protocol::resp2::types::OwnedFrame;
 
-use super::info::{parse_reply, BeginSearchInfo, CommandInfo};
+use super::info::{parse_reply, BeginSearchInfo, CommandInfo, CommandInfoError};
 use super::{FindKeys, Flags, GetKeysProc, KeyFlags, FLAG_NAMES, KEY_FLAG_NAMES};
 
 /// Redis's key-finding procedure for a built-in command (the `get_keys_function` of its
@@ -43,14 +43,17 @@ pub(super) fn getkeys_proc_for(name: &str) -> GetKeysProc {
 ///
 /// Fails on a malformed reply, and on a flag this crate has no constant for (add it to
 /// [`Flags`] or [`KeyFlags`] first, so that the table says everything Redis said).
-pub fn render(reply: &OwnedFrame) -> Result<String, String> {
+pub fn render(reply: &OwnedFrame) -> Result<String, CommandInfoError> {
     let commands = parse_reply(reply)?;
     let unknown: Vec<String> = commands
         .iter()
         .flat_map(CommandInfo::all_unknown_flags)
         .collect();
     if !unknown.is_empty() {
-        return Err(format!("flags without a constant: {}", unknown.join(", ")));
+        return Err(CommandInfoError(format!(
+            "flags without a constant: {}",
+            unknown.join(", ")
+        )));
     }
     let mut out = String::new();
     out.push_str(

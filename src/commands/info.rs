@@ -107,9 +107,19 @@ impl CommandInfo {
     }
 }
 
+/// A `COMMAND` or `COMMAND INFO` reply this crate cannot read; `Display` says where
+/// and what was found.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unreadable COMMAND reply: {0}")]
+pub struct CommandInfoError(pub String);
+
 /// Parse a `COMMAND` or `COMMAND INFO` reply: one entry per command, sorted by name; nil
 /// entries (names the server does not know) are skipped.
-pub(super) fn parse_reply(reply: &OwnedFrame) -> Result<Vec<CommandInfo>, String> {
+pub(super) fn parse_reply(reply: &OwnedFrame) -> Result<Vec<CommandInfo>, CommandInfoError> {
+    parse_entries(reply).map_err(CommandInfoError)
+}
+
+fn parse_entries(reply: &OwnedFrame) -> Result<Vec<CommandInfo>, String> {
     let OwnedFrame::Array(entries) = reply else {
         return Err(format!(
             "COMMAND reply is not an array: {}",
