@@ -83,21 +83,37 @@ fn hedges_sent(m: &redsplit::metrics::Metrics) -> u64 {
     m.hedges_sent.load(Ordering::Relaxed)
 }
 
+/// A proxy over `set` with these `backend` settings, replicas taken in turn, both in the
+/// pool, and a connection that has read keys `k:0` to `k:{warm}` (so both served).
+fn started(set: &ReplicaSet, backend: &str, warm: usize) -> (ProxyUnderTest, redis::Connection) {
+    let proxy = ProxyUnderTest::start(&hedge_yaml(set, backend, "round_robin"));
+    proxy.wait_in_pool(2);
+    let mut c = proxy.conn();
+    slowest_read(&mut c, warm);
+    (proxy, c)
+}
+
+/// Read keys `k:0` to `k:{n}` one at a time, checking each; the slowest read's time.
+fn slowest_read(c: &mut redis::Connection, n: usize) -> Duration {
+    let mut slowest = Duration::ZERO;
+    for i in 0..n {
+        let t = Instant::now();
+        assert_eq!(get(c, &format!("k:{i}")), format!("v{i}"));
+        slowest = slowest.max(t.elapsed());
+    }
+    slowest
+}
+
 #[test]
 fn a_stalled_replicas_reads_are_hedged_on_the_master_in_request_order() {
     let set = replica_set();
     // A command timeout past the test's length: only the hedges answer the frozen
     // replica's reads, its connection is not given up on meanwhile.
-    let proxy = ProxyUnderTest::start(&hedge_yaml(
+    let (proxy, mut c) = started(
         &set,
         "  hedge_after_ms: 20\n  command_timeout_ms: 20000\n",
-        "round_robin",
-    ));
-    proxy.wait_in_pool(2);
-    let mut c = proxy.conn();
-    for i in 0..10 {
-        assert_eq!(get(&mut c, &format!("k:{i}")), format!("v{i}"));
-    }
+        10,
+    );
     let before = set.replica_calls("get");
     assert!(
         before.iter().all(|&n| n > 0),
@@ -106,12 +122,7 @@ fn a_stalled_replicas_reads_are_hedged_on_the_master_in_request_order() {
     set.replicas[0].pause();
 
     // One at a time: every other read goes to the frozen replica.
-    let mut slowest = Duration::ZERO;
-    for i in 0..20 {
-        let t = Instant::now();
-        assert_eq!(get(&mut c, &format!("k:{i}")), format!("v{i}"));
-        slowest = slowest.max(t.elapsed());
-    }
+    let slowest = slowest_read(&mut c, 20);
     assert!(
         slowest < Duration::from_secs(1),
         "a read took {slowest:?} with hedging after 20 ms"
@@ -161,23 +172,9 @@ fn a_stalled_replicas_reads_are_hedged_on_the_master_in_request_order() {
 #[test]
 fn without_hedging_a_stalled_replica_holds_its_read_for_the_command_timeout() {
     let set = replica_set();
-    let proxy = ProxyUnderTest::start(&hedge_yaml(
-        &set,
-        "  hedge_after_ms: 0\n  command_timeout_ms: 500\n",
-        "round_robin",
-    ));
-    proxy.wait_in_pool(2);
-    let mut c = proxy.conn();
-    for i in 0..4 {
-        assert_eq!(get(&mut c, &format!("k:{i}")), format!("v{i}"));
-    }
+    let (proxy, mut c) = started(&set, "  hedge_after_ms: 0\n  command_timeout_ms: 500\n", 4);
     set.replicas[0].pause();
-    let mut slowest = Duration::ZERO;
-    for i in 0..4 {
-        let t = Instant::now();
-        assert_eq!(get(&mut c, &format!("k:{i}")), format!("v{i}"));
-        slowest = slowest.max(t.elapsed());
-    }
+    let slowest = slowest_read(&mut c, 4);
     set.replicas[0].resume();
     assert!(
         slowest >= Duration::from_millis(450),
