@@ -25,7 +25,7 @@ import (
 )
 
 const (
-	deadline    = 10 * time.Second
+	deadline    = 30 * time.Second
 	bigLen      = 5 * 1024 * 1024
 	scanKeys    = 5000
 	pipelineLen = 1000
@@ -222,7 +222,7 @@ func blpop(r *redis.Client) (string, error) {
 	defer watcher.Close()
 	popped := make(chan []string, 1)
 	go func() {
-		v, _ := blocker.BLPop(deadline, name("queue")).Result()
+		v, _ := blocker.BLPop(2*deadline, name("queue")).Result()
 		popped <- v
 	}()
 	end := time.Now().Add(deadline)
@@ -298,7 +298,7 @@ func scan(r *redis.Client) (string, error) {
 		return "", err
 	}
 	seen := map[string]bool{}
-	it := r.Scan(0, name("scan:*"), 200).Iterator()
+	it := r.Scan(0, name("scan:*"), 1000).Iterator()
 	for it.Next() {
 		seen[it.Val()] = true
 	}

@@ -5,7 +5,7 @@
 const crypto = require("node:crypto");
 
 /** How long a check waits for something another connection causes. */
-const DEADLINE_MS = 10000;
+const DEADLINE_MS = 30000;
 const BIG_LEN = 5 * 1024 * 1024;
 const SCAN_KEYS = 5000;
 const PIPELINE_LEN = 1000;

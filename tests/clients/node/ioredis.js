@@ -82,7 +82,7 @@ async function main() {
       const blocker = await open({ connectionName: name });
       const watcher = await open();
       let done = false;
-      const pop = blocker.blpop(n("queue"), c.DEADLINE_MS / 1000).then((v) => {
+      const pop = blocker.blpop(n("queue"), (2 * c.DEADLINE_MS) / 1000).then((v) => {
         done = true;
         return v;
       });
@@ -118,7 +118,7 @@ async function main() {
       await p.exec();
       const seen = new Set();
       await new Promise((resolve, reject) => {
-        const stream = r.scanStream({ match: n("scan:*"), count: 200 });
+        const stream = r.scanStream({ match: n("scan:*"), count: 1000 });
         stream.on("data", (keys) => keys.forEach((key) => seen.add(key)));
         stream.on("end", resolve);
         stream.on("error", reject);

@@ -101,7 +101,7 @@ async function main() {
       const blocker = await open({ name });
       const watcher = await open();
       let done = false;
-      const pop = blocker.blPop(n("queue"), c.DEADLINE_MS / 1000).then((v) => {
+      const pop = blocker.blPop(n("queue"), (2 * c.DEADLINE_MS) / 1000).then((v) => {
         done = true;
         return v;
       });
@@ -136,7 +136,7 @@ async function main() {
       for (let i = 0; i < c.SCAN_KEYS; i++) m.set(n(`scan:${i}`), String(i));
       await m.execAsPipeline();
       const seen = new Set();
-      for await (const keys of r.scanIterator({ MATCH: n("scan:*"), COUNT: 200 })) {
+      for await (const keys of r.scanIterator({ MATCH: n("scan:*"), COUNT: 1000 })) {
         for (const key of keys) seen.add(key);
       }
       let complete = seen.size === c.SCAN_KEYS;

@@ -26,7 +26,7 @@ import redis.asyncio
 
 # How long a check waits for something another connection causes (a message, a push,
 # a blocked client) before it reports what it saw.
-DEADLINE_S = 10.0
+DEADLINE_S = 30.0
 BIG_LEN = 5 * 1024 * 1024
 SCAN_KEYS = 5000
 PIPELINE_LEN = 1000
@@ -180,7 +180,7 @@ def run_sync(host, port, names, protocol):
         result = {}
 
         def pop():
-            result["popped"] = blocker.blpop([n("queue")], timeout=DEADLINE_S)
+            result["popped"] = blocker.blpop([n("queue")], timeout=2 * DEADLINE_S)
 
         t = threading.Thread(target=pop)
         t.start()
@@ -225,7 +225,7 @@ def run_sync(host, port, names, protocol):
         for i in range(SCAN_KEYS):
             pipe.set(n(f"scan:{i}"), i)
         pipe.execute()
-        seen = set(r.scan_iter(match=n("scan:*"), count=200))
+        seen = set(r.scan_iter(match=n("scan:*"), count=1000))
         expected = {n(f"scan:{i}") for i in range(SCAN_KEYS)}
         return f"keys={len(seen)} complete={'yes' if seen == expected else 'no'}"
 
@@ -359,7 +359,7 @@ def run_asyncio(host, port, names, protocol):
         name = n("blocker").replace(":", "-")
         blocker = client(client_name=name)
         watcher = client(single_connection_client=True)
-        pop = asyncio.ensure_future(blocker.blpop([n("queue")], timeout=DEADLINE_S))
+        pop = asyncio.ensure_future(blocker.blpop([n("queue")], timeout=2 * DEADLINE_S))
         deadline = time.monotonic() + DEADLINE_S
         is_blocked = False
         while not is_blocked and time.monotonic() < deadline:
@@ -402,7 +402,7 @@ def run_asyncio(host, port, names, protocol):
         for i in range(SCAN_KEYS):
             pipe.set(n(f"scan:{i}"), i)
         await pipe.execute()
-        seen = {k async for k in r.scan_iter(match=n("scan:*"), count=200)}
+        seen = {k async for k in r.scan_iter(match=n("scan:*"), count=1000)}
         expected = {n(f"scan:{i}") for i in range(SCAN_KEYS)}
         return f"keys={len(seen)} complete={'yes' if seen == expected else 'no'}"
 
