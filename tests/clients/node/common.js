@@ -99,7 +99,8 @@ async function waitFor(cond, ms = DEADLINE_MS) {
   return false;
 }
 
-/** Runs the checks in order, one transcript line each; a check that throws prints its error. */
+/** Runs the checks in order, one transcript line each; a check that throws prints its error.
+ * With SMOKE_TIMING set, each check's duration goes to stderr. */
 async function runChecks(checks) {
   for (const [name, check] of checks) {
     let line;
