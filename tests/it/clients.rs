@@ -382,10 +382,13 @@ fn build_go() -> PathBuf {
             .exists(),
         "go-redis v5 is not in {GOPATH}: {fix}"
     );
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("clients-go-smoke");
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let out = tmp.join("clients-go-smoke");
     let mut cmd = Command::new("go");
+    // Go's build cache in the target directory: no need for a home directory.
     cmd.env("GO111MODULE", "off")
         .env("GOPATH", GOPATH)
+        .env("GOCACHE", tmp.join("go-build"))
         .current_dir(clients_dir().join("go"))
         .arg("build")
         .arg("-o")
