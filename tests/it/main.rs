@@ -18,6 +18,7 @@
 mod common;
 
 mod admin;
+mod clients;
 mod command_table;
 mod config;
 mod container;

@@ -1735,3 +1735,55 @@ impl ProxyBinary {
         std::fs::read_to_string(self.dir.join("stdout.log")).unwrap_or_default()
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Other programs
+// ---------------------------------------------------------------------------------------
+
+/// What a program run by [`run_program`] left behind.
+pub struct Finished {
+    /// How it exited.
+    pub status: std::process::ExitStatus,
+    /// What it wrote to stdout.
+    pub stdout: String,
+    /// What it wrote to stderr.
+    pub stderr: String,
+}
+
+/// Runs `cmd` to its end as a child that dies with the test process, stdin closed and
+/// its output captured (in files of a temp dir, so that no pipe fills up).
+///
+/// # Panics
+/// When it cannot start, or still runs after `timeout`: it is killed, and the message
+/// names `what` and carries its output so far.
+pub fn run_program(what: &str, mut cmd: Command, timeout: Duration) -> Finished {
+    let dir = TempDir::new().expect("temp dir");
+    let out_path = dir.path().join("stdout");
+    let err_path = dir.path().join("stderr");
+    let out = std::fs::File::create(&out_path).expect("create stdout file");
+    let err = std::fs::File::create(&err_path).expect("create stderr file");
+    cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+    let mut process = Process::new(spawn(cmd));
+    let read =
+        |p: &Path| String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned();
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = process.try_wait() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            process.kill();
+            panic!(
+                "{what} still runs after {timeout:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+                read(&out_path),
+                read(&err_path)
+            );
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    };
+    Finished {
+        status,
+        stdout: read(&out_path),
+        stderr: read(&err_path),
+    }
+}
