@@ -153,8 +153,11 @@ tcl_results() {
 
 run_unit() {
   local unit=$1 log=$2
+  # The suite's own test server listens below --baseport: a random one, so that two
+  # runs of this script can go on at once.
   (cd "$redis_src" && ./runtest --host 127.0.0.1 --port "$port" --tags "$tags" \
-    --clients 1 --timeout 600 --single "$unit") >"$log" 2>&1 || true
+    --baseport $((20000 + RANDOM % 40000)) --clients 1 --timeout 600 --single "$unit") \
+    >"$log" 2>&1 || true
 }
 
 # diff_runs DIRECT PROXIED: tests that passed directly and did not through the proxy.
