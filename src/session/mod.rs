@@ -72,6 +72,7 @@ mod fencing;
 mod hedge;
 mod local;
 mod login;
+mod orphans;
 mod outbound;
 mod own;
 mod queued;
@@ -330,6 +331,10 @@ pub struct Session {
     writes_in_flight: u32,
     replica_reads_in_flight: u32,
     blocking_in_flight: bool,
+    /// The client's socket, watched for a hang-up while a blocking command is out.
+    client_fd: Option<std::os::fd::RawFd>,
+    /// That watch, while it is on ([`orphans`]).
+    orphan: Option<orphans::Watched>,
     last_write_ack: Option<Instant>,
     prefer: Option<usize>,
     turn: usize,
@@ -447,6 +452,8 @@ impl Session {
             writes_in_flight: 0,
             replica_reads_in_flight: 0,
             blocking_in_flight: false,
+            client_fd: None,
+            orphan: None,
             last_write_ack: None,
             prefer: None,
             turn: id as usize,
@@ -510,10 +517,11 @@ impl Session {
     /// Serve until the client leaves, or until it idles with nothing in flight and may
     /// give up its state: then [`End::Parked`] is returned and [`Session::park`] gives
     /// what to resume with.
-    pub async fn serve_parkable<S: AsyncRead + AsyncWrite + Unpin>(
+    pub async fn serve_parkable<S: AsyncRead + AsyncWrite + Unpin + std::os::fd::AsRawFd>(
         &mut self,
         stream: &mut S,
     ) -> End {
+        self.client_fd = Some(stream.as_raw_fd());
         self.serve(stream).await
     }
 
@@ -551,6 +559,9 @@ impl Session {
         if let Some(d) = self.dedicated.take() {
             d.conn.close("client disconnected");
         }
+        // Only once the connection is closed: until then another session's
+        // [`orphans::reap`] may be the one to close it.
+        self.unwatch_hangup();
         if let Some(st) = self.stats.as_mut() {
             st.flush(&self.proxy.metrics);
         }
@@ -661,6 +672,7 @@ impl Drop for Session {
     /// Writes still in flight end their key fences (see [`Session::close`], which does
     /// the same when the session ends normally).
     fn drop(&mut self) {
+        self.unwatch_hangup();
         self.fence_release_all();
     }
 }

@@ -468,9 +468,25 @@ impl Session {
 
     pub(super) fn end_blocking(&mut self) {
         self.blocking_in_flight = false;
+        self.unwatch_hangup();
         self.set_flags(0);
         if let Some(d) = &self.dedicated {
             d.conn.blocking.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// Watch the client's socket for a hang-up while its blocking command is out on
+    /// `conn` ([`orphans`]).
+    pub(super) fn watch_hangup(&mut self, conn: &Arc<crate::backend::Conn>) {
+        self.unwatch_hangup();
+        if let Some(fd) = self.client_fd {
+            self.orphan = orphans::watch(fd, conn);
+        }
+    }
+
+    pub(super) fn unwatch_hangup(&mut self) {
+        if let Some(w) = self.orphan.take() {
+            orphans::unwatch(w);
         }
     }
 
