@@ -374,6 +374,9 @@ impl Session {
                     if matches!(name, Some("client|getredir" | "client|trackinginfo")) {
                         self.tracking.rewrites.push_back(self.tracking.sent);
                     }
+                    if name == Some("client|id") {
+                        self.tracking.own_ids.push_back(self.tracking.sent);
+                    }
                     self.tracking.sent += 1;
                 }
                 if name == Some("client|tracking") && req.arg(2).eq_ignore_ascii_case(b"on") {

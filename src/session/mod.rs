@@ -99,7 +99,9 @@ const RESET_REPLY: &[u8] = reply::RESET;
 
 /// Replies of a tracking tunnel that name the redirect target (`CLIENT GETREDIR`,
 /// `CLIENT TRACKINGINFO`), which Redis answers with the backend's id of the target's
-/// connection: they are given back the proxy's id of that client.
+/// connection: they are given back the proxy's id of that client. `CLIENT ID` there is
+/// answered by Redis too (with the tunnel connection's id): it is given back the
+/// client's own proxy id.
 #[derive(Debug, Default)]
 struct Tracking {
     /// The proxy id of the client invalidations are redirected to, if any.
@@ -113,6 +115,9 @@ struct Tracking {
     seen: u64,
     /// Which of those (by number) to rewrite.
     rewrites: VecDeque<u64>,
+    /// Which of those (by number) answer `CLIENT ID`: the master's id of the tunnel's
+    /// connection, given back as the client's proxy id.
+    own_ids: VecDeque<u64>,
 }
 
 /// How a client leaves the tunnel: the command that ended it.

@@ -208,6 +208,55 @@ fn a_blocked_client_that_disconnects_takes_no_later_push() {
     }
 }
 
+/// `CLIENT ID` is the same before, during and after `CLIENT TRACKING on` (whose tunnel
+/// to the master answers it), so a redirect to the client's own id works there, as on
+/// Redis.
+#[test]
+fn client_id_stays_the_same_while_tracking() {
+    let master = RedisServer::start();
+    let proxy = ProxyUnderTest::start(&format!(
+        "backend:\n  master: \"{}\"\n  replicas: []\n",
+        master.addr()
+    ));
+    proxy.wait_healthy(0);
+    for (world, addr) in [("direct", master.addr()), ("proxied", proxy.addr)] {
+        let mut c = connect(addr);
+        let id = query(&mut c, &["CLIENT", "ID"]).unwrap();
+        assert_eq!(
+            text(&query(&mut c, &["CLIENT", "TRACKING", "on"]).unwrap()),
+            "OK"
+        );
+        assert_eq!(
+            query(&mut c, &["CLIENT", "ID"]).unwrap(),
+            id,
+            "{world}: tracking on"
+        );
+        assert_eq!(
+            text(&query(&mut c, &["CLIENT", "TRACKING", "off"]).unwrap()),
+            "OK"
+        );
+        assert_eq!(
+            query(&mut c, &["CLIENT", "ID"]).unwrap(),
+            id,
+            "{world}: tracking off"
+        );
+        let own = match &id {
+            Value::Int(n) => n.to_string(),
+            other => panic!("{world}: CLIENT ID: {other:?}"),
+        };
+        assert_eq!(
+            text(&query(&mut c, &["CLIENT", "TRACKING", "on", "REDIRECT", &own]).unwrap()),
+            "OK",
+            "{world}: a redirect to itself"
+        );
+        assert_eq!(
+            query(&mut c, &["CLIENT", "GETREDIR"]).unwrap(),
+            id,
+            "{world}: GETREDIR names the client"
+        );
+    }
+}
+
 /// A client logged in as a Redis ACL user reads, as that user, from the replicas that
 /// know it, and from the master through those that do not (Redis does not replicate ACL
 /// changes): no read fails.
