@@ -168,9 +168,15 @@ diff_runs() {
   pok=$(grep -c '^ok' "$p" || true)
   printf '  direct: %s ok, %s failed; proxy: %s ok, %s failed\n' \
     "$dok" "$(grep -vc '^ok' "$d" || true)" "$pok" "$(grep -vc '^ok' "$p" || true)"
-  comm -23 <(grep '^ok' "$d" | cut -f2- | sort -u) <(grep '^ok' "$p" | cut -f2- | sort -u) |
-    sed 's/^/  DIFF passes direct, not through the proxy: /'
+  # Passed directly: failed through the proxy, or never ran (an exception ends a unit).
+  comm -12 <(grep '^ok' "$d" | cut -f2- | sort -u) <(grep '^err' "$p" | cut -f2- | sort -u) |
+    sed 's/^/  DIFF fails through the proxy: /'
   grep '^exception' "$p" | cut -f2- | sed 's/^/  DIFF exception through the proxy: /' || true
+  local missing
+  missing=$(comm -23 <(grep '^ok' "$d" | cut -f2- | sort -u) <(cut -f2- "$p" | sort -u) | wc -l)
+  if [ "$missing" -gt 0 ]; then
+    echo "  DIFF $missing test(s) that pass direct did not run through the proxy"
+  fi
 }
 
 total_diffs=0
