@@ -270,7 +270,7 @@ fn serve_plain(
 /// request may already sit decrypted in the TLS state, read with the handshake, where
 /// waiting on the socket would not see it.
 #[allow(clippy::manual_async_fn)]
-fn serve_parking<S: Peek>(
+fn serve_parking<S: Peek + std::os::fd::AsRawFd>(
     proxy: Arc<Proxy>,
     handle: Arc<SessionHandle>,
     mut stream: S,

@@ -69,6 +69,18 @@ pub fn next_read_size(chunk: usize, n: usize, spare: usize, min: usize, max: usi
     }
 }
 
+/// Shut a plain-TCP backend socket down from the calling task, so that Redis sees the
+/// connection end before anything the proxy sends it afterwards on other connections
+/// (the socket's own tasks are aborted too, but they drop it only when next scheduled).
+fn shut_now(w: &tokio::net::tcp::OwnedWriteHalf) {
+    use std::os::fd::AsFd;
+    let stream: &tokio::net::TcpStream = w.as_ref();
+    // A duplicate of the descriptor: shutting it down ends the socket they share.
+    if let Ok(fd) = stream.as_fd().try_clone_to_owned() {
+        let _ = std::net::TcpStream::from(fd).shutdown(std::net::Shutdown::Both);
+    }
+}
+
 /// A pipelined connection to one Redis.
 #[derive(Debug)]
 pub struct Conn {
@@ -249,7 +261,9 @@ impl Conn {
             g.state = State::Failed(err.clone());
             self.failed.store(true, Ordering::Relaxed);
             g.out = BytesMut::new();
-            g.direct = None;
+            if let Some(w) = g.direct.take() {
+                shut_now(&w);
+            }
             let n = g.in_flight;
             g.in_flight = 0;
             (std::mem::take(&mut g.waiters), g.stream_sink.take(), n)

@@ -225,8 +225,9 @@ impl Session {
         if let Some(stop) = self.enter_dedicated(b) {
             return stop;
         }
-        if let Some(d) = &self.dedicated {
-            d.conn.blocking.store(true, Ordering::Relaxed);
+        if let Some(conn) = self.dedicated.as_ref().map(|d| d.conn.clone()) {
+            conn.blocking.store(true, Ordering::Relaxed);
+            self.watch_hangup(&conn);
         }
         self.blocking_in_flight = true;
         self.set_flags(b'b');
@@ -372,6 +373,9 @@ impl Session {
                     // redirect target, to give its proxy id back.
                     if matches!(name, Some("client|getredir" | "client|trackinginfo")) {
                         self.tracking.rewrites.push_back(self.tracking.sent);
+                    }
+                    if name == Some("client|id") {
+                        self.tracking.own_ids.push_back(self.tracking.sent);
                     }
                     self.tracking.sent += 1;
                 }

@@ -17,6 +17,9 @@ impl Session {
         {
             return Ok(());
         }
+        // Blocked clients that hung up before this client's requests were read stop
+        // being waiters on the master before these requests reach it.
+        orphans::reap();
         let settings = self.proxy.settings.load();
         let view = self.proxy.view.load();
         if view.epoch != self.view_epoch {

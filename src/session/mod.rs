@@ -72,6 +72,7 @@ mod fencing;
 mod hedge;
 mod local;
 mod login;
+mod orphans;
 mod outbound;
 mod own;
 mod queued;
@@ -98,7 +99,9 @@ const RESET_REPLY: &[u8] = reply::RESET;
 
 /// Replies of a tracking tunnel that name the redirect target (`CLIENT GETREDIR`,
 /// `CLIENT TRACKINGINFO`), which Redis answers with the backend's id of the target's
-/// connection: they are given back the proxy's id of that client.
+/// connection: they are given back the proxy's id of that client. `CLIENT ID` there is
+/// answered by Redis too (with the tunnel connection's id): it is given back the
+/// client's own proxy id.
 #[derive(Debug, Default)]
 struct Tracking {
     /// The proxy id of the client invalidations are redirected to, if any.
@@ -112,6 +115,9 @@ struct Tracking {
     seen: u64,
     /// Which of those (by number) to rewrite.
     rewrites: VecDeque<u64>,
+    /// Which of those (by number) answer `CLIENT ID`: the master's id of the tunnel's
+    /// connection, given back as the client's proxy id.
+    own_ids: VecDeque<u64>,
 }
 
 /// How a client leaves the tunnel: the command that ended it.
@@ -330,6 +336,10 @@ pub struct Session {
     writes_in_flight: u32,
     replica_reads_in_flight: u32,
     blocking_in_flight: bool,
+    /// The client's socket, watched for a hang-up while a blocking command is out.
+    client_fd: Option<std::os::fd::RawFd>,
+    /// That watch, while it is on ([`orphans`]).
+    orphan: Option<orphans::Watched>,
     last_write_ack: Option<Instant>,
     prefer: Option<usize>,
     turn: usize,
@@ -447,6 +457,8 @@ impl Session {
             writes_in_flight: 0,
             replica_reads_in_flight: 0,
             blocking_in_flight: false,
+            client_fd: None,
+            orphan: None,
             last_write_ack: None,
             prefer: None,
             turn: id as usize,
@@ -510,10 +522,11 @@ impl Session {
     /// Serve until the client leaves, or until it idles with nothing in flight and may
     /// give up its state: then [`End::Parked`] is returned and [`Session::park`] gives
     /// what to resume with.
-    pub async fn serve_parkable<S: AsyncRead + AsyncWrite + Unpin>(
+    pub async fn serve_parkable<S: AsyncRead + AsyncWrite + Unpin + std::os::fd::AsRawFd>(
         &mut self,
         stream: &mut S,
     ) -> End {
+        self.client_fd = Some(stream.as_raw_fd());
         self.serve(stream).await
     }
 
@@ -551,6 +564,9 @@ impl Session {
         if let Some(d) = self.dedicated.take() {
             d.conn.close("client disconnected");
         }
+        // Only once the connection is closed: until then another session's
+        // [`orphans::reap`] may be the one to close it.
+        self.unwatch_hangup();
         if let Some(st) = self.stats.as_mut() {
             st.flush(&self.proxy.metrics);
         }
@@ -661,6 +677,7 @@ impl Drop for Session {
     /// Writes still in flight end their key fences (see [`Session::close`], which does
     /// the same when the session ends normally).
     fn drop(&mut self) {
+        self.unwatch_hangup();
         self.fence_release_all();
     }
 }

@@ -297,13 +297,20 @@ impl Session {
     }
 
     /// A frame of a tracking tunnel, with the redirect target's backend id replaced by
-    /// its proxy id when it is a reply that names it; `None` to forward it as it is.
+    /// its proxy id when it is a reply that names it, and a `CLIENT ID` reply made the
+    /// client's proxy id; `None` to forward it as it is.
     fn tracking_reply(&mut self, frame: &[u8]) -> Option<Vec<u8>> {
         if self.client.flags != b't' || frame.first() == Some(&b'>') {
             return None;
         }
         let n = self.tracking.seen;
         self.tracking.seen += 1;
+        if self.tracking.own_ids.front() == Some(&n) {
+            self.tracking.own_ids.pop_front();
+            // The client's id is the proxy's, as outside the tunnel (an error stays).
+            return (frame.first() == Some(&b':'))
+                .then(|| format!(":{}\r\n", self.id).into_bytes());
+        }
         if self.tracking.rewrites.front() != Some(&n) {
             return None;
         }
@@ -468,9 +475,25 @@ impl Session {
 
     pub(super) fn end_blocking(&mut self) {
         self.blocking_in_flight = false;
+        self.unwatch_hangup();
         self.set_flags(0);
         if let Some(d) = &self.dedicated {
             d.conn.blocking.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// Watch the client's socket for a hang-up while its blocking command is out on
+    /// `conn` ([`orphans`]).
+    pub(super) fn watch_hangup(&mut self, conn: &Arc<crate::backend::Conn>) {
+        self.unwatch_hangup();
+        if let Some(fd) = self.client_fd {
+            self.orphan = orphans::watch(fd, conn);
+        }
+    }
+
+    pub(super) fn unwatch_hangup(&mut self) {
+        if let Some(w) = self.orphan.take() {
+            orphans::unwatch(w);
         }
     }
 

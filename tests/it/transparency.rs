@@ -169,6 +169,94 @@ fn a_blocking_command_is_not_overtaken_by_a_later_push_from_another_client() {
     }
 }
 
+/// A client blocked in `BLPOP` that disconnects takes no element pushed after it left:
+/// Redis sees the end of its dedicated connection before another client's push that
+/// the proxy read later, as Redis sees a direct client's close before a later push.
+/// (Otherwise the element goes to a connection nobody reads, and is lost.)
+#[test]
+fn a_blocked_client_that_disconnects_takes_no_later_push() {
+    use std::io::Write;
+    let master = RedisServer::start();
+    let proxy = ProxyUnderTest::start(&format!(
+        "backend:\n  master: \"{}\"\n  replicas: []\n",
+        master.addr()
+    ));
+    proxy.wait_healthy(0);
+    for (world, addr) in [("direct", master.addr()), ("proxied", proxy.addr)] {
+        let mut b = connect(addr);
+        let mut lost = Vec::new();
+        for round in 0..50 {
+            let key = format!("gone:{world}:{round}");
+            let mut a = raw(addr);
+            let blpop = format!(
+                "*3\r\n$5\r\nBLPOP\r\n${}\r\n{key}\r\n$1\r\n0\r\n",
+                key.len()
+            );
+            a.write_all(blpop.as_bytes()).expect("send BLPOP");
+            master.wait_blocked_clients(1, SYNC_TIMEOUT);
+            drop(a);
+            assert_eq!(query(&mut b, &["RPUSH", &key, "x"]).unwrap(), Value::Int(1));
+            if master.cmd(&["LLEN", &key]) != Value::Int(1) {
+                lost.push(round);
+            }
+            master.wait_blocked_clients(0, SYNC_TIMEOUT);
+        }
+        assert!(
+            lost.is_empty(),
+            "{world}: the disconnected client took the push in rounds {lost:?}"
+        );
+    }
+}
+
+/// `CLIENT ID` is the same before, during and after `CLIENT TRACKING on` (whose tunnel
+/// to the master answers it), so a redirect to the client's own id works there, as on
+/// Redis.
+#[test]
+fn client_id_stays_the_same_while_tracking() {
+    let master = RedisServer::start();
+    let proxy = ProxyUnderTest::start(&format!(
+        "backend:\n  master: \"{}\"\n  replicas: []\n",
+        master.addr()
+    ));
+    proxy.wait_healthy(0);
+    for (world, addr) in [("direct", master.addr()), ("proxied", proxy.addr)] {
+        let mut c = connect(addr);
+        let id = query(&mut c, &["CLIENT", "ID"]).unwrap();
+        assert_eq!(
+            text(&query(&mut c, &["CLIENT", "TRACKING", "on"]).unwrap()),
+            "OK"
+        );
+        assert_eq!(
+            query(&mut c, &["CLIENT", "ID"]).unwrap(),
+            id,
+            "{world}: tracking on"
+        );
+        assert_eq!(
+            text(&query(&mut c, &["CLIENT", "TRACKING", "off"]).unwrap()),
+            "OK"
+        );
+        assert_eq!(
+            query(&mut c, &["CLIENT", "ID"]).unwrap(),
+            id,
+            "{world}: tracking off"
+        );
+        let own = match &id {
+            Value::Int(n) => n.to_string(),
+            other => panic!("{world}: CLIENT ID: {other:?}"),
+        };
+        assert_eq!(
+            text(&query(&mut c, &["CLIENT", "TRACKING", "on", "REDIRECT", &own]).unwrap()),
+            "OK",
+            "{world}: a redirect to itself"
+        );
+        assert_eq!(
+            query(&mut c, &["CLIENT", "GETREDIR"]).unwrap(),
+            id,
+            "{world}: GETREDIR names the client"
+        );
+    }
+}
+
 /// A client logged in as a Redis ACL user reads, as that user, from the replicas that
 /// know it, and from the master through those that do not (Redis does not replicate ACL
 /// changes): no read fails.
