@@ -442,20 +442,38 @@ fn pick_reachable(view: &View) -> Option<usize> {
 
 /// Where a replica read that failed (connection lost, `LOADING`, `NOSCRIPT`, or it
 /// could not be sent) is retried: the master while it is known and not known to be
-/// down; otherwise (a failover, or the master's last poll failed) the first healthy
-/// replica other than the one that failed (`failed`, a backend id). `None`: nowhere,
-/// and the client gets [`ProxyError::ReplicaFailedNoMaster`].
+/// down; otherwise (a failover, or the master's last poll failed) a replica that can
+/// answer as reads are served while the master is down (reachable, link up or down,
+/// offset known; healthy ones first, then the most advanced) other than the one that
+/// failed (`failed`, a backend id), or, with `again`, that one too (Sentinel closes
+/// every client connection of a replica it reconfigures: the replica itself answers
+/// on a new connection). `None`: nowhere for now; the session waits for a master or
+/// such a replica, at most `command_timeout_ms` from the read, then answers
+/// [`ProxyError::ReplicaFailedNoMaster`].
 ///
 /// [`ProxyError::ReplicaFailedNoMaster`]: crate::error::ProxyError::ReplicaFailedNoMaster
-pub fn retry_target(view: &View, failed: Option<u32>) -> Option<&Arc<Backend>> {
-    match view.master.as_ref().filter(|m| !m.down) {
-        Some(m) => Some(&m.backend),
-        None => view
-            .replicas
-            .iter()
-            .find(|r| r.health == Health::Ok && Some(r.backend.id) != failed)
-            .map(|r| &r.backend),
+pub fn retry_target(view: &View, failed: Option<u32>, again: bool) -> Option<&Arc<Backend>> {
+    if let Some(m) = view.master.as_ref().filter(|m| !m.down) {
+        return Some(&m.backend);
     }
+    let can_answer = |r: &&ReplicaView| {
+        r.reachable && matches!(r.health, Health::Ok | Health::LinkDown) && r.offset.is_some()
+    };
+    let best = |again: bool| {
+        view.replicas
+            .iter()
+            .filter(can_answer)
+            .filter(|r| again || Some(r.backend.id) != failed)
+            .max_by_key(|r| {
+                (
+                    Some(r.backend.id) != failed,
+                    r.health == Health::Ok,
+                    r.offset,
+                )
+            })
+            .map(|r| &r.backend)
+    };
+    best(false).or_else(|| if again { best(true) } else { None })
 }
 
 /// How many replicas hold a write at master offset `target`, for `WAIT` and durable
@@ -941,25 +959,36 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_replica_read_is_retried_on_the_master_or_another_healthy_replica() {
+    fn a_failed_replica_read_is_retried_on_the_master_or_another_replica_that_can_answer() {
         let now = Instant::now();
         let c = cfg("");
         let mut v = view(&c, now, [0, 0]);
         let (m, r0, r1) = ids(&v);
-        assert_eq!(retry_target(&v, Some(r0)).map(|b| b.id), Some(m));
-        // The master is down: another healthy replica, never the one that failed.
+        assert_eq!(retry_target(&v, Some(r0), false).map(|b| b.id), Some(m));
+        // The master is down: another replica, not the one that failed unless `again`.
         v.master.as_mut().unwrap().down = true;
-        assert_eq!(retry_target(&v, Some(r0)).map(|b| b.id), Some(r1));
-        assert_eq!(retry_target(&v, Some(r1)).map(|b| b.id), Some(r0));
+        assert_eq!(retry_target(&v, Some(r0), false).map(|b| b.id), Some(r1));
+        assert_eq!(retry_target(&v, Some(r1), false).map(|b| b.id), Some(r0));
+        // A replica whose link is down still answers (as reads are served then).
         v.replicas[1].health = Health::LinkDown;
-        assert_eq!(retry_target(&v, Some(r0)).map(|b| b.id), None);
+        assert_eq!(retry_target(&v, Some(r0), false).map(|b| b.id), Some(r1));
+        // Healthy ones first.
+        assert_eq!(retry_target(&v, None, false).map(|b| b.id), Some(r0));
+        // One that cannot answer is never chosen; the failed one only `again`.
+        v.replicas[1].health = Health::Syncing;
+        assert_eq!(retry_target(&v, Some(r0), false).map(|b| b.id), None);
+        assert_eq!(retry_target(&v, Some(r0), true).map(|b| b.id), Some(r0));
+        v.replicas[0].reachable = false;
+        assert_eq!(retry_target(&v, Some(r0), true).map(|b| b.id), None);
         // No master known (a failover): the same.
         v.master = None;
+        v.replicas[0].reachable = true;
         v.replicas[1].health = Health::Ok;
-        assert_eq!(retry_target(&v, Some(r0)).map(|b| b.id), Some(r1));
-        assert_eq!(retry_target(&v, None).map(|b| b.id), Some(r0));
+        assert_eq!(retry_target(&v, Some(r0), false).map(|b| b.id), Some(r1));
+        v.replicas[1].offset = None;
+        assert_eq!(retry_target(&v, Some(r0), false).map(|b| b.id), None);
         v.replicas.clear();
-        assert!(retry_target(&v, None).is_none());
+        assert!(retry_target(&v, None, true).is_none());
     }
 
     #[test]
