@@ -411,11 +411,13 @@ impl Session {
         }
         if self.read_wait.is_none() {
             self.read_wait = Some((until, Box::pin(tokio::time::sleep_until(until.into()))));
+            // A fresh view at once (only as the wait starts: asking on every new view
+            // would keep the monitor polling back to back).
+            self.proxy.monitor.poll_now();
         }
         if self.view_rx.is_none() {
             self.view_rx = Some(self.proxy.view_version.subscribe());
         }
-        self.proxy.monitor.poll_now();
         true
     }
 

@@ -295,7 +295,7 @@ impl Session {
                 }
             );
         if wait_first {
-            self.wait_to_retry(p, BytesMut::from(bytes), failed, now);
+            self.wait_to_retry(p, BytesMut::from(bytes), failed, true, now);
         } else {
             self.retry_read(p, BytesMut::from(bytes), failed, false, now);
         }
@@ -312,7 +312,7 @@ impl Session {
     ) {
         let view = self.proxy.view.load_full();
         let Some(backend) = router::retry_target(&view, failed, again).cloned() else {
-            return self.wait_to_retry(p, bytes, failed, now);
+            return self.wait_to_retry(p, bytes, failed, !again, now);
         };
         let to_master = view
             .master
@@ -320,7 +320,7 @@ impl Session {
             .is_some_and(|m| m.backend.id == backend.id);
         let i = match self.source_for(&backend) {
             Ok(i) => i,
-            Err(_) => return self.wait_to_retry(p, bytes, Some(backend.id), now),
+            Err(_) => return self.wait_to_retry(p, bytes, Some(backend.id), !again, now),
         };
         self.stats().retries += 1;
         let Some(s) = self.sources.get(i) else { return };
@@ -361,8 +361,17 @@ impl Session {
     }
 
     /// Nowhere to retry a failed replica read for now: wait for a new view (a master, or
-    /// a replica that can answer) or a short while, unless its time is up.
-    fn wait_to_retry(&mut self, p: Pending, bytes: BytesMut, failed: Option<u32>, now: Instant) {
+    /// a replica that can answer) or a short while, unless its time is up. `poke`: ask
+    /// the monitor for a fresh view at once (when the wait starts; not on each new view,
+    /// which would keep it polling back to back).
+    fn wait_to_retry(
+        &mut self,
+        p: Pending,
+        bytes: BytesMut,
+        failed: Option<u32>,
+        poke: bool,
+        now: Instant,
+    ) {
         let timeout = self.proxy.settings.load().config.backend.command_timeout_ms;
         let until = p.sent + Duration::from_millis(timeout);
         if now >= until {
@@ -375,7 +384,9 @@ impl Session {
         if let Some(rx) = self.view_rx.as_mut() {
             rx.mark_unchanged();
         }
-        self.proxy.monitor.poll_now();
+        if poke {
+            self.proxy.monitor.poll_now();
+        }
         // Counted as a replica read in flight: a write after it waits, as it would for
         // the read's first attempt.
         self.replica_reads_in_flight += 1;
