@@ -270,7 +270,9 @@ class World:
         return self.procs["redsplit"].poll() is None
 
     def master_name(self):
-        """The server Sentinel names as master (a majority of the live Sentinels)."""
+        """The server that is the master: the only live one whose own `INFO` says
+        `role:master`, and that a majority of the Sentinels name (during a switch the
+        two may disagree: then none)."""
         seen = Counter()
         for port in self.sentinel_ports:
             v = try_cmd(port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", NAME)
@@ -281,10 +283,18 @@ class World:
         port, n = seen.most_common(1)[0]
         if n < 2:
             return None
-        return next((k for k, p in self.ports.items() if p == port), None)
+        masters = []
+        for name, p in self.ports.items():
+            proc = self.procs.get(name)
+            if proc is None or proc.poll() is not None:
+                continue
+            info = try_cmd(p, "INFO", "replication")
+            if isinstance(info, str) and "role:master" in info:
+                masters.append(name)
+        name = next((k for k, p in self.ports.items() if p == port), None)
+        return name if masters == [name] else None
 
-    def replicas(self):
-        m = self.master_name()
+    def replicas(self, m):
         return [n for n in self.ports if n != m]
 
     def settled(self, timeout=60):
@@ -299,7 +309,7 @@ class World:
                 return False
             if info.count("state=online") < 2:
                 return False
-            for r in self.replicas():
+            for r in self.replicas(m):
                 ri = try_cmd(self.ports[r], "INFO", "replication")
                 if not isinstance(ri, str) or "master_link_status:up" not in ri:
                     return False
@@ -532,8 +542,12 @@ def main():
                 world.procs[m].kill()
                 world.procs[m].wait()
                 wait_until("Sentinel fails over", 45, lambda: world.master_name() not in (None, m))
+                new = None
+                wait_until("a new master", 60, lambda: world.master_name() not in (None, m))
                 new = world.master_name()
-                world.start_redis(m, world.ports[new] if new else None)
+                # Back as a replica of the new one (empty: no persistence), never as a
+                # second master.
+                world.start_redis(m, world.ports[new] if new else world.ports[m])
                 log(f"killed master {m}; new master {new} after {time.monotonic() - t0:.1f} s")
                 world.settled()
             elif kind == "sentinel_failover":
@@ -543,14 +557,14 @@ def main():
                     f"after {time.monotonic() - t0:.1f} s")
                 world.settled()
             elif kind == "replica_stop":
-                r = rnd.choice(world.replicas())
+                r = rnd.choice(world.replicas(m))
                 os.kill(world.procs[r].pid, signal.SIGSTOP)
                 time.sleep(rnd.uniform(1, 4))
                 os.kill(world.procs[r].pid, signal.SIGCONT)
                 log(f"replica {r} stopped for {time.monotonic() - t0:.1f} s")
                 world.settled()
             elif kind == "replica_restart":
-                r = rnd.choice(world.replicas())
+                r = rnd.choice(world.replicas(m))
                 world.procs[r].kill()
                 world.procs[r].wait()
                 time.sleep(rnd.uniform(0.5, 3))
