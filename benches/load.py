@@ -69,7 +69,7 @@ MIN_VS_DIRECT_CLIENT_BOUND = 0.9  # 50 and 500 clients, pipeline 1
 MIN_VS_NUTCRACKER_PIPELINED = 2.5  # pipeline 16
 MAX_P99_VS_DIRECT = 2.0
 MAX_CPU_US_PER_OP = 0.8  # 50 clients, pipeline 16, 16 B
-MAX_IDLE_BYTES = 1024
+MAX_IDLE_BYTES = 512
 MAX_SERVED_IDLE_BYTES = 2048
 
 # How long to wait for processes and replication, and how often to look.
@@ -528,7 +528,7 @@ class World:
             + "routing:\n"
             f"  default: {default}\n"
             "limits:\n"
-            f"  max_clients: {self.args.idle_conns + 1000}\n"
+            f"  max_clients: {max(self.args.idle_conns, self.args.storm_conns) + 1000}\n"
         )
 
     def start_redsplit(self, name, consistency, workers):
@@ -903,6 +903,131 @@ def memory(world, args, raw):
     return lines, checks
 
 
+# The storm section's peers: name -> how to get the port of one to storm (started on
+# demand). Another proxy joins by adding an entry.
+def storm_peers(world, args):
+    def redsplit():
+        p = world.start_redsplit("redsplit-storm", "replica", args.workers)
+        return p.port, p.pid
+
+    return {
+        "direct": lambda: (world.master.port, world.master.pid),
+        "redsplit": redsplit,
+        "nutcracker": lambda: (world.ports["nutcracker"], world.pids["nutcracker"]),
+    }
+
+
+def storm_once(port, n, timeout=60.0):
+    """Open `n` connections to `port` at once (non-blocking connects, all issued before
+    any is waited for), send one PING on each as soon as it is connected, and return the
+    seconds until every one has its PONG, and the seconds until every one was connected.
+    Connections refused or reset are retried (the kernel's accept queue overflowed)."""
+    sel = selectors.DefaultSelector()
+    ping = Resp.encode("PING")
+    want = b"+PONG\r\n"
+    socks = {}
+    retries = 0
+    start = time.monotonic()
+
+    def open_one():
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setblocking(False)
+        s.connect_ex(("127.0.0.1", port))
+        socks[s] = b""
+        sel.register(s, selectors.EVENT_WRITE, "connecting")
+
+    try:
+        for _ in range(n):
+            open_one()
+        connected = 0
+        answered = 0
+        all_connected = None
+        deadline = start + timeout
+        while answered < n:
+            if time.monotonic() > deadline:
+                raise BenchError(
+                    f"storm on :{port}: {connected}/{n} connected, {answered} answered "
+                    f"after {timeout:.0f} s"
+                )
+            for key, _ in sel.select(timeout=1):
+                s = key.fileobj
+                if key.data == "connecting":
+                    err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    sel.unregister(s)
+                    if err:
+                        del socks[s]
+                        s.close()
+                        retries += 1
+                        open_one()
+                        continue
+                    connected += 1
+                    if connected == n:
+                        all_connected = time.monotonic() - start
+                    s.sendall(ping)
+                    sel.register(s, selectors.EVENT_READ, "reading")
+                    continue
+                try:
+                    data = s.recv(64)
+                except ConnectionError:
+                    data = b""
+                if not data:
+                    raise BenchError(f"storm on :{port}: a connection closed before its PONG")
+                socks[s] += data
+                if socks[s] == want:
+                    sel.unregister(s)
+                    answered += 1
+                elif len(socks[s]) >= len(want):
+                    raise BenchError(f"storm on :{port}: unexpected reply {socks[s]!r}")
+        return time.monotonic() - start, all_connected, retries
+    finally:
+        sel.close()
+        for s in socks:
+            s.close()
+
+
+def storm(world, args, raw):
+    """Connection storms: STORM_CONNS connections opened at once against each peer, timed
+    until all are connected and have answered one PING; the median of STORM_ROUNDS,
+    peers interleaved."""
+    n = args.storm_conns
+    peers = storm_peers(world, args)
+    ports = {}
+    for name, get in peers.items():
+        ports[name] = get()
+    times = {name: [] for name in peers}
+    for r in range(args.storm_rounds):
+        order = list(peers)
+        order = order[r % len(order):] + order[: r % len(order)]
+        for name in order:
+            port, pid = ports[name]
+            # The previous storm's connections are gone before the next one.
+            wait_until(f"{name} closed the last storm's connections", 60,
+                       lambda pid=pid: open_fds(pid) < n // 10 + 200)
+            total, conn, retries = storm_once(port, n)
+            times[name].append(total)
+            raw.append({"section": "storm", "target": name, "n": n, "round": r,
+                        "seconds": f"{total:.4f}", "connected_s": f"{conn:.4f}",
+                        "retries": retries})
+            log(f"storm {name}: {n} connections answered in {total:.3f} s "
+                f"(connected in {conn:.3f} s, {retries} retried)")
+    med = {name: median(ts) for name, ts in times.items()}
+    lines = [f"storm: {n} connections opened at once, each answered one PING "
+             f"(median of {args.storm_rounds})"]
+    for name in peers:
+        ratio = med[name] / med["direct"] if med.get("direct") else float("nan")
+        lines.append(f"  {name:<12} {med[name]:7.3f} s   x direct {ratio:5.2f}")
+    # The goal: accepting is not redsplit's bottleneck; no slower than the other proxies.
+    others = [med[k] for k in peers if k not in ("direct", "redsplit")]
+    checks = []
+    if others:
+        best = min(others)
+        ok = med["redsplit"] <= best * 1.1
+        lines.append(f"  redsplit <= 1.1x the fastest other proxy ({best:.3f} s) {mark(ok)}")
+        checks.append(("storm: redsplit within 1.1x of the fastest other proxy", ok))
+    return lines, checks
+
+
+
 def settled(measure, quiet=0.5, timeout=10.0):
     """`measure()` once it has not changed for `quiet` seconds (or after `timeout`)."""
     last = measure()
@@ -1215,8 +1340,13 @@ def parse_args():
     ap.add_argument("--idle-conns", type=int, default=env("IDLE_CONNS"),
                     help="connections for the memory section (env IDLE_CONNS; default 10000)")
     ap.add_argument("--sections", default=env("SECTIONS", "matrix,memory,workers"),
-                    help="comma-separated: matrix, memory, workers, profile (env SECTIONS; "
-                    "default matrix,memory,workers)")
+                    help="comma-separated: matrix, memory, workers, storm, profile (env "
+                    "SECTIONS; default matrix,memory,workers)")
+    ap.add_argument("--storm-conns", type=int, default=int(env("STORM_CONNS", "8000")),
+                    help="connections opened at once by the storm section (env STORM_CONNS; "
+                    "default 8000)")
+    ap.add_argument("--storm-rounds", type=int, default=int(env("STORM_ROUNDS", "3")),
+                    help="storms per peer (env STORM_ROUNDS; default 3)")
     ap.add_argument("--clients", default=env("CLIENTS"),
                     help="comma-separated client counts (env CLIENTS; default 1,50,500)")
     ap.add_argument("--pipelines", default=env("PIPELINES"),
@@ -1265,7 +1395,7 @@ def parse_args():
     a.values = ints(a.values, (16,) if a.quick else VALUES)
     a.sections = [s.strip() for s in a.sections.split(",") if s.strip()]
     for s in a.sections:
-        if s not in ("matrix", "memory", "workers", "profile"):
+        if s not in ("matrix", "memory", "workers", "storm", "profile"):
             ap.error(f"unknown section {s!r}")
     def cell(text):
         op, c, p, d = text.split(",")
@@ -1289,14 +1419,15 @@ def preflight(args):
     log(v.stdout.strip())
     # Room for the idle connections here and in the proxy (children inherit it).
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    need = args.idle_conns + 1000
+    need = max(args.idle_conns, args.storm_conns) + 1000
     want = hard if hard == resource.RLIM_INFINITY else max(soft, min(hard, need * 2))
     if soft < want:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if "memory" in args.sections and soft != resource.RLIM_INFINITY and soft < need:
+    if ({"memory", "storm"} & set(args.sections) and soft != resource.RLIM_INFINITY
+            and soft < need):
         raise BenchError(
-            f"open-file limit {soft} is below the {need} the memory section needs; "
+            f"open-file limit {soft} is below the {need} the memory and storm sections need; "
             "raise the hard limit (ulimit -Hn) or lower IDLE_CONNS"
         )
     if not args.no_build:
@@ -1374,6 +1505,10 @@ def main():
             checks += c
         if "workers" in args.sections:
             out_lines += workers(world, args, raw) + [""]
+        if "storm" in args.sections:
+            lines, c = storm(world, args, raw)
+            out_lines += lines + [""]
+            checks += c
         if "profile" in args.sections:
             out_lines += profile(world, args) + [""]
         if checks:

@@ -567,6 +567,7 @@ async fn poller(proxy: Weak<Proxy>, backend: Arc<Backend>) {
                 },
             )
         };
+        let reused = conn.is_some();
         if conn.is_none() {
             match ControlConn::connect(&ConnParams {
                 connect_timeout: timeout,
@@ -633,11 +634,17 @@ async fn poller(proxy: Weak<Proxy>, backend: Arc<Backend>) {
                     p.monitor.observe(&backend, sent, None);
                 }
                 Err(e) => {
+                    conn = None;
+                    if reused && failures == 0 && sent.elapsed() < interval {
+                        // The connection was closed under the poll (Sentinel closes every
+                        // client connection of a node it reconfigures): poll again on a
+                        // new one at once before calling the node unreachable.
+                        continue;
+                    }
                     if failures == 0 {
                         tracing::warn!(backend = %backend.addr, role = backend.role.as_str(), error = %e.message, "replication poll failed");
                     }
                     failures += 1;
-                    conn = None;
                     p.monitor.observe(&backend, sent, None);
                 }
             }

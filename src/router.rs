@@ -442,20 +442,38 @@ fn pick_reachable(view: &View) -> Option<usize> {
 
 /// Where a replica read that failed (connection lost, `LOADING`, `NOSCRIPT`, or it
 /// could not be sent) is retried: the master while it is known and not known to be
-/// down; otherwise (a failover, or the master's last poll failed) the first healthy
-/// replica other than the one that failed (`failed`, a backend id). `None`: nowhere,
-/// and the client gets [`ProxyError::ReplicaFailedNoMaster`].
+/// down; otherwise (a failover, or the master's last poll failed) a replica that can
+/// answer as reads are served while the master is down (reachable, link up or down,
+/// offset known; healthy ones first, then the most advanced) other than the one that
+/// failed (`failed`, a backend id), or, with `again`, that one too (Sentinel closes
+/// every client connection of a replica it reconfigures: the replica itself answers
+/// on a new connection). `None`: nowhere for now; the session waits for a master or
+/// such a replica, at most `command_timeout_ms` from the read, then answers
+/// [`ProxyError::ReplicaFailedNoMaster`].
 ///
 /// [`ProxyError::ReplicaFailedNoMaster`]: crate::error::ProxyError::ReplicaFailedNoMaster
-pub fn retry_target(view: &View, failed: Option<u32>) -> Option<&Arc<Backend>> {
-    match view.master.as_ref().filter(|m| !m.down) {
-        Some(m) => Some(&m.backend),
-        None => view
-            .replicas
-            .iter()
-            .find(|r| r.health == Health::Ok && Some(r.backend.id) != failed)
-            .map(|r| &r.backend),
+pub fn retry_target(view: &View, failed: Option<u32>, again: bool) -> Option<&Arc<Backend>> {
+    if let Some(m) = view.master.as_ref().filter(|m| !m.down) {
+        return Some(&m.backend);
     }
+    let can_answer = |r: &&ReplicaView| {
+        r.reachable && matches!(r.health, Health::Ok | Health::LinkDown) && r.offset.is_some()
+    };
+    let best = |again: bool| {
+        view.replicas
+            .iter()
+            .filter(can_answer)
+            .filter(|r| again || Some(r.backend.id) != failed)
+            .max_by_key(|r| {
+                (
+                    Some(r.backend.id) != failed,
+                    r.health == Health::Ok,
+                    r.offset,
+                )
+            })
+            .map(|r| &r.backend)
+    };
+    best(false).or_else(|| if again { best(true) } else { None })
 }
 
 /// How many replicas hold a write at master offset `target`, for `WAIT` and durable

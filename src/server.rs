@@ -39,7 +39,7 @@ pub struct Handle {
 /// Start the proxy with a validated configuration.
 pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<Handle> {
     let listen = config.listen.clone();
-    let listener = TcpListener::bind(&listen)
+    let listener = bind(&listen)
         .await
         .with_context(|| format!("failed to listen at `listen` ({listen})"))?;
     let addr = listener.local_addr()?;
@@ -100,6 +100,39 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         stop,
         tasks,
     })
+}
+
+/// Connections the kernel may hold for the proxy to accept: a storm of new clients
+/// waits in this queue rather than having its handshakes dropped and retried a second
+/// later. (The kernel caps it at `net.core.somaxconn`.)
+const LISTEN_BACKLOG: u32 = 65_535;
+
+/// Listen at `listen` (`host:port`; the first address it resolves to that binds) with
+/// [`LISTEN_BACKLOG`].
+async fn bind(listen: &str) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host(listen).await? {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        // As `TcpListener::bind` does: a restarted proxy rebinds at once.
+        socket.set_reuseaddr(true)?;
+        match socket
+            .bind(addr)
+            .and_then(|()| socket.listen(LISTEN_BACKLOG))
+        {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the address resolved to nothing",
+        )
+    }))
 }
 
 impl Handle {

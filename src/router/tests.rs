@@ -417,25 +417,36 @@ fn ids(v: &View) -> (u32, u32, u32) {
 }
 
 #[test]
-fn a_failed_replica_read_is_retried_on_the_master_or_another_healthy_replica() {
+fn a_failed_replica_read_is_retried_on_the_master_or_another_replica_that_can_answer() {
     let now = Instant::now();
     let c = cfg("");
     let mut v = view(&c, now, [0, 0]);
     let (m, r0, r1) = ids(&v);
-    assert_eq!(retry_target(&v, Some(r0)).map(|b| b.id), Some(m));
-    // The master is down: another healthy replica, never the one that failed.
+    assert_eq!(retry_target(&v, Some(r0), false).map(|b| b.id), Some(m));
+    // The master is down: another replica, not the one that failed unless `again`.
     v.master.as_mut().unwrap().down = true;
-    assert_eq!(retry_target(&v, Some(r0)).map(|b| b.id), Some(r1));
-    assert_eq!(retry_target(&v, Some(r1)).map(|b| b.id), Some(r0));
+    assert_eq!(retry_target(&v, Some(r0), false).map(|b| b.id), Some(r1));
+    assert_eq!(retry_target(&v, Some(r1), false).map(|b| b.id), Some(r0));
+    // A replica whose link is down still answers (as reads are served then).
     v.replicas[1].health = Health::LinkDown;
-    assert_eq!(retry_target(&v, Some(r0)).map(|b| b.id), None);
+    assert_eq!(retry_target(&v, Some(r0), false).map(|b| b.id), Some(r1));
+    // Healthy ones first.
+    assert_eq!(retry_target(&v, None, false).map(|b| b.id), Some(r0));
+    // One that cannot answer is never chosen; the failed one only `again`.
+    v.replicas[1].health = Health::Syncing;
+    assert_eq!(retry_target(&v, Some(r0), false).map(|b| b.id), None);
+    assert_eq!(retry_target(&v, Some(r0), true).map(|b| b.id), Some(r0));
+    v.replicas[0].reachable = false;
+    assert_eq!(retry_target(&v, Some(r0), true).map(|b| b.id), None);
     // No master known (a failover): the same.
     v.master = None;
+    v.replicas[0].reachable = true;
     v.replicas[1].health = Health::Ok;
-    assert_eq!(retry_target(&v, Some(r0)).map(|b| b.id), Some(r1));
-    assert_eq!(retry_target(&v, None).map(|b| b.id), Some(r0));
+    assert_eq!(retry_target(&v, Some(r0), false).map(|b| b.id), Some(r1));
+    v.replicas[1].offset = None;
+    assert_eq!(retry_target(&v, Some(r0), false).map(|b| b.id), None);
     v.replicas.clear();
-    assert!(retry_target(&v, None).is_none());
+    assert!(retry_target(&v, None, true).is_none());
 }
 
 #[test]

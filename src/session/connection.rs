@@ -1,6 +1,6 @@
 //! The connection loop: read requests, write replies, wake on replies, a changed view,
-//! a held reply's deadline or a replica read's hedge delay; and the buffer limits
-//! checked on each turn.
+//! a held reply's deadline, a replica read's hedge delay or a waiting retry; and the
+//! buffer limits checked on each turn.
 
 use super::*;
 
@@ -130,6 +130,16 @@ impl Session {
                 }
                 if let Some(s) = self.held_sleep.as_mut() {
                     if s.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Event::Progress);
+                    }
+                }
+                if let Some(w) = self.retry_wait.as_mut() {
+                    if w.sleep.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Event::Progress);
+                    }
+                }
+                if let Some((_, sleep)) = self.read_wait.as_mut() {
+                    if sleep.as_mut().poll(cx).is_ready() {
                         return Poll::Ready(Event::Progress);
                     }
                 }

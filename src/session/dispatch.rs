@@ -31,7 +31,7 @@ impl Session {
         if self.master_wait.is_some() && !view.switching {
             // The failover is over (or abandoned): writes go (or fail) now.
             self.master_wait = None;
-            if self.held.is_none() {
+            if self.held.is_none() && self.read_wait.is_none() && self.retry_wait.is_none() {
                 self.view_rx = None;
             }
         }
@@ -353,6 +353,9 @@ impl Session {
                     return self.barrier(b);
                 }
                 self.stats().route(1, d.reason);
+                if self.read_wait.is_some() {
+                    self.read_wait = None;
+                }
                 if let Some(s) = r.staleness_ms(now) {
                     self.stats()
                         .staleness
@@ -375,8 +378,12 @@ impl Session {
             }
             Target::Master => {
                 self.stats().route(0, d.reason);
+                if self.read_wait.is_some() {
+                    self.read_wait = None;
+                }
                 self.master_read(req, at, b)
             }
+            Target::Reject if self.hold_read(d, view, settings, now) => self.barrier(b),
             Target::Reject => {
                 self.stats().route(2, d.reason);
                 self.flush_pending_run(b);
@@ -384,6 +391,37 @@ impl Session {
                 Stop::More
             }
         }
+    }
+
+    /// A read that found neither a master nor a replica that can answer while the master
+    /// is down (`on_master_down: serve_replicas`; a failover, a replica's connections
+    /// closed as Sentinel reconfigures it): it waits, with everything after it, for a
+    /// view where one can, at most `command_timeout_ms` from when it first met this.
+    /// `false`: it fails now.
+    fn hold_read(&mut self, d: Decision, view: &View, settings: &Settings, now: Instant) -> bool {
+        let can_wait = d.reason == Reason::NoMaster
+            && settings.policy.on_master_down == crate::config::OnMasterDown::ServeReplicas
+            && match view.master.as_ref() {
+                // Sentinel is failing over (the replicas may be between masters too).
+                None => true,
+                Some(m) => m.down && !view.replicas.is_empty(),
+            };
+        let timeout = Duration::from_millis(settings.config.backend.command_timeout_ms);
+        let until = self.read_wait.as_ref().map_or(now + timeout, |w| w.0);
+        if !can_wait || now >= until {
+            self.read_wait = None;
+            return false;
+        }
+        if self.read_wait.is_none() {
+            self.read_wait = Some((until, Box::pin(tokio::time::sleep_until(until.into()))));
+            // A fresh view at once (only as the wait starts: asking on every new view
+            // would keep the monitor polling back to back).
+            self.proxy.monitor.poll_now();
+        }
+        if self.view_rx.is_none() {
+            self.view_rx = Some(self.proxy.view_version.subscribe());
+        }
+        true
     }
 
     pub(super) fn master_read(

@@ -89,6 +89,10 @@ const LOCAL: u16 = u16::MAX;
 const MIN_READ: usize = 16 * 1024;
 const MAX_READ: usize = 64 * 1024;
 
+/// How long a failed replica read with nowhere to go waits before looking again, when no
+/// new view came first.
+const RETRY_RECHECK: Duration = Duration::from_millis(50);
+
 /// Shared-connection requests a new client may have in flight before any reply arrived.
 const INITIAL_WINDOW: u32 = 32;
 
@@ -249,6 +253,21 @@ struct Held {
     master: Option<u32>,
 }
 
+/// A failed replica read waiting to be retried (the session's `retry_wait`).
+#[derive(Debug)]
+struct RetryWait {
+    /// The read, as it was at the front of the queue.
+    p: Pending,
+    /// Its request.
+    bytes: BytesMut,
+    /// The backend it failed on.
+    failed: Option<u32>,
+    /// When it fails if still nowhere to go (`command_timeout_ms` after it was sent).
+    until: Instant,
+    /// Wakes the session to look again (also woken by a new view).
+    sleep: Pin<Box<tokio::time::Sleep>>,
+}
+
 /// A run of consecutive requests for one connection, not yet handed over.
 #[derive(Clone, Copy, Debug)]
 struct Run {
@@ -347,6 +366,9 @@ pub struct Session {
     held: Option<Box<Held>>,
     held_sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     view_rx: Option<tokio::sync::watch::Receiver<u64>>,
+    /// A failed replica read with nowhere to go yet, waiting for a master or a replica
+    /// that can answer ([`router::retry_target`]); nothing after it is answered meanwhile.
+    retry_wait: Option<Box<RetryWait>>,
     closing: bool,
     /// A tracking tunnel's replies that name the redirect target.
     tracking: Tracking,
@@ -376,6 +398,9 @@ pub struct Session {
     hits: Vec<u32>,
     /// While writes wait for a failover to finish: until when.
     master_wait: Option<Instant>,
+    /// While a read waits for a master or a replica that can answer (the master is
+    /// down and none can): until when, and the timer that wakes the session then.
+    read_wait: Option<(Instant, Pin<Box<tokio::time::Sleep>>)>,
     /// Shared-connection requests this client may have in flight: it starts at
     /// [`INITIAL_WINDOW`] and grows by one per reply (doubling per round trip), but never
     /// past what `client_output_buffer_limit` holds at the size of the client's recent
@@ -466,6 +491,7 @@ impl Session {
             held: None,
             held_sleep: None,
             view_rx: None,
+            retry_wait: None,
             closing: false,
             tracking: Tracking::default(),
             scan_next: false,
@@ -481,6 +507,7 @@ impl Session {
             settings_gen: 0,
             hits: Vec::new(),
             master_wait: None,
+            read_wait: None,
             window: INITIAL_WINDOW,
             reply_est: 0,
             window_budget: 0,
@@ -507,6 +534,7 @@ impl Session {
             && self.rbuf.is_empty()
             && self.wbuf.is_empty()
             && self.held.is_none()
+            && self.retry_wait.is_none()
             && !self.closing
             && !self.blocking_in_flight
             && self.client.reply == ReplyMode::On

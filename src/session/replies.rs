@@ -14,6 +14,15 @@ impl Session {
         let mut st = inbox.state.lock();
         self.purge_drops(&mut st);
         loop {
+            if self.retry_wait.is_some() {
+                drop(st);
+                if !self.resume_retry(now) {
+                    return;
+                }
+                st = inbox.state.lock();
+                self.purge_drops(&mut st);
+                continue;
+            }
             if let Some(h) = &self.held {
                 // A durable write's reply waits for the ROLE after it, then for replicas.
                 let probe_next = h.target == u64::MAX
@@ -117,7 +126,10 @@ impl Session {
                                 self.retry_buf.get(..retry as usize).unwrap_or_default(),
                             );
                             self.complete(&p, now);
+                            drop(st);
                             self.retry_on_master(p, &bytes, now);
+                            st = inbox.state.lock();
+                            self.purge_drops(&mut st);
                             continue;
                         }
                     }
@@ -132,7 +144,10 @@ impl Session {
                             self.retry_buf.get(..retry as usize).unwrap_or_default(),
                         );
                         self.complete(&p, now);
+                        drop(st);
                         self.retry_on_master(p, &bytes, now);
+                        st = inbox.state.lock();
+                        self.purge_drops(&mut st);
                         continue;
                     }
                     self.stats().backend_failures += 1;
@@ -252,48 +267,161 @@ impl Session {
         }
     }
 
-    /// Send the front request (a failed replica read) again, to the master, through a
-    /// slot of its own so that its reply cannot be confused with the master's other
-    /// replies to this session.
+    /// Send the front request (a failed replica read) again: to the master, or while
+    /// none is known (a failover) to a replica that can answer
+    /// ([`router::retry_target`]), through a slot of its own so that its reply cannot be
+    /// confused with that backend's other replies to this session. A retry on a replica
+    /// may be retried in turn. With nowhere to send it, or after a retry on a replica
+    /// failed, the read waits for a new view or a short while (`retry_wait`), at most
+    /// `command_timeout_ms` from when it was first sent.
     pub(super) fn retry_on_master(&mut self, p: Pending, bytes: &[u8], now: Instant) {
         self.pending.pop_front();
-        self.stats().retries += 1;
-        let view = self.proxy.view.load_full();
-        // The master, or while none is known (a failover), another healthy replica.
         let failed = self
             .sources
             .iter()
             .find(|s| s.slot == p.slot || s.retry_slot == p.slot || s.hedge_slot == p.slot)
             .map(|s| s.backend);
-        let Some(backend) = router::retry_target(&view, failed).cloned() else {
+        let view = self.proxy.view.load_full();
+        let master_up = view.master.as_ref().is_some_and(|m| !m.down);
+        // A read that was already retried on a replica (or could not be hedged) waits a
+        // little before trying the replicas again, so two failing replicas are not
+        // retried in a tight loop.
+        let wait_first = !master_up
+            && matches!(
+                p.kind,
+                Kind::ReplicaRead {
+                    hedge: Hedge::Spent,
+                    ..
+                }
+            );
+        if wait_first {
+            self.wait_to_retry(p, BytesMut::from(bytes), failed, true, now);
+        } else {
+            self.retry_read(p, BytesMut::from(bytes), failed, false, now);
+        }
+    }
+
+    /// Retry a failed replica read where [`router::retry_target`] says, or wait.
+    fn retry_read(
+        &mut self,
+        p: Pending,
+        bytes: BytesMut,
+        failed: Option<u32>,
+        again: bool,
+        now: Instant,
+    ) {
+        let view = self.proxy.view.load_full();
+        let Some(backend) = router::retry_target(&view, failed, again).cloned() else {
+            return self.wait_to_retry(p, bytes, failed, !again, now);
+        };
+        let to_master = view
+            .master
+            .as_ref()
+            .is_some_and(|m| m.backend.id == backend.id);
+        let i = match self.source_for(&backend) {
+            Ok(i) => i,
+            Err(_) => return self.wait_to_retry(p, bytes, Some(backend.id), !again, now),
+        };
+        self.stats().retries += 1;
+        let Some(s) = self.sources.get(i) else { return };
+        let slot = s.retry_slot;
+        let res = s.conn.send(&bytes, &self.sink, slot, 1);
+        if let Some(r) = self.slot_refs.get_mut(slot as usize) {
+            *r += 1;
+        }
+        self.shared_in_flight += 1;
+        let kind = if to_master {
+            Kind::Forward
+        } else {
+            // Kept for a retry of its own, in front of the other reads' bytes (its
+            // entry goes to the front of the queue).
+            let mut kept = BytesMut::with_capacity(bytes.len() + self.retry_buf.len());
+            kept.extend_from_slice(&bytes);
+            kept.extend_from_slice(&self.retry_buf);
+            self.retry_buf = kept;
+            self.replica_reads_in_flight += 1;
+            Kind::ReplicaRead {
+                retry: u32::try_from(bytes.len()).unwrap_or(u32::MAX),
+                hedge: Hedge::Spent,
+            }
+        };
+        self.pending.push_front(Pending {
+            slot,
+            kind,
+            path: PATH_SHARED,
+            silent: p.silent,
+            read: true,
+            sent: p.sent,
+            scan: p.scan,
+            fence: FENCE_NONE,
+        });
+        if let Err(e) = res {
+            self.handle.inbox.push_failed(slot, &e, 1);
+        }
+    }
+
+    /// Nowhere to retry a failed replica read for now: wait for a new view (a master, or
+    /// a replica that can answer) or a short while, unless its time is up. `poke`: ask
+    /// the monitor for a fresh view at once (when the wait starts; not on each new view,
+    /// which would keep it polling back to back).
+    fn wait_to_retry(
+        &mut self,
+        p: Pending,
+        bytes: BytesMut,
+        failed: Option<u32>,
+        poke: bool,
+        now: Instant,
+    ) {
+        let timeout = self.proxy.settings.load().config.backend.command_timeout_ms;
+        let until = p.sent + Duration::from_millis(timeout);
+        if now >= until {
             self.answer_front(p, crate::error::REPLICA_FAILED_NO_MASTER, now);
             return;
-        };
-        match self.source_for(&backend) {
-            Ok(i) => {
-                let Some(s) = self.sources.get(i) else { return };
-                let slot = s.retry_slot;
-                let res = s.conn.send(bytes, &self.sink, slot, 1);
-                if let Some(r) = self.slot_refs.get_mut(slot as usize) {
-                    *r += 1;
-                }
-                self.shared_in_flight += 1;
-                self.pending.push_front(Pending {
-                    slot,
-                    kind: Kind::Forward,
-                    path: PATH_SHARED,
-                    silent: p.silent,
-                    read: true,
-                    sent: p.sent,
-                    scan: p.scan,
-                    fence: FENCE_NONE,
-                });
-                if let Err(e) = res {
-                    self.handle.inbox.push_failed(slot, &e, 1);
-                }
-            }
-            Err(e) => self.answer_front(p, &format!("ERR {}", e.message), now),
         }
+        if self.view_rx.is_none() {
+            self.view_rx = Some(self.proxy.view_version.subscribe());
+        }
+        if let Some(rx) = self.view_rx.as_mut() {
+            rx.mark_unchanged();
+        }
+        if poke {
+            self.proxy.monitor.poll_now();
+        }
+        // Counted as a replica read in flight: a write after it waits, as it would for
+        // the read's first attempt.
+        self.replica_reads_in_flight += 1;
+        let at = (now + RETRY_RECHECK).min(until);
+        self.retry_wait = Some(Box::new(RetryWait {
+            p,
+            bytes,
+            failed,
+            until,
+            sleep: Box::pin(tokio::time::sleep_until(at.into())),
+        }));
+    }
+
+    /// The waiting retry, if any: sent now if somewhere can take it, failed if its time
+    /// is up; `false` while it still waits (nothing after it may be answered).
+    pub(super) fn resume_retry(&mut self, now: Instant) -> bool {
+        let Some(w) = self.retry_wait.take() else {
+            return true;
+        };
+        let woke = w.sleep.is_elapsed()
+            || self
+                .view_rx
+                .as_mut()
+                .is_some_and(|rx| rx.has_changed().unwrap_or(true));
+        if !woke && now < w.until {
+            self.retry_wait = Some(w);
+            return false;
+        }
+        let w = *w;
+        self.replica_reads_in_flight = self.replica_reads_in_flight.saturating_sub(1);
+        if self.held.is_none() && self.master_wait.is_none() && self.read_wait.is_none() {
+            self.view_rx = None;
+        }
+        self.retry_read(w.p, w.bytes, w.failed, true, now);
+        self.retry_wait.is_none()
     }
 
     /// A frame of a tracking tunnel, with the redirect target's backend id replaced by

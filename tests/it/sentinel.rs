@@ -506,6 +506,69 @@ fn master_killed_under_load_writes_move_to_the_new_master() {
     );
 }
 
+/// Reads never fail while the master is killed and Sentinel fails it over: a read whose
+/// replica fails (Sentinel closes the client connections of each replica it
+/// reconfigures) while no master is known goes to another replica that can answer, or
+/// waits for the new master. Writes may fail in the gap.
+#[test]
+fn reads_never_fail_through_a_master_kill() {
+    let mut w = World::start("");
+    let old = w.set.master.addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    let addr = w.proxy.addr;
+    let writer = load(addr, &stop, Duration::from_millis(2), |c, n| {
+        query(c, &["SET", &format!("w:{n}"), &n.to_string()]).map(drop)
+    });
+    let readers: Vec<Load> = (0..2)
+        .map(|i| {
+            load(addr, &stop, Duration::from_millis(1), move |c, n| {
+                query(c, &["GET", &format!("w:{}", (n + i) % 500)]).map(drop)
+            })
+        })
+        .collect();
+    for r in &readers {
+        r.wait_ok(100, "reads flow");
+    }
+    writer.wait_ok(100, "writes flow");
+    let killed = Instant::now();
+    w.set.master.kill();
+    let (new, adopted) = w.wait_new_master(old);
+    // Past the reconfiguration of the other replica too.
+    for r in &readers {
+        r.wait_ok(500, "reads flow after the failover");
+    }
+    writer.wait_ok(300, "writes flow on the new master");
+    stop.store(true, Ordering::Relaxed);
+    let writes = writer.join().unwrap();
+    let reads: Vec<Op> = readers
+        .into_iter()
+        .flat_map(|r| r.join().unwrap())
+        .collect();
+    let failed: Vec<&Op> = reads.iter().filter(|o| o.err.is_some()).collect();
+    let during = reads
+        .iter()
+        .filter(|o| o.sent >= killed && o.done <= adopted)
+        .count();
+    let slowest = reads.iter().map(|o| o.done - o.sent).max().unwrap();
+    eprintln!(
+        "master killed: new master {new} used after {:?}; reads: {} ({during} while no new master was used), {} failed {:?}, slowest {slowest:?}; writes: {} failed {:?}",
+        adopted - killed,
+        reads.len(),
+        failed.len(),
+        error_kinds(&reads),
+        writes.iter().filter(|o| o.err.is_some()).count(),
+        error_kinds(&writes),
+    );
+    assert!(during > 0, "reads were sent during the failover");
+    assert!(
+        failed.is_empty(),
+        "{} reads failed: {:?}",
+        failed.len(),
+        error_kinds(&reads)
+    );
+    assert_eq!(w.server(new).role(), "master");
+}
+
 #[test]
 fn graceful_failover() {
     let w = World::start("");
