@@ -1,39 +1,48 @@
 #!/usr/bin/env python3
-"""Load benchmark: redsplit side by side with direct Redis and twemproxy.
+"""Load benchmark: redsplit side by side with direct Redis, twemproxy and predixy.
 
 Starts, on free ports in a temp dir: a Redis master and two replicas (no persistence),
 `nutcracker` in front of the master, a bare TCP relay in front of the master
 (`examples/relay.rs`: one upstream connection per client, bytes copied unparsed: what
-the extra hop alone costs on this machine, with no protocol work), redsplit with replica reads
-(`routing.default`: replica, 1000 ms) and redsplit with every read on the master
-(`consistency: master`). Then, for every cell of the matrix (GET/SET x clients
-{1,50,500} x pipeline {1,16} x value {16 B, 4 KB}), runs `redis-benchmark` against the
-five targets, interleaved within each round (the order rotates every round), for ROUNDS
-rounds, and prints one table of medians: ops/s, p50, p99, the proxy's CPU per operation
-(utime+stime from /proc/PID/stat before and after each run), the ratios redsplit/direct,
-redsplit/nutcracker, redsplit/relay and p99/direct's p99, and whether each target of
-the performance issue is met.
+the extra hop alone costs on this machine, with no protocol work), with --predixy PATH
+predixy (one worker thread) reading from the replicas and predixy reading from the
+master, redsplit with replica reads (`routing.default`: replica, 1000 ms) and redsplit
+with every read on the master (`consistency: master`). Then, for every cell of the
+matrix (GET/SET x clients {1,50,500} x pipeline {1,16} x value {16 B, 4 KB}), runs
+`redis-benchmark` against every target, interleaved within each round (the order
+rotates every round), for ROUNDS rounds, and prints one table of medians: ops/s with
+its min-max, p50, p99, the proxy's CPU per operation (utime+stime from /proc/PID/stat
+before and after each run), the ratios to direct, to predixy (with their min-max over
+the rounds), to nutcracker and to the relay, p99 over direct's and predixy's, CPU over
+predixy's, and whether each target of the performance issue is met.
 
 Two more sections run by default: memory per client connection (RSS of a fresh
-redsplit before and after opening IDLE_CONNS idle connections, and after each has sent
-one PING and gone idle long enough for the proxy to release its buffers), and
+redsplit, predixy and nutcracker before and after opening IDLE_CONNS idle connections,
+and after each has sent one PING and gone idle long enough for redsplit to release its
+buffers), and
 throughput of one cell with `workers: 1` against `workers: 2`. A `profile` section, on
 request, runs `perf record` on redsplit (or PROFILE_TARGET) under one cell and sorts its self time into
 kernel, parsing, routing, copying, allocator and runtime, then counts its system calls
-per request with `perf stat` on the syscall tracepoints.
+per request with `perf stat` on the syscall tracepoints. A `syscalls` section, on
+request, counts system calls, context switches and CPU per request of each proxy in a
+few cells (SYSCALLS_CELLS, SYSCALLS_TARGETS).
 
 Usage (from the repository root):
     benches/load.py                 # full matrix, 5 rounds (takes ~20-30 min)
     QUICK=1 benches/load.py         # smoke run: 1 round, small N, 16 B cells only
     benches/load.py --rounds 7 --n 200000 --sections matrix
     SECTIONS=profile benches/load.py   # where redsplit's time goes (needs perf)
+    benches/load.py --predixy /path/to/predixy   # predixy as a peer (env PREDIXY)
+    SECTIONS=syscalls PREDIXY=/path/to/predixy benches/load.py   # syscalls per request
     benches/load.py --help
 
 Every option also reads an environment variable of the same name in capitals
-(ROUNDS, N, N_PIPELINED, QUICK, WORKERS, KEYSPACE, IDLE_CONNS, SECTIONS, KEEP, ...).
+(ROUNDS, N, N_PIPELINED, QUICK, WORKERS, KEYSPACE, IDLE_CONNS, SECTIONS, PREDIXY, KEEP,
+...).
 Raw per-run figures go to target/load-bench/ as CSV, next to a copy of the table.
 
-Needs: redis-server, redis-benchmark (Redis 7), nutcracker, cargo, Linux /proc.
+Needs: redis-server, redis-benchmark (Redis 7), nutcracker, cargo, Linux /proc; perf
+for the profile and syscalls sections; predixy (optional) built as benches/README.md says.
 """
 
 import argparse
@@ -60,8 +69,25 @@ OPS = ("get", "set")
 CLIENTS = (1, 50, 500)
 PIPELINES = (1, 16)
 VALUES = (16, 4096)
-TARGETS = ("direct", "nutcracker", "relay", "redsplit-replica", "redsplit-master")
+# Every target a section can run against, in table order: the peers (direct Redis,
+# twemproxy, the bare relay, predixy) and redsplit, each in front of the same master and
+# replicas. `World.start_target` starts any of them (a fresh one under another name with
+# `name=`), `World.start_targets` the set a run has (predixy only when its binary is
+# given); a section reuses them by name.
+TARGETS = ("direct", "nutcracker", "relay", "predixy-replica", "predixy-master",
+           "redsplit-replica", "redsplit-master")
 REDSPLIT_TARGETS = ("redsplit-replica", "redsplit-master")
+PREDIXY_TARGETS = ("predixy-replica", "predixy-master")
+# Targets whose GETs go to the replicas: the replicas' GET count confirms it per run.
+REPLICA_READ_TARGETS = ("redsplit-replica", "predixy-replica")
+# The same routing in predixy, which redsplit's ratio to predixy compares against; the
+# master-only proxies compare against predixy with every read on the master.
+PREDIXY_PEER = {
+    "redsplit-replica": "predixy-replica",
+    "redsplit-master": "predixy-master",
+    "nutcracker": "predixy-master",
+    "relay": "predixy-master",
+}
 
 # The issue's targets.
 MIN_VS_DIRECT = 0.75
@@ -71,6 +97,12 @@ MAX_P99_VS_DIRECT = 2.0
 MAX_CPU_US_PER_OP = 0.8  # 50 clients, pipeline 16, 16 B
 MAX_IDLE_BYTES = 512
 MAX_SERVED_IDLE_BYTES = 2048
+# Against predixy (when it runs): throughput, p99 and proxy CPU per operation; and
+# against the bare relay.
+MIN_VS_PREDIXY = 1.1
+MAX_P99_VS_PREDIXY = 1.0
+MAX_CPU_VS_PREDIXY = 0.8
+MIN_VS_RELAY = 1.0
 
 # How long to wait for processes and replication, and how often to look.
 START_TIMEOUT = 20.0
@@ -367,6 +399,8 @@ class World:
         self.ports = {}
         self.pids = {}
         self.value_size = None
+        # The targets the matrix runs, in table order (start_targets).
+        self.targets = []
 
     def close(self):
         for p in reversed(self.procs):
@@ -457,8 +491,8 @@ class World:
 
     # -- nutcracker
 
-    def start_nutcracker(self):
-        conf = os.path.join(self.workdir, "nutcracker.yml")
+    def start_nutcracker(self, name="nutcracker"):
+        conf = os.path.join(self.workdir, f"{name}.yml")
         stats = {}
 
         def argv(port):
@@ -481,31 +515,104 @@ class World:
                 "--conf-file", conf,
                 "--stats-addr", "127.0.0.1",
                 "--stats-port", str(stats["port"]),
-                "--pid-file", os.path.join(self.workdir, "nutcracker.pid"),
+                "--pid-file", os.path.join(self.workdir, f"{name}.pid"),
             ]
 
         def ready(port):
             # nutcracker answers nothing itself: a SET answered proves the whole path.
             return try_cmd(port, "SET", "redsplit-load:probe", "1") == "OK"
 
-        p = self._start("nutcracker", argv, ready)
-        self.ports["nutcracker"] = p.port
-        self.pids["nutcracker"] = p.pid
-        log(f"nutcracker :{p.port}")
+        p = self._start(name, argv, ready)
+        log(f"{name} :{p.port}")
+        return p
+
+    # -- predixy
+
+    def predixy_conf(self, port, reads):
+        """predixy's config: one worker thread, one StandaloneServerPool whose one group
+        lists the master first and then the replicas (`RefreshMethod fixed`: the first
+        address is the master, the others its replicas). Reads go to the replicas
+        (`reads == "replica"`: MasterReadPriority 0, StaticSlaveReadPriority 100) or
+        all to the master (MasterReadPriority 100, StaticSlaveReadPriority 0)."""
+        master_prio, replica_prio = (0, 100) if reads == "replica" else (100, 0)
+        servers = "".join(
+            f"        + 127.0.0.1:{s.port}\n" for s in [self.master] + self.replicas
+        )
+        return (
+            "Name redsplit-load\n"
+            f"Bind 127.0.0.1:{port}\n"
+            "WorkerThreads 1\n"
+            "ClientTimeout 0\n"
+            "LogVerbSample 0\n"
+            "LogDebugSample 0\n"
+            "LogInfoSample 0\n"
+            "LogNoticeSample 1\n"
+            "LogWarnSample 1\n"
+            "LogErrorSample 1\n"
+            "StandaloneServerPool {\n"
+            "    Hash crc16\n"
+            "    Distribution modula\n"
+            f"    MasterReadPriority {master_prio}\n"
+            f"    StaticSlaveReadPriority {replica_prio}\n"
+            "    DynamicSlaveReadPriority 0\n"
+            "    RefreshMethod fixed\n"
+            "    ServerTimeout 0\n"
+            "    ServerFailureLimit 10\n"
+            "    ServerRetryTimeout 1\n"
+            "    Group shard001 {\n"
+            f"{servers}"
+            "    }\n"
+            "}\n"
+        )
+
+    def start_predixy(self, name, reads):
+        """predixy (`--predixy PATH`) in front of the master and the replicas, ready once
+        a SET through it is answered and a GET through it reaches where its reads are
+        configured to go (a replica, or the master)."""
+        conf = os.path.join(self.workdir, f"{name}.conf")
+
+        def argv(port):
+            with open(conf, "w") as f:
+                f.write(self.predixy_conf(port, reads))
+            return [self.args.predixy, conf]
+
+        def ready(port):
+            # predixy answers PING itself: a SET answered proves the path to the master.
+            return try_cmd(port, "SET", "redsplit-load:probe", "1") == "OK"
+
+        p = self._start(name, argv, ready)
+        where = self.replicas if reads == "replica" else [self.master]
+
+        def gets():
+            total = 0
+            for r in where:
+                stats = info(r.port, "commandstats").get("cmdstat_get", "")
+                for kv in stats.split(","):
+                    if kv.startswith("calls="):
+                        total += int(kv[len("calls="):])
+            return total
+
+        def routed():
+            p.check_alive()
+            before = gets()
+            try_cmd(p.port, "GET", "redsplit-load:probe")
+            return gets() > before
+
+        wait_until(f"{name}'s GETs reach the {reads}", SYNC_TIMEOUT, routed)
+        log(f"{name} :{p.port} (WorkerThreads 1, reads: {reads})")
         return p
 
     # -- the bare relay
 
-    def start_relay(self):
+    def start_relay(self, name="relay"):
         workers = str(self.args.workers)
         p = self._start(
-            "relay",
+            name,
             lambda port: [self.args.relay_bin, f"127.0.0.1:{port}",
                           f"127.0.0.1:{self.master.port}", workers],
             lambda port: try_cmd(port, "PING") == "PONG",
         )
-        self.add_target("relay", p)
-        log(f"relay :{p.port} (workers {workers})")
+        log(f"{name} :{p.port} (workers {workers})")
         return p
 
     # -- redsplit
@@ -563,6 +670,36 @@ class World:
         self.ports[target] = proc.port
         self.pids[target] = proc.pid
 
+    def start_target(self, target, name=None, workers=None):
+        """Start one proxy of TARGETS (direct Redis is the master itself), registered as
+        a target under `name` (default: the target's own name); returns its Proc."""
+        name = name or target
+        workers = workers or self.args.workers
+        if target == "nutcracker":
+            p = self.start_nutcracker(name)
+        elif target == "relay":
+            p = self.start_relay(name)
+        elif target in PREDIXY_TARGETS:
+            p = self.start_predixy(name, target.split("-", 1)[1])
+        elif target in REDSPLIT_TARGETS:
+            p = self.start_redsplit(name, target.split("-", 1)[1], workers)
+        else:
+            raise BenchError(f"no way to start target {target!r}")
+        self.add_target(name, p)
+        return p
+
+    def start_targets(self):
+        """Every target this run has (predixy's only with --predixy), in table order;
+        returns their names. The replica set must be up."""
+        out = []
+        for t in TARGETS:
+            if t in PREDIXY_TARGETS and not self.args.predixy:
+                continue
+            if t != "direct":
+                self.start_target(t)
+            out.append(t)
+        return out
+
     # -- data
 
     def populate(self, size):
@@ -619,7 +756,7 @@ def run_benchmark(world, target, op, clients, pipeline, size, n):
         "-r", str(world.args.keyspace),
         "--csv",
     ]
-    gets0 = world.replica_gets() if target in REDSPLIT_TARGETS and op == "get" else None
+    gets0 = world.replica_gets() if target in REPLICA_READ_TARGETS and op == "get" else None
     t0, ns0 = (cpu_ticks(pid), cpu_ns(pid)) if proxy else (None, None)
     wall0 = time.monotonic()
     r = subprocess.run(argv, capture_output=True, text=True, timeout=world.args.run_timeout)
@@ -681,7 +818,7 @@ def requests_for(args, pipeline):
 
 
 def matrix(world, args, raw):
-    targets = list(TARGETS)
+    targets = list(world.targets)
     results = {}
     by_size = {}
     for cell in cells(args):
@@ -724,8 +861,11 @@ def summarize(runs):
     ticks = median([r["cpu_ticks"] for r in runs])
     coarse = ticks is not None and ticks < MIN_CPU_TICKS
     fine = median([r["cpu_us_op_schedstat"] for r in runs]) if coarse else None
+    rps = [r["rps"] for r in runs]
     return {
-        "rps": median([r["rps"] for r in runs]),
+        "rps": median(rps),
+        "rps_min": min(rps),
+        "rps_max": max(rps),
         "p50": median([r["p50_ms"] for r in runs]),
         "p99": median([r["p99_ms"] for r in runs]),
         "cpu": fine if fine is not None else median([r["cpu_us_op"] for r in runs]),
@@ -735,17 +875,34 @@ def summarize(runs):
     }
 
 
+def round_ratios(runs, base_runs):
+    """ops/s over the base's, round by round (runs of one round ran side by side):
+    (min, max) over the rounds both have, or None."""
+    base = {r.get("round"): r["rps"] for r in base_runs}
+    xs = [r["rps"] / base[r.get("round")] for r in runs if base.get(r.get("round"))]
+    return (min(xs), max(xs)) if xs else None
+
+
 def mark(ok):
     return "ok" if ok else "MISS"
 
 
+def kops(x):
+    return f"{x / 1000:.0f}k" if x >= 10000 else f"{x / 1000:.1f}k"
+
+
 def matrix_table(results, args):
+    """One table: per cell and target the medians over the rounds (ops/s with its
+    min-max, p50, p99, proxy CPU per operation) and the ratios to direct Redis, to
+    predixy (redsplit against predixy in the same read mode, with its min-max over the
+    rounds), to twemproxy and to the bare relay, marked against the issue's targets."""
     lines = []
     checks = []
     hdr = (
-        f"{'cell':<22} {'target':<17} {'ops/s':>10} {'p50 ms':>7} {'p99 ms':>7} "
-        f"{'cpu us/op':>9} {'x direct':>12} {'x nutcracker':>13} {'p99/direct':>11} "
-        f"{'x relay':>7}"
+        f"{'cell':<18} {'target':<16} {'ops/s':>9} {'min-max':>11} {'p50 ms':>7} "
+        f"{'p99 ms':>7} {'cpu us/op':>10} {'x direct':>9} {'x predixy':>10} "
+        f"{'(min-max)':>11} {'x nutcr':>12} {'x relay':>9} {'p99/direct':>10} "
+        f"{'p99/predixy':>11} {'cpu/predixy':>11}"
     )
     lines.append(hdr)
     lines.append("-" * len(hdr))
@@ -754,52 +911,90 @@ def matrix_table(results, args):
             continue
         op, c, p, size = cell
         label = f"{op.upper()} c={c} P={p} {size_label(size)}"
-        s = {t: summarize(results[cell][t]) for t in TARGETS if t in results[cell]}
+        runs = results[cell]
+        s = {t: summarize(runs[t]) for t in TARGETS if t in runs}
         d, nc, rl = s.get("direct"), s.get("nutcracker"), s.get("relay")
-        for i, t in enumerate(TARGETS):
+        first = True
+        for t in TARGETS:
             if t not in s:
                 continue
             x = s[t]
+            col = {}
             cpu = "-"
             if x["cpu"] is not None:
                 cpu = f"{x['cpu']:.2f}{'*' if x['cpu_fine'] else ''}"
-            vs_d = vs_n = p99r = vs_r = ""
-            if t in REDSPLIT_TARGETS and rl:
-                vs_r = f"{x['rps'] / rl['rps']:.2f}"
-            if t in REDSPLIT_TARGETS and d and nc:
-                need = MIN_VS_DIRECT_CLIENT_BOUND if (c >= 50 and p == 1) else MIN_VS_DIRECT
+            ours = t in REDSPLIT_TARGETS
+            if d and t != "direct":
                 rd = x["rps"] / d["rps"]
-                ok = rd >= need
-                checks.append((f"{label} {t} >= {need}x direct", ok))
-                vs_d = f"{rd:.2f} {mark(ok)}"
-                rn = x["rps"] / nc["rps"]
-                if p > 1:
-                    ok = rn >= MIN_VS_NUTCRACKER_PIPELINED
-                    checks.append((f"{label} {t} >= {MIN_VS_NUTCRACKER_PIPELINED}x nutcracker", ok))
-                    vs_n = f"{rn:.2f} {mark(ok)}"
-                else:
-                    vs_n = f"{rn:.2f}"
+                col["d"] = f"{rd:.2f}"
+                if ours:
+                    need = MIN_VS_DIRECT_CLIENT_BOUND if (c >= 50 and p == 1) else MIN_VS_DIRECT
+                    ok = rd >= need
+                    checks.append((f"{label} {t} >= {need}x direct", ok))
+                    col["d"] += f" {mark(ok)}"
                 if d["p99"] > 0:
                     pr = x["p99"] / d["p99"]
-                    ok = pr <= MAX_P99_VS_DIRECT
-                    checks.append((f"{label} {t} p99 <= {MAX_P99_VS_DIRECT}x direct", ok))
-                    p99r = f"{pr:.2f} {mark(ok)}"
-                if c == 50 and p == 16 and size == 16 and x["cpu"] is not None:
-                    ok = x["cpu"] <= MAX_CPU_US_PER_OP
-                    checks.append((f"{label} {t} cpu <= {MAX_CPU_US_PER_OP} us/op", ok))
-                    cpu += f" {mark(ok)}"
-            if t in ("nutcracker", "relay") and d:
-                vs_d = f"{x['rps'] / d['rps']:.2f}"
-                if d["p99"] > 0:
-                    p99r = f"{x['p99'] / d['p99']:.2f}"
-            if t == "relay" and nc:
-                vs_n = f"{x['rps'] / nc['rps']:.2f}"
+                    col["p99d"] = f"{pr:.2f}"
+                    if ours:
+                        ok = pr <= MAX_P99_VS_DIRECT
+                        checks.append((f"{label} {t} p99 <= {MAX_P99_VS_DIRECT}x direct", ok))
+                        col["p99d"] += f" {mark(ok)}"
+            peer = PREDIXY_PEER.get(t)
+            px = s.get(peer) if peer else None
+            if px:
+                rp = x["rps"] / px["rps"]
+                col["px"] = f"{rp:.2f}"
+                spread = round_ratios(runs[t], runs[peer])
+                if spread:
+                    col["pxs"] = f"{spread[0]:.2f}-{spread[1]:.2f}"
+                if px["p99"] > 0:
+                    col["p99p"] = f"{x['p99'] / px['p99']:.2f}"
+                if x["cpu"] is not None and px["cpu"]:
+                    col["cpup"] = f"{x['cpu'] / px['cpu']:.2f}"
+                if ours:
+                    ok = rp >= MIN_VS_PREDIXY
+                    checks.append((f"{label} {t} >= {MIN_VS_PREDIXY}x {peer}", ok))
+                    col["px"] += f" {mark(ok)}"
+                    if px["p99"] > 0:
+                        ok = x["p99"] <= MAX_P99_VS_PREDIXY * px["p99"]
+                        checks.append((f"{label} {t} p99 <= {peer}'s", ok))
+                        col["p99p"] += f" {mark(ok)}"
+                    if "cpup" in col:
+                        ok = x["cpu"] <= MAX_CPU_VS_PREDIXY * px["cpu"]
+                        checks.append(
+                            (f"{label} {t} cpu <= {MAX_CPU_VS_PREDIXY}x {peer}'s", ok))
+                        col["cpup"] += f" {mark(ok)}"
+            if nc and t != "nutcracker" and t != "direct":
+                rn = x["rps"] / nc["rps"]
+                col["nc"] = f"{rn:.2f}"
+                if ours and p > 1:
+                    ok = rn >= MIN_VS_NUTCRACKER_PIPELINED
+                    checks.append(
+                        (f"{label} {t} >= {MIN_VS_NUTCRACKER_PIPELINED}x nutcracker", ok))
+                    col["nc"] += f" {mark(ok)}"
+            if rl and t not in ("relay", "direct"):
+                rr = x["rps"] / rl["rps"]
+                col["rl"] = f"{rr:.2f}"
+                if ours:
+                    ok = rr >= MIN_VS_RELAY
+                    checks.append((f"{label} {t} >= {MIN_VS_RELAY}x relay", ok))
+                    col["rl"] += f" {mark(ok)}"
+            if ours and c == 50 and p == 16 and size == 16 and x["cpu"] is not None:
+                ok = x["cpu"] <= MAX_CPU_US_PER_OP
+                checks.append((f"{label} {t} cpu <= {MAX_CPU_US_PER_OP} us/op", ok))
+                cpu += f" {mark(ok)}"
+            spread = f"{kops(x['rps_min'])}-{kops(x['rps_max'])}"
             lines.append(
-                f"{label if i == 0 else '':<22} {t:<17} {x['rps']:>10,.0f} {x['p50']:>7.3f} "
-                f"{x['p99']:>7.3f} {cpu:>9} {vs_d:>12} {vs_n:>13} {p99r:>11} {vs_r:>7}"
+                f"{label if first else '':<18} {t:<16} {x['rps']:>9,.0f} {spread:>11} "
+                f"{x['p50']:>7.3f} {x['p99']:>7.3f} {cpu:>10} {col.get('d', ''):>9} "
+                f"{col.get('px', ''):>10} {col.get('pxs', ''):>11} {col.get('nc', ''):>12} "
+                f"{col.get('rl', ''):>9} {col.get('p99d', ''):>10} {col.get('p99p', ''):>11} "
+                f"{col.get('cpup', ''):>11}"
             )
-            if t == "redsplit-replica" and op == "get" and x["share"] is not None and x["share"] < 0.99:
-                lines.append(f"{'':<22} ^ only {x['share']:.0%} of these GETs reached a replica")
+            first = False
+            if t in REPLICA_READ_TARGETS and op == "get" and x["share"] is not None \
+                    and x["share"] < 0.99:
+                lines.append(f"{'':<18} ^ only {x['share']:.0%} of these GETs reached a replica")
         lines.append("")
     return lines, checks
 
@@ -809,8 +1004,52 @@ def size_label(size):
 
 
 def memory(world, args, raw):
-    """RSS of a fresh redsplit per idle client connection, before and after serving."""
-    p = world.start_redsplit("redsplit-mem", "replica", args.workers)
+    """RSS per idle client connection of a fresh redsplit, predixy (with --predixy) and
+    twemproxy, one after the other: before, with IDLE_CONNS idle connections, right
+    after each sent one PING, and once idle again past redsplit's 2 s buffer release."""
+    targets = ["redsplit-replica"]
+    if args.predixy:
+        targets.append("predixy-replica")
+    targets.append("nutcracker")
+    rows = [memory_one(world, args, raw, t) for t in targets]
+    n = args.idle_conns
+    lines = [
+        f"memory: RSS per client connection, {n} connections, each proxy a fresh process "
+        f"(redsplit workers {args.workers}, predixy WorkerThreads 1)",
+        f"  {'proxy':<16} {'before MB':>9} {'idle MB':>8} {'after PING MB':>13} "
+        f"{'idle again MB':>13} {'B/idle conn':>11} {'B/conn after PING':>17} "
+        f"{'B/conn idle again':>17}",
+    ]
+    checks = []
+    for t, r in zip(targets, rows):
+        idle = (r["rss_idle"] - r["rss_before"]) / n
+        served = (r["rss_served"] - r["rss_before"]) / n
+        again = (r["rss_served_idle"] - r["rss_before"]) / n
+        m_idle = m_again = ""
+        if t in REDSPLIT_TARGETS:
+            m_idle = f" {mark(idle <= MAX_IDLE_BYTES)}"
+            m_again = f" {mark(again <= MAX_SERVED_IDLE_BYTES)}"
+            checks += [
+                (f"memory per idle connection <= {MAX_IDLE_BYTES} B", idle <= MAX_IDLE_BYTES),
+                (f"memory per served idle connection <= {MAX_SERVED_IDLE_BYTES} B",
+                 again <= MAX_SERVED_IDLE_BYTES),
+            ]
+        lines.append(
+            f"  {t.split('-')[0]:<16} {r['rss_before'] / 1e6:>9.1f} {r['rss_idle'] / 1e6:>8.1f} "
+            f"{r['rss_served'] / 1e6:>13.1f} {r['rss_served_idle'] / 1e6:>13.1f} "
+            f"{idle:>7.0f}{m_idle:<4} {served:>17.0f} {again:>13.0f}{m_again:<4}"
+        )
+    lines.append(
+        f"  targets (redsplit): <= {MAX_IDLE_BYTES} B per idle connection, <= "
+        f"{MAX_SERVED_IDLE_BYTES} B per connection served and idle again"
+    )
+    return lines, checks
+
+
+def memory_one(world, args, raw, target):
+    """RSS of a fresh `target` with IDLE_CONNS connections, before and after serving."""
+    name = f"{target.split('-')[0]}-mem"
+    p = world.start_target(target, name=name)
     pid, n = p.pid, args.idle_conns
     # The readiness checks' connections close on their own: start from a still count.
     fds0 = settled(lambda: open_fds(pid))
@@ -872,7 +1111,7 @@ def memory(world, args, raw):
             s.close()
     res = {
         "section": "memory",
-        "target": "redsplit",
+        "target": target.split("-")[0],
         "n": n,
         "rss_before": rss0,
         "rss_idle": rss1,
@@ -880,27 +1119,10 @@ def memory(world, args, raw):
         "rss_served_idle": rss3,
     }
     raw.append(res)
-    idle = (rss1 - rss0) / n
-    served = (rss3 - rss0) / n
-    lines = [
-        f"memory: redsplit RSS with {n} client connections (fresh process, workers {args.workers})",
-        f"  before: {rss0 / 1e6:.1f} MB; {n} idle: {rss1 / 1e6:.1f} MB; "
-        f"just after one PING each: {rss2 / 1e6:.1f} MB; idle again: {rss3 / 1e6:.1f} MB",
-        f"  per idle connection:                {idle:8.0f} B  (target <= {MAX_IDLE_BYTES} B) "
-        f"{mark(idle <= MAX_IDLE_BYTES)}",
-        f"  per connection just after serving:  {(rss2 - rss0) / n:8.0f} B",
-        f"  per connection served, idle again:  {served:8.0f} B  (target <= "
-        f"{MAX_SERVED_IDLE_BYTES} B) {mark(served <= MAX_SERVED_IDLE_BYTES)}",
-    ]
-    checks = [
-        (f"memory per idle connection <= {MAX_IDLE_BYTES} B", idle <= MAX_IDLE_BYTES),
-        (f"memory per served idle connection <= {MAX_SERVED_IDLE_BYTES} B",
-         served <= MAX_SERVED_IDLE_BYTES),
-    ]
     # This proxy's memory has served its purpose; it would only add noise.
     p.stop()
     world.procs.remove(p)
-    return lines, checks
+    return res
 
 
 # The storm section's peers: name -> how to get the port of one to storm (started on
@@ -910,11 +1132,18 @@ def storm_peers(world, args):
         p = world.start_redsplit("redsplit-storm", "replica", args.workers)
         return p.port, p.pid
 
-    return {
+    def predixy():
+        p = world.start_target("predixy-replica", "predixy-storm")
+        return p.port, p.pid
+
+    peers = {
         "direct": lambda: (world.master.port, world.master.pid),
         "redsplit": redsplit,
         "nutcracker": lambda: (world.ports["nutcracker"], world.pids["nutcracker"]),
     }
+    if args.predixy:
+        peers["predixy"] = predixy
+    return peers
 
 
 def storm_once(port, n, timeout=60.0):
@@ -1052,10 +1281,8 @@ def workers(world, args, raw):
     """One cell against redsplit with workers: 1 and workers: 2, interleaved."""
     op, c, p, size = args.workers_cell
     world.populate(size)
-    w1 = world.start_redsplit("redsplit-w1", "replica", 1)
-    w2 = world.start_redsplit("redsplit-w2", "replica", 2)
-    world.add_target("redsplit-w1", w1)
-    world.add_target("redsplit-w2", w2)
+    w1 = world.start_target("redsplit-replica", name="redsplit-w1", workers=1)
+    w2 = world.start_target("redsplit-replica", name="redsplit-w2", workers=2)
     targets = ["direct", "redsplit-w1", "redsplit-w2"]
     runs = {t: [] for t in targets}
     n = requests_for(args, p)
@@ -1277,31 +1504,46 @@ def profile(world, args):
     return lines
 
 
-SYSCALLS = ("recvfrom", "sendto", "read", "write", "readv", "writev", "epoll_wait",
-            "epoll_pwait", "futex", "sched_yield")
+SYSCALLS = ("recvfrom", "sendto", "read", "write", "readv", "writev", "sendmsg", "recvmsg",
+            "epoll_wait", "epoll_pwait", "epoll_ctl", "futex", "sched_yield")
 
 
-def syscalls(world, target, pid, op, c, p, size, n):
-    """System calls of the proxy per request and per client batch, by perf stat on the
-    syscall tracepoints during one more run of the cell."""
-    events = ["raw_syscalls:sys_enter"] + [f"syscalls:sys_enter_{s}" for s in SYSCALLS]
+def count_syscalls(world, target, pid, op, c, p, size, n):
+    """One more run of the cell with `perf stat` on the proxy: its system calls (all, and
+    each of SYSCALLS, from the syscall tracepoints), context switches and on-CPU time.
+    Returns (the run's figures, {event: count}), or (None, an error message)."""
+    events = (["raw_syscalls:sys_enter", "context-switches", "task-clock"]
+              + [f"syscalls:sys_enter_{s}" for s in SYSCALLS])
     out = os.path.join(world.workdir, "perf-stat.csv")
     try:
         st = Perf(world.workdir, "perf-stat",
                   ["perf", "stat", "-x", ",", "-o", out, "-e", ",".join(events), "-p", str(pid)])
     except BenchError as e:
-        return [f"  syscalls: {e}"]
+        return None, str(e)
     st.enable()
-    run_benchmark(world, target, op, c, p, size, n)
+    res = run_benchmark(world, target, op, c, p, size, n)
     st.stop()
     counts = {}
     with open(out) as f:
         for row in csv.reader(f):
-            if len(row) >= 3 and row[0].strip().isdigit():
-                counts[row[2].split(":")[-1].replace("sys_enter_", "")] = int(row[0])
-    total = counts.get("sys_enter")
-    if total is None:
-        return ["  syscalls: perf stat counted nothing (tracepoints not readable?)"]
+            if len(row) >= 3:
+                try:
+                    value = float(row[0])
+                except ValueError:
+                    continue
+                counts[row[2].split(":")[-1].replace("sys_enter_", "")] = value
+    if "sys_enter" not in counts:
+        return None, "perf stat counted nothing (tracepoints not readable?)"
+    return res, counts
+
+
+def syscalls(world, target, pid, op, c, p, size, n):
+    """System calls of the proxy per request and per client batch, by perf stat on the
+    syscall tracepoints during one more run of the cell."""
+    _, counts = count_syscalls(world, target, pid, op, c, p, size, n)
+    if isinstance(counts, str):
+        return [f"  syscalls: {counts}"]
+    total = counts["sys_enter"]
     lines = [
         f"  system calls during {n} requests: {total / n:.3f} per request, "
         f"{total / n * p:.2f} per client batch of {p}:"
@@ -1310,6 +1552,66 @@ def syscalls(world, target, pid, op, c, p, size, n):
         k = counts.get(name, 0)
         if k:
             lines.append(f"    {name:<12} {k / n:8.4f}/request  {k / n * p:7.3f}/batch")
+    return lines
+
+
+def syscalls_section(world, args, raw):
+    """Per cell of SYSCALLS_CELLS and proxy of SYSCALLS_TARGETS (interleaved, ROUNDS
+    rounds, medians): ops/s, proxy CPU per request (perf's task-clock), system calls per
+    request (all, and the I/O, epoll and futex ones), context switches per request."""
+    if not shutil.which("perf"):
+        raise BenchError("perf is not installed (Debian: apt-get install linux-perf)")
+    targets = [t for t in args.syscalls_targets if t in world.targets]
+    got = {}
+    for cell in args.syscalls_cells:
+        op, c, p, size = cell
+        world.populate(size)
+        n = requests_for(args, p)
+        for t in targets:
+            run_benchmark(world, t, op, c, p, size, 20000)
+        for rnd in range(args.rounds):
+            order = targets[rnd % len(targets):] + targets[: rnd % len(targets)]
+            for t in order:
+                res, counts = count_syscalls(world, t, world.pids[t], op, c, p, size, n)
+                if res is None:
+                    raise BenchError(f"syscalls: {counts}")
+                row = {"section": "syscalls", "round": rnd + 1, **res}
+                row.update({f"n_{k}": v for k, v in counts.items()})
+                raw.append(row)
+                got.setdefault(cell, {}).setdefault(t, []).append((res, counts))
+            log(f"syscalls round {rnd + 1}/{args.rounds} {op.upper()} c={c} P={p} "
+                f"{size} B: " + ", ".join(f"{t} {got[cell][t][-1][0]['rps']:,.0f}"
+                                          for t in targets))
+    shown = ("recvfrom", "sendto", "read", "write", "readv", "writev", "epoll_wait",
+             "epoll_ctl", "futex")
+    hdr = (f"  {'cell':<18} {'target':<16} {'ops/s':>9} {'cpu us/op':>9} {'sys/op':>7} "
+           + " ".join(f"{k[:10]:>10}" for k in shown) + f" {'cs/op':>7}")
+    lines = [
+        f"syscalls: per request, perf stat on the proxy (medians of {args.rounds} "
+        "interleaved rounds; cpu = task-clock)",
+        hdr,
+        "  " + "-" * (len(hdr) - 2),
+    ]
+    for cell in args.syscalls_cells:
+        op, c, p, size = cell
+        label = f"{op.upper()} c={c} P={p} {size_label(size)}"
+        for i, t in enumerate(targets):
+            runs = got[cell][t]
+            n = runs[0][0]["n"]
+
+            def per(k):
+                return median([cn.get(k, 0.0) / n for _, cn in runs])
+
+            # task-clock is in ms (msec) in perf stat's CSV.
+            cpu = median([cn.get("task-clock", 0.0) * 1e3 / n for _, cn in runs])
+            lines.append(
+                f"  {label if i == 0 else '':<18} {t:<16} "
+                f"{median([r['rps'] for r, _ in runs]):>9,.0f} {cpu:>9.2f} "
+                f"{per('sys_enter'):>7.3f} "
+                + " ".join(f"{per(k):>10.3f}" for k in shown)
+                + f" {per('context-switches'):>7.3f}"
+            )
+        lines.append("")
     return lines
 
 
@@ -1335,13 +1637,17 @@ def parse_args():
     ap.add_argument("--connections", type=int, default=env("CONNECTIONS"),
                     help="redsplit's backend.connections (shared connections per backend; "
                     "env CONNECTIONS; default: redsplit's own default)")
+    ap.add_argument("--predixy", default=env("PREDIXY"),
+                    help="path of a predixy binary: adds predixy (one worker thread, reads "
+                    "on the replicas, and every read on the master) as a peer to the "
+                    "matrix and the memory section (env PREDIXY; default: none)")
     ap.add_argument("--keyspace", type=int, default=int(env("KEYSPACE", "10000")),
                     help="redis-benchmark -r (env KEYSPACE; default 10000)")
     ap.add_argument("--idle-conns", type=int, default=env("IDLE_CONNS"),
                     help="connections for the memory section (env IDLE_CONNS; default 10000)")
     ap.add_argument("--sections", default=env("SECTIONS", "matrix,memory,workers"),
-                    help="comma-separated: matrix, memory, workers, storm, profile (env "
-                    "SECTIONS; default matrix,memory,workers)")
+                    help="comma-separated: matrix, memory, workers, storm, profile, syscalls "
+                    "(env SECTIONS; default matrix,memory,workers)")
     ap.add_argument("--storm-conns", type=int, default=int(env("STORM_CONNS", "8000")),
                     help="connections opened at once by the storm section (env STORM_CONNS; "
                     "default 8000)")
@@ -1357,11 +1663,24 @@ def parse_args():
     ap.add_argument("--workers-cell", default=env("WORKERS_CELL", "get,50,16,16"),
                     help="op,clients,pipeline,size of the workers section "
                     "(env WORKERS_CELL; default get,50,16,16)")
+    ap.add_argument("--syscalls-cells",
+                    default=env("SYSCALLS_CELLS",
+                                "get,500,1,16;set,500,1,16;get,1,16,16;get,1,1,16"),
+                    help="op,clients,pipeline,size cells of the syscalls section, separated "
+                    "by ';' (env SYSCALLS_CELLS; default: c500 P1 GET and SET, c1 P16 GET, "
+                    "c1 P1 GET, 16 B)")
+    ap.add_argument("--syscalls-targets",
+                    default=env("SYSCALLS_TARGETS",
+                                "redsplit-replica,redsplit-master,predixy-replica,"
+                                "predixy-master,relay"),
+                    help="proxies the syscalls section measures, those of them running "
+                    "(env SYSCALLS_TARGETS)")
     ap.add_argument("--profile-cell", default=env("PROFILE_CELL", "get,50,16,16"),
                     help="op,clients,pipeline,size the profile section runs "
                     "(env PROFILE_CELL; default get,50,16,16)")
     ap.add_argument("--profile-target", default=env("PROFILE_TARGET", "redsplit-replica"),
-                    choices=("redsplit-replica", "redsplit-master", "relay", "nutcracker"),
+                    choices=("redsplit-replica", "redsplit-master", "relay", "nutcracker",
+                             "predixy-replica", "predixy-master"),
                     help="process the profile section records (env PROFILE_TARGET)")
     ap.add_argument("--profile-freq", type=int, default=int(env("PROFILE_FREQ", "1999")),
                     help="perf sampling frequency, Hz (env PROFILE_FREQ)")
@@ -1395,13 +1714,18 @@ def parse_args():
     a.values = ints(a.values, (16,) if a.quick else VALUES)
     a.sections = [s.strip() for s in a.sections.split(",") if s.strip()]
     for s in a.sections:
-        if s not in ("matrix", "memory", "workers", "storm", "profile"):
+        if s not in ("matrix", "memory", "workers", "storm", "profile", "syscalls"):
             ap.error(f"unknown section {s!r}")
     def cell(text):
         op, c, p, d = text.split(",")
         return (op.lower(), int(c), int(p), int(d))
 
     a.workers_cell = cell(a.workers_cell)
+    a.syscalls_cells = [cell(x) for x in a.syscalls_cells.split(";") if x.strip()]
+    a.syscalls_targets = [t.strip() for t in a.syscalls_targets.split(",") if t.strip()]
+    for t in a.syscalls_targets:
+        if t not in TARGETS or t == "direct":
+            ap.error(f"unknown proxy {t!r} in --syscalls-targets")
     a.profile_cell = cell(a.profile_cell)
     if a.rounds < 5 and not a.quick:
         log(f"note: {a.rounds} rounds; the issue asks for at least 5")
@@ -1440,6 +1764,12 @@ def preflight(args):
     for b in (args.redsplit_bin, args.relay_bin):
         if not os.access(b, os.X_OK):
             raise BenchError(f"{b} not found; build it or drop --no-build")
+    if args.predixy and not os.access(args.predixy, os.X_OK):
+        raise BenchError(f"predixy binary {args.predixy} not found or not executable "
+                         "(see benches/README.md for how to build it)")
+    if args.profile_target in PREDIXY_TARGETS and not args.predixy \
+            and "profile" in args.sections:
+        raise BenchError(f"PROFILE_TARGET {args.profile_target} needs --predixy PATH")
 
 
 def write_raw(raw, path):
@@ -1472,19 +1802,13 @@ def main():
         preflight(args)
         world = World(args)
         world.start_replica_set()
-        world.start_nutcracker()
-        world.start_relay()
-        world.add_target(
-            "redsplit-replica", world.start_redsplit("redsplit-replica", "replica", args.workers)
-        )
-        world.add_target(
-            "redsplit-master", world.start_redsplit("redsplit-master", "master", args.workers)
-        )
+        world.targets = world.start_targets()
         head = (
             f"redsplit load benchmark {stamp}: {os.cpu_count()} CPUs, load average "
             f"{os.getloadavg()[0]:.2f}; rounds {args.rounds}, N {args.n} (pipeline 1) / "
             f"{args.n_pipelined} (pipeline 16), keyspace {args.keyspace}, redsplit workers "
             f"{args.workers}"
+            + (", predixy WorkerThreads 1" if args.predixy else "")
             + (f", backend connections {args.connections}" if args.connections else "")
             + (", QUICK" if args.quick else "")
         )
@@ -1511,6 +1835,8 @@ def main():
             checks += c
         if "profile" in args.sections:
             out_lines += profile(world, args) + [""]
+        if "syscalls" in args.sections:
+            out_lines += syscalls_section(world, args, raw)
         if checks:
             missed = [name for name, ok in checks if not ok]
             out_lines.append(f"targets met: {len(checks) - len(missed)}/{len(checks)}")
