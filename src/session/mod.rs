@@ -271,7 +271,11 @@ struct RetryWait {
 /// A run of consecutive requests for one connection, not yet handed over.
 #[derive(Clone, Copy, Debug)]
 struct Run {
+    /// The position in `sources` of the backend's connection ([`Session::source_for`]
+    /// keeps a position the same backend's).
     source: usize,
+    /// The slot the run's requests wait on: its source's slot when the run began.
+    slot: u16,
     dedicated: bool,
     retry: bool,
     start: usize,

@@ -72,7 +72,13 @@ impl Session {
         };
         let len = req.buf.len();
         match &mut b.run {
-            Some(r) if r.source == source && !r.dedicated && !r.retry && r.end == offset => {
+            Some(r)
+                if r.source == source
+                    && r.slot == slot
+                    && !r.dedicated
+                    && !r.retry
+                    && r.end == offset =>
+            {
                 r.end += len;
                 r.count += 1;
             }
@@ -80,6 +86,7 @@ impl Session {
                 self.flush_pending_run(b);
                 b.run = Some(Run {
                     source,
+                    slot,
                     dedicated: false,
                     retry: false,
                     start: offset,
@@ -132,7 +139,7 @@ impl Session {
             return;
         }
         if let Some(s) = self.sources.get(r.source) {
-            let slot = if r.retry { s.retry_slot } else { s.slot };
+            let slot = if r.retry { s.retry_slot } else { r.slot };
             if let Err(e) = s.conn.send(bytes, &self.sink, slot, r.count) {
                 self.handle.inbox.push_failed(slot, &e, r.count);
             }
@@ -166,21 +173,20 @@ impl Session {
 
     /// The position in `sources` of the shared connection to `backend` that serves
     /// this client's database, protocol and user, opened (or replaced) as needed.
+    ///
+    /// A failed connection is replaced in place, with new slots: every position stays
+    /// the same backend's, so an open [`Run`] still names its backend, and its requests
+    /// (queued under the old slot, which stays referenced until they are answered) go
+    /// out on the new connection with their replies delivered where they wait.
     pub(super) fn source_for(&mut self, backend: &Arc<Backend>) -> Result<usize, BackendError> {
-        if let Some(i) = self
+        let found = self
             .sources
             .iter()
-            .position(|s| s.backend == backend.id && self.client.uses(&s.key))
-        {
-            let failed = self.sources.get(i).is_some_and(|s| s.conn.is_failed());
-            if !failed {
+            .position(|s| s.backend == backend.id && self.client.uses(&s.key));
+        if let Some(i) = found {
+            if !self.sources.get(i).is_some_and(|s| s.conn.is_failed()) {
                 return Ok(i);
             }
-            let s = self.sources.swap_remove(i);
-            self.flush_source_latency(&s);
-            self.release_slot(s.slot);
-            self.release_slot(s.retry_slot);
-            self.release_slot(s.hedge_slot);
         }
         let key = self.client.key();
         let conn = backend.pool.get(&key, self.id)?;
@@ -188,7 +194,7 @@ impl Session {
         let slot = self.alloc_slot();
         let retry_slot = self.alloc_slot();
         let hedge_slot = self.alloc_slot();
-        self.sources.push(Source {
+        let fresh = Source {
             backend: backend.id,
             backend_ref: backend.clone(),
             served: 0,
@@ -200,7 +206,18 @@ impl Session {
             latency_sum_us: 0,
             latency_n: 0,
             warming,
-        });
+        };
+        if let Some(i) = found {
+            if let Some(place) = self.sources.get_mut(i) {
+                let old = std::mem::replace(place, fresh);
+                self.flush_source_latency(&old);
+                self.release_slot(old.slot);
+                self.release_slot(old.retry_slot);
+                self.release_slot(old.hedge_slot);
+                return Ok(i);
+            }
+        }
+        self.sources.push(fresh);
         Ok(self.sources.len() - 1)
     }
 

@@ -285,3 +285,28 @@ fn balanced_choice_moves_reads_off_a_stalled_replica() {
         "the healthy replica served {served} of 200 reads"
     );
 }
+
+/// The frozen replica's connections time out one after another while pipelines are
+/// hedged: each failed connection is replaced while requests for other connections are
+/// still being gathered, and every reply still reaches its request, in order.
+#[test]
+fn replica_connections_timing_out_under_hedged_pipelines_lose_no_reply() {
+    let set = replica_set();
+    let (proxy, mut c) = started(
+        &set,
+        "  hedge_after_ms: 20
+  command_timeout_ms: 300
+",
+        10,
+    );
+    set.replicas[0].pause();
+    slowest_read(&mut c, 20);
+    for round in 0..20 {
+        check_pipeline(&mut c, round, 30);
+    }
+    assert!(metric(&proxy, hedges_sent) > 0, "no read was hedged");
+    set.replicas[0].resume();
+    for round in 20..24 {
+        check_pipeline(&mut c, round, 30);
+    }
+}
