@@ -26,6 +26,8 @@
 //! - `dedicated`: transactions, blocking commands, pub/sub and tracking on the session's
 //!   own master connection;
 //! - `durable`: durable writes and `WAIT`, replies held until replicas catch up;
+//! - `orphans`: blocked clients that hung up, noticed (through one shared epoll set)
+//!   before any session's next request reaches the master;
 //! - `hedge`: replica reads unanswered after the hedge delay, also sent to the master;
 //!   the race between the two replies and the discarding of the loser;
 //! - `replies`: draining the inbox in request order, retries, forwarding;
