@@ -11,6 +11,22 @@ fn text(v: &Value) -> String {
     value_text(v).unwrap_or_else(|| format!("{v:?}"))
 }
 
+/// A proxy over `master` alone, with the master known to be healthy.
+fn proxy_over(master: std::net::SocketAddr) -> ProxyUnderTest {
+    let proxy = ProxyUnderTest::start(&format!(
+        "backend:\n  master: \"{master}\"\n  replicas: []\n"
+    ));
+    proxy.wait_healthy(0);
+    proxy
+}
+
+/// A Redis and a proxy over it alone.
+fn master_only() -> (RedisServer, ProxyUnderTest) {
+    let master = RedisServer::start();
+    let proxy = proxy_over(master.addr());
+    (master, proxy)
+}
+
 #[test]
 fn a_parked_client_keeps_its_name_database_and_protocol_state() {
     let set = ReplicaSet::start(1, false);
@@ -115,11 +131,7 @@ fn a_blocking_command_is_not_overtaken_by_a_later_push_from_another_client() {
     use std::io::{Read, Write};
     let master = RedisServer::start();
     let relay = Relay::start(master.addr());
-    let proxy = ProxyUnderTest::start(&format!(
-        "backend:\n  master: \"{}\"\n  replicas: []\n",
-        relay.addr()
-    ));
-    proxy.wait_healthy(0);
+    let proxy = proxy_over(relay.addr());
     let mut b = proxy.conn();
     for round in 0..3 {
         relay.set_delay(Duration::ZERO);
@@ -176,12 +188,7 @@ fn a_blocking_command_is_not_overtaken_by_a_later_push_from_another_client() {
 #[test]
 fn a_blocked_client_that_disconnects_takes_no_later_push() {
     use std::io::Write;
-    let master = RedisServer::start();
-    let proxy = ProxyUnderTest::start(&format!(
-        "backend:\n  master: \"{}\"\n  replicas: []\n",
-        master.addr()
-    ));
-    proxy.wait_healthy(0);
+    let (master, proxy) = master_only();
     for (world, addr) in [("direct", master.addr()), ("proxied", proxy.addr)] {
         let mut b = connect(addr);
         let mut lost = Vec::new();
@@ -213,12 +220,7 @@ fn a_blocked_client_that_disconnects_takes_no_later_push() {
 /// Redis.
 #[test]
 fn client_id_stays_the_same_while_tracking() {
-    let master = RedisServer::start();
-    let proxy = ProxyUnderTest::start(&format!(
-        "backend:\n  master: \"{}\"\n  replicas: []\n",
-        master.addr()
-    ));
-    proxy.wait_healthy(0);
+    let (master, proxy) = master_only();
     for (world, addr) in [("direct", master.addr()), ("proxied", proxy.addr)] {
         let mut c = connect(addr);
         let id = query(&mut c, &["CLIENT", "ID"]).unwrap();
