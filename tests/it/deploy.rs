@@ -763,15 +763,21 @@ fn kubernetes_manifests_agree_with_the_proxy() {
     }
 }
 
-#[test]
-fn kubernetes_config_passes_redsplit_check() {
-    let objects = k8s_objects();
+/// The ConfigMap's proxy.yaml written to a file of its own (kept while the directory is).
+fn configmap_file(objects: &BTreeMap<String, serde_yaml::Value>) -> (tempfile::TempDir, PathBuf) {
     let proxy_yaml = objects["ConfigMap"]["data"]["proxy.yaml"]
         .as_str()
         .expect("proxy.yaml");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("proxy.yaml");
     std::fs::write(&file, proxy_yaml).unwrap();
+    (dir, file)
+}
+
+#[test]
+fn kubernetes_config_passes_redsplit_check() {
+    let objects = k8s_objects();
+    let (_dir, file) = configmap_file(&objects);
     let sources = env_and_sources(&objects);
     let env = container_env(&objects);
     let out = check(&file, &env);
@@ -800,12 +806,7 @@ fn kubernetes_config_passes_redsplit_check() {
 #[test]
 fn kubernetes_pod_probes_and_sigterm() {
     let objects = k8s_objects();
-    let proxy_yaml = objects["ConfigMap"]["data"]["proxy.yaml"]
-        .as_str()
-        .expect("proxy.yaml");
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("proxy.yaml");
-    std::fs::write(&file, proxy_yaml).unwrap();
+    let (_dir, file) = configmap_file(&objects);
     let client: SocketAddr = local_addr(free_port());
     let admin: SocketAddr = local_addr(free_port());
     let mut env = container_env(&objects);
