@@ -50,7 +50,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     // Topology and monitor.
     let cfg = proxy.settings.load().config.clone();
     if cfg.backend.sentinel.is_none() {
-        let backends = Backends::from_static(&cfg, &Backends::default());
+        let backends = Backends::from_static(&cfg, &proxy.monitor.backends());
         proxy.monitor.set_backends(&proxy, backends);
     } else {
         tasks.push(tokio::spawn(crate::sentinel::run(
@@ -61,7 +61,8 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     tasks.push(tokio::spawn(probe_backends(proxy.clone())));
     {
         let p = Arc::downgrade(&proxy);
-        tasks.push(tokio::spawn(crate::backend::watchdog(move || {
+        let live = proxy.monitor.backends().conns;
+        tasks.push(tokio::spawn(crate::backend::watchdog(live, move || {
             p.upgrade()
                 .map(|p| p.settings.load().watchdog_timeouts())
                 .unwrap_or((Duration::from_secs(3600), None))

@@ -12,7 +12,7 @@
 //! settings are unchanged ([`Backend::reusable_for`]), and a reused backend takes the
 //! new pool settings ([`Backend::apply_pool_settings`]).
 
-use crate::backend::{ConnParams, Pool, Role};
+use crate::backend::{ConnParams, LiveConns, Pool, Role};
 use crate::config::Config;
 use crate::latency::Smoothed;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -58,8 +58,9 @@ pub fn node_params(cfg: &Config, addr: &str, role: Role) -> ConnParams {
 }
 
 impl Backend {
-    /// A backend with a connection pool built from `cfg.backend`.
-    pub fn new(addr: &str, role: Role, cfg: &Config) -> Arc<Backend> {
+    /// A backend with a connection pool built from `cfg.backend`, whose connections
+    /// register in `live`.
+    pub fn new(addr: &str, role: Role, cfg: &Config, live: &Arc<LiveConns>) -> Arc<Backend> {
         let b = &cfg.backend;
         Arc::new(Backend {
             id: NEXT_BACKEND_ID.fetch_add(1, Ordering::Relaxed),
@@ -70,6 +71,7 @@ impl Backend {
                 b.connections,
                 Duration::from_millis(b.reconnect_min_ms),
                 Duration::from_millis(b.reconnect_max_ms),
+                live.clone(),
             ),
             served: AtomicU64::new(0),
             latency: Smoothed::default(),
@@ -260,6 +262,10 @@ pub struct Backends {
     /// No master because Sentinel is promoting a replica while the old master was still
     /// up (a planned failover): writes wait for the new master instead of failing.
     pub switching: bool,
+    /// The registry every connection of these backends' pools joins, for the proxy's
+    /// timeout watchdog. An empty set (`Backends::default()`) starts a new one; a set
+    /// built from another shares it.
+    pub conns: Arc<LiveConns>,
 }
 
 impl Backends {
@@ -267,7 +273,8 @@ impl Backends {
     /// set of `master` and `replicas` (in the order given), reusing each backend of `old`
     /// that is [`Backend::reusable_for`] its address and role under `cfg` (so its
     /// connections survive) and giving it `cfg`'s pool settings; anything else is a new
-    /// backend. `switching` is false: only the Sentinel follower sets it.
+    /// backend. `switching` is false: only the Sentinel follower sets it. The new set
+    /// shares `old`'s connection registry.
     pub fn build(
         cfg: &Config,
         old: &Backends,
@@ -280,13 +287,14 @@ impl Backends {
                     b.apply_pool_settings(cfg);
                     b.clone()
                 }
-                None => Backend::new(addr, role, cfg),
+                None => Backend::new(addr, role, cfg, &old.conns),
             }
         };
         Backends {
             master: master.map(|a| get(a, Role::Master)),
             replicas: replicas.iter().map(|a| get(a, Role::Replica)).collect(),
             switching: false,
+            conns: old.conns.clone(),
         }
     }
 

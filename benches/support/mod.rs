@@ -50,7 +50,7 @@ fn view(cfg: &Config, now: Instant) -> View {
         .iter()
         .enumerate()
         .map(|(i, addr)| ReplicaView {
-            backend: Backend::new(addr, Role::Replica, cfg),
+            backend: Backend::new(addr, Role::Replica, cfg, &Default::default()),
             health: redsplit::topology::Health::Ok,
             reachable: true,
             offset: Some(1_000_000),
@@ -63,7 +63,7 @@ fn view(cfg: &Config, now: Instant) -> View {
         epoch: 1,
         taken: now,
         master: Some(MasterView {
-            backend: Backend::new(&master, Role::Master, cfg),
+            backend: Backend::new(&master, Role::Master, cfg, &Default::default()),
             up: true,
             down: false,
             offset: Some(1_000_000),

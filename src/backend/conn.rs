@@ -105,13 +105,35 @@ pub struct Conn {
     pub blocking: AtomicBool,
     /// The backend-wide count of requests in flight (for `least_outstanding`).
     outstanding: Arc<AtomicU64>,
+    /// The registry this connection is in.
+    live: Arc<LiveConns>,
 }
 
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 
-/// Every live connection, for the timeout watchdog.
-static LIVE: std::sync::LazyLock<dashmap::DashMap<u64, Weak<Conn>>> =
-    std::sync::LazyLock::new(Default::default);
+/// The live connections of one proxy, for its timeout [`watchdog`]: every [`Conn`]
+/// registers in its pool's registry when it starts and leaves it when it fails or is
+/// dropped. Each [`Backends`](crate::topology::Backends) set built from another shares
+/// that one's registry, so one proxy's watchdog sees exactly its own connections.
+#[derive(Debug, Default)]
+pub struct LiveConns(dashmap::DashMap<u64, Weak<Conn>>);
+
+impl LiveConns {
+    /// How many connections are registered.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether no connection is registered.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The registered connections still alive.
+    fn alive(&self) -> Vec<Arc<Conn>> {
+        self.0.iter().filter_map(|e| e.value().upgrade()).collect()
+    }
+}
 
 impl Conn {
     /// Start connecting; requests may be queued at once and are written when the
@@ -121,6 +143,7 @@ impl Conn {
         key: ConnKey,
         outstanding: Arc<AtomicU64>,
         want_client_id: bool,
+        live: &Arc<LiveConns>,
     ) -> Arc<Conn> {
         let conn = Arc::new(Conn {
             id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
@@ -144,8 +167,9 @@ impl Conn {
             backend_client_id: AtomicI64::new(-1),
             blocking: AtomicBool::new(false),
             outstanding,
+            live: live.clone(),
         });
-        LIVE.insert(conn.id, Arc::downgrade(&conn));
+        live.0.insert(conn.id, Arc::downgrade(&conn));
         let c = conn.clone();
         let handle = tokio::spawn(async move {
             let err = match c.clone().run(params, want_client_id).await {
@@ -286,7 +310,7 @@ impl Conn {
         for t in self.tasks.lock().drain(..) {
             t.abort();
         }
-        LIVE.remove(&self.id);
+        self.live.0.remove(&self.id);
     }
 
     /// Fail the connection if its oldest request has waited longer than `timeout`.
@@ -544,25 +568,24 @@ impl Conn {
 
 impl Drop for Conn {
     fn drop(&mut self) {
-        LIVE.remove(&self.id);
+        self.live.0.remove(&self.id);
         for t in self.tasks.get_mut().drain(..) {
             t.abort();
         }
     }
 }
 
-/// Fail connections whose oldest request has waited longer than `timeouts` allow
-/// (replica connections, master connections: `None` never); runs until the runtime
-/// stops.
-pub async fn watchdog(timeouts: impl Fn() -> (Duration, Option<Duration>)) {
+/// Fail connections of `live` whose oldest request has waited longer than `timeouts`
+/// allow (replica connections, master connections: `None` never); runs until the
+/// runtime stops.
+pub async fn watchdog(live: Arc<LiveConns>, timeouts: impl Fn() -> (Duration, Option<Duration>)) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let now = Instant::now();
         let (replica, master) = timeouts();
-        let conns: Vec<Arc<Conn>> = LIVE.iter().filter_map(|e| e.value().upgrade()).collect();
-        for c in conns {
+        for c in live.alive() {
             let t = if c.role == Role::Master {
                 master
             } else {

@@ -11,7 +11,8 @@
 //!   into its session's [`Inbox`] slot. Nothing is allocated per request: buffers and
 //!   queues keep their capacity. In stream mode (a dedicated connection for pub/sub or
 //!   `MONITOR`) every frame goes to one inbox slot without request matching. The
-//!   [`watchdog`] fails a connection whose oldest request waited `command_timeout_ms`.
+//!   [`watchdog`] fails a connection whose oldest request waited `command_timeout_ms`;
+//!   it watches one proxy's [`LiveConns`], the registry its pools' connections join.
 //! - [`inbox`]: where replies are delivered: a session's [`Inbox`] of [`SlotQueue`]s,
 //!   the [`Sink`] that owns it, and the [`Signal`] that wakes the session.
 //! - [`handshake`]: [`ConnParams`] (how to reach a backend) and [`ConnKey`] (database
@@ -36,7 +37,7 @@ pub mod handshake;
 pub mod inbox;
 pub mod pool;
 
-pub use conn::{next_read_size, watchdog, Conn};
+pub use conn::{next_read_size, watchdog, Conn, LiveConns};
 pub use control::ControlConn;
 pub use error::{BackendError, ErrorKind};
 pub use handshake::{ConnKey, ConnParams, Login};

@@ -4,7 +4,7 @@
 //! reload changes a running pool's connect timeout, size and backoff in place
 //! ([`Pool::reconfigure`]).
 
-use super::{BackendError, Conn, ConnKey, ConnParams, Role};
+use super::{BackendError, Conn, ConnKey, ConnParams, LiveConns, Role};
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -38,6 +38,8 @@ pub struct Pool {
     spare: dashmap::DashMap<ConnKey, Arc<Conn>>,
     /// Requests in flight on this backend's connections.
     pub outstanding: Arc<AtomicU64>,
+    /// Where its connections register for the proxy's timeout watchdog.
+    live: Arc<LiveConns>,
 }
 
 impl PoolSlot {
@@ -57,12 +59,13 @@ fn ms(d: Duration) -> u64 {
 }
 
 impl Pool {
-    /// A pool that opens connections on first use.
+    /// A pool that opens connections on first use, registering them in `live`.
     pub fn new(
         params: ConnParams,
         size: usize,
         backoff_min: Duration,
         backoff_max: Duration,
+        live: Arc<LiveConns>,
     ) -> Pool {
         Pool {
             params: ArcSwap::from_pointee(params),
@@ -72,6 +75,7 @@ impl Pool {
             slots: dashmap::DashMap::new(),
             spare: dashmap::DashMap::new(),
             outstanding: Arc::new(AtomicU64::new(0)),
+            live,
         }
     }
 
@@ -198,10 +202,17 @@ impl Pool {
                     key.clone(),
                     Arc::new(AtomicU64::new(0)),
                     true,
+                    &self.live,
                 ),
             );
         }
-        let c = Conn::spawn(params, key.clone(), self.outstanding.clone(), false);
+        let c = Conn::spawn(
+            params,
+            key.clone(),
+            self.outstanding.clone(),
+            false,
+            &self.live,
+        );
         s.conn = Some(c.clone());
         Ok(c)
     }
@@ -215,6 +226,7 @@ impl Pool {
                 key.clone(),
                 Arc::new(AtomicU64::new(0)),
                 true,
+                &self.live,
             )
         };
         let taken = self.spare.insert(key.clone(), fresh());

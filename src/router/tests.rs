@@ -15,12 +15,17 @@ fn cfg(extra: &str) -> Config {
 }
 
 fn view(cfg: &Config, now: Instant, stale_ms: [u64; 2]) -> View {
-    let m = Backend::new("127.0.0.1:1", Role::Master, cfg);
+    let m = Backend::new("127.0.0.1:1", Role::Master, cfg, &Default::default());
     let replicas = stale_ms
         .iter()
         .enumerate()
         .map(|(i, s)| ReplicaView {
-            backend: Backend::new(&format!("127.0.0.1:{}", i + 2), Role::Replica, cfg),
+            backend: Backend::new(
+                &format!("127.0.0.1:{}", i + 2),
+                Role::Replica,
+                cfg,
+                &Default::default(),
+            ),
             health: Health::Ok,
             reachable: true,
             offset: Some(100),

@@ -343,12 +343,14 @@ mod tests {
     #[test]
     fn sets_reuse_backends() {
         let cfg = Config::default();
-        let m = Backend::new("m:1", Role::Master, &cfg);
-        let r = Backend::new("r:1", Role::Replica, &cfg);
+        let conns = Arc::default();
+        let m = Backend::new("m:1", Role::Master, &cfg, &conns);
+        let r = Backend::new("r:1", Role::Replica, &cfg, &conns);
         let current = Backends {
             master: Some(m.clone()),
             replicas: vec![r.clone()],
             switching: false,
+            conns,
         };
         let same = build(&cfg, &current, Some("m:1"), &["r:1".into()]);
         assert!(same_set(&current, &same));

@@ -183,6 +183,59 @@ fn without_hedging_a_stalled_replica_holds_its_read_for_the_command_timeout() {
     assert_eq!(metric(&proxy, hedges_sent), 0);
 }
 
+/// Two proxies in one process, over the same replicas: each one's watchdog times out
+/// its own connections only. The short-timeout proxy's reads on a frozen replica are
+/// retried after its timeout; the long-timeout proxy's read there keeps waiting.
+#[test]
+fn each_proxy_times_out_only_its_own_backend_connections() {
+    let set = replica_set();
+    let (short, mut quick) = started(&set, "  hedge_after_ms: 0\n  command_timeout_ms: 300\n", 4);
+    let (long, mut patient) = started(
+        &set,
+        "  hedge_after_ms: 0\n  command_timeout_ms: 60000\n",
+        4,
+    );
+    set.replicas[0].pause();
+    let waiting = std::thread::spawn(move || slowest_read(&mut patient, 4));
+    let frozen_outstanding = || {
+        long.state()
+            .view
+            .load()
+            .replicas
+            .iter()
+            .map(|r| r.backend.outstanding())
+            .sum::<u64>()
+    };
+    wait_until(
+        "the patient read waits on the frozen replica",
+        SYNC_TIMEOUT,
+        || frozen_outstanding() > 0,
+    );
+    // Past the short proxy's timeout, seen by its own retried read. A watchdog failing
+    // a connection zeroes its backend's count of requests in flight at once.
+    let slowest = slowest_read(&mut quick, 4);
+    assert!(
+        slowest >= Duration::from_millis(250),
+        "no read of the short-timeout proxy met the frozen replica ({slowest:?})"
+    );
+    let still_waiting = frozen_outstanding();
+    let failed = long
+        .state()
+        .metrics
+        .backend_failures
+        .load(Ordering::Relaxed);
+    let done_early = waiting.is_finished();
+    set.replicas[0].resume();
+    let slowest = waiting.join().expect("the patient reads are answered");
+    assert!(
+        still_waiting > 0 && failed == 0 && !done_early,
+        "the long-timeout proxy's connection was timed out by the other proxy's watchdog \
+         (in flight {still_waiting}, failures {failed}, finished {done_early})"
+    );
+    assert!(slowest >= Duration::from_millis(500), "{slowest:?}");
+    assert!(short.state().metrics.retries.load(Ordering::Relaxed) > 0);
+}
+
 #[test]
 fn writes_are_never_hedged() {
     let set = replica_set();
