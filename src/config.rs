@@ -59,7 +59,9 @@ use std::fmt;
 pub struct Config {
     /// Address clients connect to. Changing it needs a restart.
     pub listen: String,
-    /// Worker threads of the runtime; 0 means one per available core. Restart needed.
+    /// Worker threads of the runtime: 1 (the default) is one event loop, which keeps
+    /// the order of requests between clients exact; 0 means one per available core
+    /// (see [`crate::server::runtime`]). Restart needed.
     pub workers: usize,
     /// How long SIGTERM waits for in-flight replies before closing connections (ms).
     /// Restart needed.
@@ -105,7 +107,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: "127.0.0.1:7480".into(),
-            workers: 0,
+            workers: 1,
             shutdown_grace_ms: 10_000,
             admin: AdminConfig::default(),
             backend: BackendConfig::default(),

@@ -92,11 +92,7 @@ fn main() -> std::process::ExitCode {
                     return std::process::ExitCode::FAILURE;
                 }
             };
-            let mut rt = tokio::runtime::Builder::new_multi_thread();
-            if cfg.workers > 0 {
-                rt.worker_threads(cfg.workers);
-            }
-            let rt = match rt.enable_all().build() {
+            let rt = match redsplit::server::runtime(cfg.workers) {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("cannot start the runtime: {e}");

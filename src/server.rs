@@ -519,6 +519,32 @@ async fn probe_backends(proxy: Arc<Proxy>) {
     }
 }
 
+/// The runtime the proxy runs on, for `workers` threads.
+///
+/// `workers: 1` (the default) is one event loop on the calling thread, as in Redis
+/// itself: clients whose requests become readable in some order are served in that
+/// order, and each request is written to its backend connection before the next
+/// client's is read, so requests of different clients reach Redis in the order they
+/// reached the proxy. More workers (`0`: one per core) share the clients between
+/// threads; two requests that arrive within microseconds of each other on different
+/// threads can then reach Redis in either order.
+///
+/// A one-worker runtime runs only inside `block_on`: whoever starts the proxy on it
+/// keeps a thread in `block_on` for as long as the proxy runs (as [`run`] does).
+pub fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut rt = match workers {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            if n > 1 {
+                b.worker_threads(n);
+            }
+            b
+        }
+    };
+    rt.enable_all().build()
+}
+
 /// Run until SIGTERM (graceful, within `shutdown_grace_ms`) or SIGINT (fast).
 pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let grace = Duration::from_millis(config.shutdown_grace_ms);

@@ -181,6 +181,61 @@ fn a_blocking_command_is_not_overtaken_by_a_later_push_from_another_client() {
     }
 }
 
+/// Requests of different clients reach Redis in the order they reached the proxy: a
+/// client sends `BLPOP` and, with no wait for it, another client pushes and pops. On
+/// Redis the pop finds the list empty (the blocked client took the element); through
+/// the proxy too, every round, as directly. Run against both for the comparison.
+#[test]
+fn a_blocking_command_sent_just_before_another_clients_push_is_served_first() {
+    use std::io::{Read, Write};
+    let master = RedisServer::start();
+    let proxy = proxy_over(master.addr());
+    const ROUNDS: usize = 150;
+    let overtaken = |addr: std::net::SocketAddr| -> usize {
+        let mut b = connect(addr);
+        let mut overtaken = 0;
+        for round in 0..ROUNDS {
+            let key = format!("race:{round}");
+            let mut a = std::net::TcpStream::connect(addr).expect("connect");
+            a.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            // An established connection, as Redis's own tests' clients have (a new one's
+            // first request can wait for Redis to accept it).
+            a.write_all(b"*1\r\n$4\r\nPING\r\n").unwrap();
+            let mut pong = [0u8; 7];
+            a.read_exact(&mut pong).expect("PONG");
+            let blpop = format!(
+                "*3\r\n$5\r\nBLPOP\r\n${}\r\n{key}\r\n$1\r\n0\r\n",
+                key.len()
+            );
+            a.write_all(blpop.as_bytes()).unwrap();
+            let (_, pop): (Value, Value) = redis::pipe()
+                .cmd("RPUSH")
+                .arg(&key)
+                .arg("x")
+                .cmd("LPOP")
+                .arg(&key)
+                .query(&mut b)
+                .unwrap();
+            if pop != Value::Nil {
+                // The push came first: another element unblocks the BLPOP.
+                overtaken += 1;
+                query(&mut b, &["RPUSH", &key, "y"]).unwrap();
+            }
+            let mut got = [0u8; 1];
+            a.read_exact(&mut got).expect("the BLPOP's reply");
+            assert_eq!(got[0], b'*', "round {round}");
+        }
+        overtaken
+    };
+    let direct = overtaken(master.addr());
+    let proxied = overtaken(proxy.addr);
+    assert_eq!(
+        (direct, proxied),
+        (0, 0),
+        "rounds of {ROUNDS} in which the later push overtook the BLPOP (direct, proxied)"
+    );
+}
+
 /// A client blocked in `BLPOP` that disconnects takes no element pushed after it left:
 /// Redis sees the end of its dedicated connection before another client's push that
 /// the proxy read later, as Redis sees a direct client's close before a later push.

@@ -1392,8 +1392,12 @@ pub struct ProxyUnderTest {
     pub addr: SocketAddr,
     /// The admin endpoint, if enabled.
     pub admin_addr: Option<SocketAddr>,
-    handle: Option<redsplit::server::Handle>,
-    rt: Option<tokio::runtime::Runtime>,
+    proxy: Arc<redsplit::proxy::Proxy>,
+    /// Tells the proxy's thread to shut the proxy down.
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    /// The thread driving the proxy's runtime (built as the binary builds it, from
+    /// `workers`), in `block_on` until told to stop.
+    thread: Option<std::thread::JoinHandle<()>>,
     /// The proxy allocates in this process: no memory measurement runs meanwhile.
     _memory: SharedMemory,
 }
@@ -1433,26 +1437,42 @@ impl ProxyUnderTest {
                 .with_test_writer()
                 .try_init();
         }
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let handle = rt
-            .block_on(redsplit::server::start(cfg, path))
-            .expect("proxy starts");
+        let rt = redsplit::server::runtime(cfg.workers).expect("runtime");
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let (stop, stop_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            rt.block_on(async move {
+                let handle = match redsplit::server::start(cfg, path).await {
+                    Ok(h) => h,
+                    Err(e) => {
+                        let _ = started_tx.send(Err(format!("{e:#}")));
+                        return;
+                    }
+                };
+                let _ = started_tx.send(Ok((handle.addr, handle.admin_addr, handle.proxy.clone())));
+                // Wait for the stop on a blocking thread: this one runs the proxy.
+                let _ = tokio::task::spawn_blocking(move || stop_rx.recv()).await;
+                handle.shutdown(Duration::from_millis(200)).await;
+            });
+            rt.shutdown_background();
+        });
+        let (addr, admin_addr, proxy) = started_rx
+            .recv()
+            .expect("the proxy's thread answers")
+            .unwrap_or_else(|e| panic!("proxy starts: {e}"));
         ProxyUnderTest {
-            addr: handle.addr,
-            admin_addr: handle.admin_addr,
-            handle: Some(handle),
-            rt: Some(rt),
+            addr,
+            admin_addr,
+            proxy,
+            stop: Some(stop),
+            thread: Some(thread),
             _memory: memory,
         }
     }
 
     /// The shared state (view, metrics, settings).
     pub fn state(&self) -> &Arc<redsplit::proxy::Proxy> {
-        &self.handle.as_ref().expect("running").proxy
+        &self.proxy
     }
 
     /// A client connection to the proxy.
@@ -1486,11 +1506,9 @@ impl ProxyUnderTest {
 
 impl Drop for ProxyUnderTest {
     fn drop(&mut self) {
-        if let (Some(h), Some(rt)) = (self.handle.take(), self.rt.as_ref()) {
-            rt.block_on(h.shutdown(Duration::from_millis(200)));
-        }
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }
