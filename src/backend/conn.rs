@@ -6,6 +6,7 @@
 //! in stream mode, to the stream's slot). The [`watchdog`] fails connections whose
 //! oldest request waited too long.
 
+use super::gate::Gate;
 use super::handshake::connect;
 use super::inbox::{same_sink, Sink, Waiter};
 use super::{BackendError, ConnKey, ConnParams, ErrorKind, Role};
@@ -46,6 +47,8 @@ struct Inner {
     /// The socket's write half, for writing straight from the sending task when nothing
     /// is queued (plain TCP only): saves a task wake-up per batch.
     direct: Option<Arc<tokio::net::tcp::OwnedWriteHalf>>,
+    /// In the backend's [`Gate`] queue: queued bytes wait for this connection's turn.
+    in_gate: bool,
 }
 
 /// Capacity above which an idle connection's request buffers are released.
@@ -107,6 +110,10 @@ pub struct Conn {
     outstanding: Arc<AtomicU64>,
     /// The registry this connection is in.
     live: Arc<LiveConns>,
+    /// The write order of the backend's connections while one opens.
+    gate: Arc<Gate>,
+    /// This connection, for joining the gate's queue.
+    me: Weak<Conn>,
 }
 
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
@@ -144,8 +151,9 @@ impl Conn {
         outstanding: Arc<AtomicU64>,
         want_client_id: bool,
         live: &Arc<LiveConns>,
+        gate: &Arc<Gate>,
     ) -> Arc<Conn> {
-        let conn = Arc::new(Conn {
+        let conn = Arc::new_cyclic(|me| Conn {
             id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
             label: params.label().into(),
             role: params.role,
@@ -159,6 +167,7 @@ impl Conn {
                 in_flight: 0,
                 writing: false,
                 direct: None,
+                in_gate: false,
             }),
             wake: Notify::new(),
             tasks: Mutex::new(Vec::new()),
@@ -168,6 +177,8 @@ impl Conn {
             blocking: AtomicBool::new(false),
             outstanding,
             live: live.clone(),
+            gate: gate.clone(),
+            me: me.clone(),
         });
         live.0.insert(conn.id, Arc::downgrade(&conn));
         let c = conn.clone();
@@ -221,11 +232,12 @@ impl Conn {
                 return Err(e.clone());
             }
             was_empty = g.out.is_empty();
+            let gate_open = self.gate.is_open();
             // An idle connection (nothing queued, being written or awaiting replies) is
             // written at once, saving a task wake-up: that is the latency path. A busy one
             // is left to the writer, which lets the other ready sessions queue theirs
             // first and sends them all in one write: that is the throughput path.
-            if was_empty && !g.writing && g.waiters.is_empty() {
+            if was_empty && !g.writing && g.waiters.is_empty() && gate_open {
                 if let Some(w) = &g.direct {
                     match w.try_write(data) {
                         Ok(n) => written = n,
@@ -238,6 +250,12 @@ impl Conn {
             if written < data.len() {
                 g.out
                     .extend_from_slice(data.get(written..).unwrap_or_default());
+                // Bytes that must wait (for the handshake, or for a connection that is
+                // still opening) take their turn in the backend's write order.
+                if !g.in_gate && (matches!(g.state, State::Connecting) || !gate_open) {
+                    g.in_gate = true;
+                    self.gate.join(self.id, self.me.clone());
+                }
             }
             if count > 0 {
                 if g.waiters.is_empty() {
@@ -285,6 +303,9 @@ impl Conn {
             g.state = State::Failed(err.clone());
             self.failed.store(true, Ordering::Relaxed);
             g.out = BytesMut::new();
+            if std::mem::take(&mut g.in_gate) {
+                self.gate.leave(self.id);
+            }
             if let Some(w) = g.direct.take() {
                 shut_now(&w);
             }
@@ -377,10 +398,11 @@ impl Conn {
         }
     }
 
-    /// Take what sessions queued, under the lock, and mark it as being written.
+    /// Take what sessions queued, under the lock, and mark it as being written; nothing
+    /// while it waits for its turn in the backend's [`Gate`].
     fn take_out(&self, buf: &mut BytesMut) -> bool {
         let mut g = self.inner.lock();
-        if g.out.is_empty() {
+        if g.out.is_empty() || (g.in_gate && !self.gate.may_write(self.id)) {
             g.writing = false;
             if g.out.capacity() > RELEASE_OUT {
                 g.out = BytesMut::new();
@@ -399,9 +421,30 @@ impl Conn {
     /// fault per page. A large one is released once nothing more is queued.
     fn recycle(&self, buf: &mut BytesMut) {
         buf.clear();
-        if buf.capacity() > RELEASE_OUT && self.inner.lock().out.is_empty() {
+        // A connection in the gate's queue keeps the gate shut: while it is open, no
+        // lock is needed unless the buffer is to be released.
+        if buf.capacity() <= RELEASE_OUT && self.gate.is_open() {
+            return;
+        }
+        let mut g = self.inner.lock();
+        if g.in_gate {
+            // Its turn is over: the next connection may write. Bytes queued meanwhile
+            // wait behind the others still queued.
+            g.in_gate = false;
+            self.gate.leave(self.id);
+            if !g.out.is_empty() && !self.gate.is_open() {
+                g.in_gate = true;
+                self.gate.join(self.id, self.me.clone());
+            }
+        }
+        if buf.capacity() > RELEASE_OUT && g.out.is_empty() {
             *buf = BytesMut::new();
         }
+    }
+
+    /// Wake the writer task (its turn in the backend's [`Gate`] has come).
+    pub(super) fn wake_writer(&self) {
+        self.wake.notify_one();
     }
 
     /// Like `take_out`, but first let every task that is ready run (and queue its
@@ -569,6 +612,9 @@ impl Conn {
 impl Drop for Conn {
     fn drop(&mut self) {
         self.live.0.remove(&self.id);
+        if self.inner.get_mut().in_gate {
+            self.gate.leave(self.id);
+        }
         for t in self.tasks.get_mut().drain(..) {
             t.abort();
         }

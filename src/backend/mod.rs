@@ -22,6 +22,9 @@
 //!   after a failure with exponential backoff and jitter between failed attempts, and
 //!   new dedicated connections for one session alone (transactions, blocking commands,
 //!   pub/sub).
+//! - [`gate`]: a backend's [`Gate`], which keeps requests in the order sessions sent them
+//!   across its connections while one of them opens (a blocking command on a new
+//!   dedicated connection is not overtaken by another client's later push).
 //! - [`control`]: a [`ControlConn`], not pipelined and not shared, for the replication
 //!   monitor, Sentinel and start-up checks.
 //! - [`error`]: [`BackendError`]: a connection that fails (refused, closed, protocol
@@ -33,6 +36,7 @@
 pub mod conn;
 pub mod control;
 pub mod error;
+pub mod gate;
 pub mod handshake;
 pub mod inbox;
 pub mod pool;
@@ -40,6 +44,7 @@ pub mod pool;
 pub use conn::{next_read_size, watchdog, Conn, LiveConns};
 pub use control::ControlConn;
 pub use error::{BackendError, ErrorKind};
+pub use gate::Gate;
 pub use handshake::{ConnKey, ConnParams, Login};
 pub use inbox::{Front, Inbox, InboxState, Signal, Sink, SlotQueue, Waiter};
 pub use pool::Pool;

@@ -4,7 +4,7 @@
 //! reload changes a running pool's connect timeout, size and backoff in place
 //! ([`Pool::reconfigure`]).
 
-use super::{BackendError, Conn, ConnKey, ConnParams, LiveConns, Role};
+use super::{BackendError, Conn, ConnKey, ConnParams, Gate, LiveConns, Role};
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -40,6 +40,8 @@ pub struct Pool {
     pub outstanding: Arc<AtomicU64>,
     /// Where its connections register for the proxy's timeout watchdog.
     live: Arc<LiveConns>,
+    /// The write order of its connections while one of them opens.
+    gate: Arc<Gate>,
 }
 
 impl PoolSlot {
@@ -76,6 +78,7 @@ impl Pool {
             spare: dashmap::DashMap::new(),
             outstanding: Arc::new(AtomicU64::new(0)),
             live,
+            gate: Arc::default(),
         }
     }
 
@@ -203,6 +206,7 @@ impl Pool {
                     Arc::new(AtomicU64::new(0)),
                     true,
                     &self.live,
+                    &self.gate,
                 ),
             );
         }
@@ -212,6 +216,7 @@ impl Pool {
             self.outstanding.clone(),
             false,
             &self.live,
+            &self.gate,
         );
         s.conn = Some(c.clone());
         Ok(c)
@@ -227,6 +232,7 @@ impl Pool {
                 Arc::new(AtomicU64::new(0)),
                 true,
                 &self.live,
+                &self.gate,
             )
         };
         let taken = self.spare.insert(key.clone(), fresh());

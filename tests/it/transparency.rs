@@ -181,49 +181,61 @@ fn a_blocking_command_is_not_overtaken_by_a_later_push_from_another_client() {
     }
 }
 
-/// Requests of different clients reach Redis in the order they reached the proxy: a
-/// client sends `BLPOP` and, with no wait for it, another client pushes and pops. On
-/// Redis the pop finds the list empty (the blocked client took the element); through
-/// the proxy too, every round, as directly. Run against both for the comparison.
+/// Requests of different clients reach Redis in the order they reached the proxy. Three
+/// clients each send `BLPOP` and, with no wait for them, another client pushes three
+/// elements and pops: on Redis the pop finds the list empty (the blocked clients took
+/// them all), every round. Through the proxy too: one event loop serves the clients in
+/// the order their requests arrive, and a `BLPOP` whose new dedicated connection is
+/// still opening holds the master's later requests (the backend's write gate) until it
+/// is written. Run against both for the comparison.
 #[test]
-fn a_blocking_command_sent_just_before_another_clients_push_is_served_first() {
+fn blocking_commands_sent_just_before_another_clients_push_are_served_first() {
     use std::io::{Read, Write};
     let master = RedisServer::start();
     let proxy = proxy_over(master.addr());
-    const ROUNDS: usize = 150;
+    const ROUNDS: usize = 60;
+    const BLOCKED: usize = 3;
     let overtaken = |addr: std::net::SocketAddr| -> usize {
         let mut b = connect(addr);
         let mut overtaken = 0;
         for round in 0..ROUNDS {
             let key = format!("race:{round}");
-            let mut a = std::net::TcpStream::connect(addr).expect("connect");
-            a.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            // An established connection, as Redis's own tests' clients have (a new one's
-            // first request can wait for Redis to accept it).
-            a.write_all(b"*1\r\n$4\r\nPING\r\n").unwrap();
-            let mut pong = [0u8; 7];
-            a.read_exact(&mut pong).expect("PONG");
+            let mut blocked = Vec::new();
+            for _ in 0..BLOCKED {
+                let mut a = std::net::TcpStream::connect(addr).expect("connect");
+                a.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                // An established connection, as Redis's own tests' clients have (a new
+                // one's first request can wait for Redis to accept it).
+                a.write_all(b"*1\r\n$4\r\nPING\r\n").unwrap();
+                let mut pong = [0u8; 7];
+                a.read_exact(&mut pong).expect("PONG");
+                blocked.push(a);
+            }
             let blpop = format!(
                 "*3\r\n$5\r\nBLPOP\r\n${}\r\n{key}\r\n$1\r\n0\r\n",
                 key.len()
             );
-            a.write_all(blpop.as_bytes()).unwrap();
+            for a in &mut blocked {
+                a.write_all(blpop.as_bytes()).unwrap();
+            }
             let (_, pop): (Value, Value) = redis::pipe()
                 .cmd("RPUSH")
                 .arg(&key)
-                .arg("x")
+                .arg(vec!["x"; BLOCKED])
                 .cmd("LPOP")
                 .arg(&key)
                 .query(&mut b)
                 .unwrap();
             if pop != Value::Nil {
-                // The push came first: another element unblocks the BLPOP.
+                // A push came first: more elements unblock the late BLPOPs.
                 overtaken += 1;
-                query(&mut b, &["RPUSH", &key, "y"]).unwrap();
+                query(&mut b, &["RPUSH", &key, "y", "y", "y"]).unwrap();
             }
-            let mut got = [0u8; 1];
-            a.read_exact(&mut got).expect("the BLPOP's reply");
-            assert_eq!(got[0], b'*', "round {round}");
+            for a in &mut blocked {
+                let mut got = [0u8; 1];
+                a.read_exact(&mut got).expect("the BLPOP's reply");
+                assert_eq!(got[0], b'*', "round {round}");
+            }
         }
         overtaken
     };
@@ -232,7 +244,58 @@ fn a_blocking_command_sent_just_before_another_clients_push_is_served_first() {
     assert_eq!(
         (direct, proxied),
         (0, 0),
-        "rounds of {ROUNDS} in which the later push overtook the BLPOP (direct, proxied)"
+        "rounds of {ROUNDS} in which the later push overtook a BLPOP (direct, proxied)"
+    );
+}
+
+/// A subscriber's `UNSUBSCRIBE` sent just before another client's `PUBLISH` is served
+/// first: the publish reaches no one, directly and through the proxy, every round.
+#[test]
+fn an_unsubscribe_sent_just_before_another_clients_publish_is_served_first() {
+    use std::io::{Read, Write};
+    let master = RedisServer::start();
+    let proxy = proxy_over(master.addr());
+    const ROUNDS: usize = 40;
+    let received = |addr: std::net::SocketAddr| -> usize {
+        let mut p = connect(addr);
+        let mut received = 0;
+        for round in 0..ROUNDS {
+            let ch = format!("ch:{round}");
+            let mut s = std::net::TcpStream::connect(addr).expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let sub = format!("*2\r\n$9\r\nSUBSCRIBE\r\n${}\r\n{ch}\r\n", ch.len());
+            s.write_all(sub.as_bytes()).unwrap();
+            let confirm = format!("*3\r\n$9\r\nsubscribe\r\n${}\r\n{ch}\r\n:1\r\n", ch.len());
+            let mut got = vec![0u8; confirm.len()];
+            s.read_exact(&mut got).expect("the subscription");
+            assert_eq!(String::from_utf8_lossy(&got), confirm);
+            let unsub = format!("*2\r\n$11\r\nUNSUBSCRIBE\r\n${}\r\n{ch}\r\n", ch.len());
+            s.write_all(unsub.as_bytes()).unwrap();
+            let n: i64 = redis::cmd("PUBLISH")
+                .arg(&ch)
+                .arg("m")
+                .query(&mut p)
+                .unwrap();
+            received += usize::try_from(n).unwrap_or(0);
+            // The unsubscription's confirmation comes next, and no message before it.
+            let unconfirm = format!(
+                "*3\r\n$11\r\nunsubscribe\r\n${}\r\n{ch}\r\n:0\r\n",
+                ch.len()
+            );
+            let mut got = vec![0u8; unconfirm.len()];
+            s.read_exact(&mut got).expect("the unsubscription");
+            if String::from_utf8_lossy(&got) != unconfirm {
+                received += 1;
+            }
+        }
+        received
+    };
+    let direct = received(master.addr());
+    let proxied = received(proxy.addr);
+    assert_eq!(
+        (direct, proxied),
+        (0, 0),
+        "rounds of {ROUNDS} in which the later PUBLISH reached the unsubscribing client (direct, proxied)"
     );
 }
 
