@@ -20,7 +20,8 @@ Two more sections run by default: memory per client connection (RSS of a fresh
 redsplit, predixy and nutcracker before and after opening IDLE_CONNS idle connections,
 and after each has sent one PING and gone idle long enough for redsplit to release its
 buffers), and
-throughput of one cell with `workers: 1` against `workers: 2`. A `profile` section, on
+throughput of one cell with `workers: 1` (one event loop, the default) against
+`workers: 2` (a two-thread runtime). A `profile` section, on
 request, runs `perf record` on redsplit (or PROFILE_TARGET) under one cell and sorts its self time into
 kernel, parsing, routing, copying, allocator and runtime, then counts its system calls
 per request with `perf stat` on the syscall tracepoints. A `syscalls` section, on
@@ -1632,8 +1633,9 @@ def parse_args():
                     help="requests per pipeline-1 run (env N; default 100000, quick 10000)")
     ap.add_argument("--n-pipelined", type=int, default=env("N_PIPELINED"),
                     help="requests per pipeline-16 run (env N_PIPELINED; default 5*N)")
-    ap.add_argument("--workers", type=int, default=int(env("WORKERS", "2")),
-                    help="redsplit worker threads in the matrix (env WORKERS; default 2)")
+    ap.add_argument("--workers", type=int, default=int(env("WORKERS", "1")),
+                    help="redsplit worker threads in the matrix (env WORKERS; default 1, "
+                    "the proxy's own default: one event loop)")
     ap.add_argument("--connections", type=int, default=env("CONNECTIONS"),
                     help="redsplit's backend.connections (shared connections per backend; "
                     "env CONNECTIONS; default: redsplit's own default)")

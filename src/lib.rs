@@ -22,7 +22,13 @@
 //! recently written through the proxy, by any connection, was acknowledged, so that a
 //! replica serves it only once it holds that write.
 //!
-//! Off the hot path, [`replication`] samples the master's replication offset four times
+//! All of that runs on one event loop by default ([`server::runtime`], `workers: 1`), as
+//! in Redis, so requests of different clients reach Redis in the order they reached the
+//! proxy; a backend's write [`backend::Gate`] keeps that order while one of its
+//! connections is still opening.
+//!
+//! Off the hot path, on a thread of its own (so that busy clients do not delay its
+//! samples), [`replication`] samples the master's replication offset four times
 //! a poll period and polls each replica right after one of those samples, and publishes
 //! a new `View` (each replica's staleness bound, offset gap, health and pool
 //! membership) with one atomic swap; [`sentinel`] keeps the set of backends in step with

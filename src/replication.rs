@@ -105,10 +105,14 @@ struct Busy {
     cleared: Option<Instant>,
 }
 
-/// The monitor. Owned by the [`Proxy`]; pollers run as tasks.
+/// The monitor. Owned by the [`Proxy`]; pollers run as tasks, on the runtime given to
+/// [`Monitor::poll_on`] (the proxy's monitor thread), else on the caller's.
 #[derive(Debug, Default)]
 pub struct Monitor {
     state: Mutex<State>,
+    /// Where pollers run: a runtime of their own, so that their timing does not depend
+    /// on how busy clients keep the proxy's event loop.
+    runtime: std::sync::OnceLock<tokio::runtime::Handle>,
     urgent: Notify,
     /// Woken when a master sample has been recorded: replicas are polled right after it,
     /// so that each replica reading is paired with a master offset just before it.
@@ -130,6 +134,11 @@ impl Monitor {
     /// A monitor with no backends.
     pub fn new() -> Monitor {
         Monitor::default()
+    }
+
+    /// Run pollers on `runtime` from now on (set once, before the first backends).
+    pub fn poll_on(&self, runtime: tokio::runtime::Handle) {
+        let _ = self.runtime.set(runtime);
     }
 
     /// The `BUSY …` error the master answers while it runs a busy script.
@@ -233,7 +242,11 @@ impl Monitor {
         }
         for b in backends.all() {
             st.pollers.entry(b.id).or_insert_with(|| {
-                tokio::spawn(poller(Arc::downgrade(proxy), b.clone())).abort_handle()
+                let task = poller(Arc::downgrade(proxy), b.clone());
+                match self.runtime.get() {
+                    Some(rt) => rt.spawn(task).abort_handle(),
+                    None => tokio::spawn(task).abort_handle(),
+                }
             });
         }
         st.backends = backends;

@@ -1,8 +1,8 @@
 //! The listener, connection limits, background tasks and graceful shutdown.
 //!
-//! [`start`] binds, starts the replication monitor, the connection watchdog, the janitor
-//! (idle buffers, idle timeout), the admin endpoint and the config watcher, and accepts
-//! clients until [`Handle::shutdown`]: then it stops accepting, lets every session finish
+//! [`start`] binds, starts the replication monitor (its polls on a thread of their own),
+//! the connection watchdog, the janitor (idle buffers, idle timeout), the admin endpoint
+//! and the config watcher, and accepts clients until [`Handle::shutdown`]: then it stops accepting, lets every session finish
 //! its in-flight replies within the grace period, and closes the rest.
 
 use crate::backend::{ConnParams, ControlConn, Inbox, Role};
@@ -34,6 +34,41 @@ pub struct Handle {
     pub proxy: Arc<Proxy>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Dropped (with the handle, after shutdown) to end the monitor's thread.
+    _monitor_thread: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Start the thread the replication monitor's polls run on: a one-thread runtime of its
+/// own, so that a busy event loop does not delay the offset samples every freshness
+/// bound is made of. It runs until the returned sender is dropped.
+fn start_monitor_thread(
+) -> anyhow::Result<(tokio::runtime::Handle, tokio::sync::oneshot::Sender<()>)> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("redsplit-monitor".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            let _ = tx.send(Ok(rt.handle().clone()));
+            rt.block_on(async {
+                let _ = stopped.await;
+            });
+        })
+        .context("cannot start the monitor's thread")?;
+    let handle = rx
+        .recv()
+        .context("the monitor's thread ended at start")?
+        .context("cannot start the monitor's runtime")?;
+    Ok((handle, stop))
 }
 
 /// Start the proxy with a validated configuration.
@@ -48,6 +83,8 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     let mut tasks = Vec::new();
 
     // Topology and monitor.
+    let (monitor_rt, monitor_thread) = start_monitor_thread()?;
+    proxy.monitor.poll_on(monitor_rt);
     let cfg = proxy.settings.load().config.clone();
     if cfg.backend.sentinel.is_none() {
         let backends = Backends::from_static(&cfg, &proxy.monitor.backends());
@@ -100,6 +137,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         proxy,
         stop,
         tasks,
+        _monitor_thread: monitor_thread,
     })
 }
 
