@@ -28,6 +28,12 @@ pub const FAILOVER_UNDER_WAY: &str = "ERR redsplit: no master is known (a failov
 pub const REPLICA_FAILED_NO_MASTER: &str =
     "ERR redsplit: the replica failed and no master is known";
 
+/// `ERR redsplit: the master failed and no master answered within command_timeout_ms`:
+/// a read on the master whose connection failed, retried until `command_timeout_ms`
+/// after it was sent without a master to answer it.
+pub const MASTER_FAILED: &str =
+    "ERR redsplit: the master failed and no master answered within command_timeout_ms";
+
 /// An error the proxy answers itself. `Display` is the RESP error line, e.g.
 /// `ERR redsplit: no master is known`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

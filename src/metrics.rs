@@ -272,7 +272,8 @@ pub struct Metrics {
     pub replies: AtomicU64,
     /// Error replies sent to clients.
     pub errors: AtomicU64,
-    /// Replica reads retried on the master.
+    /// Reads sent again after their backend failed (replica reads elsewhere, master
+    /// reads on the next master).
     pub retries: AtomicU64,
     /// Requests that failed because their backend failed.
     pub backend_failures: AtomicU64,

@@ -239,7 +239,7 @@ impl Collector for ProxyCollector {
         counter(
             enc,
             "read_retries",
-            "Replica reads that failed and were retried on the master.",
+            "Reads sent again after their backend failed: replica reads on the master or another replica, master reads on the next master.",
             load(&m.retries),
         )?;
         counter(

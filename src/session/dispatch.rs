@@ -440,7 +440,10 @@ impl Session {
             return self.barrier(b);
         }
         let backend = m.backend.clone();
-        self.send_shared(&backend, req, at, b, Kind::Forward, true);
+        let kind = Kind::MasterRead {
+            retry: u32::try_from(req.buf.len()).unwrap_or(u32::MAX),
+        };
+        self.send_shared(&backend, req, at, b, kind, true);
         Stop::More
     }
 

@@ -66,13 +66,19 @@ impl Session {
             return;
         };
         // The reads to hedge: their place in `pending`, and their bytes' place in
-        // `retry_buf` (which holds every pending replica read's bytes, in order).
+        // `retry_buf` (which holds every pending replica and master read's bytes, in
+        // order).
         let mut due: Vec<(usize, usize, usize)> = Vec::new();
         let mut next = None;
         let mut offset = 0usize;
         for (i, p) in self.pending.iter().enumerate() {
-            let Kind::ReplicaRead { retry, hedge } = p.kind else {
-                continue;
+            let (retry, hedge) = match p.kind {
+                Kind::ReplicaRead { retry, hedge } => (retry, hedge),
+                Kind::MasterRead { retry } => {
+                    offset += retry as usize;
+                    continue;
+                }
+                _ => continue,
             };
             let len = retry as usize;
             if hedge == Hedge::No && !p.scan && p.path == PATH_SHARED {

@@ -144,6 +144,10 @@ enum Kind {
     /// A read sent to a replica; `retry` bytes of it are kept for a retry on the master
     /// (or a hedge).
     ReplicaRead { retry: u32, hedge: Hedge },
+    /// A read sent to the master; `retry` bytes of it are kept to send it again if the
+    /// master's connection fails (on the master again, or on the new master after a
+    /// failover; never on a replica: its rule sent it to the master).
+    MasterRead { retry: u32 },
     /// A write: counts for read-your-writes.
     Write,
     /// A durable write: the reply is held until enough replicas hold it.
@@ -338,6 +342,8 @@ pub struct Session {
     /// or of replies): a reply written then counts as activity at this time.
     replies_at: Instant,
     local: SlotQueue,
+    /// The bytes of every pending replica read and master read (`retry` bytes each), in
+    /// `pending` order: kept to send a read again (or hedge it) if its backend fails.
     retry_buf: BytesMut,
     /// Replies to drop as they arrive, per slot: the losers of hedge races (each slot is
     /// a FIFO, and a loser is always older than anything still expected there).

@@ -54,6 +54,9 @@ impl Session {
             scan: false,
             fence: FENCE_NONE,
         });
+        if let Kind::MasterRead { .. } = kind {
+            self.retry_buf.extend_from_slice(req.buf);
+        }
         if let Kind::ReplicaRead { .. } = kind {
             self.retry_buf.extend_from_slice(req.buf);
             if self.hedge_at.is_none() {

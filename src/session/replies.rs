@@ -139,7 +139,7 @@ impl Session {
                 Front::Failed(e) => {
                     let e = e.clone();
                     q.consume();
-                    if let Kind::ReplicaRead { retry, .. } = p.kind {
+                    if let Kind::ReplicaRead { retry, .. } | Kind::MasterRead { retry } = p.kind {
                         let bytes = BytesMut::from(
                             self.retry_buf.get(..retry as usize).unwrap_or_default(),
                         );
@@ -247,6 +247,10 @@ impl Session {
                 self.retry_buf
                     .advance((retry as usize).min(self.retry_buf.len()));
             }
+            Kind::MasterRead { retry } => {
+                self.retry_buf
+                    .advance((retry as usize).min(self.retry_buf.len()));
+            }
             _ => {}
         }
         let us = match self.latency_memo {
@@ -281,6 +285,9 @@ impl Session {
             .iter()
             .find(|s| s.slot == p.slot || s.retry_slot == p.slot || s.hedge_slot == p.slot)
             .map(|s| s.backend);
+        if let Kind::MasterRead { .. } = p.kind {
+            return self.retry_master_read(p, BytesMut::from(bytes), failed, now);
+        }
         let view = self.proxy.view.load_full();
         let master_up = view.master.as_ref().is_some_and(|m| !m.down);
         // A read that was already retried on a replica (or could not be hedged) waits a
@@ -301,6 +308,67 @@ impl Session {
         }
     }
 
+    /// Send a master read whose connection failed again: to the master the view names
+    /// while it is not known to be down (over a new connection; the old master, or the
+    /// new one after a failover), never to a replica (its rule sent it to the master).
+    /// Without one, or while the master's connections are in reconnect backoff, it
+    /// waits for a new view or a short while, at most `command_timeout_ms` from when it
+    /// was first sent. Reads are retried; writes never are (they may have been applied).
+    fn retry_master_read(
+        &mut self,
+        p: Pending,
+        bytes: BytesMut,
+        failed: Option<u32>,
+        now: Instant,
+    ) {
+        let view = self.proxy.view.load_full();
+        let Some(backend) = view
+            .master
+            .as_ref()
+            .filter(|m| !m.down)
+            .map(|m| m.backend.clone())
+        else {
+            return self.wait_to_retry(p, bytes, failed, true, now);
+        };
+        let timeout = self.proxy.settings.load().config.backend.command_timeout_ms;
+        if now >= p.sent + Duration::from_millis(timeout) {
+            return self.answer_front(p, crate::error::MASTER_FAILED, now);
+        }
+        let i = match self.source_for(&backend) {
+            Ok(i) => i,
+            Err(_) => return self.wait_to_retry(p, bytes, Some(backend.id), true, now),
+        };
+        self.stats().retries += 1;
+        let Some(s) = self.sources.get(i) else { return };
+        let slot = s.retry_slot;
+        let res = s.conn.send(&bytes, &self.sink, slot, 1);
+        if let Some(r) = self.slot_refs.get_mut(slot as usize) {
+            *r += 1;
+        }
+        self.shared_in_flight += 1;
+        // Kept for another retry, in front of the other reads' bytes (its entry goes to
+        // the front of the queue).
+        let mut kept = BytesMut::with_capacity(bytes.len() + self.retry_buf.len());
+        kept.extend_from_slice(&bytes);
+        kept.extend_from_slice(&self.retry_buf);
+        self.retry_buf = kept;
+        self.pending.push_front(Pending {
+            slot,
+            kind: Kind::MasterRead {
+                retry: u32::try_from(bytes.len()).unwrap_or(u32::MAX),
+            },
+            path: PATH_SHARED,
+            silent: p.silent,
+            read: true,
+            sent: p.sent,
+            scan: p.scan,
+            fence: FENCE_NONE,
+        });
+        if let Err(e) = res {
+            self.handle.inbox.push_failed(slot, &e, 1);
+        }
+    }
+
     /// Retry a failed replica read where [`router::retry_target`] says, or wait.
     fn retry_read(
         &mut self,
@@ -310,6 +378,9 @@ impl Session {
         again: bool,
         now: Instant,
     ) {
+        if let Kind::MasterRead { .. } = p.kind {
+            return self.retry_master_read(p, bytes, failed, now);
+        }
         let view = self.proxy.view.load_full();
         let Some(backend) = router::retry_target(&view, failed, again).cloned() else {
             return self.wait_to_retry(p, bytes, failed, !again, now);
@@ -330,18 +401,19 @@ impl Session {
             *r += 1;
         }
         self.shared_in_flight += 1;
+        // Kept for a retry of its own, in front of the other reads' bytes (its entry goes
+        // to the front of the queue): on a replica, or on the master if it fails too.
+        let mut kept = BytesMut::with_capacity(bytes.len() + self.retry_buf.len());
+        kept.extend_from_slice(&bytes);
+        kept.extend_from_slice(&self.retry_buf);
+        self.retry_buf = kept;
+        let retry = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
         let kind = if to_master {
-            Kind::Forward
+            Kind::MasterRead { retry }
         } else {
-            // Kept for a retry of its own, in front of the other reads' bytes (its
-            // entry goes to the front of the queue).
-            let mut kept = BytesMut::with_capacity(bytes.len() + self.retry_buf.len());
-            kept.extend_from_slice(&bytes);
-            kept.extend_from_slice(&self.retry_buf);
-            self.retry_buf = kept;
             self.replica_reads_in_flight += 1;
             Kind::ReplicaRead {
-                retry: u32::try_from(bytes.len()).unwrap_or(u32::MAX),
+                retry,
                 hedge: Hedge::Spent,
             }
         };
@@ -360,8 +432,8 @@ impl Session {
         }
     }
 
-    /// Nowhere to retry a failed replica read for now: wait for a new view (a master, or
-    /// a replica that can answer) or a short while, unless its time is up. `poke`: ask
+    /// Nowhere to retry a failed read for now: wait for a new view (a master, or for a
+    /// replica read a replica that can answer) or a short while, unless its time is up. `poke`: ask
     /// the monitor for a fresh view at once (when the wait starts; not on each new view,
     /// which would keep it polling back to back).
     fn wait_to_retry(
@@ -375,7 +447,11 @@ impl Session {
         let timeout = self.proxy.settings.load().config.backend.command_timeout_ms;
         let until = p.sent + Duration::from_millis(timeout);
         if now >= until {
-            self.answer_front(p, crate::error::REPLICA_FAILED_NO_MASTER, now);
+            let msg = match p.kind {
+                Kind::MasterRead { .. } => crate::error::MASTER_FAILED,
+                _ => crate::error::REPLICA_FAILED_NO_MASTER,
+            };
+            self.answer_front(p, msg, now);
             return;
         }
         if self.view_rx.is_none() {
@@ -679,7 +755,7 @@ pub(super) fn forwarded_as_is(kind: Kind, frame: &[u8]) -> bool {
         // A durable write's success is held until replicas have it; its error is not.
         Kind::Durable(_) => is_error(frame),
         Kind::ReplicaRead { .. } => !retryable_reply(frame),
-        Kind::Forward | Kind::Write | Kind::Exec | Kind::Blocking => true,
+        Kind::Forward | Kind::MasterRead { .. } | Kind::Write | Kind::Exec | Kind::Blocking => true,
     }
 }
 

@@ -569,6 +569,64 @@ fn reads_never_fail_through_a_master_kill() {
     assert_eq!(w.server(new).role(), "master");
 }
 
+/// Reads that a rule sends to the master, in flight on it when it is killed, are sent
+/// again once Sentinel's new master is in use: none fails with the old master's lost
+/// connection. Reads sent while no master can be used (none known, or the old one
+/// refusing connections) are refused at once (their rule allows no replica), as writes
+/// are.
+#[test]
+fn master_reads_in_flight_through_a_master_kill_are_retried() {
+    let mut w =
+        World::start("  rules:\n    - {name: strong, keys: ['m:*'], consistency: master}\n");
+    let old = w.set.master.addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    let addr = w.proxy.addr;
+    let readers: Vec<Load> = (0..3)
+        .map(|i| {
+            load(addr, &stop, Duration::ZERO, move |c, n| {
+                // A pipeline, so that reads are always in flight on the master.
+                let mut pipe = redis::pipe();
+                for k in 0..8 {
+                    pipe.cmd("GET").arg(format!("m:{}", (n * 8 + k + i) % 500));
+                }
+                pipe.query::<Vec<Option<String>>>(c).map(drop)
+            })
+        })
+        .collect();
+    for r in &readers {
+        r.wait_ok(100, "reads flow");
+    }
+    let retries_before = w.proxy.state().metrics.retries.load(Ordering::Relaxed);
+    w.set.master.kill();
+    let (new, _) = w.wait_new_master(old);
+    for r in &readers {
+        r.wait_ok(300, "reads flow on the new master");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let reads: Vec<Op> = readers
+        .into_iter()
+        .flat_map(|r| r.join().unwrap())
+        .collect();
+    let kinds = error_kinds(&reads);
+    let retries = w.proxy.state().metrics.retries.load(Ordering::Relaxed) - retries_before;
+    eprintln!(
+        "master killed, new master {new}: {} read pipelines, {retries} reads retried; failures {kinds:?}",
+        reads.len()
+    );
+    // Refused before being sent: no master, or the old one refusing connections.
+    let refused = |e: &str| {
+        ["master is down", "no master", "unreachable", "reconnecting"]
+            .iter()
+            .any(|r| e.contains(r))
+    };
+    let lost: Vec<&String> = kinds.keys().filter(|e| !refused(e)).collect();
+    assert!(
+        lost.is_empty(),
+        "reads failed with the old master's connection: {kinds:?}"
+    );
+    assert!(retries > 0, "no read was in flight on the killed master");
+}
+
 #[test]
 fn graceful_failover() {
     let w = World::start("");
