@@ -495,6 +495,8 @@ pub struct ReplyScanner {
     pos: usize,
     owed: u64,
     started: bool,
+    /// After `Ok(None)` inside a bulk string: the buffer length it needs (0 otherwise).
+    need: usize,
 }
 
 /// The kind of a reply, from its first byte.
@@ -526,10 +528,19 @@ impl ReplyScanner {
         Self::default()
     }
 
+    /// The buffer length the reply in progress needs at least, when the last
+    /// [`ReplyScanner::scan`] stopped inside a bulk string whose length it knows (0
+    /// otherwise): a reader can make room for a large reply once instead of growing its
+    /// buffer step by step.
+    pub fn needs(&self) -> usize {
+        self.need
+    }
+
     /// Find the end of the reply at the start of `buf`. `Ok(Some(len))` when complete
     /// (the scanner is then ready for the next reply, which starts at `buf[len..]` once
     /// the caller has consumed these bytes); `Ok(None)` when more bytes are needed.
     pub fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, ProtocolError> {
+        self.need = 0;
         if !self.started {
             self.started = true;
             self.pos = 0;
@@ -565,6 +576,7 @@ impl ReplyScanner {
                         if (buf.len() as u64) < end.saturating_add(2) {
                             // Not all here yet: come back to this element.
                             self.owed += 1;
+                            self.need = usize::try_from(end.saturating_add(2)).unwrap_or(0);
                             return Ok(None);
                         }
                         let end = end as usize;

@@ -8,7 +8,7 @@
 
 use super::gate::Gate;
 use super::handshake::connect;
-use super::inbox::{same_sink, Sink, Waiter};
+use super::inbox::{same_sink, Sink, Waiter, CHUNK};
 use super::{BackendError, ConnKey, ConnParams, ErrorKind, Role};
 use crate::protocol::ReplyScanner;
 use crate::tls::BackendStream;
@@ -511,7 +511,14 @@ impl Conn {
         // when they come in small, so big replies take few system calls.
         let mut chunk = MIN_READ;
         loop {
-            if buf.capacity() - buf.len() < chunk / 4 {
+            let need = scanner.needs();
+            if need > buf.capacity() && need - buf.len() > MAX_READ {
+                // A large reply on its way: room for all of it at once (what has come
+                // is copied once), not a buffer doubled, and copied, step by step.
+                let mut whole = BytesMut::with_capacity(need);
+                whole.extend_from_slice(&buf);
+                buf = whole;
+            } else if buf.capacity() - buf.len() < chunk / 4 {
                 buf.reserve(chunk);
             }
             let spare = buf.capacity() - buf.len();
@@ -537,21 +544,32 @@ impl Conn {
             if lens.is_empty() {
                 continue;
             }
-            if let Err(e) =
-                self.deliver(buf.get(..consumed).unwrap_or_default(), &lens, &mut groups)
-            {
+            if let Err(e) = self.match_waiters(&lens, &mut groups) {
                 return e;
             }
-            buf.advance(consumed);
+            if groups.len() == 1 && consumed >= CHUNK {
+                // Large replies for one session: their bytes are handed over, not copied.
+                if let Some((sink, slot, _)) = groups.pop() {
+                    sink.inbox().push_owned(slot, buf.split_to(consumed), &lens);
+                }
+            } else {
+                self.deliver(
+                    buf.get(..consumed).unwrap_or_default(),
+                    &lens,
+                    groups.drain(..),
+                );
+                buf.advance(consumed);
+            }
             if buf.is_empty() && buf.capacity() > 1 << 20 {
                 buf = BytesMut::with_capacity(MIN_READ);
             }
         }
     }
 
-    fn deliver(
+    /// Match the replies (`lens`, in order) with the waiters at the front of the queue:
+    /// `groups` gets each run of replies' session, slot and count.
+    fn match_waiters(
         &self,
-        data: &[u8],
         lens: &[usize],
         groups: &mut Vec<(Arc<dyn Sink>, u16, usize)>,
     ) -> Result<(), BackendError> {
@@ -595,9 +613,19 @@ impl Conn {
         if matched > 0 {
             self.outstanding.fetch_sub(matched, Ordering::Relaxed);
         }
+        Ok(())
+    }
+
+    /// Copy each group's replies (from `data`, back to back) into its session's inbox.
+    fn deliver(
+        &self,
+        data: &[u8],
+        lens: &[usize],
+        groups: impl Iterator<Item = (Arc<dyn Sink>, u16, usize)>,
+    ) {
         let mut off = 0;
         let mut li = 0;
-        for (sink, slot, n) in groups.drain(..) {
+        for (sink, slot, n) in groups {
             let these = lens.get(li..li + n).unwrap_or_default();
             let bytes: usize = these.iter().sum();
             sink.inbox()
@@ -605,7 +633,6 @@ impl Conn {
             off += bytes;
             li += n;
         }
-        Ok(())
     }
 }
 

@@ -28,15 +28,37 @@ pub enum Front<'a> {
 }
 
 /// The replies one session receives from one source, in order: items (one per reply
-/// or failure) over one buffer of reply bytes, back to back, kept consistent by the
-/// methods below (nothing else can reach either).
+/// or failure) over the reply bytes, back to back, kept consistent by the methods below
+/// (nothing else can reach either).
+///
+/// The bytes are held in chunks, each holding whole replies: the first chunk, and more
+/// only once a delivery would grow it past [`CHUNK`]. A slot that holds many large
+/// replies (a client that does not read) then never copies them into an ever larger
+/// buffer, whose every doubling would briefly hold the old and the new one; in the
+/// usual case everything is in the first chunk.
 #[derive(Debug, Default)]
 pub struct SlotQueue {
+    /// The first chunk.
     data: BytesMut,
+    /// The chunks after it, oldest first (usually none).
+    more: VecDeque<BytesMut>,
     items: VecDeque<Item>,
+    /// Bytes of replies queued, over every chunk.
+    bytes: usize,
 }
 
+/// Size past which a delivery to a [`SlotQueue`] starts a new chunk.
+pub const CHUNK: usize = 1 << 20;
+
 impl SlotQueue {
+    /// The `i`th chunk.
+    fn chunk(&self, i: usize) -> Option<&BytesMut> {
+        match i {
+            0 => Some(&self.data),
+            _ => self.more.get(i - 1),
+        }
+    }
+
     /// The front item, left in place until [`SlotQueue::consume`] drops it.
     pub fn front(&self) -> Option<Front<'_>> {
         match self.items.front()? {
@@ -47,10 +69,16 @@ impl SlotQueue {
 
     /// Each queued item's reply bytes, in order (`None` for a failure).
     pub fn frames(&self) -> impl Iterator<Item = Option<&[u8]>> {
+        let mut chunk = 0;
         let mut off = 0;
         self.items.iter().map(move |item| match item {
             Item::Reply(len) => {
-                let frame = self.data.get(off..off + len);
+                // A reply that does not fit in the rest of this chunk starts the next.
+                if off + len > self.chunk(chunk)?.len() {
+                    chunk += 1;
+                    off = 0;
+                }
+                let frame = self.chunk(chunk)?.get(off..off + len);
                 off += len;
                 frame
             }
@@ -70,37 +98,63 @@ impl SlotQueue {
 
     /// Bytes of replies queued.
     pub fn bytes(&self) -> usize {
-        self.data.len()
+        self.bytes
     }
 
     /// Drop the front item (and its bytes).
     pub fn consume(&mut self) {
         if let Some(Item::Reply(len)) = self.items.pop_front() {
             self.data.advance(len);
+            self.bytes -= len.min(self.bytes);
+            if self.data.is_empty() {
+                if let Some(next) = self.more.pop_front() {
+                    self.data = next;
+                }
+            }
         }
         if self.items.is_empty() {
             self.data.clear();
+            self.more.clear();
+            self.bytes = 0;
         }
     }
 
     /// Append one complete reply.
     pub fn push_reply(&mut self, frame: &[u8]) {
-        self.data.extend_from_slice(frame);
-        self.items.push_back(Item::Reply(frame.len()));
+        self.push_replies(frame, &[frame.len()]);
     }
 
     /// Append complete replies: `data` holds them back to back, `lens` gives each length.
     pub fn push_replies(&mut self, data: &[u8], lens: &[usize]) {
-        self.data.extend_from_slice(data);
+        let back = self.more.back_mut().unwrap_or(&mut self.data);
+        if back.is_empty() || back.len() + data.len() <= CHUNK {
+            back.extend_from_slice(data);
+        } else {
+            self.more.push_back(BytesMut::from(data));
+        }
+        self.bytes += data.len();
+        self.items.extend(lens.iter().map(|l| Item::Reply(*l)));
+    }
+
+    /// Append complete replies whose bytes (`data`, back to back) are handed over as a
+    /// chunk of their own, without a copy.
+    pub fn push_owned(&mut self, data: BytesMut, lens: &[usize]) {
+        self.bytes += data.len();
+        if self.data.is_empty() && self.more.is_empty() {
+            self.data = data;
+        } else {
+            self.more.push_back(data);
+        }
         self.items.extend(lens.iter().map(|l| Item::Reply(*l)));
     }
 
     /// Put one complete reply in front of everything queued.
     pub fn push_front_reply(&mut self, frame: &[u8]) {
-        let mut data = BytesMut::with_capacity(frame.len() + self.data.len());
-        data.extend_from_slice(frame);
-        data.extend_from_slice(&self.data);
-        self.data = data;
+        let old = std::mem::replace(&mut self.data, BytesMut::from(frame));
+        if !old.is_empty() {
+            self.more.push_front(old);
+        }
+        self.bytes += frame.len();
         self.items.push_front(Item::Reply(frame.len()));
     }
 
@@ -112,25 +166,32 @@ impl SlotQueue {
     }
 
     /// Hand every queued reply over at once: `out`, which must be empty, becomes the
-    /// queue's buffer of reply bytes (no copy), and the queue is left empty (with
-    /// `out`'s old buffer, for reuse).
+    /// queue's first chunk (no copy; later chunks, if any, are appended to it), and the
+    /// queue is left empty (with `out`'s old buffer, for reuse).
     pub fn take_all(&mut self, out: &mut BytesMut) {
         debug_assert!(out.is_empty());
         self.items.clear();
         std::mem::swap(out, &mut self.data);
         self.data.clear();
+        for c in self.more.drain(..) {
+            out.extend_from_slice(&c);
+        }
+        self.bytes = 0;
     }
 
     /// Drop everything queued.
     pub fn clear(&mut self) {
         self.items.clear();
         self.data.clear();
+        self.more.clear();
+        self.bytes = 0;
     }
 
     /// Release memory held by an empty queue.
     pub fn trim(&mut self) {
         if self.items.is_empty() {
             self.data = BytesMut::new();
+            self.more = VecDeque::new();
             self.items = VecDeque::new();
         }
     }
@@ -244,13 +305,23 @@ impl Inbox {
 
     /// Append complete replies (`lens` gives each length; `data` holds them back to back).
     pub fn push_replies(&self, slot: u16, data: &[u8], lens: &[usize]) {
+        self.push_with(slot, |q| q.push_replies(data, lens));
+    }
+
+    /// As [`Inbox::push_replies`], the bytes handed over without a copy.
+    pub fn push_owned(&self, slot: u16, data: BytesMut, lens: &[usize]) {
+        self.push_with(slot, |q| q.push_owned(data, lens));
+    }
+
+    /// Append to `slot` with `push`, then check the budget and wake the session.
+    fn push_with(&self, slot: u16, push: impl FnOnce(&mut SlotQueue)) {
         {
             let mut st = self.state.lock();
             if st.closed {
                 return;
             }
             let Some(q) = st.slot(slot) else { return };
-            q.push_replies(data, lens);
+            push(q);
             if st.budget_kb > 0 {
                 let queued: usize = st.slots.iter().map(SlotQueue::bytes).sum();
                 if queued / 1024 > st.budget_kb as usize {
@@ -374,6 +445,41 @@ mod tests {
         let mut out = BytesMut::new();
         q.take_all(&mut out);
         assert_eq!(&out[..], b"+A\r\n+B\r\n");
+        assert!(q.is_empty() && q.bytes() == 0);
+    }
+
+    #[test]
+    fn large_deliveries_take_chunks_of_their_own_and_keep_their_order() {
+        let mut q = SlotQueue::default();
+        let big = |c: u8| vec![c; CHUNK - 100];
+        q.push_replies(&big(b'a'), &[CHUNK - 100]);
+        q.push_reply(b"+small\r\n");
+        q.push_replies(&big(b'b'), &[CHUNK - 100]);
+        q.push_replies(b"+x\r\n+y\r\n", &[4, 4]);
+        q.push_front_reply(b"-ERR first\r\n");
+        assert_eq!(q.more.len(), 2, "a second large delivery starts a chunk");
+        assert_eq!(q.bytes(), 2 * (CHUNK - 100) + 8 + 8 + 12);
+        let frames: Vec<Vec<u8>> = q.frames().map(|f| f.unwrap().to_vec()).collect();
+        assert_eq!(frames.len(), 6);
+        assert_eq!(frames[0], b"-ERR first\r\n");
+        assert_eq!(frames[1], big(b'a'));
+        assert_eq!(frames[2], b"+small\r\n");
+        assert_eq!(frames[3], big(b'b'));
+        assert_eq!(&frames[4..], [b"+x\r\n".to_vec(), b"+y\r\n".to_vec()]);
+        let mut seen = Vec::new();
+        while let Some(Front::Reply(f)) = q.front() {
+            seen.push(f.to_vec());
+            q.consume();
+        }
+        assert_eq!(seen, frames, "consumed in the order listed");
+        assert!(q.is_empty() && q.bytes() == 0 && q.more.is_empty());
+        // Handed over whole, chunks and all.
+        q.push_replies(&big(b'c'), &[CHUNK - 100]);
+        q.push_replies(&big(b'd'), &[CHUNK - 100]);
+        let mut out = BytesMut::new();
+        q.take_all(&mut out);
+        assert_eq!(out.len(), 2 * (CHUNK - 100));
+        assert_eq!(out.last(), Some(&b'd'));
         assert!(q.is_empty() && q.bytes() == 0);
     }
 

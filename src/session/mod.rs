@@ -95,6 +95,10 @@ const MAX_READ: usize = 64 * 1024;
 /// new view came first.
 const RETRY_RECHECK: Duration = Duration::from_millis(50);
 
+/// Output buffer size past which replies are left in the inbox until the client has read
+/// some ([`Session::drain`]).
+const OUTPUT_SOFT_CAP: usize = 1 << 20;
+
 /// Shared-connection requests a new client may have in flight before any reply arrived.
 const INITIAL_WINDOW: u32 = 32;
 

@@ -46,6 +46,12 @@ impl Session {
             let Some(p) = self.pending.front().copied() else {
                 break;
             };
+            if self.wbuf.len() >= OUTPUT_SOFT_CAP {
+                // The client is not reading as fast as replies come: the rest wait in
+                // the inbox (in chunks, counted against the output limit) rather than
+                // grow one output buffer, whose every doubling copies all of it.
+                break;
+            }
             if p.slot == LOCAL {
                 let Some(Front::Reply(frame)) = self.local.front() else {
                     break;
