@@ -344,35 +344,7 @@ impl Session {
             Ok(i) => i,
             Err(_) => return self.wait_to_retry(p, bytes, Some(backend.id), true, now),
         };
-        self.stats().retries += 1;
-        let Some(s) = self.sources.get(i) else { return };
-        let slot = s.retry_slot;
-        let res = s.conn.send(&bytes, &self.sink, slot, 1);
-        if let Some(r) = self.slot_refs.get_mut(slot as usize) {
-            *r += 1;
-        }
-        self.shared_in_flight += 1;
-        // Kept for another retry, in front of the other reads' bytes (its entry goes to
-        // the front of the queue).
-        let mut kept = BytesMut::with_capacity(bytes.len() + self.retry_buf.len());
-        kept.extend_from_slice(&bytes);
-        kept.extend_from_slice(&self.retry_buf);
-        self.retry_buf = kept;
-        self.pending.push_front(Pending {
-            slot,
-            kind: Kind::MasterRead {
-                retry: u32::try_from(bytes.len()).unwrap_or(u32::MAX),
-            },
-            path: PATH_SHARED,
-            silent: p.silent,
-            read: true,
-            sent: p.sent,
-            scan: p.scan,
-            fence: FENCE_NONE,
-        });
-        if let Err(e) = res {
-            self.handle.inbox.push_failed(slot, &e, 1);
-        }
+        self.resend(i, &p, &bytes, true);
     }
 
     /// Retry a failed replica read where [`router::retry_target`] says, or wait.
@@ -399,18 +371,25 @@ impl Session {
             Ok(i) => i,
             Err(_) => return self.wait_to_retry(p, bytes, Some(backend.id), !again, now),
         };
+        self.resend(i, &p, &bytes, to_master);
+    }
+
+    /// Send the read `p` (its request `bytes`) again on source `i`, through the source's
+    /// retry slot so that its reply cannot be confused with that backend's other replies
+    /// to this session, and put it back at the front of the queue. Its bytes are kept for
+    /// a retry of its own, in front of the other reads' bytes: on the next master if
+    /// `to_master`, else on a replica (or the master) if it fails too.
+    fn resend(&mut self, i: usize, p: &Pending, bytes: &[u8], to_master: bool) {
         self.stats().retries += 1;
         let Some(s) = self.sources.get(i) else { return };
         let slot = s.retry_slot;
-        let res = s.conn.send(&bytes, &self.sink, slot, 1);
+        let res = s.conn.send(bytes, &self.sink, slot, 1);
         if let Some(r) = self.slot_refs.get_mut(slot as usize) {
             *r += 1;
         }
         self.shared_in_flight += 1;
-        // Kept for a retry of its own, in front of the other reads' bytes (its entry goes
-        // to the front of the queue): on a replica, or on the master if it fails too.
         let mut kept = BytesMut::with_capacity(bytes.len() + self.retry_buf.len());
-        kept.extend_from_slice(&bytes);
+        kept.extend_from_slice(bytes);
         kept.extend_from_slice(&self.retry_buf);
         self.retry_buf = kept;
         let retry = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
