@@ -126,16 +126,6 @@ static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 pub struct LiveConns(dashmap::DashMap<u64, Weak<Conn>>);
 
 impl LiveConns {
-    /// How many connections are registered.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Whether no connection is registered.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     /// The registered connections still alive.
     fn alive(&self) -> Vec<Arc<Conn>> {
         self.0.iter().filter_map(|e| e.value().upgrade()).collect()
@@ -402,7 +392,11 @@ impl Conn {
     /// while it waits for its turn in the backend's [`Gate`].
     fn take_out(&self, buf: &mut BytesMut) -> bool {
         let mut g = self.inner.lock();
-        if g.out.is_empty() || (g.in_gate && !self.gate.may_write(self.id)) {
+        if g.in_gate && !self.gate.may_write(self.id) {
+            // Not its turn: what is queued stays queued.
+            g.writing = false;
+            false
+        } else if g.out.is_empty() {
             g.writing = false;
             if g.out.capacity() > RELEASE_OUT {
                 g.out = BytesMut::new();

@@ -35,10 +35,6 @@ impl Gate {
     /// Put connection `id` at the back of the queue (its requests come after everything
     /// queued).
     pub(super) fn join(&self, id: u64, conn: Weak<Conn>) {
-        self.push(id, conn);
-    }
-
-    fn push(&self, id: u64, conn: Weak<Conn>) {
         let mut q = self.queue.lock();
         q.push_back((id, conn));
         self.len.store(q.len(), Ordering::Release);
@@ -104,9 +100,9 @@ mod tests {
     #[test]
     fn only_the_front_writes_and_leaving_passes_the_turn_on() {
         let g = Gate::default();
-        g.push(1, Weak::new());
-        g.push(2, Weak::new());
-        g.push(3, Weak::new());
+        g.join(1, Weak::new());
+        g.join(2, Weak::new());
+        g.join(3, Weak::new());
         assert!(!g.is_open());
         assert!(g.may_write(1));
         assert!(!g.may_write(2) && !g.may_write(3) && !g.may_write(9));
