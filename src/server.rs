@@ -470,25 +470,9 @@ async fn janitor(proxy: Arc<Proxy>, mut stop: watch::Receiver<bool>) {
         // Buffers freed by trimmed sessions go back to the system on the next tick
         // (the allocator keeps freed memory otherwise).
         if pending_release {
-            release_free_memory();
+            crate::alloc::release_free_memory();
         }
         pending_release = trimmed > 0;
-    }
-}
-
-/// Return freed heap memory to the operating system. (The `redsplit` binary allocates
-/// with jemalloc, which otherwise keeps freed pages for a while in case they are reused.)
-fn release_free_memory() {
-    // SAFETY: `arena.<MALLCTL_ARENAS_ALL = 4096>.purge` reads and writes no value, so
-    // every pointer is null and the length zero; the name is NUL-terminated.
-    unsafe {
-        tikv_jemalloc_sys::mallctl(
-            c"arena.4096.purge".as_ptr(),
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            0,
-        );
     }
 }
 

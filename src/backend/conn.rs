@@ -504,8 +504,27 @@ impl Conn {
         // Read size: doubled while reads fill the buffer (large replies), halved again
         // when they come in small, so big replies take few system calls.
         let mut chunk = MIN_READ;
+        // The large reply being read, counted against its client's output limit.
+        let mut expected: Option<Expected> = None;
         loop {
             let need = scanner.needs();
+            if need > CHUNK {
+                let kb = u32::try_from(need.div_ceil(1024)).unwrap_or(u32::MAX);
+                match expected.as_mut() {
+                    // A reply of large elements: each announced as its length is read.
+                    Some(e) if kb > e.kb => {
+                        e.sink.inbox().expect(kb - e.kb);
+                        e.kb = kb;
+                    }
+                    Some(_) => {}
+                    None => {
+                        if let Some(sink) = self.reply_sink() {
+                            sink.inbox().expect(kb);
+                            expected = Some(Expected { sink, kb });
+                        }
+                    }
+                }
+            }
             if need > buf.capacity() && need - buf.len() > MAX_READ {
                 // A large reply on its way: room for all of it at once (what has come
                 // is copied once), not a buffer doubled, and copied, step by step.
@@ -538,6 +557,8 @@ impl Conn {
             if lens.is_empty() {
                 continue;
             }
+            // The large reply, if one was on its way, is here: it counts as queued now.
+            expected = None;
             if let Err(e) = self.match_waiters(&lens, &mut groups) {
                 return e;
             }
@@ -557,6 +578,15 @@ impl Conn {
             if buf.is_empty() && buf.capacity() > 1 << 20 {
                 buf = BytesMut::with_capacity(MIN_READ);
             }
+        }
+    }
+
+    /// Whose the next reply is: the front waiter's, or the stream's.
+    fn reply_sink(&self) -> Option<Arc<dyn Sink>> {
+        let g = self.inner.lock();
+        match g.waiters.front() {
+            Some(w) => Some(w.sink.clone()),
+            None => g.stream_sink.as_ref().map(|(sink, _)| sink.clone()),
         }
     }
 
@@ -627,6 +657,20 @@ impl Conn {
             off += bytes;
             li += n;
         }
+    }
+}
+
+/// A large reply on its way to `sink`, `kb` KiB of it announced with
+/// [`Inbox::expect`](super::Inbox::expect); dropped when it arrives, or when the
+/// connection ends without it.
+struct Expected {
+    sink: Arc<dyn Sink>,
+    kb: u32,
+}
+
+impl Drop for Expected {
+    fn drop(&mut self) {
+        self.sink.inbox().expected_done(self.kb);
     }
 }
 

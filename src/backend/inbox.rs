@@ -6,7 +6,7 @@ use super::BackendError;
 use bytes::{Buf, BytesMut};
 use parking_lot::Mutex;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 /// One delivered item in an inbox slot.
@@ -165,18 +165,35 @@ impl SlotQueue {
         }
     }
 
-    /// Hand every queued reply over at once: `out`, which must be empty, becomes the
-    /// queue's first chunk (no copy; later chunks, if any, are appended to it), and the
-    /// queue is left empty (with `out`'s old buffer, for reuse).
-    pub fn take_all(&mut self, out: &mut BytesMut) {
+    /// How many replies, from the front, the first chunk holds (up to the first failure).
+    pub fn first_chunk_len(&self) -> usize {
+        let mut bytes = 0;
+        self.items
+            .iter()
+            .take_while(|item| match item {
+                Item::Reply(len) if bytes + len <= self.data.len() => {
+                    bytes += len;
+                    true
+                }
+                _ => false,
+            })
+            .count()
+    }
+
+    /// Hand the replies of the first chunk ([`SlotQueue::first_chunk_len`] of them) over
+    /// at once: `out`, which must be empty, becomes that chunk, without a copy, and the
+    /// next chunk moves up. Later chunks stay queued: handing them over too would copy
+    /// them, all, into one buffer.
+    pub fn take_first_chunk(&mut self, out: &mut BytesMut) {
         debug_assert!(out.is_empty());
-        self.items.clear();
+        let n = self.first_chunk_len();
+        self.items.drain(..n);
+        self.bytes -= self.data.len().min(self.bytes);
         std::mem::swap(out, &mut self.data);
         self.data.clear();
-        for c in self.more.drain(..) {
-            out.extend_from_slice(&c);
+        if let Some(next) = self.more.pop_front() {
+            self.data = next;
         }
-        self.bytes = 0;
     }
 
     /// Drop everything queued.
@@ -242,6 +259,9 @@ pub struct Inbox {
     pub trimmed: AtomicBool,
     /// Asks the session to stop reading and finish (graceful shutdown).
     pub drain: AtomicBool,
+    /// KiB of large replies on their way here, counted against the budget while they
+    /// are read ([`Inbox::expect`]). Changed under the state's lock.
+    incoming_kb: AtomicU32,
 }
 
 /// The lock-protected part of an [`Inbox`].
@@ -262,6 +282,22 @@ pub struct InboxState {
 }
 
 impl InboxState {
+    /// Close the inbox as over its budget if what is queued, and `incoming_kb` KiB on
+    /// their way, exceed it; true when that happened now.
+    fn check_budget(&mut self, incoming_kb: u32) -> bool {
+        if self.budget_kb == 0 || self.closed {
+            return false;
+        }
+        let queued: usize = self.slots.iter().map(SlotQueue::bytes).sum();
+        if queued / 1024 + incoming_kb as usize <= self.budget_kb as usize {
+            return false;
+        }
+        self.over = true;
+        self.closed = true;
+        self.slots = Vec::new();
+        true
+    }
+
     /// The queue of `slot`, if anything was ever delivered there.
     pub fn queue(&mut self, slot: u16) -> Option<&mut SlotQueue> {
         self.slots.get_mut(usize::from(slot))
@@ -322,16 +358,35 @@ impl Inbox {
             }
             let Some(q) = st.slot(slot) else { return };
             push(q);
-            if st.budget_kb > 0 {
-                let queued: usize = st.slots.iter().map(SlotQueue::bytes).sum();
-                if queued / 1024 > st.budget_kb as usize {
-                    st.over = true;
-                    st.closed = true;
-                    st.slots = Vec::new();
-                }
-            }
+            st.check_budget(self.incoming_kb.load(Ordering::Relaxed));
         }
         self.notify.notify();
+    }
+
+    /// A large reply is being read for this inbox: `kb` more KiB of it are on their way.
+    /// They count against the budget from now until [`Inbox::expected_done`], so a
+    /// client that does not read is cut when a reply would take it over its limit,
+    /// before the reply is read, rather than once it is queued.
+    pub fn expect(&self, kb: u32) {
+        let over = {
+            let mut st = self.state.lock();
+            if st.closed {
+                return;
+            }
+            let incoming = self.incoming_kb.load(Ordering::Relaxed).saturating_add(kb);
+            self.incoming_kb.store(incoming, Ordering::Relaxed);
+            st.check_budget(incoming)
+        };
+        if over {
+            self.notify.notify();
+        }
+    }
+
+    /// `kb` KiB that [`Inbox::expect`] announced arrived (or never will).
+    pub fn expected_done(&self, kb: u32) {
+        let _st = self.state.lock();
+        let left = self.incoming_kb.load(Ordering::Relaxed).saturating_sub(kb);
+        self.incoming_kb.store(left, Ordering::Relaxed);
     }
 
     /// Set how many bytes of replies may wait (`None`: no limit); `true` once the inbox
@@ -432,7 +487,7 @@ mod tests {
     }
 
     #[test]
-    fn failures_take_no_bytes_and_take_all_hands_over_the_buffer() {
+    fn failures_take_no_bytes_and_the_first_chunk_is_handed_over_whole() {
         let mut q = SlotQueue::default();
         q.push_reply(b"+OK\r\n");
         q.push_failed(&BackendError::new(crate::error::ProxyError::NoMaster), 2);
@@ -443,7 +498,7 @@ mod tests {
         assert!(q.is_empty());
         q.push_replies(b"+A\r\n+B\r\n", &[4, 4]);
         let mut out = BytesMut::new();
-        q.take_all(&mut out);
+        q.take_first_chunk(&mut out);
         assert_eq!(&out[..], b"+A\r\n+B\r\n");
         assert!(q.is_empty() && q.bytes() == 0);
     }
@@ -473,14 +528,25 @@ mod tests {
         }
         assert_eq!(seen, frames, "consumed in the order listed");
         assert!(q.is_empty() && q.bytes() == 0 && q.more.is_empty());
-        // Handed over whole, chunks and all.
+        // Handed over a chunk at a time, never copied into one buffer.
         q.push_replies(&big(b'c'), &[CHUNK - 100]);
+        q.push_reply(b"+c\r\n");
         q.push_replies(&big(b'd'), &[CHUNK - 100]);
+        q.push_failed(&BackendError::new(crate::error::ProxyError::NoMaster), 1);
+        assert_eq!(q.first_chunk_len(), 2);
         let mut out = BytesMut::new();
-        q.take_all(&mut out);
-        assert_eq!(out.len(), 2 * (CHUNK - 100));
+        q.take_first_chunk(&mut out);
+        assert_eq!(out.len(), CHUNK - 100 + 4);
+        assert_eq!(out.last(), Some(&b'\n'));
+        assert_eq!(
+            (q.len(), q.bytes(), q.first_chunk_len()),
+            (2, CHUNK - 100, 1)
+        );
+        let mut out = BytesMut::new();
+        q.take_first_chunk(&mut out);
         assert_eq!(out.last(), Some(&b'd'));
-        assert!(q.is_empty() && q.bytes() == 0);
+        assert_eq!((q.len(), q.bytes(), q.first_chunk_len()), (1, 0, 0));
+        assert!(matches!(q.front(), Some(Front::Failed(_))));
     }
 
     #[test]
@@ -492,6 +558,27 @@ mod tests {
         inbox.push_replies(1, &[b'y'; 4096], &[4096]);
         assert!(inbox.set_budget(Some(2048)), "over the budget");
         inbox.push_replies(0, b"+late\r\n", &[7]);
+        assert!(
+            inbox.state.lock().queue(0).is_none(),
+            "closed: nothing kept"
+        );
+    }
+
+    #[test]
+    fn replies_on_their_way_count_against_the_budget() {
+        let inbox = Inbox::new();
+        assert!(!inbox.set_budget(Some(8192)));
+        inbox.push_replies(0, &[b'x'; 4096], &[4096]);
+        inbox.expect(3);
+        assert!(!inbox.set_budget(Some(8192)), "7 KiB of 8 KiB");
+        inbox.expected_done(3);
+        inbox.expect(2);
+        inbox.expect(3);
+        assert!(
+            inbox.set_budget(Some(8192)),
+            "4 KiB queued and 5 KiB on the way"
+        );
+        inbox.expected_done(5);
         assert!(
             inbox.state.lock().queue(0).is_none(),
             "closed: nothing kept"

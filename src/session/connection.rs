@@ -43,13 +43,15 @@ impl Session {
             } else {
                 limits.client_output_buffer_limit.0
             };
-            if out_limit > 0 && self.wbuf.len() as u64 > out_limit {
-                return self.limited("output", self.wbuf.len());
+            self.wbuf_held = self.wbuf_held.max(self.wbuf.len());
+            let held = self.wbuf_held;
+            if out_limit > 0 && held as u64 > out_limit {
+                return self.limited("output", held);
             }
             // Replies still in the inbox count too: it may take what the limit leaves.
-            let budget = (out_limit > 0).then(|| out_limit.saturating_sub(self.wbuf.len() as u64));
+            let budget = (out_limit > 0).then(|| out_limit.saturating_sub(held as u64));
             if self.handle.inbox.set_budget(budget) {
-                return self.limited("output", self.wbuf.len());
+                return self.limited("output", held);
             }
             if self.rbuf.len() as u64 > limits.client_query_buffer_limit.0 {
                 return self.limited("query", self.rbuf.len());
@@ -86,6 +88,9 @@ impl Session {
                         Poll::Ready(Ok(0)) => return Poll::Ready(Event::Closed),
                         Poll::Ready(Ok(n)) => {
                             self.wbuf.advance(n);
+                            if self.wbuf.is_empty() {
+                                self.wbuf_held = 0;
+                            }
                             // As in Redis, replies written count as activity.
                             self.handle
                                 .last_active_ms

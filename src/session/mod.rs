@@ -337,6 +337,10 @@ pub struct Session {
     sink: Arc<dyn Sink>,
     rbuf: BytesMut,
     wbuf: BytesMut,
+    /// The most `wbuf` has held since it was last empty: what it occupies in memory,
+    /// which writing part of it does not give back (a reply taken whole stays one
+    /// allocation until written out), and what counts against the output limit.
+    wbuf_held: usize,
     parser: RequestParser,
     pending: VecDeque<Pending>,
     /// The last latency computed (sent, now, µs): the requests of one batch share both
@@ -476,6 +480,7 @@ impl Session {
             sink,
             rbuf: BytesMut::new(),
             wbuf: BytesMut::new(),
+            wbuf_held: 0,
             parser: RequestParser::new(),
             pending: VecDeque::new(),
             latency_memo: None,

@@ -191,10 +191,10 @@ impl Session {
         }
     }
 
-    /// When everything queued in `q` is the replies to the next requests, each forwarded
-    /// as it came (the common case: a batch of plain reads or writes), settle them and
-    /// hand the slot's buffer over as the output buffer, which must be empty, instead of
-    /// copying the bytes. False (and nothing done) otherwise.
+    /// When the replies in `q`'s first chunk (usually all it holds) answer the next
+    /// requests, each forwarded as it came (the common case: a batch of plain reads or
+    /// writes), settle them and hand the chunk over as the output buffer, which must be
+    /// empty, instead of copying the bytes. False (and nothing done) otherwise.
     pub(super) fn take_whole_slot(&mut self, q: &mut SlotQueue, now: Instant) -> bool {
         let Some(slot) = self.pending.front().map(|p| p.slot) else {
             return false;
@@ -203,32 +203,36 @@ impl Session {
             // The `EXEC` reply gets the proxy's answers spliced in.
             return false;
         }
-        let whole = !q.is_empty()
-            && q.len() <= self.pending.len()
-            && q.frames().zip(self.pending.iter()).all(|(frame, p)| {
-                frame.is_some_and(|f| {
-                    p.slot == slot
-                        && !p.silent
-                        && !p.scan
-                        && !matches!(
-                            p.kind,
-                            Kind::ReplicaRead {
-                                hedge: Hedge::Sent(_),
-                                ..
-                            }
-                        )
-                        && forwarded_as_is(p.kind, f)
-                })
-            });
+        let n = q.first_chunk_len();
+        let whole = n > 0
+            && n <= self.pending.len()
+            && q.frames()
+                .take(n)
+                .zip(self.pending.iter())
+                .all(|(frame, p)| {
+                    frame.is_some_and(|f| {
+                        p.slot == slot
+                            && !p.silent
+                            && !p.scan
+                            && !matches!(
+                                p.kind,
+                                Kind::ReplicaRead {
+                                    hedge: Hedge::Sent(_),
+                                    ..
+                                }
+                            )
+                            && forwarded_as_is(p.kind, f)
+                    })
+                });
         if !whole {
             return false;
         }
-        for frame in q.frames().flatten() {
+        for frame in q.frames().take(n).flatten() {
             if let Some(p) = self.pending.front().copied() {
                 self.account_reply(&p, frame, now);
             }
         }
-        q.take_all(&mut self.wbuf);
+        q.take_first_chunk(&mut self.wbuf);
         true
     }
 

@@ -1620,7 +1620,18 @@ fn memory_state() -> MutexGuard<'static, Option<usize>> {
 pub struct ExclusiveMemory(());
 
 /// Waits until no shared guard is out and takes the process for a measurement.
+///
+/// The in-process proxy allocates with glibc's malloc here (the binary uses jemalloc),
+/// whose mmap threshold rises to the size of each large block freed, after which large
+/// buffers come from the heap and up to twice that stays resident after they are freed.
+/// The threshold is pinned at its default, once, so large buffers are mapped and
+/// unmapped as they come and go and the resident size follows what the proxy holds.
 pub fn exclusive_memory() -> ExclusiveMemory {
+    static PINNED: std::sync::Once = std::sync::Once::new();
+    PINNED.call_once(|| {
+        // SAFETY: mallopt only sets a malloc parameter; any value is valid to pass.
+        unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024) };
+    });
     let mut state = memory_state();
     while *state != Some(0) {
         state = MEMORY_FREED.wait(state).unwrap_or_else(|e| e.into_inner());
