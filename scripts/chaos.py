@@ -334,6 +334,8 @@ class Stats:
         self.read_errors = Counter()
         self.write_errors = Counter()
         self.acked = []
+        # When each durable write was acknowledged (wall clock, as the log prints it).
+        self.acked_at = []
         self.plain_acked = []
 
     def add(self, read, err=None):
@@ -380,7 +382,11 @@ def writer(world, stats, stop, wid, durable):
         r = c.cmd("SET", key, n[0])
         if r == "OK":
             with stats.lock:
-                (stats.acked if durable else stats.plain_acked).append((key, str(n[0])))
+                if durable:
+                    stats.acked.append((key, str(n[0])))
+                    stats.acked_at.append(time.strftime("%H:%M:%S"))
+                else:
+                    stats.plain_acked.append((key, str(n[0])))
             return False, None
         return False, str(r)
 
@@ -600,7 +606,8 @@ def main():
             for chunk in range(0, len(stats.acked), 1000):
                 part = stats.acked[chunk:chunk + 1000]
                 vals = c.cmd("MGET", *[k for k, _ in part])
-                lost += [k for (k, v), got in zip(part, vals) if got != v]
+                lost += [(k, stats.acked_at[chunk + i]) for i, ((k, v), got)
+                         in enumerate(zip(part, vals)) if got != v]
             for chunk in range(0, len(stats.plain_acked), 1000):
                 part = stats.plain_acked[chunk:chunk + 1000]
                 vals = c.cmd("MGET", *[k for k, _ in part])
@@ -621,7 +628,11 @@ def main():
         for k, v in stats.write_errors.most_common():
             print(f"    {v:6d}  {k}")
         print(f"  acknowledged durable writes: {len(stats.acked)}, lost on the final "
-              f"master {m}: {len(lost)} (target 0) {lost[:5]}")
+              f"master {m}: {len(lost)} (target 0)")
+        for k, at in lost[:10]:
+            # Against the event log above: which failover took it, and what the
+            # replicas were doing then.
+            print(f"    {k}, acknowledged at {at}")
         print(f"  acknowledged plain writes: {len(stats.plain_acked)}, not on the final "
               f"master: {plain_lost} (asynchronous replication)")
         print(f"  proxy peak RSS: {hwm / 1024:.0f} MB (VmHWM; sampled {peak_sample[0] / 1024:.0f}"

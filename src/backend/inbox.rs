@@ -165,10 +165,12 @@ impl SlotQueue {
         }
     }
 
-    /// How many replies, from the front, the first chunk holds (up to the first failure).
-    pub fn first_chunk_len(&self) -> usize {
+    /// How many replies, from the front, the first chunk holds before anything else
+    /// (a failure, or the next chunk), and their bytes.
+    fn first_chunk_run(&self) -> (usize, usize) {
         let mut bytes = 0;
-        self.items
+        let n = self
+            .items
             .iter()
             .take_while(|item| match item {
                 Item::Reply(len) if bytes + len <= self.data.len() => {
@@ -177,18 +179,29 @@ impl SlotQueue {
                 }
                 _ => false,
             })
-            .count()
+            .count();
+        (n, bytes)
     }
 
-    /// Hand the replies of the first chunk ([`SlotQueue::first_chunk_len`] of them) over
-    /// at once: `out`, which must be empty, becomes that chunk, without a copy, and the
-    /// next chunk moves up. Later chunks stay queued: handing them over too would copy
-    /// them, all, into one buffer.
+    /// How many replies, from the front, the first chunk holds before anything else (a
+    /// failure, or the next chunk).
+    pub fn first_chunk_len(&self) -> usize {
+        self.first_chunk_run().0
+    }
+
+    /// Hand those replies ([`SlotQueue::first_chunk_len`] of them) over at once, without
+    /// a copy: `out`, which must be empty, becomes the first chunk when they are all of
+    /// it (the next chunk then moves up), or the part of it they fill. Later chunks stay
+    /// queued: handing them over too would copy them, all, into one buffer.
     pub fn take_first_chunk(&mut self, out: &mut BytesMut) {
         debug_assert!(out.is_empty());
-        let n = self.first_chunk_len();
+        let (n, bytes) = self.first_chunk_run();
         self.items.drain(..n);
-        self.bytes -= self.data.len().min(self.bytes);
+        self.bytes -= bytes.min(self.bytes);
+        if bytes < self.data.len() {
+            *out = self.data.split_to(bytes);
+            return;
+        }
         std::mem::swap(out, &mut self.data);
         self.data.clear();
         if let Some(next) = self.more.pop_front() {
@@ -547,6 +560,17 @@ mod tests {
         assert_eq!(out.last(), Some(&b'd'));
         assert_eq!((q.len(), q.bytes(), q.first_chunk_len()), (1, 0, 0));
         assert!(matches!(q.front(), Some(Front::Failed(_))));
+        // A failure in the middle of a chunk: the replies before it go, the rest stays.
+        q.clear();
+        q.push_reply(b"+a\r\n");
+        q.push_failed(&BackendError::new(crate::error::ProxyError::NoMaster), 1);
+        q.push_reply(b"+b\r\n");
+        let mut out = BytesMut::new();
+        q.take_first_chunk(&mut out);
+        assert_eq!(&out[..], b"+a\r\n");
+        assert_eq!((q.len(), q.bytes()), (2, 4));
+        q.consume();
+        assert_eq!(front_text(&q).as_deref(), Some("+b\r\n"));
     }
 
     #[test]
