@@ -63,6 +63,7 @@ pub mod fence;
 pub mod introspect;
 pub mod latency;
 pub mod metrics;
+pub mod parking;
 pub mod policy;
 pub mod protocol;
 pub mod proxy;

@@ -289,6 +289,8 @@ pub struct Metrics {
     pub replica_read_latency: Sketch,
     /// Client connections open now.
     pub clients_connected: AtomicI64,
+    /// Idle client connections held in the parking lot (no task of their own).
+    pub clients_parked: AtomicI64,
     /// Client connections accepted.
     pub clients_accepted: AtomicU64,
     /// Client connections refused (over `max_clients`).

@@ -7,6 +7,7 @@
 
 use crate::backend::{ConnParams, ControlConn, Inbox, Role};
 use crate::config::Config;
+use crate::parking::ParkingLot;
 use crate::proxy::{Proxy, ServerInfo, SessionHandle};
 use crate::reply::{parse_info, Decoded};
 use crate::session::ClientState;
@@ -129,7 +130,15 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         stop_rx.clone(),
         hup,
     )));
-    tasks.push(tokio::spawn(accept_loop(proxy.clone(), listener, stop_rx)));
+    let (lot, lot_task) = ParkingLot::start(proxy.clone())
+        .context("cannot start the parking lot for idle clients")?;
+    tasks.push(lot_task);
+    tasks.push(tokio::spawn(accept_loop(
+        proxy.clone(),
+        listener,
+        lot,
+        stop_rx,
+    )));
     tracing::info!(%addr, admin = ?admin_addr, "redsplit listening");
     Ok(Handle {
         addr,
@@ -213,7 +222,12 @@ impl Handle {
     }
 }
 
-async fn accept_loop(proxy: Arc<Proxy>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+async fn accept_loop(
+    proxy: Arc<Proxy>,
+    listener: TcpListener,
+    lot: Arc<ParkingLot>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {
@@ -249,13 +263,13 @@ async fn accept_loop(proxy: Arc<Proxy>, listener: TcpListener, mut stop: watch::
             });
             continue;
         }
-        start_client(&proxy, stream, peer);
+        start_client(&proxy, &lot, stream, peer);
     }
 }
 
 /// Register a new client and start its task. Done here rather than in the task so that
 /// the task holds only what serving needs (an idle client's task stays small).
-fn start_client(proxy: &Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
+fn start_client(proxy: &Arc<Proxy>, lot: &Arc<ParkingLot>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().unwrap_or(peer);
     let id = proxy.next_session_id();
@@ -281,7 +295,13 @@ fn start_client(proxy: &Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
     let tls = proxy.settings.load().tls.clone();
     match tls {
         None => {
-            tokio::spawn(serve_plain(proxy.clone(), handle, stream));
+            tokio::spawn(serve_plain(
+                proxy.clone(),
+                handle,
+                stream,
+                None,
+                lot.clone(),
+            ));
         }
         // Boxed: a TLS connection's state is large and plain clients should not carry
         // room for it.
@@ -294,6 +314,17 @@ fn start_client(proxy: &Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
 /// A client connection the proxy can wait on without reading: ready once the client
 /// sent something (or closed), which stays to be read.
 pub trait Peek: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {
+    /// The socket as a std stream out of the runtime, for the parking lot; `Err(self)`
+    /// when the client cannot park there.
+    fn into_std_tcp(self) -> Result<std::io::Result<std::net::TcpStream>, Self>
+    where
+        Self: Sized;
+
+    /// A socket the parking lot gave back, served again.
+    fn from_std_tcp(stream: std::net::TcpStream) -> Option<Self>
+    where
+        Self: Sized;
+
     /// Ready with `Ok(n > 0)` when bytes wait to be read, `Ok(0)` at end of stream.
     fn poll_peek_ready(
         &mut self,
@@ -302,6 +333,14 @@ pub trait Peek: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {
 }
 
 impl Peek for TcpStream {
+    fn into_std_tcp(self) -> Result<std::io::Result<std::net::TcpStream>, Self> {
+        Ok(self.into_std())
+    }
+
+    fn from_std_tcp(stream: std::net::TcpStream) -> Option<Self> {
+        TcpStream::from_std(stream).ok()
+    }
+
     fn poll_peek_ready(
         &mut self,
         cx: &mut std::task::Context<'_>,
@@ -315,6 +354,15 @@ impl Peek for TcpStream {
 }
 
 impl Peek for tokio_rustls::server::TlsStream<TcpStream> {
+    /// A TLS client keeps its task: its TLS state stays with it.
+    fn into_std_tcp(self) -> Result<std::io::Result<std::net::TcpStream>, Self> {
+        Err(self)
+    }
+
+    fn from_std_tcp(_: std::net::TcpStream) -> Option<Self> {
+        None
+    }
+
     /// Bytes of the next TLS record on the socket. A session parks only after its
     /// reads came up empty, so no decrypted data waits inside the TLS state then.
     fn poll_peek_ready(
@@ -325,13 +373,16 @@ impl Peek for tokio_rustls::server::TlsStream<TcpStream> {
     }
 }
 
-/// Serve a plain TCP client ([`serve_parking`]).
-fn serve_plain(
+/// Serve a plain TCP client ([`serve_parking`]): a new one, or one leaving the parking
+/// lot with its session's state (`parked`). Once idle, it goes (back) to the lot.
+pub(crate) fn serve_plain(
     proxy: Arc<Proxy>,
     handle: Arc<SessionHandle>,
     stream: TcpStream,
+    parked: Option<Box<Parked>>,
+    lot: Arc<ParkingLot>,
 ) -> impl std::future::Future<Output = ()> + Send {
-    serve_parking(proxy, handle, stream, true)
+    serve_parking(proxy, handle, stream, true, parked, Some(lot))
 }
 
 /// Serve a client, plain or TLS alike. Its session state lives in a box only while it
@@ -347,9 +398,10 @@ fn serve_parking<S: Peek + std::os::fd::AsRawFd>(
     handle: Arc<SessionHandle>,
     mut stream: S,
     wait_first: bool,
+    mut parked: Option<Box<Parked>>,
+    lot: Option<Arc<ParkingLot>>,
 ) -> impl std::future::Future<Output = ()> + Send {
     async move {
-        let mut parked: Option<Box<Parked>> = None;
         let mut wait = wait_first;
         loop {
             // Parked: wait for data, a kill, or the proxy draining. (Polled by hand: no
@@ -382,6 +434,22 @@ fn serve_parking<S: Peek + std::os::fd::AsRawFd>(
                                 finish(&proxy, &handle, End::Closed);
                                 return;
                             }
+                            // Idle past the trim: on to the lot, if it takes the client.
+                            if handle.inbox.trim.swap(false, Ordering::Relaxed) {
+                                if let Some(lot) = &lot {
+                                    match to_lot(lot, stream, &handle, parked.take()) {
+                                        Ok(()) => return,
+                                        Err(Some((s, p))) => {
+                                            stream = s;
+                                            parked = p;
+                                        }
+                                        Err(None) => {
+                                            finish(&proxy, &handle, End::Closed);
+                                            return;
+                                        }
+                                    }
+                                }
+                            }
                         }
                     }
                 }
@@ -398,7 +466,22 @@ fn serve_parking<S: Peek + std::os::fd::AsRawFd>(
             let end = Box::pin(session.serve_parkable(&mut stream).instrument(span)).await;
             if let End::Parked = end {
                 if let Some(p) = session.park() {
+                    drop(session);
                     parked = Some(Box::new(p));
+                    // A plain client idles in the lot, its task and registration freed.
+                    if let Some(lot) = &lot {
+                        match to_lot(lot, stream, &handle, parked.take()) {
+                            Ok(()) => return,
+                            Err(Some((s, p))) => {
+                                stream = s;
+                                parked = p;
+                            }
+                            Err(None) => {
+                                finish(&proxy, &handle, End::Closed);
+                                return;
+                            }
+                        }
+                    }
                     continue;
                 }
             }
@@ -409,8 +492,30 @@ fn serve_parking<S: Peek + std::os::fd::AsRawFd>(
     }
 }
 
+/// Hand an idle client to the parking lot. What could not be handed over comes back to
+/// be served on: `Err(None)` if its socket was lost on the way.
+#[allow(clippy::type_complexity)]
+fn to_lot<S: Peek>(
+    lot: &ParkingLot,
+    stream: S,
+    handle: &Arc<SessionHandle>,
+    parked: Option<Box<Parked>>,
+) -> Result<(), Option<(S, Option<Box<Parked>>)>> {
+    match stream.into_std_tcp() {
+        Err(stream) => Err(Some((stream, parked))),
+        Ok(Err(_)) => Err(None),
+        Ok(Ok(std_stream)) => match lot.park(std_stream, handle.clone(), parked) {
+            Ok(()) => Ok(()),
+            Err((std_stream, parked)) => match S::from_std_tcp(std_stream) {
+                Some(stream) => Err(Some((stream, parked))),
+                None => Err(None),
+            },
+        },
+    }
+}
+
 /// A client is gone: unregister it.
-fn finish(proxy: &Proxy, handle: &SessionHandle, end: End) {
+pub(crate) fn finish(proxy: &Proxy, handle: &SessionHandle, end: End) {
     tracing::debug!(client = handle.id, peer = %handle.peer, end = ?end, "client left");
     handle.inbox.close();
     proxy.sessions.remove(&handle.id);
@@ -430,7 +535,7 @@ async fn serve_tls(
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let end = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => return serve_parking(proxy, handle, tls, false).await,
+        Ok(Ok(tls)) => return serve_parking(proxy, handle, tls, false, None, None).await,
         Ok(Err(e)) => {
             tracing::info!(client = handle.id, peer = %handle.peer, error = %e, "TLS handshake failed");
             End::Dropped(format!("TLS handshake failed: {e}"))
@@ -602,19 +707,29 @@ mod tests {
     /// The size of the future `f` returns, without calling it.
     fn future_size<F, Fut>(_: F) -> usize
     where
-        F: Fn(Arc<Proxy>, Arc<SessionHandle>, TcpStream) -> Fut,
+        F: Fn(
+            Arc<Proxy>,
+            Arc<SessionHandle>,
+            TcpStream,
+            Option<Box<Parked>>,
+            Arc<ParkingLot>,
+        ) -> Fut,
     {
         std::mem::size_of::<Fut>()
     }
 
-    /// An idle client costs its task, its handle and the runtime's registration; the two
-    /// that are ours must stay within one small allocation size class each (the memory
-    /// benchmark measures the whole).
+    /// A new client costs its task, its handle and the runtime's registration until it
+    /// idles into the parking lot, where it costs its handle and an entry; ours must stay
+    /// within one small allocation size class each (the memory benchmark measures the
+    /// whole).
     #[test]
     fn an_idle_client_is_small() {
         // A task is the future plus about 104 bytes of runtime header, in 128-byte steps.
         let task = future_size(serve_plain);
-        assert!(task <= 152, "a parked client's task future is {task} bytes");
+        assert!(
+            task <= 152,
+            "a waiting client's task future is {task} bytes"
+        );
         // An `Arc` adds 16 bytes; 256 is a size class.
         let handle = std::mem::size_of::<SessionHandle>();
         assert!(handle <= 240, "a client's handle is {handle} bytes");

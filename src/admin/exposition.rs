@@ -320,6 +320,15 @@ impl Collector for ProxyCollector {
             Family::new("clients", "Client connections open now.", MetricType::Gauge),
             m.clients_connected.load(Ordering::Relaxed),
         )?;
+        gauge(
+            enc,
+            Family::new(
+                "clients_parked",
+                "Idle client connections held in the parking lot, without a task of their own.",
+                MetricType::Gauge,
+            ),
+            m.clients_parked.load(Ordering::Relaxed),
+        )?;
         counter(
             enc,
             "clients_accepted",

@@ -27,6 +27,88 @@ fn master_only() -> (RedisServer, ProxyUnderTest) {
     (master, proxy)
 }
 
+/// Idle clients, new or served, move into the parking lot (no task of their own) once
+/// the janitor trims them; from there each one's next request is answered, a kill
+/// closes it, and a client that hangs up while parked is gone.
+#[test]
+fn idle_clients_wait_in_the_parking_lot_and_come_back_from_it() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    let (master, proxy) = master_only();
+    let state = proxy.state().clone();
+    let parked = || state.metrics.clients_parked.load(Ordering::Relaxed);
+    let mut fresh: Vec<TcpStream> = (0..10).map(|_| raw(proxy.addr)).collect();
+    let mut served: Vec<_> = (0..10).map(|_| proxy.conn()).collect();
+    for (i, c) in served.iter_mut().enumerate() {
+        let name = format!("served-{i}");
+        assert_eq!(
+            text(&query(c, &["CLIENT", "SETNAME", &name]).unwrap()),
+            "OK"
+        );
+    }
+    wait_until(
+        "all 20 idle clients are parked",
+        Duration::from_secs(15),
+        || parked() == 20,
+    );
+    // Each comes back for its next request, with its state.
+    for (i, c) in served.iter_mut().enumerate() {
+        assert_eq!(
+            text(&query(c, &["CLIENT", "GETNAME"]).unwrap()),
+            format!("served-{i}")
+        );
+    }
+    for s in &mut fresh {
+        s.write_all(b"*3\r\n$3\r\nSET\r\n$5\r\nlot:k\r\n$1\r\nv\r\n")
+            .unwrap();
+        let mut ok = [0u8; 5];
+        s.read_exact(&mut ok).expect("the SET's reply");
+        assert_eq!(&ok, b"+OK\r\n");
+    }
+    assert_eq!(master.get("lot:k").as_deref(), Some("v"));
+    assert!(
+        parked() < 20,
+        "served clients left the lot ({} parked)",
+        parked()
+    );
+    wait_until("they are parked again", Duration::from_secs(15), || {
+        parked() == 20
+    });
+    // A kill closes a parked client; one that hangs up while parked is gone too.
+    let mut killer = proxy.conn();
+    let listed = text(&query(&mut killer, &["CLIENT", "LIST"]).unwrap());
+    let victim = listed
+        .lines()
+        .find(|l| l.contains(" name=served-3 "))
+        .and_then(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
+        .expect("served-3 is listed")
+        .to_string();
+    assert_eq!(
+        query(&mut killer, &["CLIENT", "KILL", "ID", &victim]).unwrap(),
+        Value::Int(1)
+    );
+    let mut dead = served.remove(3);
+    assert!(
+        query(&mut dead, &["PING"]).is_err(),
+        "the killed client is closed"
+    );
+    drop(fresh.pop());
+    wait_until(
+        "the killed and the departed clients are gone",
+        Duration::from_secs(10),
+        || parked() <= 18 && state.sessions.len() == 19,
+    );
+    let mut buf = [0u8; 1];
+    for s in &mut fresh {
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        assert!(
+            matches!(s.read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+                || e.kind() == std::io::ErrorKind::TimedOut),
+            "a parked client gets nothing unasked"
+        );
+    }
+}
+
 #[test]
 fn a_parked_client_keeps_its_name_database_and_protocol_state() {
     let set = ReplicaSet::start(1, false);
