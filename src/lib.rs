@@ -41,11 +41,12 @@
 //! proxy answers itself are decided by pure functions of the client state (the
 //! session's `own` module), [`reply`] builds their replies ([`error`] names the errors
 //! it answers itself, each with its RESP error line), and [`server`] runs the
-//! listener, limits and graceful shutdown, and parks idle clients, plain and TLS alike
-//! (a client with nothing in flight keeps only its socket and a small task until its
-//! next byte; its [`session::ClientState`] stays published in its handle, and the
-//! session is rebuilt around it then, inside a tracing span naming the client), and
-//! hands the memory such clients freed back to the system ([`alloc`]).
+//! listener, limits and graceful shutdown, and parks idle clients (a client with
+//! nothing in flight keeps only its socket until its next byte: a plain one in the
+//! [`parking`] lot, one epoll set for all of them, a TLS one with a small task; its
+//! [`session::ClientState`] stays published in its handle, and the session is rebuilt
+//! around it then, inside a tracing span naming the client), and hands the memory such
+//! clients freed back to the system ([`alloc`]).
 //! Everything shared lives in [`proxy::Proxy`].
 #![warn(missing_docs)]
 

@@ -294,14 +294,27 @@ fn start_client(proxy: &Arc<Proxy>, lot: &Arc<ParkingLot>, stream: TcpStream, pe
         .fetch_add(1, Ordering::Relaxed);
     let tls = proxy.settings.load().tls.clone();
     match tls {
+        // A new client waits for its first request in the lot, taskless.
         None => {
-            tokio::spawn(serve_plain(
-                proxy.clone(),
-                handle,
-                stream,
-                None,
-                lot.clone(),
-            ));
+            let stream = match stream.into_std() {
+                Ok(s) => match lot.park(s, handle.clone(), None) {
+                    Ok(()) => return,
+                    Err((s, _)) => TcpStream::from_std(s),
+                },
+                Err(e) => Err(e),
+            };
+            match stream {
+                Ok(stream) => {
+                    tokio::spawn(serve_plain(
+                        proxy.clone(),
+                        handle,
+                        stream,
+                        None,
+                        lot.clone(),
+                    ));
+                }
+                Err(e) => finish(proxy, &handle, End::Dropped(e.to_string())),
+            }
         }
         // Boxed: a TLS connection's state is large and plain clients should not carry
         // room for it.
@@ -386,12 +399,13 @@ pub(crate) fn serve_plain(
 }
 
 /// Serve a client, plain or TLS alike. Its session state lives in a box only while it
-/// is active: a new client, and one idle for a while with nothing in flight, is
-/// *parked* — the task keeps just the connection and a few fields and waits for the
-/// next byte — so an idle client costs a few hundred bytes (plus its TLS state) instead
-/// of a whole session. A TLS client starts active (`wait_first` false): its first
-/// request may already sit decrypted in the TLS state, read with the handshake, where
-/// waiting on the socket would not see it.
+/// is active: one idle for a while with nothing in flight is *parked*. A plain client
+/// (`lot` given) then goes to the [`ParkingLot`] and this task ends; a TLS client's task
+/// keeps just the connection and a few fields and waits for the next byte. Either way
+/// an idle client costs a few hundred bytes (plus its TLS state) instead of a whole
+/// session. A TLS client starts active (`wait_first` false): its first request may
+/// already sit decrypted in the TLS state, read with the handshake, where waiting on
+/// the socket would not see it.
 #[allow(clippy::manual_async_fn)]
 fn serve_parking<S: Peek + std::os::fd::AsRawFd>(
     proxy: Arc<Proxy>,
