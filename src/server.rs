@@ -449,20 +449,12 @@ fn serve_parking<S: Peek + std::os::fd::AsRawFd>(
                                 return;
                             }
                             // Idle past the trim: on to the lot, if it takes the client.
-                            if handle.inbox.trim.swap(false, Ordering::Relaxed) {
-                                if let Some(lot) = &lot {
-                                    match to_lot(lot, stream, &handle, parked.take()) {
-                                        Ok(()) => return,
-                                        Err(Some((s, p))) => {
-                                            stream = s;
-                                            parked = p;
-                                        }
-                                        Err(None) => {
-                                            finish(&proxy, &handle, End::Closed);
-                                            return;
-                                        }
-                                    }
-                                }
+                            if handle.inbox.trim.swap(false, Ordering::Relaxed) && lot.is_some() {
+                                let Some(kept) = to_lot(&proxy, &lot, stream, &handle, parked)
+                                else {
+                                    return;
+                                };
+                                (stream, parked) = kept;
                             }
                         }
                     }
@@ -483,18 +475,11 @@ fn serve_parking<S: Peek + std::os::fd::AsRawFd>(
                     drop(session);
                     parked = Some(Box::new(p));
                     // A plain client idles in the lot, its task and registration freed.
-                    if let Some(lot) = &lot {
-                        match to_lot(lot, stream, &handle, parked.take()) {
-                            Ok(()) => return,
-                            Err(Some((s, p))) => {
-                                stream = s;
-                                parked = p;
-                            }
-                            Err(None) => {
-                                finish(&proxy, &handle, End::Closed);
-                                return;
-                            }
-                        }
+                    if lot.is_some() {
+                        let Some(kept) = to_lot(&proxy, &lot, stream, &handle, parked) else {
+                            return;
+                        };
+                        (stream, parked) = kept;
                     }
                     continue;
                 }
@@ -506,25 +491,35 @@ fn serve_parking<S: Peek + std::os::fd::AsRawFd>(
     }
 }
 
-/// Hand an idle client to the parking lot. What could not be handed over comes back to
-/// be served on: `Err(None)` if its socket was lost on the way.
+/// Hand an idle client to the parking lot (`lot`, if any). `None` when it is there, or
+/// finished because its socket was lost on the way; otherwise the client back, to be
+/// served on as before.
 #[allow(clippy::type_complexity)]
 fn to_lot<S: Peek>(
-    lot: &ParkingLot,
+    proxy: &Proxy,
+    lot: &Option<Arc<ParkingLot>>,
     stream: S,
     handle: &Arc<SessionHandle>,
     parked: Option<Box<Parked>>,
-) -> Result<(), Option<(S, Option<Box<Parked>>)>> {
-    match stream.into_std_tcp() {
-        Err(stream) => Err(Some((stream, parked))),
-        Ok(Err(_)) => Err(None),
-        Ok(Ok(std_stream)) => match lot.park(std_stream, handle.clone(), parked) {
-            Ok(()) => Ok(()),
-            Err((std_stream, parked)) => match S::from_std_tcp(std_stream) {
-                Some(stream) => Err(Some((stream, parked))),
-                None => Err(None),
-            },
-        },
+) -> Option<(S, Option<Box<Parked>>)> {
+    let Some(lot) = lot else {
+        return Some((stream, parked));
+    };
+    let std_stream = match stream.into_std_tcp() {
+        Err(stream) => return Some((stream, parked)),
+        Ok(Err(_)) => {
+            finish(proxy, handle, End::Closed);
+            return None;
+        }
+        Ok(Ok(s)) => s,
+    };
+    let (std_stream, parked) = lot.park(std_stream, handle.clone(), parked).err()?;
+    match S::from_std_tcp(std_stream) {
+        Some(stream) => Some((stream, parked)),
+        None => {
+            finish(proxy, handle, End::Closed);
+            None
+        }
     }
 }
 
