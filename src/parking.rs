@@ -42,7 +42,7 @@ struct Entry {
 /// Idle plain-TCP clients and the epoll set that watches their sockets.
 pub struct ParkingLot {
     registry: mio::Registry,
-    /// For its metrics.
+    /// Whose clients these are: for its metrics, and to serve them again.
     proxy: Arc<Proxy>,
     entries: Mutex<HashMap<u64, Entry>>,
     /// Set when a parked client's signal fired: the lot looks for kills and drains.
@@ -102,13 +102,13 @@ impl ParkingLot {
         let epoll = AsyncFd::with_interest(EpollFd(poll), tokio::io::Interest::READABLE)?;
         let lot = Arc::new_cyclic(|me| ParkingLot {
             registry,
-            proxy: proxy.clone(),
+            proxy,
             entries: Mutex::new(HashMap::new()),
             sweep: AtomicBool::new(false),
             task: atomic_waker::AtomicWaker::new(),
             signal_waker: Waker::from(Arc::new(SweepWake(me.clone()))),
         });
-        let task = tokio::spawn(run(lot.clone(), proxy, epoll));
+        let task = tokio::spawn(run(lot.clone(), epoll));
         Ok((lot, task))
     }
 
@@ -174,7 +174,8 @@ impl ParkingLot {
 
     /// The parked client `id` sent something or hung up: back to a task of its own,
     /// after a first poll here (see the module's notes on order).
-    fn unpark(lot: &Arc<ParkingLot>, id: u64, proxy: &Arc<Proxy>) {
+    fn unpark(lot: &Arc<ParkingLot>, id: u64) {
+        let proxy = &lot.proxy;
         let Some(e) = lot.entries.lock().remove(&id) else {
             return;
         };
@@ -207,7 +208,7 @@ impl ParkingLot {
 
     /// Close every parked client that was killed or is asked to finish (shutdown), and
     /// watch the others' signals again.
-    fn sweep(&self, proxy: &Proxy) {
+    fn sweep(&self) {
         let mut gone = Vec::new();
         {
             let mut entries = self.entries.lock();
@@ -233,7 +234,7 @@ impl ParkingLot {
             .clients_parked
             .fetch_sub(gone.len() as i64, Ordering::Relaxed);
         for (handle, end) in gone {
-            crate::server::finish(proxy, &handle, end);
+            crate::server::finish(&self.proxy, &handle, end);
         }
     }
 }
@@ -244,7 +245,7 @@ fn token(id: u64) -> Token {
 
 /// The lot's task: clients whose sockets became readable leave the lot; fired signals
 /// are swept for kills and drains.
-async fn run(lot: Arc<ParkingLot>, proxy: Arc<Proxy>, mut epoll: AsyncFd<EpollFd>) {
+async fn run(lot: Arc<ParkingLot>, mut epoll: AsyncFd<EpollFd>) {
     let mut events = mio::Events::with_capacity(256);
     let mut ready = Vec::new();
     loop {
@@ -274,12 +275,12 @@ async fn run(lot: Arc<ParkingLot>, proxy: Arc<Proxy>, mut epoll: AsyncFd<EpollFd
                     ready.clear();
                     ready.extend(events.iter().map(|e| e.token().0 as u64));
                     for id in ready.drain(..) {
-                        ParkingLot::unpark(&lot, id, &proxy);
+                        ParkingLot::unpark(&lot, id);
                     }
                 }
                 guard.clear_ready();
             }
-            () = sweep => lot.sweep(&proxy),
+            () = sweep => lot.sweep(),
         }
     }
 }
