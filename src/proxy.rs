@@ -5,7 +5,7 @@
 //! pointer swap, and in-flight requests keep the snapshot they started with.
 
 use crate::auth::{DenyList, Users};
-use crate::backend::Inbox;
+use crate::backend::{Conn, Inbox};
 use crate::config::Config;
 use crate::fence::KeyFence;
 use crate::metrics::Metrics;
@@ -123,6 +123,15 @@ pub struct SessionHandle {
     pub last_active_ms: AtomicU64,
 }
 
+/// A master connection kept for a client ([`Proxy::reserved`]).
+#[derive(Debug)]
+pub struct Reserved {
+    /// The connection, set up for the client's database, protocol and user.
+    pub conn: Arc<Conn>,
+    /// The id of the master backend it goes to.
+    pub backend: u32,
+}
+
 impl SessionHandle {
     /// Whether the client was killed (`CLIENT KILL`, idle timeout): to other clients it
     /// is gone at once, as in Redis, though its task may still be closing it.
@@ -152,6 +161,12 @@ pub struct Proxy {
     pub metrics: Metrics,
     /// Connected clients.
     pub sessions: DashMap<u64, Arc<SessionHandle>>,
+    /// Master connections opened for clients, by client id, by another client's `CLIENT
+    /// TRACKING on REDIRECT <id>` while the target had none of its own (its commands
+    /// share the proxy's connections): Redis sends the invalidations to it, and the
+    /// target takes it as its dedicated connection when it next needs one (`SUBSCRIBE
+    /// __redis__:invalidate`). Closed when the target leaves.
+    pub reserved: DashMap<u64, Reserved>,
     next_session: AtomicU64,
     next_generation: AtomicU64,
     /// Facts about the backends.
@@ -188,6 +203,7 @@ impl Proxy {
             monitor: Monitor::new(),
             metrics: Metrics::default(),
             sessions: DashMap::new(),
+            reserved: DashMap::new(),
             next_session: AtomicU64::new(1),
             next_generation: AtomicU64::new(2),
             info: ArcSwap::from_pointee(ServerInfo::default()),

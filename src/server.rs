@@ -528,6 +528,11 @@ pub(crate) fn finish(proxy: &Proxy, handle: &SessionHandle, end: End) {
     tracing::debug!(client = handle.id, peer = %handle.peer, end = ?end, "client left");
     handle.inbox.close();
     proxy.sessions.remove(&handle.id);
+    // After the client is gone from `sessions`: a redirect reserving a connection for it
+    // meanwhile sees it gone, and closes what it reserved itself.
+    if let Some((_, r)) = proxy.reserved.remove(&handle.id) {
+        r.conn.close("client left");
+    }
     proxy
         .metrics
         .clients_connected

@@ -18,7 +18,24 @@ impl Session {
         }
         self.close_dedicated("replaced");
         let key = self.client.key();
-        let conn = master.backend.pool.dedicated(&key);
+        let reserved = self.proxy.reserved.remove(&self.id).map(|(_, r)| r);
+        let conn = match reserved {
+            // Opened for this client by a tracking redirect to it, which Redis knows by
+            // that connection's id.
+            Some(r)
+                if r.backend == master.backend.id
+                    && !r.conn.is_failed()
+                    && self.client.uses(&r.conn.key) =>
+            {
+                r.conn
+            }
+            other => {
+                if let Some(r) = other {
+                    r.conn.close("replaced");
+                }
+                master.backend.pool.dedicated(&key)
+            }
+        };
         let slot = self.alloc_slot();
         self.client.dedicated = Some(conn.clone());
         self.dedicated = Some(Dedicated {
@@ -383,10 +400,10 @@ impl Session {
                     // Turned on again, maybe with another target: the redirect is
                     // translated as the first time. Replies here come from the master
                     // in order, so a refusal is the master's own (an id it knows none of).
-                    let bytes = match self.translate_redirect(req) {
+                    let bytes = match self.translate_redirect(req, b.view) {
                         Redirect::None => None,
                         Redirect::To(bytes) => Some(bytes),
-                        Redirect::Refused(_) => (4..req.argc())
+                        Redirect::Refused(_) | Redirect::Opening(_) => (4..req.argc())
                             .find(|i| req.arg(*i - 1).eq_ignore_ascii_case(b"redirect"))
                             .map(|pos| local::with_arg(req, pos, b"0")),
                     };

@@ -161,11 +161,17 @@ impl Session {
                     self.tracking.redirect = None;
                     self.tracking.to_self = false;
                     let mut none = Batch::outside(settings, view, Instant::now());
-                    let bytes = match self.translate_redirect(req) {
+                    let bytes = match self.translate_redirect(req, view) {
                         Redirect::None => return self.enter_tunnel(req, &mut none),
                         Redirect::Refused(e) => {
                             self.push_local_error(&e);
                             return Stop::More;
+                        }
+                        Redirect::Opening(conn) => {
+                            if self.pending.is_empty() {
+                                self.ping_through(&conn);
+                            }
+                            return Stop::Wait;
                         }
                         Redirect::To(bytes) => bytes,
                     };
@@ -301,6 +307,27 @@ impl Session {
         self.send_bytes_shared(&backend, &bytes, Kind::Forward, Instant::now());
     }
 
+    /// A `PING` through `conn` (another client's connection), its reply dropped: this
+    /// session is woken once `conn` is set up.
+    fn ping_through(&mut self, conn: &Conn) {
+        // Freed for reuse once its one reply is read (the pending entry holds it).
+        let slot = self.alloc_slot();
+        self.release_slot(slot);
+        self.push_pending(Pending {
+            slot,
+            kind: Kind::Dropped,
+            path: PATH_DEDICATED,
+            silent: true,
+            read: false,
+            sent: Instant::now(),
+            scan: false,
+            fence: FENCE_NONE,
+        });
+        if let Err(e) = conn.send(b"*1\r\n$4\r\nPING\r\n", &self.sink, slot, 1) {
+            self.handle.inbox.push_failed(slot, &e, 1);
+        }
+    }
+
     /// The backend id of the master connection of the client `u` names (not this one),
     /// if it has one.
     pub(super) fn unblock_target(&self, u: &Unblock) -> Option<i64> {
@@ -312,7 +339,7 @@ impl Session {
     /// `CLIENT TRACKING on … REDIRECT id`, with `id` (a proxy client id) replaced by the
     /// backend id of that client's dedicated connection, where the invalidations must
     /// go ([`Redirect`]).
-    pub(super) fn translate_redirect(&mut self, req: &Request) -> Redirect {
+    pub(super) fn translate_redirect(&mut self, req: &Request, view: &View) -> Redirect {
         let Some((pos, id)) = own::redirect_arg(req) else {
             return Redirect::None;
         };
@@ -340,8 +367,14 @@ impl Session {
             return Redirect::To(out);
         }
         self.tracking.to_self = false;
-        let Some(backend_id) = target.state.lock().backend_id() else {
-            return Redirect::Refused(own::redirect_unreachable(id));
+        let own_id = target.state.lock().backend_id();
+        let backend_id = match own_id {
+            Some(b) => b,
+            None => match reserve_for(&self.proxy, &target, view) {
+                Reserve::Known(b) => b,
+                Reserve::Opening(conn) => return Redirect::Opening(conn),
+                Reserve::Failed => return Redirect::Refused(own::redirect_unreachable(id)),
+            },
         };
         self.tracking.redirect = u64::try_from(id).ok();
         Redirect::To(with_arg(req, pos, backend_id.to_string().as_bytes()))
@@ -375,6 +408,58 @@ pub(super) enum Redirect {
     To(Vec<u8>),
     /// The redirect cannot be made: the error to answer.
     Refused(String),
+    /// The target's connection is still being opened: ask again once a request sent
+    /// through it is answered (Redis answers it once the connection is set up).
+    Opening(Arc<Conn>),
+}
+
+/// Where a redirect target without a master connection of its own stands.
+enum Reserve {
+    /// Its reserved connection is set up, with this backend id.
+    Known(i64),
+    /// Its reserved connection is being opened.
+    Opening(Arc<Conn>),
+    /// No master, or its connection failed.
+    Failed,
+}
+
+/// The master connection reserved for `target` ([`Proxy::reserved`]), opened now (from
+/// the pool's spare, usually already set up) if it has none.
+fn reserve_for(proxy: &Proxy, target: &SessionHandle, view: &View) -> Reserve {
+    let Some(master) = view.master.as_ref() else {
+        return Reserve::Failed;
+    };
+    let mut r = proxy
+        .reserved
+        .entry(target.id)
+        .or_insert_with(|| crate::proxy::Reserved {
+            conn: master.backend.pool.dedicated(&target.state.lock().key()),
+            backend: master.backend.id,
+        });
+    if r.backend != master.backend.id || r.conn.is_failed() {
+        r.conn.close("replaced");
+        *r = crate::proxy::Reserved {
+            conn: master.backend.pool.dedicated(&target.state.lock().key()),
+            backend: master.backend.id,
+        };
+    }
+    let conn = r.conn.clone();
+    drop(r);
+    if !proxy.sessions.contains_key(&target.id) {
+        // It left meanwhile ([`crate::server::finish`] may not have seen this entry).
+        if let Some((_, r)) = proxy.reserved.remove(&target.id) {
+            r.conn.close("client left");
+        }
+        return Reserve::Failed;
+    }
+    match conn
+        .backend_client_id
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        id if id >= 0 => Reserve::Known(id),
+        _ if conn.is_failed() => Reserve::Failed,
+        _ => Reserve::Opening(conn),
+    }
 }
 
 /// The argument spans of `bytes`, one request the proxy encoded (`None` if it does not

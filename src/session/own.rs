@@ -595,10 +595,11 @@ pub(super) fn redirect_arg(req: &Request) -> Option<(usize, i64)> {
 /// The error for a `REDIRECT` to a client that does not exist.
 pub(super) const NO_REDIRECT_TARGET: &str = "ERR The client ID you want redirect to does not exist";
 
-/// The error for a `REDIRECT` to client `id`, which has no dedicated connection.
+/// The error for a `REDIRECT` to client `id` when no master connection could be opened
+/// for it to receive the invalidations on.
 pub(super) fn redirect_unreachable(id: i64) -> String {
     format!(
-        "ERR redsplit: client {id} has no master connection of its own to receive invalidations (its commands share the proxy's connections); subscribe it to __redis__:invalidate first, then redirect to it"
+        "ERR redsplit: no master connection could be opened for client {id} to receive invalidations (the master is down or refused it)"
     )
 }
 

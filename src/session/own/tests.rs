@@ -627,9 +627,10 @@ fn tracking_redirect_argument() {
     assert_eq!(at(&["CLIENT", "TRACKING", "on"]), None);
     assert_eq!(at(&["CLIENT", "TRACKING", "on", "REDIRECT"]), None);
     assert_eq!(at(&["CLIENT", "TRACKING", "on", "REDIRECT", "x"]), None);
-    assert_eq!(
-        redirect_unreachable(5),
-        "ERR redsplit: client 5 has no master connection of its own to receive invalidations (its commands share the proxy's connections); subscribe it to __redis__:invalidate first, then redirect to it"
+    let e = redirect_unreachable(5);
+    assert!(
+        e.starts_with("ERR redsplit: ") && e.contains("client 5 "),
+        "{e}"
     );
     assert_eq!(
         NO_REDIRECT_TARGET,
