@@ -34,7 +34,7 @@ mod support;
 use support::{Routed, KEY};
 
 #[path = "../tests/it/common/mod.rs"]
-#[allow(dead_code)] // the bench uses a part of the harness
+#[allow(dead_code, unused_imports)] // the bench uses a part of the harness
 mod common;
 
 /// The system allocator, counting allocations (a `realloc` counts as one) and the bytes

@@ -27,7 +27,7 @@ if [[ "$(kubernetes-validate --version 2>/dev/null)" != 1.37.0 ]]; then
   PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet kubernetes-validate==1.37.0
 fi
 
-# The client-library matrix (tests/it/clients.rs): go-redis v5 from Debian, built in
+# The client-library matrix (tests/it/clients/): go-redis v5 from Debian, built in
 # GOPATH mode; redis-py pinned in requirements.txt; node-redis and ioredis pinned in
 # package-lock.json.
 client_need=()

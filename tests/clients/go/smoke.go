@@ -1,5 +1,5 @@
 // The client-library smoke program for go-redis v5 (Debian's golang-gopkg-redis.v5-dev),
-// run by tests/it/clients.rs:
+// run by tests/it/clients/:
 //
 //	GO111MODULE=off GOPATH=/usr/share/gocode go build -o smoke smoke.go
 //	./smoke HOST:PORT PREFIX

@@ -1,4 +1,4 @@
-// The client-library smoke program for ioredis, run by tests/it/clients.rs:
+// The client-library smoke program for ioredis, run by tests/it/clients/:
 //
 //     node ioredis.js HOST:PORT PREFIX
 //

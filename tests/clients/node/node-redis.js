@@ -1,4 +1,4 @@
-// The client-library smoke program for node-redis (npm `redis`), run by tests/it/clients.rs:
+// The client-library smoke program for node-redis (npm `redis`), run by tests/it/clients/:
 //
 //     node node-redis.js HOST:PORT PREFIX 2|3
 //

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The client-library smoke program for redis-py (run by tests/it/clients.rs).
+"""The client-library smoke program for redis-py (run by tests/it/clients/).
 
     python3 smoke.py HOST:PORT PREFIX sync|asyncio 2|3
 
