@@ -51,8 +51,13 @@ impl Session {
     /// (`GET` without its key), whose reply is dropped. `EXEC` then answers `EXECABORT`.
     pub(super) fn fail_transaction(&mut self) {
         let Some(d) = &self.dedicated else { return };
-        let slot = d.slot;
-        let res = d.conn.send(b"*1\r\n$3\r\nGET\r\n", &self.sink, slot, 1);
+        let (conn, slot) = (d.conn.clone(), d.slot);
+        self.send_dropped(&conn, slot, b"*1\r\n$3\r\nGET\r\n");
+    }
+
+    /// Send `bytes` (one request) through `conn` into `slot`, its reply dropped.
+    pub(super) fn send_dropped(&mut self, conn: &Conn, slot: u16, bytes: &[u8]) {
+        let res = conn.send(bytes, &self.sink, slot, 1);
         self.push_pending(Pending {
             slot,
             kind: Kind::Dropped,

@@ -313,19 +313,7 @@ impl Session {
         // Freed for reuse once its one reply is read (the pending entry holds it).
         let slot = self.alloc_slot();
         self.release_slot(slot);
-        self.push_pending(Pending {
-            slot,
-            kind: Kind::Dropped,
-            path: PATH_DEDICATED,
-            silent: true,
-            read: false,
-            sent: Instant::now(),
-            scan: false,
-            fence: FENCE_NONE,
-        });
-        if let Err(e) = conn.send(b"*1\r\n$4\r\nPING\r\n", &self.sink, slot, 1) {
-            self.handle.inbox.push_failed(slot, &e, 1);
-        }
+        self.send_dropped(conn, slot, b"*1\r\n$4\r\nPING\r\n");
     }
 
     /// The backend id of the master connection of the client `u` names (not this one),
