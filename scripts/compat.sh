@@ -14,6 +14,8 @@
 #   REPEAT     runs of each unit through the proxy (default 1; every run must pass)
 #   PY_FILES   redis-py test files (default: the 14 below); "" skips redis-py
 #   PROTOCOLS  redis-py protocols (default "2 3")
+#   DENY       the proxy's deny_commands, as a YAML list (default: the proxy's default);
+#              e.g. "[SHUTDOWN, DEBUG]" lets the MONITOR tests run
 #   REDSPLIT   the proxy binary (default target/release/redsplit, built if missing)
 #   OUT        where logs go (default a new temp dir, kept)
 # Every process runs on free ports and is stopped when the script exits.
@@ -21,7 +23,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ $# -lt 1 ]; then
-  sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 fi
 redis_src=$(cd "$1" && pwd)
@@ -134,6 +136,7 @@ routing:
   fallback: master
 replication:
   poll_interval_ms: 50
+${DENY:+deny_commands: $DENY}
 EOF
   "$redsplit" run -c "$dir/proxy.yaml" 2>"$dir/proxy.log" &
   pids+=($!)

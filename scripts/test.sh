@@ -43,4 +43,8 @@ python3 -m pip install --quiet --root-user-action=ignore -r tests/clients/python
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
-cargo test --all-targets --locked
+# Every target (unit tests, binaries, examples, benches run once as tests), then the
+# integration tests; order between clients last, with no other test loading the machine.
+cargo test --locked --lib --bins --examples --benches
+cargo test --locked --test it -- --skip cross_client_order::
+cargo test --locked --test it cross_client_order:: -- --test-threads=1

@@ -16,7 +16,9 @@
 //!
 //! A kill or a shutdown of a parked client (its inbox's kill or drain flag, then its
 //! signal) wakes the lot through the waker every parked client's signal holds, and the
-//! lot closes the clients so marked.
+//! lot closes the clients so marked; a push delivered to a parked client (an
+//! invalidation of a tracking redirect to it) wakes it the same way, and the lot serves
+//! it again to write the push.
 
 use crate::proxy::{Proxy, SessionHandle};
 use crate::session::{End, Parked};
@@ -206,35 +208,43 @@ impl ParkingLot {
         }
     }
 
-    /// Close every parked client that was killed or is asked to finish (shutdown), and
+    /// Close every parked client that was killed or is asked to finish (shutdown), serve
+    /// again those with pushes to write (a tracking redirect's invalidations), and
     /// watch the others' signals again.
-    fn sweep(&self) {
+    fn sweep(lot: &Arc<ParkingLot>) {
         let mut gone = Vec::new();
+        let mut pushed = Vec::new();
         {
-            let mut entries = self.entries.lock();
-            entries.retain(|_, e| {
-                self.watch(&e.handle);
+            let mut entries = lot.entries.lock();
+            entries.retain(|id, e| {
+                lot.watch(&e.handle);
                 let inbox = &e.handle.inbox;
                 let end = if inbox.kill.load(Ordering::Relaxed) {
                     End::Dropped("killed".into())
                 } else if inbox.drain.load(Ordering::Relaxed) {
                     End::Closed
                 } else {
+                    if inbox.state.lock().has_pushes() {
+                        pushed.push(*id);
+                    }
                     return true;
                 };
-                let _ = self
+                let _ = lot
                     .registry
                     .deregister(&mut SourceFd(&e.stream.as_raw_fd()));
                 gone.push((e.handle.clone(), end));
                 false
             });
         }
-        self.proxy
+        lot.proxy
             .metrics
             .clients_parked
             .fetch_sub(gone.len() as i64, Ordering::Relaxed);
         for (handle, end) in gone {
-            crate::server::finish(&self.proxy, &handle, end);
+            crate::server::finish(&lot.proxy, &handle, end);
+        }
+        for id in pushed {
+            ParkingLot::unpark(lot, id);
         }
     }
 }
@@ -280,7 +290,7 @@ async fn run(lot: Arc<ParkingLot>, mut epoll: AsyncFd<EpollFd>) {
                 }
                 guard.clear_ready();
             }
-            () = sweep => lot.sweep(),
+            () = sweep => ParkingLot::sweep(&lot),
         }
     }
 }

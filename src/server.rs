@@ -418,9 +418,10 @@ fn serve_parking<S: Peek + std::os::fd::AsRawFd>(
     async move {
         let mut wait = wait_first;
         loop {
-            // Parked: wait for data, a kill, or the proxy draining. (Polled by hand: no
-            // readiness future to store while the client idles.)
-            if wait {
+            // Parked: wait for data, a kill, the proxy draining, or pushes to write (a
+            // tracking redirect's invalidations). (Polled by hand: no readiness future
+            // to store while the client idles.)
+            if wait && !handle.inbox.state.lock().has_pushes() {
                 loop {
                     let readable = std::future::poll_fn(|cx| {
                         if let std::task::Poll::Ready(r) = stream.poll_peek_ready(cx) {
@@ -447,6 +448,9 @@ fn serve_parking<S: Peek + std::os::fd::AsRawFd>(
                             if handle.inbox.drain.load(Ordering::Relaxed) {
                                 finish(&proxy, &handle, End::Closed);
                                 return;
+                            }
+                            if handle.inbox.state.lock().has_pushes() {
+                                break;
                             }
                             // Idle past the trim: on to the lot, if it takes the client.
                             if handle.inbox.trim.swap(false, Ordering::Relaxed) && lot.is_some() {

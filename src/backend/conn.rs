@@ -38,6 +38,10 @@ struct Inner {
     waiters: VecDeque<Waiter>,
     /// Stream mode: frames without a waiter go here.
     stream_sink: Option<(Arc<dyn Sink>, u16)>,
+    /// Outside stream mode, on a RESP3 connection: where its pushes go (slot
+    /// [`PUSHES`](super::PUSHES)), whatever requests wait. A push is never a reply
+    /// there, so without this sink it is dropped, never taken for one.
+    push_sink: Option<Arc<dyn Sink>>,
     /// When the oldest unanswered request was sent, or the last reply arrived since.
     busy_since: Option<Instant>,
     /// Requests queued or in flight.
@@ -153,6 +157,7 @@ impl Conn {
                 out: BytesMut::new(),
                 waiters: VecDeque::new(),
                 stream_sink: None,
+                push_sink: None,
                 busy_since: None,
                 in_flight: 0,
                 writing: false,
@@ -276,6 +281,13 @@ impl Conn {
     /// when no request of this connection is waiting.
     pub fn set_stream(&self, sink: &Arc<dyn Sink>, slot: u16) {
         self.inner.lock().stream_sink = Some((sink.clone(), slot));
+    }
+
+    /// Deliver this connection's RESP3 pushes to `sink` (slot
+    /// [`PUSHES`](super::PUSHES)) while it is not in stream mode: it is the connection a
+    /// tracking redirect names, and `sink` the client it redirects to.
+    pub fn set_push_sink(&self, sink: &Arc<dyn Sink>) {
+        self.inner.lock().push_sink = Some(sink.clone());
     }
 
     /// Close the connection; waiters get `reason`.
@@ -559,7 +571,7 @@ impl Conn {
             }
             // The large reply, if one was on its way, is here: it counts as queued now.
             expected = None;
-            if let Err(e) = self.match_waiters(&lens, &mut groups) {
+            if let Err(e) = self.match_waiters(&buf, &lens, &mut groups) {
                 return e;
             }
             if groups.len() == 1 && consumed >= CHUNK {
@@ -590,10 +602,14 @@ impl Conn {
         }
     }
 
-    /// Match the replies (`lens`, in order) with the waiters at the front of the queue:
-    /// `groups` gets each run of replies' session, slot and count.
+    /// Match the replies (`lens`, in order, back to back in `data`) with the waiters at
+    /// the front of the queue: `groups` gets each run of replies' session, slot and
+    /// count. Outside stream mode, a RESP3 connection's pushes are no replies: each goes
+    /// to the push sink, or nowhere (a group with no slot's sink is dropped by
+    /// [`Conn::deliver`]).
     fn match_waiters(
         &self,
+        data: &[u8],
         lens: &[usize],
         groups: &mut Vec<(Arc<dyn Sink>, u16, usize)>,
     ) -> Result<(), BackendError> {
@@ -602,8 +618,32 @@ impl Conn {
         let mut matched = 0u64;
         {
             let mut g = self.inner.lock();
+            let pushes = self.key.resp3 && g.stream_sink.is_none();
+            // Offset of frame `i` in `data`; kept only when pushes are looked for.
+            let mut at = 0usize;
             while i < lens.len() {
-                let left = lens.len() - i;
+                let mut left = lens.len() - i;
+                if pushes {
+                    if data.get(at) == Some(&b'>') {
+                        at += lens.get(i).copied().unwrap_or_default();
+                        i += 1;
+                        let sink = g.push_sink.clone().unwrap_or_else(super::inbox::nowhere);
+                        groups.push((sink, super::PUSHES, 1));
+                        continue;
+                    }
+                    // The replies before the next push.
+                    let mut run = 0;
+                    let mut end = at;
+                    while let Some(n) = lens.get(i + run) {
+                        if run > 0 && data.get(end) == Some(&b'>') {
+                            break;
+                        }
+                        end += n;
+                        run += 1;
+                    }
+                    left = run;
+                }
+                let before = i;
                 if let Some(front) = g.waiters.front_mut() {
                     let take = (front.count as usize).min(left);
                     front.count -= take as u32;
@@ -625,6 +665,9 @@ impl Conn {
                         &self.label,
                         "sent a reply nobody asked for",
                     ));
+                }
+                if pushes {
+                    at += lens.get(before..i).map_or(0, |l| l.iter().sum::<usize>());
                 }
             }
             g.in_flight -= matched;

@@ -1,7 +1,7 @@
 //! How to reach a backend ([`ConnParams`]), what each connection is set up for
 //! ([`ConnKey`]), and the connect-and-handshake every connection runs: TCP, TLS when
-//! configured, then `HELLO 2|3 [AUTH …]`, `SELECT`, `CLIENT SETNAME`, pipelined in one
-//! write. `HELLO` is allowed while the server runs a busy script and tells the backend's
+//! configured, then `HELLO 2|3 [AUTH …]`, `SELECT`, `CLIENT SETNAME` and, for a
+//! client's own Redis ACL user, `AUTH <user> <password>`, pipelined in one write. `HELLO` is allowed while the server runs a busy script and tells the backend's
 //! client id, and a `CLIENT SETNAME` refused with `BUSY` is let go, so a connection to
 //! the default database can be made while the server is `BUSY` (to reach it with
 //! `SCRIPT KILL`, or to queue a transaction as a direct client can).
@@ -65,7 +65,8 @@ pub struct Login {
     pub password: Secret,
 }
 
-/// Connect and run the handshake: `HELLO 2|3 [AUTH …]`, `SELECT`, `CLIENT SETNAME`;
+/// Connect and run the handshake: `HELLO 2|3 [AUTH …]`, `SELECT`, `CLIENT SETNAME`,
+/// `AUTH` as the client's ACL user when the key has one;
 /// the backend's client id from `HELLO` when `want_client_id`.
 pub(super) async fn connect(
     params: &ConnParams,
@@ -76,14 +77,18 @@ pub(super) async fn connect(
     let mut stream = open(params).await?;
     let mut hs = Vec::new();
     let mut expect = 0;
-    let (user, password) = match &key.login {
-        Some(l) => (l.user.as_str(), &l.password),
-        None if params.username.is_empty() => ("default", &params.password),
-        None => (params.username.as_str(), &params.password),
+    // The connection logs in as the backend's own user first, selects its database and
+    // names itself, and only then authenticates as a client's ACL user: `AUTH` keeps the
+    // database, as it does for a direct client, and the client's user needs no
+    // permission for `SELECT` or `CLIENT SETNAME`.
+    let (user, password) = if params.username.is_empty() {
+        ("default", &params.password)
+    } else {
+        (params.username.as_str(), &params.password)
     };
     {
         let mut args: Vec<&[u8]> = vec![b"HELLO", if key.resp3 { b"3" } else { b"2" }];
-        if !password.is_empty() || key.login.is_some() {
+        if !password.is_empty() {
             args.extend([
                 b"AUTH".as_slice(),
                 user.as_bytes(),
@@ -106,6 +111,18 @@ pub(super) async fn connect(
     );
     expect += 1;
     let setname = expect;
+    if let Some(login) = &key.login {
+        encode_command(
+            &mut hs,
+            [
+                b"AUTH".as_slice(),
+                login.user.as_bytes(),
+                login.password.expose().as_bytes(),
+            ]
+            .into_iter(),
+        );
+        expect += 1;
+    }
     let io = |e: std::io::Error| {
         BackendError::connect_failed(&label, format_args!("handshake failed: {e}"))
     };

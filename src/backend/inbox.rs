@@ -290,9 +290,25 @@ pub struct InboxState {
     /// each turn, so a client that does not read is cut within one reply of its limit,
     /// however many replies its pipeline asked for.
     budget_kb: u32,
-    /// One queue per source.
+    /// One queue per source, after the queue of [`PUSHES`] (slot `s` is at `s + 1`):
+    /// RESP3 pushes from a connection that owes this client no reply, written to it as
+    /// they come, between replies.
     slots: Vec<SlotQueue>,
 }
+
+/// Where `slot`'s queue is in [`InboxState::slots`].
+fn index(slot: u16) -> usize {
+    if slot == PUSHES {
+        0
+    } else {
+        usize::from(slot) + 1
+    }
+}
+
+/// The slot of the pushes a connection delivers outside any request (RESP3
+/// invalidations for a client that is a tracking redirect's target): the session
+/// writes them to its client as they come, as Redis does, not in request order.
+pub const PUSHES: u16 = u16::MAX - 1;
 
 impl InboxState {
     /// Close the inbox as over its budget if what is queued, and `incoming_kb` KiB on
@@ -313,7 +329,12 @@ impl InboxState {
 
     /// The queue of `slot`, if anything was ever delivered there.
     pub fn queue(&mut self, slot: u16) -> Option<&mut SlotQueue> {
-        self.slots.get_mut(usize::from(slot))
+        self.slots.get_mut(index(slot))
+    }
+
+    /// Whether pushes wait in [`PUSHES`].
+    pub fn has_pushes(&self) -> bool {
+        self.slots.first().is_some_and(|q| !q.is_empty())
     }
 
     /// Drop whatever is queued in `slot`.
@@ -330,15 +351,20 @@ impl InboxState {
         }
     }
 
-    /// Free every queue (the session parks, with nothing in flight).
+    /// Free every queue (the session parks, with nothing in flight); pushes not yet
+    /// written stay.
     pub fn release(&mut self) {
-        self.slots = Vec::new();
+        if self.has_pushes() {
+            self.slots.truncate(1);
+        } else {
+            self.slots = Vec::new();
+        }
     }
 
     /// The queue of `slot`, made (with any below it) if it is new. `None` only if the
     /// slot cannot be stored at all, which the resize rules out.
     fn slot(&mut self, slot: u16) -> Option<&mut SlotQueue> {
-        let i = usize::from(slot);
+        let i = index(slot);
         if self.slots.len() <= i {
             self.slots.resize_with(i + 1, SlotQueue::default);
         }
@@ -430,6 +456,16 @@ impl Inbox {
         st.closed = true;
         st.slots = Vec::new();
     }
+}
+
+/// A closed inbox: what is delivered to it is dropped.
+pub fn nowhere() -> Arc<dyn Sink> {
+    static NOWHERE: std::sync::LazyLock<Arc<Inbox>> = std::sync::LazyLock::new(|| {
+        let inbox = Inbox::new();
+        inbox.close();
+        Arc::new(inbox)
+    });
+    NOWHERE.clone()
 }
 
 /// What owns an [`Inbox`]: connections hold their waiters' owners through this, so an

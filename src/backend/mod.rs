@@ -46,7 +46,7 @@ pub use control::ControlConn;
 pub use error::{BackendError, ErrorKind};
 pub use gate::Gate;
 pub use handshake::{ConnKey, ConnParams, Login};
-pub use inbox::{Front, Inbox, InboxState, Signal, Sink, SlotQueue, Waiter};
+pub use inbox::{Front, Inbox, InboxState, Signal, Sink, SlotQueue, Waiter, PUSHES};
 pub use pool::Pool;
 
 /// The role a node plays, for routing and for error messages.

@@ -36,6 +36,9 @@ impl Session {
                 master.backend.pool.dedicated(&key)
             }
         };
+        // Pushes that come outside any request (this client being a tracking redirect's
+        // target) are written to the client as they come.
+        conn.set_push_sink(&self.sink);
         let slot = self.alloc_slot();
         self.client.dedicated = Some(conn.clone());
         self.dedicated = Some(Dedicated {
@@ -65,7 +68,7 @@ impl Session {
             silent: true,
             read: false,
             sent: Instant::now(),
-            scan: false,
+            mark: Mark::None,
             fence: FENCE_NONE,
         });
         if let Err(e) = res {
@@ -93,7 +96,7 @@ impl Session {
             silent,
             read: false,
             sent: now,
-            scan: false,
+            mark: Mark::None,
             fence: FENCE_NONE,
         });
         if let Err(e) = res {
@@ -364,7 +367,7 @@ impl Session {
             silent: false,
             read: false,
             sent: Instant::now(),
-            scan: false,
+            mark: Mark::None,
             fence: FENCE_NONE,
         });
         self.send_dedicated(req, Kind::Tunnel, Instant::now());

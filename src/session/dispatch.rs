@@ -96,6 +96,7 @@ impl Session {
                 rbuf.get(consumed..consumed + len).unwrap_or_default()
             };
             let req = Request { buf, args: &args };
+            self.qbuf = rbuf.len();
             let stop = self.dispatch(&req, (!inline).then_some(consumed), &mut batch);
             self.parser.args = args;
             self.parser.inline_buf = inline_buf;
@@ -246,7 +247,12 @@ impl Session {
                     Some(w) => Kind::Durable(w),
                     None => Kind::Write,
                 };
-                self.send_to_master(req, Some(cmd), at, b, kind)
+                if matches!(cmd.name, "eval" | "evalsha" | "fcall") {
+                    self.mark_next = Mark::Script;
+                }
+                let stop = self.send_to_master(req, Some(cmd), at, b, kind);
+                self.mark_next = Mark::None;
+                stop
             }
         }
     }
@@ -274,9 +280,9 @@ impl Session {
             if req.arg(pos) != b"0" {
                 return self.scan_continue(req, pos, b);
             }
-            self.scan_next = true;
+            self.mark_next = Mark::Scan;
             let stop = self.route_read(req, cmd, at, b);
-            self.scan_next = false;
+            self.mark_next = Mark::None;
             return stop;
         }
         self.route_read(req, cmd, at, b)
@@ -310,9 +316,9 @@ impl Session {
         self.stats()
             .route(if is_master { 0 } else { 1 }, Reason::Cursor);
         let bytes = cursor::with_cursor(req, pos, c);
-        self.scan_next = true;
+        self.mark_next = Mark::Scan;
         self.send_bytes_shared(&backend, &bytes, Kind::Forward, now);
-        self.scan_next = false;
+        self.mark_next = Mark::None;
         Stop::More
     }
 

@@ -81,7 +81,7 @@ impl Session {
                 _ => continue,
             };
             let len = retry as usize;
-            if hedge == Hedge::No && !p.scan && p.path == PATH_SHARED {
+            if hedge == Hedge::No && p.mark != Mark::Scan && p.path == PATH_SHARED {
                 let deadline = p.sent + delay;
                 if deadline > now {
                     next = Some(deadline);
@@ -195,7 +195,7 @@ impl Session {
                     silent: p.silent,
                     read: true,
                     sent: p.sent,
-                    scan: false,
+                    mark: Mark::None,
                     fence: p.fence,
                 };
             }

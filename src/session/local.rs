@@ -210,9 +210,9 @@ impl Session {
             now.saturating_sub(h.created_ms) / 1000
         );
         if h.id == self.id {
-            self.client.line(&conn, &times)
+            self.client.line(&conn, &times, self.qbuf)
         } else {
-            h.state.lock().line(&conn, &times)
+            h.state.lock().line(&conn, &times, 0)
         }
     }
 
@@ -413,23 +413,24 @@ enum Reserve {
 
 /// The master connection reserved for `target` ([`Proxy::reserved`]), opened now (from
 /// the pool's spare, usually already set up) if it has none.
-fn reserve_for(proxy: &Proxy, target: &SessionHandle, view: &View) -> Reserve {
+fn reserve_for(proxy: &Proxy, target: &Arc<SessionHandle>, view: &View) -> Reserve {
     let Some(master) = view.master.as_ref() else {
         return Reserve::Failed;
     };
-    let mut r = proxy
-        .reserved
-        .entry(target.id)
-        .or_insert_with(|| crate::proxy::Reserved {
-            conn: master.backend.pool.dedicated(&target.state.lock().key()),
+    // A RESP3 target gets its invalidations at once, subscribed or not, as from Redis.
+    let open = || {
+        let conn = master.backend.pool.dedicated(&target.state.lock().key());
+        let sink: Arc<dyn Sink> = target.clone();
+        conn.set_push_sink(&sink);
+        crate::proxy::Reserved {
+            conn,
             backend: master.backend.id,
-        });
+        }
+    };
+    let mut r = proxy.reserved.entry(target.id).or_insert_with(open);
     if r.backend != master.backend.id || r.conn.is_failed() {
         r.conn.close("replaced");
-        *r = crate::proxy::Reserved {
-            conn: master.backend.pool.dedicated(&target.state.lock().key()),
-            backend: master.backend.id,
-        };
+        *r = open();
     }
     let conn = r.conn.clone();
     drop(r);

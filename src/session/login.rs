@@ -165,7 +165,7 @@ impl Session {
             silent,
             read: false,
             sent: Instant::now(),
-            scan: false,
+            mark: Mark::None,
             fence: FENCE_NONE,
         });
         let sink = self.sink.clone();

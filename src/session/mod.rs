@@ -44,7 +44,8 @@
 //!   glue that applies them to the session.
 
 use crate::backend::{
-    next_read_size, BackendError, Conn, ConnKey, ControlConn, Front, Sink, SlotQueue,
+    next_read_size, BackendError, Conn, ConnKey, ControlConn, Front, InboxState, Sink, SlotQueue,
+    PUSHES,
 };
 use crate::commands::{self, Class, Command};
 use crate::cursor;
@@ -194,12 +195,23 @@ struct Pending {
     /// A read (for the latency histogram).
     read: bool,
     sent: Instant,
-    /// A SCAN-family reply: its cursor is tagged with the node that answered
-    /// ([`crate::cursor`]).
-    scan: bool,
+    /// What its reply needs besides forwarding.
+    mark: Mark,
     /// What the write fenced in the key fence (`fencing::FENCE_*`, or how many hashes
     /// it pushed on `Session::fence_keys`).
     fence: u16,
+}
+
+/// What a pending request's reply needs besides forwarding ([`Pending::mark`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mark {
+    None,
+    /// A SCAN-family reply: its cursor is tagged with the node that answered
+    /// ([`crate::cursor`]).
+    Scan,
+    /// The reply of a script or function the master ran: once it is in, that script
+    /// is over, and the master is no longer busy with it.
+    Script,
 }
 
 const PATH_LOCAL: u8 = 0;
@@ -392,8 +404,9 @@ pub struct Session {
     closing: bool,
     /// A tracking tunnel's replies that name the redirect target.
     tracking: Tracking,
-    /// Set while a SCAN-family request is being sent: its pending entry is marked.
-    scan_next: bool,
+    /// Set while a SCAN-family request or a script is being sent: how its pending entry
+    /// is marked.
+    mark_next: Mark,
     /// Set while a fenced write is being sent: the fence tag its pending entry takes.
     next_fence: u16,
     /// Key hashes fenced by this session's writes in flight, oldest first.
@@ -436,6 +449,10 @@ pub struct Session {
     /// while reads fill the buffer (large requests, deep pipelines), halved when they
     /// come in small, between [`MIN_READ`] and [`MAX_READ`].
     read_chunk: usize,
+    /// The bytes in the client's query buffer while its requests are dispatched: as on
+    /// Redis, the whole of what was read, the requests already handled included, until
+    /// the batch ends. Its own `CLIENT LIST`/`CLIENT INFO` line shows it as `qbuf`.
+    qbuf: usize,
 }
 
 /// How the session ended.
@@ -515,7 +532,7 @@ impl Session {
             retry_wait: None,
             closing: false,
             tracking: Tracking::default(),
-            scan_next: false,
+            mark_next: Mark::None,
             next_fence: FENCE_NONE,
             fence_keys: VecDeque::new(),
             fence_globals: 0,
@@ -534,6 +551,7 @@ impl Session {
             window_budget: 0,
             window_max: u32::MAX,
             read_chunk: MIN_READ,
+            qbuf: 0,
         }
     }
 

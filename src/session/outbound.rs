@@ -51,7 +51,7 @@ impl Session {
             silent,
             read,
             sent: now,
-            scan: false,
+            mark: Mark::None,
             fence: FENCE_NONE,
         });
         if let Kind::MasterRead { .. } = kind {
@@ -120,7 +120,7 @@ impl Session {
                     silent: false,
                     read: false,
                     sent: now,
-                    scan: false,
+                    mark: Mark::None,
                     fence: FENCE_NONE,
                 });
                 if let Err(e) = res {
@@ -266,7 +266,7 @@ impl Session {
             silent,
             read: false,
             sent: now,
-            scan: false,
+            mark: Mark::None,
             fence: FENCE_NONE,
         });
         let args: Vec<Vec<u8>> = (0..req.argc()).map(|i| req.arg(i).to_vec()).collect();
@@ -331,8 +331,9 @@ impl Session {
     }
 
     pub(super) fn push_pending(&mut self, mut p: Pending) {
-        if std::mem::take(&mut self.scan_next) && p.slot != LOCAL {
-            p.scan = true;
+        let mark = std::mem::replace(&mut self.mark_next, Mark::None);
+        if p.slot != LOCAL {
+            p.mark = mark;
         }
         if p.slot != LOCAL {
             p.fence = std::mem::take(&mut self.next_fence);

@@ -13,6 +13,9 @@ impl Session {
         let inbox = &handle.inbox;
         let mut st = inbox.state.lock();
         self.purge_drops(&mut st);
+        if st.has_pushes() {
+            self.write_pushes(&mut st);
+        }
         loop {
             if self.retry_wait.is_some() {
                 drop(st);
@@ -213,7 +216,7 @@ impl Session {
                     frame.is_some_and(|f| {
                         p.slot == slot
                             && !p.silent
-                            && !p.scan
+                            && p.mark == Mark::None
                             && !matches!(
                                 p.kind,
                                 Kind::ReplicaRead {
@@ -413,7 +416,7 @@ impl Session {
             silent: p.silent,
             read: true,
             sent: p.sent,
-            scan: p.scan,
+            mark: p.mark,
             fence: FENCE_NONE,
         });
         if let Err(e) = res {
@@ -489,6 +492,26 @@ impl Session {
         self.retry_wait.is_none()
     }
 
+    /// Write the pushes waiting in [`PUSHES`] (invalidations for a client that a
+    /// tracking redirect names) to the client as they came, as Redis writes them
+    /// between replies whatever the client's reply mode; dropped for a client that
+    /// speaks RESP2 now, to which Redis sends none.
+    fn write_pushes(&mut self, st: &mut InboxState) {
+        let Some(q) = st.queue(PUSHES) else { return };
+        while self.wbuf.len() < OUTPUT_SOFT_CAP {
+            match q.front() {
+                Some(Front::Reply(frame)) => {
+                    if self.client.resp3 {
+                        self.wbuf.extend_from_slice(frame);
+                    }
+                }
+                Some(Front::Failed(_)) => {}
+                None => break,
+            }
+            q.consume();
+        }
+    }
+
     /// A frame of a tracking tunnel, with the redirect target's backend id replaced by
     /// its proxy id when it is a reply that names it, and a `CLIENT ID` reply made the
     /// client's proxy id; `None` to forward it as it is.
@@ -515,7 +538,7 @@ impl Session {
     /// A SCAN-family reply with its cursor tagged by the node that answered (the source
     /// behind the request's slot); `None` for other replies.
     fn scan_reply(&self, p: &Pending, frame: &[u8]) -> Option<Vec<u8>> {
-        if !p.scan {
+        if p.mark != Mark::Scan {
             return None;
         }
         let backend = self
@@ -537,7 +560,7 @@ impl Session {
             silent: p.silent,
             read: true,
             sent: now,
-            scan: false,
+            mark: Mark::None,
             fence: FENCE_NONE,
         });
     }
@@ -546,6 +569,13 @@ impl Session {
     pub(super) fn finish_reply(&mut self, p: &Pending, frame: &[u8], now: Instant) {
         if p.kind == Kind::Exec && self.exec_pending_own() {
             return self.finish_exec_own(p, frame, now);
+        }
+        if p.mark == Mark::Script && !frame.starts_with(b"-BUSY") {
+            // The script is over: answer PING as Redis does now, not as the monitor's
+            // last poll found the master.
+            if self.proxy.monitor.busy().is_some() {
+                self.proxy.monitor.not_busy();
+            }
         }
         if forwarded_as_is(p.kind, frame) {
             self.account_reply(p, frame, now);
@@ -719,7 +749,7 @@ impl Session {
             silent,
             read: false,
             sent: Instant::now(),
-            scan: false,
+            mark: Mark::None,
             fence: FENCE_NONE,
         });
     }

@@ -196,12 +196,12 @@ impl ClientState {
 
     /// One `CLIENT LIST` line for this client (without the fields of the connection
     /// itself, which the caller passes in as `conn`: `id=… addr=… laddr=… fd=…`, and
-    /// `age=… idle=…` in `times`).
-    pub fn line(&self, conn: &str, times: &str) -> String {
+    /// `age=… idle=…` in `times`), with `qbuf` bytes in its query buffer.
+    pub fn line(&self, conn: &str, times: &str, qbuf: usize) -> String {
         let mut out = String::with_capacity(320);
         let _ = writeln!(
             out,
-            "{conn} name={} {times} flags={} db={} sub={} psub={} ssub={} multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user={} redir=-1 resp={}",
+            "{conn} name={} {times} flags={} db={} sub={} psub={} ssub={} multi={} qbuf={qbuf} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user={} redir=-1 resp={}",
             self.name,
             self.flags_text(),
             self.db,
@@ -377,7 +377,7 @@ mod tests {
         s.flags = b'P';
         s.sub = 1;
         s.cmd = crate::commands::lookup_name(b"subscribe");
-        let l = s.line("id=7 addr=a:1 laddr=b:2 fd=-1", "age=0 idle=0");
+        let l = s.line("id=7 addr=a:1 laddr=b:2 fd=-1", "age=0 idle=0", 0);
         assert!(l.starts_with("id=7 addr=a:1 laddr=b:2 fd=-1 name=n1 age=0 idle=0 flags=P db=0 sub=1 psub=0 ssub=0 multi=-1 "));
         assert!(l.ends_with(" cmd=subscribe user=default redir=-1 resp=2\n"));
     }

@@ -4,7 +4,6 @@
 //! backends.
 use crate::common::*;
 use redis::Value;
-use std::io::Write;
 use std::net::TcpStream;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -207,220 +206,6 @@ fn commands_that_would_lock_the_proxy_out_are_refused_and_change_nothing() {
     );
 }
 
-/// Order between clients: a blocking command the proxy received before another client's
-/// push must reach Redis first, even when a new backend connection would take long to
-/// set up (here every reply from the master comes 150 ms late, handshakes included).
-#[test]
-fn a_blocking_command_is_not_overtaken_by_a_later_push_from_another_client() {
-    use std::io::{Read, Write};
-    let master = RedisServer::start();
-    let relay = Relay::start(master.addr());
-    let proxy = proxy_over(relay.addr());
-    let mut b = proxy.conn();
-    for round in 0..3 {
-        relay.set_delay(Duration::ZERO);
-        assert_eq!(text(&query(&mut b, &["SET", "warm", "1"]).unwrap()), "OK");
-        // The proxy's connections to the master are set up, as between bursts of traffic.
-        wait_until(
-            "the proxy's master connections are ready",
-            SYNC_TIMEOUT,
-            || {
-                let list = text(&master.cmd(&["CLIENT", "LIST"]));
-                list.matches("name=redsplit ").count() >= 3
-            },
-        );
-        relay.set_delay(Duration::from_millis(150));
-        let key = format!("order:q{round}");
-        let mut a = std::net::TcpStream::connect(proxy.addr).expect("connect");
-        a.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let blpop = format!(
-            "*3\r\n$5\r\nBLPOP\r\n${}\r\n{key}\r\n$1\r\n5\r\n",
-            key.len()
-        );
-        a.write_all(blpop.as_bytes()).unwrap();
-        // Once the proxy shows the client blocked, it has taken the BLPOP.
-        wait_until("the proxy took the BLPOP", SYNC_TIMEOUT, || {
-            let list = text(&query(&mut b, &["CLIENT", "LIST", "TYPE", "normal"]).unwrap());
-            list.lines().any(|l| l.contains(" flags=b "))
-        });
-        // The push and the pop in one pipeline: Redis runs both at once when they arrive.
-        let (push, pop): (Value, Value) = redis::pipe()
-            .cmd("RPUSH")
-            .arg(&key)
-            .arg("x")
-            .cmd("LPOP")
-            .arg(&key)
-            .query(&mut b)
-            .unwrap();
-        assert_eq!(push, Value::Int(1));
-        if pop != Value::Nil {
-            // Which master connections there were (their age tells whether the BLPOP's
-            // was one that had just opened, and what each ran last).
-            panic!(
-                "round {round}: the pop took the element before the blocked client; \
-                 the master's clients then:\n{}",
-                text(&master.cmd(&["CLIENT", "LIST"]))
-            );
-        }
-        let want = format!("*2\r\n${}\r\n{key}\r\n$1\r\nx\r\n", key.len());
-        let mut got = vec![0u8; want.len()];
-        a.read_exact(&mut got).expect("the BLPOP's reply");
-        assert_eq!(String::from_utf8_lossy(&got), want, "round {round}");
-    }
-}
-
-/// Requests of different clients reach Redis in the order they reached the proxy. Three
-/// clients each send `BLPOP` and, with no wait for them, another client pushes three
-/// elements and pops: on Redis the pop finds the list empty (the blocked clients took
-/// them all), every round. Through the proxy too: one event loop serves the clients in
-/// the order their requests arrive, and a `BLPOP` whose new dedicated connection is
-/// still opening holds the master's later requests (the backend's write gate) until it
-/// is written. Run against both for the comparison.
-#[test]
-fn blocking_commands_sent_just_before_another_clients_push_are_served_first() {
-    use std::io::{Read, Write};
-    let master = RedisServer::start();
-    let proxy = proxy_over(master.addr());
-    const ROUNDS: usize = 60;
-    const BLOCKED: usize = 3;
-    let overtaken = |addr: std::net::SocketAddr| -> usize {
-        let mut b = connect(addr);
-        let mut overtaken = 0;
-        for round in 0..ROUNDS {
-            let key = format!("race:{round}");
-            let mut blocked = Vec::new();
-            for _ in 0..BLOCKED {
-                let mut a = std::net::TcpStream::connect(addr).expect("connect");
-                a.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-                // An established connection, as Redis's own tests' clients have (a new
-                // one's first request can wait for Redis to accept it).
-                a.write_all(b"*1\r\n$4\r\nPING\r\n").unwrap();
-                let mut pong = [0u8; 7];
-                a.read_exact(&mut pong).expect("PONG");
-                blocked.push(a);
-            }
-            let blpop = format!(
-                "*3\r\n$5\r\nBLPOP\r\n${}\r\n{key}\r\n$1\r\n0\r\n",
-                key.len()
-            );
-            for a in &mut blocked {
-                a.write_all(blpop.as_bytes()).unwrap();
-            }
-            let (_, pop): (Value, Value) = redis::pipe()
-                .cmd("RPUSH")
-                .arg(&key)
-                .arg(vec!["x"; BLOCKED])
-                .cmd("LPOP")
-                .arg(&key)
-                .query(&mut b)
-                .unwrap();
-            if pop != Value::Nil {
-                // A push came first: more elements unblock the late BLPOPs.
-                overtaken += 1;
-                query(&mut b, &["RPUSH", &key, "y", "y", "y"]).unwrap();
-            }
-            for a in &mut blocked {
-                let mut got = [0u8; 1];
-                a.read_exact(&mut got).expect("the BLPOP's reply");
-                assert_eq!(got[0], b'*', "round {round}");
-            }
-        }
-        overtaken
-    };
-    let direct = overtaken(master.addr());
-    let proxied = overtaken(proxy.addr);
-    assert_eq!(
-        (direct, proxied),
-        (0, 0),
-        "rounds of {ROUNDS} in which the later push overtook a BLPOP (direct, proxied)"
-    );
-}
-
-/// A subscriber's `UNSUBSCRIBE` sent just before another client's `PUBLISH` is served
-/// first: the publish reaches no one, directly and through the proxy, every round.
-#[test]
-fn an_unsubscribe_sent_just_before_another_clients_publish_is_served_first() {
-    use std::io::{Read, Write};
-    let master = RedisServer::start();
-    let proxy = proxy_over(master.addr());
-    const ROUNDS: usize = 40;
-    let received = |addr: std::net::SocketAddr| -> usize {
-        let mut p = connect(addr);
-        let mut received = 0;
-        for round in 0..ROUNDS {
-            let ch = format!("ch:{round}");
-            let mut s = std::net::TcpStream::connect(addr).expect("connect");
-            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            let sub = format!("*2\r\n$9\r\nSUBSCRIBE\r\n${}\r\n{ch}\r\n", ch.len());
-            s.write_all(sub.as_bytes()).unwrap();
-            let confirm = format!("*3\r\n$9\r\nsubscribe\r\n${}\r\n{ch}\r\n:1\r\n", ch.len());
-            let mut got = vec![0u8; confirm.len()];
-            s.read_exact(&mut got).expect("the subscription");
-            assert_eq!(String::from_utf8_lossy(&got), confirm);
-            let unsub = format!("*2\r\n$11\r\nUNSUBSCRIBE\r\n${}\r\n{ch}\r\n", ch.len());
-            s.write_all(unsub.as_bytes()).unwrap();
-            let n: i64 = redis::cmd("PUBLISH")
-                .arg(&ch)
-                .arg("m")
-                .query(&mut p)
-                .unwrap();
-            received += usize::try_from(n).unwrap_or(0);
-            // The unsubscription's confirmation comes next, and no message before it.
-            let unconfirm = format!(
-                "*3\r\n$11\r\nunsubscribe\r\n${}\r\n{ch}\r\n:0\r\n",
-                ch.len()
-            );
-            let mut got = vec![0u8; unconfirm.len()];
-            s.read_exact(&mut got).expect("the unsubscription");
-            if String::from_utf8_lossy(&got) != unconfirm {
-                received += 1;
-            }
-        }
-        received
-    };
-    let direct = received(master.addr());
-    let proxied = received(proxy.addr);
-    assert_eq!(
-        (direct, proxied),
-        (0, 0),
-        "rounds of {ROUNDS} in which the later PUBLISH reached the unsubscribing client (direct, proxied)"
-    );
-}
-
-/// A client blocked in `BLPOP` that disconnects takes no element pushed after it left:
-/// Redis sees the end of its dedicated connection before another client's push that
-/// the proxy read later, as Redis sees a direct client's close before a later push.
-/// (Otherwise the element goes to a connection nobody reads, and is lost.)
-#[test]
-fn a_blocked_client_that_disconnects_takes_no_later_push() {
-    use std::io::Write;
-    let (master, proxy) = master_only();
-    for (world, addr) in [("direct", master.addr()), ("proxied", proxy.addr)] {
-        let mut b = connect(addr);
-        let mut lost = Vec::new();
-        for round in 0..50 {
-            let key = format!("gone:{world}:{round}");
-            let mut a = raw(addr);
-            let blpop = format!(
-                "*3\r\n$5\r\nBLPOP\r\n${}\r\n{key}\r\n$1\r\n0\r\n",
-                key.len()
-            );
-            a.write_all(blpop.as_bytes()).expect("send BLPOP");
-            master.wait_blocked_clients(1, SYNC_TIMEOUT);
-            drop(a);
-            assert_eq!(query(&mut b, &["RPUSH", &key, "x"]).unwrap(), Value::Int(1));
-            if master.cmd(&["LLEN", &key]) != Value::Int(1) {
-                lost.push(round);
-            }
-            master.wait_blocked_clients(0, SYNC_TIMEOUT);
-        }
-        assert!(
-            lost.is_empty(),
-            "{world}: the disconnected client took the push in rounds {lost:?}"
-        );
-    }
-}
-
 /// `CLIENT ID` is the same before, during and after `CLIENT TRACKING on` (whose tunnel
 /// to the master answers it), so a redirect to the client's own id works there, as on
 /// Redis.
@@ -576,77 +361,6 @@ fn a_killed_client_is_not_listed_after_the_kill() {
     }
 }
 
-/// `CLIENT TRACKING on REDIRECT` to a client that has not subscribed yet (so, through
-/// the proxy, has no master connection of its own) is accepted as on Redis: the
-/// invalidations before it subscribes are dropped, the later ones reach it. The same
-/// session, on raw sockets, gives the same bytes directly and through the proxy.
-#[test]
-fn a_tracking_redirect_reaches_a_target_that_subscribes_later() {
-    let (master, proxy) = master_only();
-    let mut seen = Vec::new();
-    // Through the proxy the target gets a master connection when the redirect comes (in
-    // database 5, a new one; in 0, maybe one the pool set up ahead): the redirect waits
-    // until Redis knows it.
-    for (addr, db) in [
-        (master.addr(), "0"),
-        (proxy.addr, "0"),
-        (master.addr(), "5"),
-        (proxy.addr, "5"),
-    ] {
-        let (mut a, mut b, mut c) = (raw(addr), raw(addr), raw(addr));
-        let say = |s: &mut TcpStream, args: &[&str]| {
-            let mut out = Vec::new();
-            redsplit::protocol::encode_command(&mut out, args.iter().map(|a| a.as_bytes()));
-            s.write_all(&out).unwrap();
-            read_reply(s)
-        };
-        assert_eq!(say(&mut b, &["SELECT", db]), b"+OK\r\n");
-        assert_eq!(say(&mut c, &["SELECT", db]), b"+OK\r\n");
-        assert_eq!(say(&mut a, &["SELECT", db]), b"+OK\r\n");
-        let id = say(&mut b, &["CLIENT", "ID"]);
-        let id = String::from_utf8_lossy(&id[1..id.len() - 2]).into_owned();
-        let mut got = vec![
-            say(&mut a, &["CLIENT", "TRACKING", "on", "REDIRECT", &id]),
-            say(&mut a, &["CLIENT", "GETREDIR"]),
-        ];
-        // Before the target subscribes: Redis drops this invalidation.
-        got.push(say(&mut a, &["GET", "rd:early"]));
-        got.push(say(&mut c, &["SET", "rd:early", "1"]));
-        got.push(say(&mut b, &["SUBSCRIBE", "__redis__:invalidate"]));
-        got.push(say(&mut a, &["GET", "rd:late"]));
-        got.push(say(&mut c, &["SET", "rd:late", "1"]));
-        // The first message the target gets names the later key only.
-        got.push(read_reply(&mut b));
-        got.push(say(&mut a, &["CLIENT", "GETREDIR"]));
-        let getredir = String::from_utf8_lossy(&got[1]).into_owned();
-        assert_eq!(getredir, format!(":{id}\r\n"), "GETREDIR names the target");
-        // Ids differ by nature between the two worlds; the rest must not.
-        got.remove(1);
-        got.pop();
-        seen.push(got);
-        for k in ["rd:early", "rd:late"] {
-            say(&mut c, &["DEL", k]);
-        }
-    }
-    let show = |v: &Vec<Vec<u8>>| {
-        v.iter()
-            .map(|r| String::from_utf8_lossy(r).into_owned())
-            .collect::<Vec<_>>()
-    };
-    for pair in seen.chunks(2) {
-        assert_eq!(
-            show(&pair[1]),
-            show(&pair[0]),
-            "proxied (left) vs direct (right)"
-        );
-        assert!(
-            String::from_utf8_lossy(pair[0].last().unwrap()).contains("rd:late"),
-            "{:?}",
-            show(&pair[0])
-        );
-    }
-}
-
 /// A command the proxy refuses inside `MULTI` (denied, or one that would cut the proxy
 /// off its backends) fails the transaction as Redis's own refusals do: `EXEC` answers
 /// `EXECABORT` and nothing of it runs.
@@ -678,4 +392,51 @@ fn a_command_the_proxy_refuses_inside_multi_aborts_the_transaction() {
     let pass = set.master.cmd(&["CONFIG", "GET", "requirepass"]);
     assert!(!format!("{pass:?}").contains("\"x\""), "{pass:?}");
     assert_eq!(text(&query(&mut c, &["PING"]).unwrap()), "PONG");
+}
+
+/// A client's own `CLIENT INFO` line (as its `CLIENT LIST` line) shows the query buffer Redis shows:
+/// the bytes of the read that holds the command (two pipelined in one write show both,
+/// an inline one its own length), the same directly and through the proxy.
+#[test]
+fn a_clients_own_line_shows_its_query_buffer_as_redis_does() {
+    use std::io::Write;
+    let (master, proxy) = master_only();
+    let qbufs = |addr| {
+        let mut s = raw(addr);
+        let info = b"*2\r\n$6\r\nCLIENT\r\n$4\r\nINFO\r\n";
+        let mut out = Vec::new();
+        for pipeline in [&[&info[..], &info[..]][..], &[&b"CLIENT INFO\r\n"[..]][..]] {
+            s.write_all(&pipeline.concat()).unwrap();
+            for line in read_replies(&mut s, pipeline.len()) {
+                let line = String::from_utf8(line).unwrap();
+                let q = line
+                    .split(' ')
+                    .find_map(|f| f.strip_prefix("qbuf="))
+                    .unwrap_or_else(|| panic!("no qbuf in {line}"))
+                    .to_owned();
+                out.push(q);
+            }
+        }
+        out
+    };
+    assert_eq!(qbufs(proxy.addr), qbufs(master.addr()));
+}
+
+/// `n` replies from `s`, read as they come (pipelined replies may share a read).
+fn read_replies(s: &mut TcpStream, n: usize) -> Vec<Vec<u8>> {
+    use std::io::Read;
+    let mut got = Vec::new();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while out.len() < n {
+        let mut scanner = redsplit::protocol::ReplyScanner::new();
+        if let Some(len) = scanner.scan(&got).expect("a RESP reply") {
+            out.push(got.drain(..len).collect());
+            continue;
+        }
+        let k = s.read(&mut buf).expect("a reply");
+        assert!(k > 0, "closed after {got:?}");
+        got.extend_from_slice(&buf[..k]);
+    }
+    out
 }

@@ -52,6 +52,11 @@ pub(super) fn blocking_sessions() -> Vec<Session> {
     ]
 }
 
+/// A script that runs `us` microseconds, by the server's clock, and returns `done`.
+fn ends_by_itself(us: u64) -> String {
+    format!("local s = redis.call('TIME') local t0 = s[1] * 1000000 + s[2] while true do local n = redis.call('TIME') if n[1] * 1000000 + n[2] - t0 > {us} then break end end return 'done'")
+}
+
 /// Long-running scripts and functions, killed by another client.
 pub(super) fn script_sessions() -> Vec<Session> {
     let library = "#!lua name=difflib\nredis.register_function('spin', function(keys, args) while true do end end)";
@@ -63,6 +68,20 @@ pub(super) fn script_sessions() -> Vec<Session> {
         )
         .args(0, &["EVAL", long, "0"])
         .cmd(0, "GET long:k"),
+        // Its reply says the master is done with it: PING answers at once as Redis does.
+        Session::new(
+            "scripts/a busy script that ends by itself, then PING at once",
+            2,
+        )
+        .send(0, &format!("EVAL \"{}\" 0", ends_by_itself(400_000)))
+        .await_client(
+            1,
+            "PING",
+            |v| matches!(v, Val::Line(b'-', e) if e.starts_with(b"BUSY")),
+        )
+        .read(0, 1)
+        .cmd(0, "PING")
+        .cmd(1, "PING"),
         Session::new("scripts/EVAL busy, then PING, MULTI, SCRIPT KILL", 2)
             .cmd(1, "SET sc:x 1")
             .send(0, "EVAL \"while true do end\" 0")
