@@ -364,6 +364,17 @@ pub fn master_only(cmd: &Command) -> bool {
     matches!(cmd.name, "touch" | "object|idletime" | "object|freq")
 }
 
+/// Commands Redis flags `may_replicate` (the flag `COMMAND` does not show, so
+/// [`Flags::MAY_REPLICATE`] is never set from it): they may propagate to replicas, and a
+/// client pause of writes holds them as it holds writes. Redis 7.0's list.
+pub fn may_replicate(cmd: &Command) -> bool {
+    cmd.flags.contains(Flags::MAY_REPLICATE)
+        || matches!(
+            cmd.name,
+            "eval" | "evalsha" | "fcall" | "pfcount" | "publish" | "spublish"
+        )
+}
+
 /// Commands that interrupt what the server is busy with (`SCRIPT KILL`, `FUNCTION
 /// KILL`): they must reach it on a connection of their own, not queued behind the
 /// script they are meant to stop.

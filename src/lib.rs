@@ -12,8 +12,10 @@
 //! flight and its smoothed reply latency from [`latency`]). The session hands runs of
 //! requests to pipelined [`backend`] connections shared by all clients, and puts
 //! replies back in request order; a replica read unanswered after the hedge delay is
-//! also sent to the master, and the first reply wins; transactions, blocking commands
-//! and pub/sub get a dedicated connection. A
+//! also sent to the master, and the first reply wins; transactions, blocking commands,
+//! pub/sub and the writes a client pause holds ([`proxy::ClientPause`]) get a
+//! dedicated connection, and RESP3 pushes a connection owes no request for (a tracking
+//! redirect's invalidations) reach their client as they come. A
 //! client's Redis-visible state (name, database, protocol, user, flags, subscriptions)
 //! is one [`session::ClientState`], and SCAN-family cursors carry the node that issued
 //! them ([`cursor`]), so an iteration continues where it started.
@@ -42,7 +44,8 @@
 //! session's `own` module), [`reply`] builds their replies ([`error`] names the errors
 //! it answers itself, each with its RESP error line), and [`server`] runs the
 //! listener, limits and graceful shutdown, and parks idle clients (a client with
-//! nothing in flight keeps only its socket until its next byte: a plain one in the
+//! nothing in flight keeps only its socket until its next byte or a push for it: a
+//! plain one in the
 //! [`parking`] lot, one epoll set for all of them, a TLS one with a small task; its
 //! [`session::ClientState`] stays published in its handle, and the session is rebuilt
 //! around it then, inside a tracing span naming the client), and hands the memory such

@@ -181,6 +181,57 @@ pub struct Proxy {
     /// When each recently written key's write was acknowledged
     /// (`read_your_writes: key`).
     pub key_fence: KeyFence,
+    /// The master's client pause, as the `CLIENT PAUSE`s sent through the proxy set it.
+    pub pause: ClientPause,
+}
+
+/// Until when the master pauses clients' writes (or all their commands), as the proxy
+/// sent it `CLIENT PAUSE timeout [WRITE|ALL]` (and `CLIENT UNPAUSE`). While it does, a
+/// command Redis would hold (a write, or one that may replicate: `PUBLISH`, `PFCOUNT`,
+/// `EVAL`) is sent as a blocking command is, on a connection of its client's own: held
+/// there, it holds up no other client's requests on a shared connection, and its
+/// client's later commands wait for it, as on Redis.
+#[derive(Debug, Default)]
+pub struct ClientPause {
+    /// Proxy uptime in ms at which the pause ends (0: no pause).
+    until_ms: AtomicU64,
+    /// Every command is paused, not only writes.
+    all: std::sync::atomic::AtomicBool,
+}
+
+impl ClientPause {
+    /// A pause until `until_ms` (proxy uptime), of every command when `all`. As on Redis,
+    /// a pause during another lasts to the later end, in the stricter mode.
+    pub fn pause(&self, until_ms: u64, all: bool) {
+        if self.until_ms.load(Ordering::Relaxed) == 0 {
+            self.all.store(all, Ordering::Relaxed);
+        } else if all {
+            self.all.store(true, Ordering::Relaxed);
+        }
+        self.until_ms.fetch_max(until_ms.max(1), Ordering::Relaxed);
+    }
+
+    /// `CLIENT UNPAUSE`.
+    pub fn unpause(&self) {
+        self.until_ms.store(0, Ordering::Relaxed);
+        self.all.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether the master holds, at `now_ms`, a command that writes or may replicate
+    /// (`write`), or another one.
+    #[inline]
+    pub fn holds(&self, now_ms: u64, write: bool) -> bool {
+        let until = self.until_ms.load(Ordering::Relaxed);
+        until != 0 && now_ms < until && (write || self.all.load(Ordering::Relaxed))
+    }
+
+    /// Whether a pause was sent that may still be on (a cheap check before [`holds`]).
+    ///
+    /// [`holds`]: ClientPause::holds
+    #[inline]
+    pub fn maybe(&self) -> bool {
+        self.until_ms.load(Ordering::Relaxed) != 0
+    }
 }
 
 impl Proxy {
@@ -211,6 +262,7 @@ impl Proxy {
             config_path,
             recheck: tokio::sync::Notify::new(),
             key_fence,
+            pause: ClientPause::default(),
         }))
     }
 

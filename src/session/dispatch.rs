@@ -207,6 +207,12 @@ impl Session {
         if matches!(self.mode, Mode::Multi | Mode::Watch) {
             return self.dispatch_dedicated_mode(req, Some(cmd), b);
         }
+        if self.proxy.pause.maybe() && self.paused(cmd, req, now) {
+            // Held by the master's pause: on a connection of its own, as Redis holds
+            // its client (and the client's later commands behind it).
+            self.flush_pending_run(b);
+            return self.blocking(req, cmd, b);
+        }
         match cmd.class {
             Class::Connection => {
                 self.flush_pending_run(b);
@@ -255,6 +261,23 @@ impl Session {
                 stop
             }
         }
+    }
+
+    /// Whether the master's client pause ([`crate::proxy::ClientPause`]) holds `cmd`: a
+    /// write or a command that may replicate, or, in a pause of all commands, any that
+    /// goes to the master (not a read a replica may serve, nor one the proxy answers).
+    fn paused(&self, cmd: &'static Command, req: &Request, now: Instant) -> bool {
+        if matches!(cmd.class, Class::Connection | Class::Transaction)
+            || commands::is_blocking(cmd, req)
+            || commands::is_interrupt(cmd)
+            || cmd.name == "monitor"
+            || (cmd.class == Class::PubSub && !commands::may_replicate(cmd))
+        {
+            return false;
+        }
+        let write = cmd.flags.contains(Flags::WRITE) || commands::may_replicate(cmd);
+        let master = write || cmd.class != Class::Read || commands::master_only(cmd);
+        master && self.proxy.pause.holds(self.proxy.uptime_ms(now), write)
     }
 
     /// Refuse the request with the error `e`. In a transaction, the master is made to

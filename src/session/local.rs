@@ -149,7 +149,7 @@ impl Session {
                 self.push_local_value(&Value::Verbatim(line));
             }
             "list" => self.client_list(req),
-            "kill" => self.client_kill(req, settings),
+            "kill" => self.client_kill(req, settings, view),
             "reply" => {
                 let a = own::client_reply(&mut self.client, req);
                 self.push_answer(a);
@@ -192,7 +192,11 @@ impl Session {
             "unblock" => self.client_unblock(req, view),
             "caching" => self.push_answer(own::client_caching()),
             _ => {
-                // PAUSE, UNPAUSE and anything newer: the master decides.
+                // PAUSE, UNPAUSE and anything newer: the master decides; the proxy notes
+                // a pause, to send what it holds on connections of their own.
+                if let Some(change) = pause_change(cmd, req) {
+                    self.note_pause(change);
+                }
                 let mut none = Batch::outside(settings, view, Instant::now());
                 return self.send_to_master(req, None, None, &mut none, Kind::Forward);
             }
@@ -255,37 +259,57 @@ impl Session {
 
     /// `CLIENT KILL addr:port` and `CLIENT KILL <filter value> …` ([`KillFilter`]); a
     /// killed client is gone for others at once.
-    pub(super) fn client_kill(&mut self, req: &Request, settings: &Settings) {
+    pub(super) fn client_kill(&mut self, req: &Request, settings: &Settings, view: &View) {
         let filter = match KillFilter::parse(req, |u| self.user_known(u, settings)) {
             Ok(f) => f,
             Err(e) => return self.push_answer(e.into()),
         };
-        let mut killed = 0;
-        for e in self.proxy.sessions.iter() {
-            let h = e.value();
-            if h.killed() {
-                continue;
-            }
-            let hit = if h.id == self.id {
-                filter.matches(self.id, h.id, &h.peer, &h.local, &self.client)
+        let killed = kill_matching(&self.proxy, self.id, &filter, &self.client);
+        let Some(user) = filter
+            .user
+            .as_deref()
+            .filter(|u| !self.user_seen(u, settings))
+        else {
+            return self.push_answer(filter.reply(killed));
+        };
+        // Maybe one of Redis's users that no client is logged in as (so none was killed):
+        // Redis says whether it is one, and the reply waits for that.
+        let args = vec![
+            b"ACL".to_vec(),
+            b"GETUSER".to_vec(),
+            user.as_bytes().to_vec(),
+        ];
+        let resp3 = self.client.resp3;
+        self.ask_master(args, settings, view, Instant::now(), move |frame| {
+            let answer = if matches!(frame.as_slice(), b"$-1\r\n" | b"*-1\r\n" | b"_\r\n") {
+                let name = filter.user.as_deref().unwrap_or_default();
+                Answer::error(format!("ERR No such user '{name}'"))
             } else {
-                filter.matches(self.id, h.id, &h.peer, &h.local, &h.state.lock())
+                filter.reply(killed)
             };
-            if !hit {
-                continue;
-            }
-            h.inbox.kill.store(true, Ordering::Relaxed);
-            h.inbox.notify.notify();
-            killed += 1;
-        }
-        self.push_answer(filter.reply(killed));
+            answer.to_bytes(resp3)
+        });
     }
 
     /// Whether `name` is a user Redis would know: `default`, a `proxy.yaml` user, or a
     /// Redis ACL user some client is logged in as. With `redis_users` on, any name may
-    /// be one of Redis's users the proxy has not seen, so every name counts as known.
+    /// be one of Redis's users the proxy has not seen, so every name counts as known
+    /// ([`Session::client_kill`] asks Redis about those not [seen](Session::user_seen)).
     fn user_known(&self, name: &str, settings: &Settings) -> bool {
         name == "default" || settings.users.redis() || settings.users.by_name(name).is_some()
+    }
+
+    /// Whether `name` is `default`, a `proxy.yaml` user or the Redis user a client is
+    /// logged in as (with `redis_users` off, every name the proxy knows of).
+    fn user_seen(&self, name: &str, settings: &Settings) -> bool {
+        name == "default"
+            || !settings.users.redis()
+            || settings.users.by_name(name).is_some()
+            || self
+                .proxy
+                .sessions
+                .iter()
+                .any(|e| e.value().state.lock().user_name() == name)
     }
 
     /// `CLIENT UNBLOCK id [TIMEOUT|ERROR]`: the client `id` names waits on its dedicated
@@ -448,6 +472,68 @@ fn reserve_for(proxy: &Proxy, target: &Arc<SessionHandle>, view: &View) -> Reser
         id if id >= 0 => Reserve::Known(id),
         _ if conn.is_failed() => Reserve::Failed,
         _ => Reserve::Opening(conn),
+    }
+}
+
+/// Kill every client `filter` matches, as `caller` (whose live state is `own`) sends it:
+/// killed clients are gone for others at once. Returns how many.
+fn kill_matching(
+    proxy: &Proxy,
+    caller: u64,
+    filter: &KillFilter,
+    own: &crate::session::ClientState,
+) -> i64 {
+    let mut killed = 0;
+    for e in proxy.sessions.iter() {
+        let h = e.value();
+        if h.killed() {
+            continue;
+        }
+        let hit = if h.id == caller {
+            filter.matches(caller, h.id, &h.peer, &h.local, own)
+        } else {
+            filter.matches(caller, h.id, &h.peer, &h.local, &h.state.lock())
+        };
+        if !hit {
+            continue;
+        }
+        h.inbox.kill.store(true, Ordering::Relaxed);
+        h.inbox.notify.notify();
+        killed += 1;
+    }
+    killed
+}
+
+/// What `req` (`cmd`) changes in the master's client pause: `Some(Some((timeout ms,
+/// all)))` for a `CLIENT PAUSE timeout [WRITE|ALL]` Redis accepts, `Some(None)` for
+/// `CLIENT UNPAUSE`, `None` for anything else.
+pub(super) fn pause_change(cmd: &Command, req: &Request) -> Option<Option<(u64, bool)>> {
+    match cmd.name {
+        "client|unpause" => Some(None),
+        "client|pause" => {
+            let ms = u64::try_from(crate::protocol::parse_int(req.arg(2))?).ok()?;
+            let all = match req.argc() {
+                3 => true,
+                4 if req.arg(3).eq_ignore_ascii_case(b"all") => true,
+                4 if req.arg(3).eq_ignore_ascii_case(b"write") => false,
+                _ => return None,
+            };
+            Some(Some((ms, all)))
+        }
+        _ => None,
+    }
+}
+
+impl Session {
+    /// Note a change of the master's client pause ([`pause_change`]) sent now.
+    pub(super) fn note_pause(&self, change: Option<(u64, bool)>) {
+        match change {
+            Some((ms, all)) => {
+                let now = self.proxy.uptime_ms(Instant::now());
+                self.proxy.pause.pause(now.saturating_add(ms), all);
+            }
+            None => self.proxy.pause.unpause(),
+        }
     }
 }
 

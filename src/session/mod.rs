@@ -47,7 +47,7 @@ use crate::backend::{
     next_read_size, BackendError, Conn, ConnKey, ControlConn, Front, InboxState, Sink, SlotQueue,
     PUSHES,
 };
-use crate::commands::{self, Class, Command};
+use crate::commands::{self, Class, Command, Flags};
 use crate::cursor;
 use crate::introspect;
 use crate::metrics::{class_index, Local, LATENCY_BOUNDS_US, STALENESS_BOUNDS_US};

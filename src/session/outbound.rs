@@ -250,6 +250,28 @@ impl Session {
         view: &View,
         now: Instant,
     ) {
+        let args: Vec<Vec<u8>> = (0..req.argc()).map(|i| req.arg(i).to_vec()).collect();
+        let proxy = self.proxy.clone();
+        self.ask_master(args, settings, view, now, move |frame| {
+            if frame.starts_with(b"+OK") {
+                // The script is stopped: the master answers normally again.
+                proxy.monitor.not_busy();
+            }
+            frame
+        });
+    }
+
+    /// Send `args` to the master on a connection of its own (with the backend's
+    /// credentials); the client's reply, in request order, is what `answer` makes of the
+    /// master's.
+    pub(super) fn ask_master(
+        &mut self,
+        args: Vec<Vec<u8>>,
+        settings: &Settings,
+        view: &View,
+        now: Instant,
+        answer: impl FnOnce(Vec<u8>) -> Vec<u8> + Send + 'static,
+    ) {
         let Some(m) = view.master.as_ref() else {
             self.push_local_error(crate::error::NO_MASTER);
             return;
@@ -269,10 +291,8 @@ impl Session {
             mark: Mark::None,
             fence: FENCE_NONE,
         });
-        let args: Vec<Vec<u8>> = (0..req.argc()).map(|i| req.arg(i).to_vec()).collect();
         let sink = self.sink.clone();
         let timeout = settings.command_timeout();
-        let proxy = self.proxy.clone();
         tokio::spawn(async move {
             let res = async {
                 let mut c = ControlConn::connect(&params).await?;
@@ -282,10 +302,7 @@ impl Session {
             .await;
             match res {
                 Ok(frame) => {
-                    if frame.starts_with(b"+OK") {
-                        // The script is stopped: the master answers normally again.
-                        proxy.monitor.not_busy();
-                    }
+                    let frame = answer(frame.to_vec());
                     sink.inbox().push_replies(slot, &frame, &[frame.len()]);
                 }
                 Err(e) => sink.inbox().push_failed(slot, &e, 1),

@@ -42,7 +42,6 @@ impl Answer {
 
     /// The bytes the client gets for this answer in RESP3 (`resp3`) or RESP2; empty for
     /// [`Answer::None`].
-    #[cfg(test)]
     pub(super) fn to_bytes(&self, resp3: bool) -> Vec<u8> {
         match self {
             Answer::Reply(v) => v.to_bytes(resp3).to_vec(),

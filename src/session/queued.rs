@@ -65,6 +65,9 @@ pub(super) struct TxOwn {
     resp3: Option<bool>,
     /// `EXEC` was sent: requests wait for its reply.
     exec_sent: bool,
+    /// The last `CLIENT PAUSE` or `CLIENT UNPAUSE` queued ([`local::pause_change`]):
+    /// noted by the proxy when `EXEC` is sent, as Redis applies it then.
+    pause: Option<Option<(u64, bool)>>,
 }
 
 impl Session {
@@ -77,6 +80,9 @@ impl Session {
     /// `EXEC` is being sent: if the transaction holds commands of the proxy's own,
     /// requests wait for its reply.
     pub(super) fn exec_own(&mut self) {
+        if let Some(change) = self.tx_own.as_mut().and_then(|t| t.pause.take()) {
+            self.note_pause(change);
+        }
         match self.tx_own.as_mut() {
             Some(t) if !t.queued.is_empty() => t.exec_sent = true,
             _ => self.tx_own = None,
@@ -96,6 +102,9 @@ impl Session {
             self.fail_transaction();
             self.push_answer(e.into());
             return Stop::More;
+        }
+        if let Some(change) = local::pause_change(cmd, req) {
+            self.tx_own.get_or_insert_with(Default::default).pause = Some(change);
         }
         let resp3 = self
             .tx_own

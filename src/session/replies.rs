@@ -264,6 +264,9 @@ impl Session {
                 self.retry_buf
                     .advance((retry as usize).min(self.retry_buf.len()));
             }
+            // Blocking pops and moves write when they return, and so does a write held
+            // by a client pause: the client's next reads must see it.
+            Kind::Blocking => self.last_write_ack = Some(now),
             _ => {}
         }
         let us = match self.latency_memo {

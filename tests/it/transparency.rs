@@ -440,3 +440,72 @@ fn read_replies(s: &mut TcpStream, n: usize) -> Vec<Vec<u8>> {
     }
     out
 }
+
+/// While the master is paused for writes by a `CLIENT PAUSE` sent through the proxy, a
+/// paused write (or `PUBLISH`, which may replicate) holds up only its own client, as on
+/// Redis: another client's `GET` and `PING` are answered at once, Redis counts the
+/// writers as blocked, and the write is
+/// done (and read back by its client) once `CLIENT UNPAUSE` comes; the same with the
+/// pause sent inside `MULTI`, which Redis applies at `EXEC`. Run against Redis directly
+/// too, for the comparison.
+#[test]
+fn a_write_held_by_client_pause_holds_up_only_its_client() {
+    use std::io::{Read, Write};
+    let (master, proxy) = master_only();
+    let blocked = || {
+        let info = text(&master.cmd(&["INFO", "clients"]));
+        info.lines()
+            .find_map(|l| l.strip_prefix("blocked_clients:"))
+            .and_then(|n| n.trim().parse::<u32>().ok())
+            .unwrap_or(0)
+    };
+    let run = |addr: std::net::SocketAddr, in_multi: bool| -> Vec<String> {
+        let mut admin = connect(addr);
+        let mut other = connect(addr);
+        let mut writer = raw(addr);
+        let pause = ["CLIENT", "PAUSE", "20000", "WRITE"];
+        let mut seen = if in_multi {
+            // Applied at EXEC, as Redis applies it.
+            vec![
+                text(&query(&mut admin, &["MULTI"]).unwrap()),
+                text(&query(&mut admin, &pause).unwrap()),
+                format!("{:?}", query(&mut admin, &["EXEC"]).unwrap()),
+            ]
+        } else {
+            vec![text(&query(&mut admin, &pause).unwrap())]
+        };
+        writer
+            .write_all(b"*3\r\n$3\r\nSET\r\n$5\r\npause\r\n$1\r\nv\r\n")
+            .unwrap();
+        wait_until("the write is held", Duration::from_secs(10), || {
+            blocked() == 1
+        });
+        // A command that may replicate is held too.
+        let mut publisher = raw(addr);
+        publisher
+            .write_all(b"*3\r\n$7\r\nPUBLISH\r\n$2\r\nch\r\n$1\r\nm\r\n")
+            .unwrap();
+        wait_until("the PUBLISH is held", Duration::from_secs(10), || {
+            blocked() == 2
+        });
+        seen.push(text(&query(&mut other, &["GET", "pause"]).unwrap()));
+        seen.push(text(&query(&mut other, &["PING"]).unwrap()));
+        seen.push(format!("blocked_clients:{}", blocked()));
+        seen.push(text(&query(&mut admin, &["CLIENT", "UNPAUSE"]).unwrap()));
+        let mut ok = [0u8; 5];
+        writer.read_exact(&mut ok).expect("the write's reply");
+        seen.push(String::from_utf8_lossy(&ok).into_owned());
+        seen.push(String::from_utf8_lossy(&read_reply(&mut publisher)).into_owned());
+        writer
+            .write_all(b"*2\r\n$3\r\nGET\r\n$5\r\npause\r\n")
+            .unwrap();
+        seen.push(String::from_utf8_lossy(&read_reply(&mut writer)).into_owned());
+        query(&mut admin, &["DEL", "pause"]).unwrap();
+        seen
+    };
+    for in_multi in [false, true] {
+        let direct = run(master.addr(), in_multi);
+        assert!(direct.contains(&"nil".to_owned()), "{direct:?}");
+        assert_eq!(run(proxy.addr, in_multi), direct, "in MULTI: {in_multi}");
+    }
+}

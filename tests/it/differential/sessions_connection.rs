@@ -196,6 +196,10 @@ pub(super) fn acl_sessions() -> Vec<Session> {
             .on_all_nodes(&alice)
             .on_all_nodes(&bob)
             .cmd(0, "SET b:1 secret")
+            // A kill by a user no client is logged in as: Redis says whether it is one.
+            .cmd(2, "CLIENT KILL USER nosuchuser")
+            .cmd(2, "CLIENT KILL USER bob")
+            .cmd(2, "CLIENT KILL USER bob SKIPME no")
             .cmd(0, "AUTH alice wrong")
             .cmd(0, "ACL WHOAMI")
             .pipeline(
