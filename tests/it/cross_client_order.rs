@@ -7,26 +7,6 @@ use crate::common::*;
 use redis::Value;
 use std::time::Duration;
 
-fn text(v: &Value) -> String {
-    value_text(v).unwrap_or_else(|| format!("{v:?}"))
-}
-
-/// A proxy over `master` alone, with the master known to be healthy.
-fn proxy_over(master: std::net::SocketAddr) -> ProxyUnderTest {
-    let proxy = ProxyUnderTest::start(&format!(
-        "backend:\n  master: \"{master}\"\n  replicas: []\n"
-    ));
-    proxy.wait_healthy(0);
-    proxy
-}
-
-/// A Redis and a proxy over it alone.
-fn master_only() -> (RedisServer, ProxyUnderTest) {
-    let master = RedisServer::start();
-    let proxy = proxy_over(master.addr());
-    (master, proxy)
-}
-
 /// Order between clients: a blocking command the proxy received before another client's
 /// push must reach Redis first, even when a new backend connection would take long to
 /// set up (here every reply from the master comes 150 ms late, handshakes included).

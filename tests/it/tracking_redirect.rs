@@ -7,17 +7,6 @@ use std::net::TcpStream;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-/// A Redis and a proxy over it alone, the master known to be healthy.
-fn master_only() -> (RedisServer, ProxyUnderTest) {
-    let master = RedisServer::start();
-    let proxy = ProxyUnderTest::start(&format!(
-        "backend:\n  master: \"{}\"\n  replicas: []\n",
-        master.addr()
-    ));
-    proxy.wait_healthy(0);
-    (master, proxy)
-}
-
 /// `CLIENT TRACKING on REDIRECT` to a client that has not subscribed yet (so, through
 /// the proxy, has no master connection of its own) is accepted as on Redis: the
 /// invalidations before it subscribes are dropped, the later ones reach it. The same

@@ -8,26 +8,6 @@ use std::net::TcpStream;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-fn text(v: &Value) -> String {
-    value_text(v).unwrap_or_else(|| format!("{v:?}"))
-}
-
-/// A proxy over `master` alone, with the master known to be healthy.
-fn proxy_over(master: std::net::SocketAddr) -> ProxyUnderTest {
-    let proxy = ProxyUnderTest::start(&format!(
-        "backend:\n  master: \"{master}\"\n  replicas: []\n"
-    ));
-    proxy.wait_healthy(0);
-    proxy
-}
-
-/// A Redis and a proxy over it alone.
-fn master_only() -> (RedisServer, ProxyUnderTest) {
-    let master = RedisServer::start();
-    let proxy = proxy_over(master.addr());
-    (master, proxy)
-}
-
 /// Idle clients, new or served, move into the parking lot (no task of their own) once
 /// the janitor trims them; from there each one's next request is answered, a kill
 /// closes it, and a client that hangs up while parked is gone.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::client::connect;
 use super::memory::{shared_memory, SharedMemory};
 use super::process::{spawn, Process};
-use super::redis_server::ReplicaSet;
+use super::redis_server::{RedisServer, ReplicaSet};
 use super::{wait_until, SYNC_TIMEOUT};
 
 // ---------------------------------------------------------------------------------------
@@ -143,6 +143,22 @@ impl Drop for ProxyUnderTest {
             let _ = t.join();
         }
     }
+}
+
+/// A proxy over `master` alone (no replicas), the master known to be healthy.
+pub fn proxy_over(master: SocketAddr) -> ProxyUnderTest {
+    let proxy = ProxyUnderTest::start(&format!(
+        "backend:\n  master: \"{master}\"\n  replicas: []\n"
+    ));
+    proxy.wait_healthy(0);
+    proxy
+}
+
+/// A Redis and a proxy over it alone ([`proxy_over`]).
+pub fn master_only() -> (RedisServer, ProxyUnderTest) {
+    let master = RedisServer::start();
+    let proxy = proxy_over(master.addr());
+    (master, proxy)
 }
 
 /// A minimal proxy configuration for a replica set.
