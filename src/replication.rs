@@ -26,7 +26,7 @@
 use crate::backend::{ConnParams, ControlConn, Role};
 use crate::policy::Budget;
 use crate::proxy::Proxy;
-use crate::reply::{parse_info, Decoded};
+use crate::reply::{self, Decoded, Info};
 use crate::topology::{Backend, Backends, Health, MasterView, ReplicaView, View};
 use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
@@ -258,12 +258,7 @@ impl Monitor {
     /// Record a poll's answer (`None`: it failed). For a replica, `true` when its offset
     /// is short of the newest master sample on the same history: a second reading right
     /// away usually reaches it, which keeps the bound within one poll period.
-    fn observe(
-        &self,
-        backend: &Backend,
-        sent: Instant,
-        info: Option<HashMap<String, String>>,
-    ) -> bool {
+    fn observe(&self, backend: &Backend, sent: Instant, info: Option<Info<'_>>) -> bool {
         let mut st = self.state.lock();
         let is_master = st
             .backends
@@ -275,10 +270,9 @@ impl Monitor {
             m.polled = true;
             match info {
                 Some(i) => {
-                    m.up = i.get("role").map(String::as_str) == Some("master");
+                    m.up = i.get("role") == Some("master");
                     m.offset = i.get("master_repl_offset").and_then(|v| v.parse().ok());
-                    let replid: Option<Arc<str>> =
-                        i.get("master_replid").map(|s| s.as_str().into());
+                    let replid: Option<Arc<str>> = i.get("master_replid").map(Arc::from);
                     if replid != m.replid {
                         if m.replid.is_some() {
                             tracing::info!(master = %backend.addr, "master replication ID changed; offset history restarts");
@@ -287,7 +281,7 @@ impl Monitor {
                     }
                     let m = &mut st.master;
                     m.replid = replid;
-                    m.replid2 = i.get("master_replid2").cloned();
+                    m.replid2 = i.get("master_replid2").map(String::from);
                     m.second_offset = i
                         .get("second_repl_offset")
                         .and_then(|v| v.parse::<i64>().ok())
@@ -315,13 +309,13 @@ impl Monitor {
             match info {
                 Some(i) => {
                     r.reachable = true;
-                    r.is_replica = i.get("role").map(String::as_str) == Some("slave");
-                    r.link_up = i.get("master_link_status").map(String::as_str) == Some("up");
-                    r.syncing = i.get("master_sync_in_progress").map(String::as_str) == Some("1");
-                    r.loading = i.get("loading").map(String::as_str) == Some("1");
+                    r.is_replica = i.get("role") == Some("slave");
+                    r.link_up = i.get("master_link_status") == Some("up");
+                    r.syncing = i.get("master_sync_in_progress") == Some("1");
+                    r.loading = i.get("loading") == Some("1");
                     r.offset = i.get("slave_repl_offset").and_then(|v| v.parse().ok());
                     r.read_at = Some(sent);
-                    r.replid = i.get("master_replid").cloned();
+                    r.replid = i.get("master_replid").map(String::from);
                 }
                 None => {
                     r.reachable = false;
@@ -624,8 +618,8 @@ async fn poller(proxy: Weak<Proxy>, backend: Arc<Backend>) {
                     if is_master {
                         p.monitor.not_busy();
                     }
-                    let info = parse_info(&String::from_utf8_lossy(&text));
-                    short = p.monitor.observe(&backend, sent, Some(info));
+                    let text = reply::text(&text);
+                    short = p.monitor.observe(&backend, sent, Some(Info::parse(&text)));
                     if failures > 0 {
                         tracing::info!(backend = %backend.addr, role = backend.role.as_str(), "replication poll recovered");
                     }

@@ -268,18 +268,58 @@ fn from3(f: Owned3) -> Decoded {
     }
 }
 
-/// Parse the `key:value` lines of an `INFO` reply's text.
-pub fn parse_info(text: &str) -> std::collections::HashMap<String, String> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.to_string(), v.trim_end().to_string()))
-        .collect()
+/// The `key:value` lines of an `INFO` reply's text, borrowed from it: the replication
+/// monitor reads a few fields of every poll's reply, without copying any.
+#[derive(Debug, Default)]
+pub struct Info<'a>(Vec<(&'a str, &'a str)>);
+
+impl<'a> Info<'a> {
+    /// Parse the text of an `INFO` reply (section headers and blank lines skipped).
+    pub fn parse(text: &'a str) -> Info<'a> {
+        Info(
+            text.lines()
+                .filter(|l| !l.starts_with('#'))
+                .filter_map(|l| l.split_once(':'))
+                .map(|(k, v)| (k, v.trim_end()))
+                .collect(),
+        )
+    }
+
+    /// The value of field `key`, if the reply has it.
+    pub fn get(&self, key: &str) -> Option<&'a str> {
+        self.0.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+    }
+}
+
+/// A reply's bytes as text: borrowed when they are UTF-8 (as `INFO` is), else with
+/// replacement characters.
+pub fn text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn info_fields_are_read_from_the_reply_text() {
+        let raw = "# Replication\r\nrole:slave\r\nmaster_link_status:up\r\n\r\n# Persistence\r\nloading:0\r\nslave_repl_offset:1234\r\n";
+        let info = Info::parse(raw);
+        assert_eq!(info.get("role"), Some("slave"));
+        assert_eq!(info.get("master_link_status"), Some("up"));
+        assert_eq!(info.get("slave_repl_offset"), Some("1234"));
+        assert_eq!(info.get("loading"), Some("0"));
+        assert_eq!(info.get("# Replication"), None);
+        assert_eq!(info.get("master_repl_offset"), None);
+        assert!(matches!(
+            text(b"role:master"),
+            std::borrow::Cow::Borrowed("role:master")
+        ));
+        assert_eq!(text(b"a\xffb"), "a\u{fffd}b");
+    }
 
     #[test]
     fn map_is_flat_in_resp2_and_map_in_resp3() {

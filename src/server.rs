@@ -9,7 +9,7 @@ use crate::backend::{ConnParams, ControlConn, Inbox, Role};
 use crate::config::Config;
 use crate::parking::ParkingLot;
 use crate::proxy::{Proxy, ServerInfo, SessionHandle};
-use crate::reply::{parse_info, Decoded};
+use crate::reply::{self, Decoded, Info};
 use crate::session::ClientState;
 use crate::session::{End, Parked, Session};
 use crate::topology::Backends;
@@ -613,8 +613,8 @@ async fn probe_backends(proxy: Arc<Proxy>) {
                 let t = Duration::from_secs(2);
                 let mut info = ServerInfo::default();
                 if let Ok(Decoded::Str(s)) = c.call(&[b"INFO", b"server"], t).await {
-                    if let Some(v) = parse_info(&String::from_utf8_lossy(&s)).get("redis_version") {
-                        info.redis_version = v.clone();
+                    if let Some(v) = Info::parse(&reply::text(&s)).get("redis_version") {
+                        info.redis_version = v.to_string();
                     }
                 }
                 if let Ok(d) = c.call(&[b"CONFIG", b"GET", b"databases"], t).await {
