@@ -192,6 +192,19 @@ async fn readyz(State(st): State<AdminState>) -> Response {
 /// Why the proxy cannot serve writes now, if it cannot.
 fn not_ready_reason(proxy: &Proxy) -> Option<String> {
     let view = proxy.view.load();
+    if let Some(c) = &view.cluster {
+        if !c.map.covers_all() {
+            return Some("the cluster's slot map does not cover every slot".to_string());
+        }
+        return c
+            .shards
+            .iter()
+            .find(|v| !v.master_up())
+            .map(|v| match &v.master {
+                None => "a shard has no known master".to_string(),
+                Some(m) => format!("master {} of a shard is not up", m.backend.addr),
+            });
+    }
     if view.master_up() {
         return None;
     }

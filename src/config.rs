@@ -36,7 +36,7 @@ mod users;
 mod validate;
 mod vars;
 
-pub use backend::{BackendConfig, BackendTlsConfig, HedgeAfter, SentinelConfig};
+pub use backend::{BackendConfig, BackendTlsConfig, ClusterConfig, HedgeAfter, SentinelConfig};
 pub use limits::LimitsConfig;
 pub use load::{check, process_env};
 pub use replication::ReplicationConfig;

@@ -43,11 +43,28 @@ fn budget_name(ms: Option<u64>, bytes: Option<u64>) -> String {
     }
 }
 
-/// `PROXY STATUS`: one map per backend.
+/// `PROXY STATUS`: one map per backend (in a cluster, each with its shard's number).
 pub fn status(view: &View, settings: &Settings, now: Instant) -> Value {
+    let mut rows = Vec::new();
+    let cluster = view.cluster.is_some();
+    for (i, v) in view.shard_views().enumerate() {
+        let from = rows.len();
+        shard_status(v, settings, now, &mut rows);
+        if cluster {
+            for row in rows.iter_mut().skip(from) {
+                if let Value::Map(m) = row {
+                    m.insert(0, kv("shard", Value::Int(i as i64)));
+                }
+            }
+        }
+    }
+    Value::Array(rows)
+}
+
+/// The rows of one master and its replicas.
+fn shard_status(view: &View, settings: &Settings, now: Instant, rows: &mut Vec<Value>) {
     let policy = &settings.policy;
     let pools_known = view.policy_gen == policy.generation;
-    let mut rows = Vec::new();
     if let Some(m) = &view.master {
         rows.push(Value::Map(vec![
             kv("role", Value::bulk("master")),
@@ -99,7 +116,6 @@ pub fn status(view: &View, settings: &Settings, now: Instant) -> Value {
             kv("outstanding", Value::Int(r.backend.outstanding() as i64)),
         ]));
     }
-    Value::Array(rows)
 }
 
 /// `PROXY CONFIG`: the running configuration with secrets masked.
@@ -184,6 +200,35 @@ pub fn explain(
     let owned = OwnedRequest::new(args);
     let req = owned.request();
     let name = String::from_utf8_lossy(req.arg(0)).to_lowercase();
+    let top = view;
+    let mut shard = Vec::new();
+    let view = match (&top.cluster, commands::lookup(&req)) {
+        (Some(c), Some(cmd)) => match crate::cluster::map::request_slot(cmd, &req) {
+            crate::cluster::map::Slots::One(slot) => {
+                shard.push(kv("slot", Value::Int(i64::from(slot))));
+                match c
+                    .map
+                    .shard_of_slot(slot)
+                    .and_then(|i| Some((i, c.shards.get(i)?)))
+                {
+                    Some((i, v)) => {
+                        shard.push(kv("shard", Value::Int(i as i64)));
+                        v
+                    }
+                    None => {
+                        shard.push(kv("shard", Value::bulk("none (the slot is not served)")));
+                        top
+                    }
+                }
+            }
+            crate::cluster::map::Slots::Cross => {
+                shard.push(kv("slot", Value::bulk("cross-slot (refused: CROSSSLOT)")));
+                top
+            }
+            crate::cluster::map::Slots::None => top.shard_views().next().unwrap_or(top),
+        },
+        _ => top,
+    };
     let Some(cmd) = commands::lookup(&req) else {
         return Value::Map(vec![
             kv("command", Value::bulk(&name)),
@@ -210,8 +255,9 @@ pub fn explain(
         kv("command", Value::bulk(cmd.name)),
         kv("class", Value::bulk(class)),
         kv("keys", Value::Array(keys)),
-        kv("rule", Value::bulk(policy.rule_name(resolved.rule))),
     ];
+    out.extend(shard);
+    out.push(kv("rule", Value::bulk(policy.rule_name(resolved.rule))));
     match cmd.class {
         Class::Connection | Class::Transaction => {
             out.push(kv("target", Value::bulk("proxy")));

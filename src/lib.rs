@@ -59,6 +59,7 @@ pub mod admin;
 pub mod alloc;
 pub mod auth;
 pub mod backend;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod cursor;

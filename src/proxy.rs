@@ -90,7 +90,8 @@ impl Settings {
 pub struct ServerInfo {
     /// `redis_version` of the master.
     pub redis_version: String,
-    /// Number of databases (`CONFIG GET databases`).
+    /// Number of databases (`CONFIG GET databases`); 0 for a Redis Cluster, whose nodes
+    /// serve database 0 only and refuse `SELECT` of any other.
     pub databases: u32,
 }
 
@@ -155,8 +156,11 @@ pub struct Proxy {
     pub view: ArcSwap<View>,
     /// Bumped on every new view; sessions waiting for offsets watch it.
     pub view_version: tokio::sync::watch::Sender<u64>,
-    /// The replication monitor.
-    pub monitor: Monitor,
+    /// The replication monitor (of the master and its replicas; in a cluster, each shard
+    /// has one of its own in [`Proxy::cluster`]).
+    pub monitor: Arc<Monitor>,
+    /// A Redis Cluster's shards and slot map (empty unless `backend.cluster` is set).
+    pub cluster: crate::cluster::Cluster,
     /// Metrics.
     pub metrics: Metrics,
     /// Connected clients.
@@ -240,6 +244,7 @@ impl Proxy {
         config: Config,
         config_path: Option<std::path::PathBuf>,
     ) -> Result<Arc<Proxy>, crate::tls::TlsError> {
+        let cluster = config.backend.uses_cluster();
         let settings = Settings::new(config, 1)?;
         let key_fence = KeyFence::new(settings.policy.key_fence_capacity);
         key_fence.configure(
@@ -251,13 +256,17 @@ impl Proxy {
             settings: ArcSwap::from_pointee(settings),
             view: ArcSwap::from_pointee(View::empty()),
             view_version: tokio::sync::watch::channel(0).0,
-            monitor: Monitor::new(),
+            monitor: Arc::new(Monitor::new()),
+            cluster: crate::cluster::Cluster::default(),
             metrics: Metrics::default(),
             sessions: DashMap::new(),
             reserved: DashMap::new(),
             next_session: AtomicU64::new(1),
             next_generation: AtomicU64::new(2),
-            info: ArcSwap::from_pointee(ServerInfo::default()),
+            info: ArcSwap::from_pointee(ServerInfo {
+                databases: if cluster { 0 } else { 16 },
+                ..ServerInfo::default()
+            }),
             started: Instant::now(),
             config_path,
             recheck: tokio::sync::Notify::new(),

@@ -77,12 +77,13 @@ pub fn apply(proxy: &Arc<Proxy>, mut new: Config, why: &str, force: bool) -> Out
     new.workers = old.config.workers;
     new.admin.listen = old.config.admin.listen.clone();
     new.shutdown_grace_ms = old.config.shutdown_grace_ms;
-    let mode_changed = new.backend.sentinel.is_some() != old.config.backend.sentinel.is_some();
-    if mode_changed {
-        tracing::warn!("switching between static backends and Sentinel needs a restart; the running backends stay");
+    let mode = |b: &crate::config::BackendConfig| (b.uses_sentinel(), b.uses_cluster());
+    if mode(&new.backend) != mode(&old.config.backend) {
+        tracing::warn!("switching between static backends, Sentinel and a cluster needs a restart; the running backends stay");
         new.backend.master = old.config.backend.master.clone();
         new.backend.replicas = old.config.backend.replicas.clone();
         new.backend.sentinel = old.config.backend.sentinel.clone();
+        new.backend.cluster = old.config.backend.cluster.clone();
     }
     let generation = proxy.next_generation();
     let settings = match Settings::new(new, generation) {
@@ -97,7 +98,7 @@ pub fn apply(proxy: &Arc<Proxy>, mut new: Config, why: &str, force: bool) -> Out
         }
     };
     settings.policy.carry_hits(&old.policy);
-    let is_static = settings.config.backend.sentinel.is_none();
+    let is_static = settings.config.backend.is_static();
     let fingerprint = settings.fingerprint.clone();
     let (key_fence, capacity) = (
         settings.policy.key_fence,
@@ -122,6 +123,7 @@ pub fn apply(proxy: &Arc<Proxy>, mut new: Config, why: &str, force: bool) -> Out
     }
     // Recompute pools for the new budgets at once.
     proxy.monitor.publish(proxy);
+    proxy.cluster.publish_all(proxy);
     proxy.metrics.reloads_ok.fetch_add(1, Ordering::Relaxed);
     tracing::info!(trigger = why, generation, fingerprint = %fingerprint, "configuration reloaded");
     Outcome::Applied {

@@ -120,6 +120,10 @@ pub struct Monitor {
     /// While the master runs a busy script: the `BUSY …` error it answers. Set by its
     /// poll, cleared by its next good poll or by any other answer the master gives.
     busy: Mutex<Busy>,
+    /// In a Redis Cluster, the key of the shard this monitor watches: its views go to
+    /// the cluster's routing state ([`crate::cluster::Cluster`]), not straight to the
+    /// proxy's view.
+    shard: Option<u64>,
 }
 
 /// Master samples per poll period: replicas are polled once a period, and the master
@@ -134,6 +138,23 @@ impl Monitor {
     /// A monitor with no backends.
     pub fn new() -> Monitor {
         Monitor::default()
+    }
+
+    /// A monitor of the cluster shard `key`, polling on `runtime` (if given).
+    pub fn for_shard(key: u64, runtime: Option<tokio::runtime::Handle>) -> Monitor {
+        let m = Monitor {
+            shard: Some(key),
+            ..Monitor::default()
+        };
+        if let Some(rt) = runtime {
+            m.poll_on(rt);
+        }
+        m
+    }
+
+    /// The runtime pollers run on, once set.
+    pub fn runtime(&self) -> Option<tokio::runtime::Handle> {
+        self.runtime.get().cloned()
     }
 
     /// Run pollers on `runtime` from now on (set once, before the first backends).
@@ -195,7 +216,7 @@ impl Monitor {
 
     /// Replace the set of backends: pollers of removed backends stop, new ones start,
     /// and the epoch advances (sessions drop connections to removed backends).
-    pub fn set_backends(&self, proxy: &Arc<Proxy>, backends: Backends) {
+    pub fn set_backends(self: &Arc<Self>, proxy: &Arc<Proxy>, backends: Backends) {
         let mut st = self.state.lock();
         let master_changed =
             st.backends.master.as_ref().map(|b| b.id) != backends.master.as_ref().map(|b| b.id);
@@ -242,7 +263,7 @@ impl Monitor {
         }
         for b in backends.all() {
             st.pollers.entry(b.id).or_insert_with(|| {
-                let task = poller(Arc::downgrade(proxy), b.clone());
+                let task = poller(Arc::downgrade(proxy), self.clone(), b.clone());
                 match self.runtime.get() {
                     Some(rt) => rt.spawn(task).abort_handle(),
                     None => tokio::spawn(task).abort_handle(),
@@ -489,9 +510,15 @@ impl Monitor {
             policy_gen: policy.generation,
             write_rate,
             switching: st.backends.switching,
+            cluster: None,
         };
-        proxy.view.store(Arc::new(view));
-        proxy.view_version.send_modify(|v| *v += 1);
+        match self.shard {
+            None => {
+                proxy.view.store(Arc::new(view));
+                proxy.view_version.send_modify(|v| *v += 1);
+            }
+            Some(shard) => proxy.cluster.published(proxy, shard, Arc::new(view)),
+        }
     }
 }
 
@@ -547,7 +574,7 @@ fn write_rate(history: &VecDeque<(Instant, u64)>, now: Instant) -> f64 {
     }
 }
 
-async fn poller(proxy: Weak<Proxy>, backend: Arc<Backend>) {
+async fn poller(proxy: Weak<Proxy>, mon: Arc<Monitor>, backend: Arc<Backend>) {
     let mut conn: Option<ControlConn> = None;
     let mut failures = 0u32;
     let is_master = backend.role == Role::Master;
@@ -558,7 +585,7 @@ async fn poller(proxy: Weak<Proxy>, backend: Arc<Backend>) {
         let Some(p) = proxy.upgrade() else { return };
         // Listen for the next master sample from before this poll, so that one recorded
         // while this poll runs is not missed.
-        let round = p.monitor.round.notified();
+        let round = mon.round.notified();
         tokio::pin!(round);
         round.as_mut().enable();
         let (interval, timeout, params) = {
@@ -605,9 +632,9 @@ async fn poller(proxy: Weak<Proxy>, backend: Arc<Backend>) {
                 tokio::select! {
                     r = &mut call => r,
                     _ = tokio::time::sleep(interval) => {
-                        if p.monitor.set_stalled(&backend) {
+                        if mon.set_stalled(&backend) {
                             tracing::info!(replica = %backend.addr, waited_ms = interval.as_millis() as u64, "replica has not answered its poll for a poll period; out of the read pools until it does");
-                            p.monitor.publish(&p);
+                            mon.publish(&p);
                         }
                         call.await
                     }
@@ -616,10 +643,10 @@ async fn poller(proxy: Weak<Proxy>, backend: Arc<Backend>) {
             match reply {
                 Ok(Decoded::Str(text)) => {
                     if is_master {
-                        p.monitor.not_busy();
+                        mon.not_busy();
                     }
                     let text = reply::text(&text);
-                    short = p.monitor.observe(&backend, sent, Some(Info::parse(&text)));
+                    short = mon.observe(&backend, sent, Some(Info::parse(&text)));
                     if failures > 0 {
                         tracing::info!(backend = %backend.addr, role = backend.role.as_str(), "replication poll recovered");
                     }
@@ -629,7 +656,7 @@ async fn poller(proxy: Weak<Proxy>, backend: Arc<Backend>) {
                 // writes, answering BUSY as it would directly). Its offset is not read,
                 // so replicas' staleness bounds grow from the last sample, as they must.
                 Ok(Decoded::Error(e)) if e.starts_with("BUSY") && is_master => {
-                    if p.monitor.set_busy(&e, sent) {
+                    if mon.set_busy(&e, sent) {
                         tracing::info!(backend = %backend.addr, "master is busy running a script; kept as the master");
                     }
                 }
@@ -638,7 +665,7 @@ async fn poller(proxy: Weak<Proxy>, backend: Arc<Backend>) {
                         tracing::warn!(backend = %backend.addr, reply = ?other, "unexpected INFO reply");
                     }
                     failures += 1;
-                    p.monitor.observe(&backend, sent, None);
+                    mon.observe(&backend, sent, None);
                 }
                 Err(e) => {
                     conn = None;
@@ -652,20 +679,20 @@ async fn poller(proxy: Weak<Proxy>, backend: Arc<Backend>) {
                         tracing::warn!(backend = %backend.addr, role = backend.role.as_str(), error = %e.message, "replication poll failed");
                     }
                     failures += 1;
-                    p.monitor.observe(&backend, sent, None);
+                    mon.observe(&backend, sent, None);
                 }
             }
         } else {
-            p.monitor.observe(&backend, Instant::now(), None);
+            mon.observe(&backend, Instant::now(), None);
         }
-        p.monitor.publish(&p);
+        mon.publish(&p);
         if is_master
             && last_round.is_none_or(|t| t.elapsed() + interval / SAMPLES_PER_ROUND >= interval)
         {
             // A round is due and a master sample is in: replicas read their offsets
             // right after it.
             last_round = Some(Instant::now());
-            p.monitor.round.notify_waiters();
+            mon.round.notify_waiters();
         }
         if short && !again {
             // Read once more at once: the master sample it is compared with came just

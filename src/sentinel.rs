@@ -115,6 +115,7 @@ impl Target {
             // Sentinels are reached over plain TCP.
             tls: None,
             tls_source: None,
+            readonly: false,
         }
     }
 

@@ -87,7 +87,12 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     let (monitor_rt, monitor_thread) = start_monitor_thread()?;
     proxy.monitor.poll_on(monitor_rt);
     let cfg = proxy.settings.load().config.clone();
-    if cfg.backend.sentinel.is_none() {
+    if cfg.backend.uses_cluster() {
+        tasks.push(tokio::spawn(crate::cluster::run(
+            proxy.clone(),
+            stop_rx.clone(),
+        )));
+    } else if cfg.backend.is_static() {
         let backends = Backends::from_static(&cfg, &proxy.monitor.backends());
         proxy.monitor.set_backends(&proxy, backends);
     } else {
@@ -212,7 +217,11 @@ impl Handle {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
-        for b in proxy.monitor.backends().all() {
+        let cluster = proxy.cluster.backends();
+        for b in std::iter::once(proxy.monitor.backends())
+            .chain(cluster)
+            .flat_map(|set| set.all().cloned().collect::<Vec<_>>())
+        {
             b.pool.close_all("the proxy is shutting down");
         }
         for t in self.tasks {
@@ -604,7 +613,8 @@ async fn probe_backends(proxy: Arc<Proxy>) {
     let mut delay = Duration::from_millis(50);
     loop {
         let view = proxy.view.load_full();
-        if let Some(m) = view.master.as_ref() {
+        let master = view.shard_views().find_map(|v| v.master.clone());
+        if let Some(m) = master.as_ref() {
             let params: ConnParams = ConnParams {
                 role: Role::Master,
                 ..(**m.backend.pool.params()).clone()
@@ -624,6 +634,10 @@ async fn probe_backends(proxy: Arc<Proxy>) {
                     {
                         info.databases = u32::try_from(n).unwrap_or(16);
                     }
+                }
+                if view.cluster.is_some() {
+                    // A cluster node serves database 0 only (see `ServerInfo::databases`).
+                    info.databases = 0;
                 }
                 proxy.info.store(Arc::new(info));
                 if let Ok(list) = c.call(&[b"COMMAND", b"LIST"], t).await {

@@ -54,6 +54,7 @@ pub fn node_params(cfg: &Config, addr: &str, role: Role) -> ConnParams {
             .as_ref()
             .map(|t| crate::tls::backend_target(t, addr).map_err(|e| Arc::from(e.to_string()))),
         tls_source: b.tls.clone(),
+        readonly: b.cluster.is_some() && role == Role::Replica,
     }
 }
 
@@ -230,6 +231,19 @@ pub struct View {
     pub write_rate: f64,
     /// No master while Sentinel promotes a replica in a planned failover: writes wait.
     pub switching: bool,
+    /// A Redis Cluster: which shard serves each slot, and each shard's own view (this
+    /// view then names no master and no replica of its own).
+    pub cluster: Option<Arc<ClusterView>>,
+}
+
+/// A Redis Cluster at one moment: the slot map and, for each of its shards (in the
+/// map's order), the view its own replication monitor published.
+#[derive(Clone, Debug)]
+pub struct ClusterView {
+    /// Which shard serves each slot, and the shards' nodes.
+    pub map: Arc<crate::cluster::map::ClusterMap>,
+    /// Each shard's view: its master, its replicas and how fresh each is.
+    pub shards: Vec<Arc<View>>,
 }
 
 impl View {
@@ -243,12 +257,68 @@ impl View {
             policy_gen: 0,
             write_rate: 0.0,
             switching: false,
+            cluster: None,
         }
     }
 
     /// The master, if known and up.
     pub fn master_up(&self) -> bool {
         self.master.as_ref().is_some_and(|m| m.up)
+    }
+
+    /// The view routing uses for a key in `slot`: this one, or in a cluster the view of
+    /// the shard that serves the slot (`None`: no shard serves it).
+    #[inline]
+    pub fn for_slot(&self, slot: u16) -> Option<&View> {
+        match &self.cluster {
+            None => Some(self),
+            Some(c) => c
+                .map
+                .shard_of_slot(slot)
+                .and_then(|i| c.shards.get(i))
+                .map(|v| &**v),
+        }
+    }
+
+    /// The views with backends of their own: this one, or every shard's in a cluster.
+    pub fn shard_views(&self) -> impl Iterator<Item = &View> {
+        let shards = self.cluster.as_ref().map(|c| c.shards.as_slice());
+        self.cluster
+            .is_none()
+            .then_some(self)
+            .into_iter()
+            .chain(shards.unwrap_or_default().iter().map(|v| &**v))
+    }
+
+    /// The view that holds backend `id` (`None` for none): this one, or in a cluster
+    /// the view of the shard it belongs to (or this one when no shard has it).
+    pub fn holding(self: &Arc<View>, id: Option<u32>) -> Arc<View> {
+        let found = self.cluster.as_ref().and_then(|c| {
+            c.shards
+                .iter()
+                .find(|v| id.is_some_and(|id| v.backend_ids().any(|b| b == id)))
+        });
+        found.unwrap_or(self).clone()
+    }
+
+    /// The ids of this view's own master and replicas.
+    pub fn backend_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.master
+            .iter()
+            .map(|m| m.backend.id)
+            .chain(self.replicas.iter().map(|r| r.backend.id))
+    }
+
+    /// The master, or in a cluster the first shard's master: the one the proxy asks what
+    /// any node can answer (whether a login is good, a keyless command).
+    pub fn any_master(&self) -> Option<&MasterView> {
+        self.shard_views().find_map(|v| v.master.as_ref())
+    }
+
+    /// Whether `id` is the master of this view or, in a cluster, of one of its shards.
+    pub fn is_a_master(&self, id: u32) -> bool {
+        self.shard_views()
+            .any(|v| v.master.as_ref().is_some_and(|m| m.backend.id == id))
     }
 }
 

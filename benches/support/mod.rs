@@ -74,6 +74,7 @@ fn view(cfg: &Config, now: Instant) -> View {
         policy_gen: 1,
         write_rate: 0.0,
         switching: false,
+        cluster: None,
     }
 }
 

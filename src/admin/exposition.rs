@@ -441,7 +441,8 @@ impl Collector for ProxyCollector {
     }
 }
 
-/// Per-backend and per-replica metrics from the view.
+/// Per-backend and per-replica metrics from the view (in a cluster, every shard's, each
+/// sample labelled with its `shard`).
 fn encode_backends(
     enc: &mut DescriptorEncoder,
     view: &View,
@@ -450,32 +451,65 @@ fn encode_backends(
     now: Instant,
 ) -> fmt::Result {
     struct Row<'a> {
+        shard: Option<&'a str>,
         addr: &'a str,
         role: &'static str,
         up: bool,
         served: u64,
         outstanding: u64,
     }
-    let rows: Vec<Row> = view
-        .master
-        .iter()
-        .map(|mv| Row {
-            addr: &mv.backend.addr,
-            role: mv.backend.role.as_str(),
-            up: mv.up,
-            served: load(&mv.backend.served),
-            outstanding: mv.backend.outstanding(),
-        })
-        .chain(view.replicas.iter().map(|r| Row {
-            addr: &r.backend.addr,
-            role: r.backend.role.as_str(),
-            up: r.reachable,
-            served: load(&r.backend.served),
-            outstanding: r.backend.outstanding(),
-        }))
+    let cluster = view.cluster.is_some();
+    let shard_names: Vec<String> = (0..view.shard_views().count())
+        .map(|i| i.to_string())
         .collect();
+    // Each shard's view, with its label (none outside a cluster).
+    let shards: Vec<(Option<&str>, &View)> = view
+        .shard_views()
+        .enumerate()
+        .map(|(i, v)| {
+            (
+                shard_names.get(i).map(|s| s.as_str()).filter(|_| cluster),
+                v,
+            )
+        })
+        .collect();
+    let replicas: Vec<(Option<&str>, &crate::topology::ReplicaView)> = shards
+        .iter()
+        .flat_map(|(s, v)| v.replicas.iter().map(move |r| (*s, r)))
+        .collect();
+    let rows: Vec<Row> = shards
+        .iter()
+        .flat_map(|(s, v)| {
+            v.master
+                .iter()
+                .map(move |mv| Row {
+                    shard: *s,
+                    addr: &mv.backend.addr,
+                    role: mv.backend.role.as_str(),
+                    up: mv.up,
+                    served: load(&mv.backend.served),
+                    outstanding: mv.backend.outstanding(),
+                })
+                .chain(v.replicas.iter().map(move |r| Row {
+                    shard: *s,
+                    addr: &r.backend.addr,
+                    role: r.backend.role.as_str(),
+                    up: r.reachable,
+                    served: load(&r.backend.served),
+                    outstanding: r.backend.outstanding(),
+                }))
+        })
+        .collect();
+    /// `labels`, after the `shard` label when there is one.
+    fn sharded<'a>(shard: Option<&'a str>, labels: Labels<'a>) -> Labels<'a> {
+        shard
+            .map(|s| ("shard", Esc(s)))
+            .into_iter()
+            .chain(labels)
+            .collect()
+    }
     fn labels<'a>(r: &Row<'a>) -> Labels<'a> {
-        vec![("addr", Esc(r.addr)), ("role", Esc(r.role))]
+        sharded(r.shard, vec![("addr", Esc(r.addr)), ("role", Esc(r.role))])
     }
     gauges(
         enc,
@@ -502,8 +536,8 @@ fn encode_backends(
         rows.iter().map(|r| (labels(r), gauge_u64(r.outstanding))),
     )?;
 
-    fn addr(a: &str) -> Labels<'_> {
-        vec![("addr", Esc(a))]
+    fn addr<'a>(shard: Option<&'a str>, a: &'a str) -> Labels<'a> {
+        sharded(shard, vec![("addr", Esc(a))])
     }
     gauges(
         enc,
@@ -513,9 +547,9 @@ fn encode_backends(
             MetricType::Gauge,
         )
         .unit(Unit::Seconds),
-        view.replicas.iter().filter_map(|r| {
+        replicas.iter().filter_map(|(s, r)| {
             let (us, _) = r.backend.latency.get(now);
-            (us > 0).then(|| (addr(&r.backend.addr), us as f64 / 1e6))
+            (us > 0).then(|| (addr(*s, &r.backend.addr), us as f64 / 1e6))
         }),
     )?;
     gauges(
@@ -526,9 +560,9 @@ fn encode_backends(
             MetricType::Gauge,
         )
         .unit(Unit::Bytes),
-        view.replicas
+        replicas
             .iter()
-            .filter_map(|r| Some((addr(&r.backend.addr), gauge_u64(r.lag_bytes?)))),
+            .filter_map(|(s, r)| Some((addr(*s, &r.backend.addr), gauge_u64(r.lag_bytes?)))),
     )?;
     gauges(
         enc,
@@ -538,9 +572,9 @@ fn encode_backends(
             MetricType::Gauge,
         )
         .unit(Unit::Other("milliseconds".into())),
-        view.replicas
-            .iter()
-            .filter_map(|r| Some((addr(&r.backend.addr), gauge_u64(r.staleness_ms(now)?)))),
+        replicas.iter().filter_map(|(s, r)| {
+            Some((addr(*s, &r.backend.addr), gauge_u64(r.staleness_ms(now)?)))
+        }),
     )?;
     gauges(
         enc,
@@ -549,9 +583,15 @@ fn encode_backends(
             "State set: 1 for the replica's current health state, 0 for the others (ok: may serve reads).",
             MetricType::Gauge,
         ),
-        view.replicas.iter().flat_map(|r| {
+        replicas.iter().flat_map(|(s, r)| {
             HEALTH_STATES.iter().map(move |h| {
-                (vec![("addr", Esc(r.backend.addr.as_str())), ("health", Esc(h.as_str()))], i64::from(r.health == *h))
+                (
+                    sharded(
+                        *s,
+                        vec![("addr", Esc(r.backend.addr.as_str())), ("health", Esc(h.as_str()))],
+                    ),
+                    i64::from(r.health == *h),
+                )
             })
         }),
     )?;
@@ -584,7 +624,12 @@ fn encode_backends(
     )?;
     // Pool bits refer to the policy generation the view was built for; right after a
     // reload they may not match the new budgets yet, and are left out until they do.
-    let current = view.policy_gen == policy_gen;
+    let current = |v: &View| v.policy_gen == policy_gen;
+    let pooled: Vec<(Option<&str>, &crate::topology::ReplicaView)> = shards
+        .iter()
+        .filter(|(_, v)| current(v))
+        .flat_map(|(s, v)| v.replicas.iter().map(move |r| (*s, r)))
+        .collect();
     gauges(
         enc,
         Family::new(
@@ -592,31 +637,40 @@ fn encode_backends(
             "1 if the replica is in the read pool of the budget.",
             MetricType::Gauge,
         ),
-        view.replicas.iter().filter(|_| current).flat_map(|r| {
+        pooled.iter().flat_map(|(s, r)| {
             names.iter().enumerate().map(move |(i, name)| {
                 let bit = i < 64 && r.in_pool & (1u64 << i) != 0;
                 (
-                    vec![
-                        ("addr", Esc(r.backend.addr.as_str())),
-                        ("budget", Esc(name.as_str())),
-                    ],
+                    sharded(
+                        *s,
+                        vec![
+                            ("addr", Esc(r.backend.addr.as_str())),
+                            ("budget", Esc(name.as_str())),
+                        ],
+                    ),
                     i64::from(bit),
                 )
             })
         }),
     )?;
-    let master_offset = view.master.as_ref().and_then(|mv| mv.offset);
-    Family::new(
-        "master_offset",
-        "The master's replication offset at its last poll.",
-        MetricType::Gauge,
-    )
-    .unit(Unit::Bytes)
-    .encode(enc, |m| match master_offset {
-        Some(o) => m.encode_gauge(&gauge_u64(o)),
-        None => Ok(()),
-    })?;
-    gauge(
+    gauges(
+        enc,
+        Family::new(
+            "master_offset",
+            "The master's replication offset at its last poll.",
+            MetricType::Gauge,
+        )
+        .unit(Unit::Bytes),
+        shards.iter().filter_map(|(s, v)| {
+            let mv = v.master.as_ref()?;
+            let labels = match s {
+                Some(_) => addr(*s, &mv.backend.addr),
+                None => Vec::new(),
+            };
+            Some((labels, gauge_u64(mv.offset?)))
+        }),
+    )?;
+    gauges(
         enc,
         Family::new(
             "master_write_rate",
@@ -624,7 +678,14 @@ fn encode_backends(
             MetricType::Gauge,
         )
         .unit(Unit::Other("bytes_per_second".into())),
-        view.write_rate,
+        shards.iter().map(|(s, v)| {
+            let labels = match (s, v.master.as_ref()) {
+                (Some(_), Some(mv)) => addr(*s, &mv.backend.addr),
+                (Some(_), None) => sharded(*s, Vec::new()),
+                (None, _) => Vec::new(),
+            };
+            (labels, v.write_rate)
+        }),
     )?;
     Ok(())
 }

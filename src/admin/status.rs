@@ -69,6 +69,9 @@ pub struct MasterStatus {
 /// One backend.
 #[derive(Debug, Serialize)]
 pub struct BackendStatus {
+    /// In a cluster: the number of its shard (in slot order); left out otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<usize>,
     /// `master` or `replica`.
     pub role: &'static str,
     /// `host:port`.
@@ -215,51 +218,57 @@ pub fn snapshot(proxy: &Proxy) -> Status {
         write_rate_bytes_per_sec: view.write_rate,
     });
     let labels: Vec<String> = policy.budgets.iter().map(budget_label).collect();
-    let pools_current = view.policy_gen == policy.generation;
     let mut backends = Vec::with_capacity(view.replicas.len() + 1);
-    if let Some(mv) = &view.master {
-        backends.push(BackendStatus {
-            role: mv.backend.role.as_str(),
-            address: mv.backend.addr.clone(),
-            up: mv.up,
-            health: if mv.up {
-                "ok"
-            } else if mv.down {
-                "down"
-            } else {
-                "unknown"
-            },
-            offset: mv.offset,
-            lag_bytes: None,
-            staleness_ms: None,
-            in_pool: None,
-            served: mv.backend.served.load(Ordering::Relaxed),
-            outstanding: mv.backend.outstanding(),
-        });
-    }
-    for r in &view.replicas {
-        let in_pool = pools_current.then(|| {
-            labels
-                .iter()
-                .enumerate()
-                .map(|(i, l)| PoolStatus {
-                    budget: l.clone(),
-                    member: i < 64 && r.in_pool & (1u64 << i) != 0,
-                })
-                .collect()
-        });
-        backends.push(BackendStatus {
-            role: r.backend.role.as_str(),
-            address: r.backend.addr.clone(),
-            up: r.reachable,
-            health: r.health.as_str(),
-            offset: r.offset,
-            lag_bytes: r.lag_bytes,
-            staleness_ms: r.staleness_ms(now),
-            in_pool,
-            served: r.backend.served.load(Ordering::Relaxed),
-            outstanding: r.backend.outstanding(),
-        });
+    let cluster = view.cluster.is_some();
+    for (shard, view) in view.shard_views().enumerate() {
+        let shard = cluster.then_some(shard);
+        let pools_current = view.policy_gen == policy.generation;
+        if let Some(mv) = &view.master {
+            backends.push(BackendStatus {
+                shard,
+                role: mv.backend.role.as_str(),
+                address: mv.backend.addr.clone(),
+                up: mv.up,
+                health: if mv.up {
+                    "ok"
+                } else if mv.down {
+                    "down"
+                } else {
+                    "unknown"
+                },
+                offset: mv.offset,
+                lag_bytes: None,
+                staleness_ms: None,
+                in_pool: None,
+                served: mv.backend.served.load(Ordering::Relaxed),
+                outstanding: mv.backend.outstanding(),
+            });
+        }
+        for r in &view.replicas {
+            let in_pool = pools_current.then(|| {
+                labels
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| PoolStatus {
+                        budget: l.clone(),
+                        member: i < 64 && r.in_pool & (1u64 << i) != 0,
+                    })
+                    .collect()
+            });
+            backends.push(BackendStatus {
+                shard,
+                role: r.backend.role.as_str(),
+                address: r.backend.addr.clone(),
+                up: r.reachable,
+                health: r.health.as_str(),
+                offset: r.offset,
+                lag_bytes: r.lag_bytes,
+                staleness_ms: r.staleness_ms(now),
+                in_pool,
+                served: r.backend.served.load(Ordering::Relaxed),
+                outstanding: r.backend.outstanding(),
+            });
+        }
     }
 
     let rules = policy

@@ -34,6 +34,9 @@ pub struct ConnParams {
     pub tls: Option<Result<crate::tls::Target, Arc<str>>>,
     /// The configuration `tls` was built from (to tell whether a reload changed it).
     pub tls_source: Option<crate::config::BackendTlsConfig>,
+    /// A Redis Cluster replica: connections send `READONLY`, so that it serves reads of
+    /// its shard's slots instead of redirecting them to the master.
+    pub readonly: bool,
 }
 
 impl ConnParams {
@@ -66,7 +69,7 @@ pub struct Login {
 }
 
 /// Connect and run the handshake: `HELLO 2|3 [AUTH …]`, `SELECT`, `CLIENT SETNAME`,
-/// `AUTH` as the client's ACL user when the key has one;
+/// `READONLY` for a cluster replica, `AUTH` as the client's ACL user when the key has one;
 /// the backend's client id from `HELLO` when `want_client_id`.
 pub(super) async fn connect(
     params: &ConnParams,
@@ -111,6 +114,10 @@ pub(super) async fn connect(
     );
     expect += 1;
     let setname = expect;
+    if params.readonly {
+        encode_command(&mut hs, [b"READONLY".as_slice()].into_iter());
+        expect += 1;
+    }
     if let Some(login) = &key.login {
         encode_command(
             &mut hs,

@@ -16,6 +16,9 @@ pub struct BackendConfig {
     /// Discover the topology from Sentinel instead.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sentinel: Option<SentinelConfig>,
+    /// Discover a Redis Cluster from these seed nodes instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterConfig>,
     /// ACL user for backend connections; empty: the default user.
     pub username: String,
     /// Password for backend connections; empty: none.
@@ -53,6 +56,7 @@ impl Default for BackendConfig {
             master: None,
             replicas: Vec::new(),
             sentinel: None,
+            cluster: None,
             username: String::new(),
             password: Secret::default(),
             connections: 2,
@@ -147,6 +151,23 @@ pub struct SentinelConfig {
     pub hold_writes_ms: u64,
 }
 
+/// A Redis Cluster as the backend: its shards are discovered from any seed that answers
+/// (`CLUSTER SHARDS`, or `CLUSTER SLOTS` on Redis 6).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Addresses of cluster nodes to discover the cluster from; any that answers is used
+    /// (and every node discovered since).
+    pub seeds: Vec<String>,
+    /// How often the slot map is re-read even without a `MOVED` or a failure (ms).
+    #[serde(default = "default_cluster_refresh_ms")]
+    pub refresh_ms: u64,
+}
+
+fn default_cluster_refresh_ms() -> u64 {
+    2000
+}
+
 fn default_sentinel_refresh_ms() -> u64 {
     1000
 }
@@ -177,6 +198,17 @@ impl BackendConfig {
     /// Whether the topology comes from Sentinel rather than static addresses.
     pub fn uses_sentinel(&self) -> bool {
         self.sentinel.is_some()
+    }
+
+    /// Whether the backend is a Redis Cluster.
+    pub fn uses_cluster(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// Whether the set of backends is fixed by the configuration (not discovered from
+    /// Sentinel or a cluster).
+    pub fn is_static(&self) -> bool {
+        self.sentinel.is_none() && self.cluster.is_none()
     }
 }
 

@@ -200,6 +200,9 @@ impl Session {
         if self.retry_buf.is_empty() {
             self.retry_buf = BytesMut::new();
         }
+        if self.redirect_buf.is_empty() {
+            self.redirect_buf = BytesMut::new();
+        }
         if self.pending.is_empty() {
             self.pending = VecDeque::new();
             // The hedge timer is kept (allocating and registering one per batch costs more

@@ -145,6 +145,13 @@ impl Session {
             self.push_local_error(&e.to_string());
             return Stop::More;
         }
+        if std::mem::take(&mut self.multi_deferred) {
+            // In front of a cluster, the transaction's shard is known now.
+            if let Some(d) = &self.dedicated {
+                let (conn, slot) = (d.conn.clone(), d.slot);
+                self.send_dropped(&conn, slot, super::cluster::MULTI);
+            }
+        }
         let mut kind = Kind::Forward;
         let key_fence = settings.policy.key_fence;
         // Whether the request may change keys (anything not a read, transaction or
@@ -212,7 +219,7 @@ impl Session {
             }
         } else if self.mode == Mode::Watch && writes && kind == Kind::Forward {
             // A write under WATCH, outside MULTI: a write like any other.
-            kind = Kind::Write;
+            kind = Kind::Write { keep: 0 };
         }
         if self.mode == Mode::Watch && writes && key_fence {
             self.fence_write(cmd, req, self.client.db);
@@ -277,6 +284,18 @@ impl Session {
     ) -> Stop {
         self.flush_pending_run(b);
         match cmd.name {
+            "multi" if b.top.cluster.is_some() => {
+                // In front of a cluster, MULTI goes to the shard of the first command
+                // queued, just before it; answered here as that node would answer it.
+                if !self.pending.is_empty() {
+                    return Stop::Wait;
+                }
+                self.set_mode(Mode::Multi);
+                self.multi_deferred = true;
+                self.multi_select = None;
+                self.fence_tx_clear();
+                self.push_local_raw(reply::OK);
+            }
             "multi" | "watch" => {
                 if let Some(stop) = self.enter_dedicated(b) {
                     return stop;
@@ -505,6 +524,10 @@ impl Session {
                 self.client.flags = 0;
                 self.client.multi = -1;
             }
+        }
+        if mode == Mode::Normal {
+            self.tx_slot = None;
+            self.multi_deferred = false;
         }
     }
 

@@ -54,6 +54,7 @@ impl Session {
             rbuf: &rbuf,
             settings: &settings,
             view: &view,
+            top: &view,
             now,
             run: None,
         };
@@ -157,7 +158,7 @@ impl Session {
             if matches!(self.mode, Mode::Multi | Mode::Watch) {
                 return self.dispatch_dedicated_mode(req, None, b);
             }
-            return self.send_to_master(req, None, at, b, Kind::Write);
+            return self.send_to_master(req, None, at, b, Kind::Write { keep: 0 });
         };
         self.stats().request(class_index(Some(cmd.class)));
         if settings.deny.denies(cmd) {
@@ -204,6 +205,11 @@ impl Session {
                 return self.refuse(e, b);
             }
         }
+        b.view = b.top;
+        if let Some(stop) = self.cluster_route(req, cmd, b) {
+            return stop;
+        }
+        let view = b.view;
         if matches!(self.mode, Mode::Multi | Mode::Watch) {
             return self.dispatch_dedicated_mode(req, Some(cmd), b);
         }
@@ -251,7 +257,7 @@ impl Session {
                 };
                 let kind = match wait {
                     Some(w) => Kind::Durable(w),
-                    None => Kind::Write,
+                    None => Kind::Write { keep: 0 },
                 };
                 if matches!(cmd.name, "eval" | "evalsha" | "fcall") {
                     self.mark_next = Mark::Script;
@@ -286,6 +292,9 @@ impl Session {
     pub(super) fn refuse(&mut self, e: &str, b: &mut Batch<'_>) -> Stop {
         self.flush_pending_run(b);
         if self.mode == Mode::Multi {
+            if self.multi_deferred {
+                self.start_deferred_multi(b.top);
+            }
             self.fail_transaction();
         }
         self.push_local_error(e);
@@ -520,7 +529,8 @@ impl Session {
         }
         self.stats().route(0, Reason::Write);
         let backend = m.backend.clone();
-        let fenced = matches!(kind, Kind::Write | Kind::Durable(_)) && b.settings.policy.key_fence;
+        let fenced =
+            matches!(kind, Kind::Write { .. } | Kind::Durable(_)) && b.settings.policy.key_fence;
         if fenced {
             self.fence_write(cmd, req, self.client.db);
         }

@@ -46,7 +46,7 @@ impl Session {
     }
 
     pub(super) fn count_replicas_at(&self, target: u64, master: Option<u32>) -> u32 {
-        router::replicas_holding(&self.proxy.view.load(), target, master)
+        router::replicas_holding(&self.proxy.view.load_full().holding(master), target, master)
     }
 
     /// Check a held reply; `true` when it was released.

@@ -137,7 +137,7 @@ impl Session {
     pub(super) fn fence_done(&mut self, p: &Pending, now: Instant) {
         match p.fence {
             FENCE_NONE => {
-                if matches!(p.kind, Kind::Write | Kind::Durable(_) | Kind::Exec)
+                if matches!(p.kind, Kind::Write { .. } | Kind::Durable(_) | Kind::Exec)
                     && self.proxy.key_fence.enabled()
                 {
                     self.proxy.key_fence.raise(now);

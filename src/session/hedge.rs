@@ -95,7 +95,7 @@ impl Session {
         if due.is_empty() {
             return;
         }
-        let view = self.proxy.view.load();
+        let view = self.proxy.view.load_full();
         for (i, offset, len) in due {
             self.send_hedge(i, offset..offset + len, &view);
         }
@@ -103,7 +103,7 @@ impl Session {
 
     /// Send the replica read at `pending[i]` (its bytes are `retry_buf[bytes]`) to the
     /// hedge target, and mark it hedged (or not to be hedged, if it cannot be).
-    fn send_hedge(&mut self, i: usize, bytes: std::ops::Range<usize>, view: &View) {
+    fn send_hedge(&mut self, i: usize, bytes: std::ops::Range<usize>, view: &Arc<View>) {
         let Some(p) = self.pending.get(i).copied() else {
             return;
         };
@@ -116,7 +116,8 @@ impl Session {
             .find(|s| s.slot == p.slot)
             .map(|s| s.backend);
         let mut hedge = Hedge::Spent;
-        if let Some(backend) = router::hedge_target(view, original).cloned() {
+        let view = view.holding(original);
+        if let Some(backend) = router::hedge_target(&view, original).cloned() {
             if let Ok(si) = self.source_for(&backend) {
                 if let Some(s) = self.sources.get_mut(si) {
                     let slot = s.hedge_slot;

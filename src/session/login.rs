@@ -137,7 +137,7 @@ impl Session {
         settings: &Settings,
         view: &View,
     ) {
-        let Some(m) = view.master.as_ref() else {
+        let Some(m) = view.any_master() else {
             if !matches!(then, Then::Adopt) {
                 self.push_local_error(crate::error::NO_MASTER);
             }
@@ -247,7 +247,7 @@ impl Session {
 /// backend's `username`/`password`).
 fn is_backend_login(proxy: &Proxy, login: &Login) -> bool {
     let view = proxy.view.load();
-    let Some(m) = view.master.as_ref() else {
+    let Some(m) = view.any_master() else {
         return false;
     };
     let params = m.backend.pool.params();

@@ -67,6 +67,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+mod cluster;
 mod connection;
 mod dedicated;
 mod dispatch;
@@ -153,8 +154,9 @@ enum Kind {
     /// master's connection fails (on the master again, or on the new master after a
     /// failover; never on a replica: its rule sent it to the master).
     MasterRead { retry: u32 },
-    /// A write: counts for read-your-writes.
-    Write,
+    /// A write: counts for read-your-writes. In front of a cluster, `keep` bytes of it
+    /// are kept in `Session::redirect_buf` to follow a `MOVED` or `ASK` its node answers.
+    Write { keep: u32 },
     /// A durable write: the reply is held until enough replicas hold it.
     Durable(Wait),
     /// The `ROLE` after a durable write or for `WAIT`: consumed, not forwarded.
@@ -284,6 +286,9 @@ struct RetryWait {
     bytes: BytesMut,
     /// The backend it failed on.
     failed: Option<u32>,
+    /// In front of a cluster: the node a redirection named, not in the slot map yet (the
+    /// request waits for the map to name it).
+    redirect: Option<Box<cluster::Redirected>>,
     /// When it fails if still nowhere to go (`command_timeout_ms` after it was sent).
     until: Instant,
     /// Wakes the session to look again (also woken by a new view).
@@ -314,7 +319,11 @@ struct Batch<'a> {
     /// The read buffer the requests (and the run) are spans of.
     rbuf: &'a [u8],
     settings: &'a Settings,
+    /// The view routing this request: the proxy's, or in a cluster the view of the
+    /// request's shard ([`Session::cluster_route`]).
     view: &'a View,
+    /// The proxy's view as loaded for this batch.
+    top: &'a View,
     now: Instant,
     /// Consecutive requests for one connection, not yet handed over.
     run: Option<Run>,
@@ -327,6 +336,7 @@ impl<'a> Batch<'a> {
             rbuf: &[],
             settings,
             view,
+            top: view,
             now,
             run: None,
         }
@@ -365,6 +375,9 @@ pub struct Session {
     /// The bytes of every pending replica read and master read (`retry` bytes each), in
     /// `pending` order: kept to send a read again (or hedge it) if its backend fails.
     retry_buf: BytesMut,
+    /// In front of a cluster, the bytes of every pending write on a shared connection
+    /// (`Kind::Write`'s `keep`), in request order.
+    redirect_buf: BytesMut,
     /// Replies to drop as they arrive, per slot: the losers of hedge races (each slot is
     /// a FIFO, and a loser is always older than anything still expected there).
     drops: Vec<(u16, u32)>,
@@ -382,6 +395,11 @@ pub struct Session {
     client: ClientState,
     mode: Mode,
     multi_select: Option<u32>,
+    /// In front of a cluster: the slot of the open transaction's (or WATCH's) keys.
+    tx_slot: Option<u16>,
+    /// In front of a cluster: `MULTI` was answered but not sent yet; it goes to the
+    /// shard of the transaction's first command, just before that command.
+    multi_deferred: bool,
     shared_in_flight: u32,
     dedicated_in_flight: u32,
     writes_in_flight: u32,
@@ -504,6 +522,7 @@ impl Session {
             replies_at: Instant::now(),
             local: SlotQueue::default(),
             retry_buf: BytesMut::new(),
+            redirect_buf: BytesMut::new(),
             drops: Vec::new(),
             hedge_at: None,
             hedge_sleep: None,
@@ -515,6 +534,8 @@ impl Session {
             client,
             mode: Mode::Normal,
             multi_select: None,
+            tx_slot: None,
+            multi_deferred: false,
             shared_in_flight: 0,
             dedicated_in_flight: 0,
             writes_in_flight: 0,
@@ -706,12 +727,7 @@ impl Session {
     /// Drop connections to backends that left the topology.
     fn on_new_epoch(&mut self, view: &View) {
         self.view_epoch = view.epoch;
-        let live: Vec<u32> = view
-            .master
-            .iter()
-            .map(|m| m.backend.id)
-            .chain(view.replicas.iter().map(|r| r.backend.id))
-            .collect();
+        let live: Vec<u32> = view.shard_views().flat_map(|v| v.backend_ids()).collect();
         let mut i = 0;
         while i < self.sources.len() {
             if self
@@ -727,11 +743,10 @@ impl Session {
                 i += 1;
             }
         }
-        let master = view.master.as_ref().map(|m| m.backend.id);
         if self
             .dedicated
             .as_ref()
-            .is_some_and(|d| Some(d.backend) != master)
+            .is_some_and(|d| !view.is_a_master(d.backend))
             && self.dedicated_in_flight == 0
             && self.mode == Mode::Normal
         {

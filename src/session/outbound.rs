@@ -32,7 +32,7 @@ impl Session {
             Ok(i) => i,
             Err(e) => {
                 self.flush_pending_run(b);
-                self.fail_request(kind, req.buf, &e, now);
+                self.fail_request(kind, req.buf, &e, backend.id, now);
                 return;
             }
         };
@@ -44,6 +44,16 @@ impl Session {
             None => 0,
         };
         let silent = self.take_silent();
+        let kind = match kind {
+            Kind::Write { .. } if b.top.cluster.is_some() => {
+                // Kept to follow a redirection (reads keep theirs in `retry_buf`).
+                self.redirect_buf.extend_from_slice(req.buf);
+                Kind::Write {
+                    keep: u32::try_from(req.buf.len()).unwrap_or(u32::MAX),
+                }
+            }
+            k => k,
+        };
         self.push_pending(Pending {
             slot,
             kind,
@@ -127,7 +137,7 @@ impl Session {
                     self.handle.inbox.push_failed(slot, &e, 1);
                 }
             }
-            Err(e) => self.fail_request(kind, bytes, &e, now),
+            Err(e) => self.fail_request(kind, bytes, &e, backend.id, now),
         }
     }
 
@@ -149,17 +159,19 @@ impl Session {
         }
     }
 
-    /// A request that could not be sent at all: answer it now, in order.
+    /// A request that could not be sent at all (to backend `failed`): answer it now, in
+    /// order.
     pub(super) fn fail_request(
         &mut self,
         kind: Kind,
         bytes: &[u8],
         err: &BackendError,
+        failed: u32,
         now: Instant,
     ) {
         if let Kind::ReplicaRead { .. } = kind {
-            // Try the master instead.
-            let view = self.proxy.view.load_full();
+            // Try the master (of the replica's shard) instead.
+            let view = self.proxy.view.load_full().holding(Some(failed));
             if let Some(m) = view.master.as_ref() {
                 let backend = m.backend.clone();
                 self.stats().retries += 1;
@@ -365,7 +377,7 @@ impl Session {
                 _ => {}
             }
             match p.kind {
-                Kind::Write | Kind::Durable(_) | Kind::Exec => self.writes_in_flight += 1,
+                Kind::Write { .. } | Kind::Durable(_) | Kind::Exec => self.writes_in_flight += 1,
                 Kind::ReplicaRead { .. } => self.replica_reads_in_flight += 1,
                 _ => {}
             }

@@ -94,7 +94,7 @@ pub(super) fn echo(req: &Request) -> Answer {
     Value::bulk(req.arg(1)).into()
 }
 
-/// `SELECT index`'s database, checked against the master's `databases`.
+/// `SELECT index`'s database, checked against the master's `databases` (0: a cluster).
 pub(super) fn check_select(req: &Request, databases: u32) -> Result<u32, Value> {
     if req.argc() != 2 {
         return Err(Value::error(
@@ -103,6 +103,12 @@ pub(super) fn check_select(req: &Request, databases: u32) -> Result<u32, Value> 
     }
     let n = parse_int(req.arg(1))
         .ok_or_else(|| Value::error("ERR value is not an integer or out of range"))?;
+    if databases == 0 {
+        // A cluster node: database 0 only.
+        return (n == 0)
+            .then_some(0)
+            .ok_or_else(|| Value::error("ERR SELECT is not allowed in cluster mode"));
+    }
     u32::try_from(n)
         .ok()
         .filter(|db| *db < databases)

@@ -128,6 +128,15 @@ impl Session {
             let Some(front) = q.front() else { break };
             match front {
                 Front::Reply(frame) => {
+                    if let Some((bytes, to)) = self.redirection(&p, frame) {
+                        q.consume();
+                        self.complete(&p, now);
+                        drop(st);
+                        self.follow_redirect(p, bytes, to, now);
+                        st = inbox.state.lock();
+                        self.purge_drops(&mut st);
+                        continue;
+                    }
                     if let Kind::ReplicaRead { retry, .. } = p.kind {
                         if retryable_reply(frame) {
                             q.consume();
@@ -225,6 +234,7 @@ impl Session {
                                 }
                             )
                             && forwarded_as_is(p.kind, f)
+                            && !super::cluster::is_redirection(f)
                     })
                 });
         if !whole {
@@ -244,6 +254,10 @@ impl Session {
         if let Some(r) = self.slot_refs.get_mut(p.slot as usize) {
             *r = r.saturating_sub(1);
         }
+        if let Kind::Write { keep } = p.kind {
+            self.redirect_buf
+                .advance((keep as usize).min(self.redirect_buf.len()));
+        }
         match p.path {
             PATH_SHARED => self.shared_in_flight = self.shared_in_flight.saturating_sub(1),
             PATH_DEDICATED => self.dedicated_in_flight = self.dedicated_in_flight.saturating_sub(1),
@@ -251,7 +265,7 @@ impl Session {
         }
         self.fence_done(p, now);
         match p.kind {
-            Kind::Write | Kind::Durable(_) | Kind::Exec => {
+            Kind::Write { .. } | Kind::Durable(_) | Kind::Exec => {
                 self.writes_in_flight = self.writes_in_flight.saturating_sub(1);
                 self.last_write_ack = Some(now);
             }
@@ -281,7 +295,7 @@ impl Session {
             self.stats().read_latency.observe(us, &LATENCY_BOUNDS_US);
         } else if matches!(
             p.kind,
-            Kind::Write | Kind::Durable(_) | Kind::Forward | Kind::Exec
+            Kind::Write { .. } | Kind::Durable(_) | Kind::Forward | Kind::Exec
         ) {
             self.stats().write_latency.observe(us, &LATENCY_BOUNDS_US);
         }
@@ -304,7 +318,7 @@ impl Session {
         if let Kind::MasterRead { .. } = p.kind {
             return self.retry_master_read(p, BytesMut::from(bytes), failed, now);
         }
-        let view = self.proxy.view.load_full();
+        let view = self.proxy.view.load_full().holding(failed);
         let master_up = view.master.as_ref().is_some_and(|m| !m.down);
         // A read that was already retried on a replica (or could not be hedged) waits a
         // little before trying the replicas again, so two failing replicas are not
@@ -337,7 +351,7 @@ impl Session {
         failed: Option<u32>,
         now: Instant,
     ) {
-        let view = self.proxy.view.load_full();
+        let view = self.proxy.view.load_full().holding(failed);
         let Some(backend) = view
             .master
             .as_ref()
@@ -369,7 +383,7 @@ impl Session {
         if let Kind::MasterRead { .. } = p.kind {
             return self.retry_master_read(p, bytes, failed, now);
         }
-        let view = self.proxy.view.load_full();
+        let view = self.proxy.view.load_full().holding(failed);
         let Some(backend) = router::retry_target(&view, failed, again).cloned() else {
             return self.wait_to_retry(p, bytes, failed, !again, now);
         };
@@ -466,6 +480,7 @@ impl Session {
             p,
             bytes,
             failed,
+            redirect: None,
             until,
             sleep: Box::pin(tokio::time::sleep_until(at.into())),
         }));
@@ -491,7 +506,14 @@ impl Session {
         if self.held.is_none() && self.master_wait.is_none() && self.read_wait.is_none() {
             self.view_rx = None;
         }
-        self.retry_read(w.p, w.bytes, w.failed, true, now);
+        match w.redirect {
+            Some(to) => {
+                // `follow_redirect` takes the request from the front, where it waited.
+                self.pending.push_front(w.p);
+                self.follow_redirect(w.p, w.bytes, *to, now);
+            }
+            None => self.retry_read(w.p, w.bytes, w.failed, true, now),
+        }
         self.retry_wait.is_none()
     }
 
@@ -608,7 +630,7 @@ impl Session {
                             started: now,
                             reply: None,
                             silent: p.silent,
-                            master: None,
+                            master: self.slot_backend(p.slot),
                         });
                     }
                     None => {
@@ -629,7 +651,7 @@ impl Session {
                     started: now,
                     reply: Some(BytesMut::from(frame)),
                     silent: p.silent,
-                    master: None,
+                    master: self.slot_backend(p.slot),
                 });
             }
             _ => {}
@@ -649,7 +671,7 @@ impl Session {
                 }
             }
             Kind::Blocking => self.end_blocking(),
-            Kind::Write if frame.starts_with(b"-READONLY") => {
+            Kind::Write { .. } if frame.starts_with(b"-READONLY") => {
                 // The master we write to is not a master any more.
                 self.proxy.monitor.poll_now();
                 self.proxy.recheck.notify_one();
@@ -691,8 +713,18 @@ impl Session {
         self.window = self.window.saturating_add(1).min(cap);
     }
 
+    /// The backend whose shared connection answers into `slot`.
+    fn slot_backend(&self, slot: u16) -> Option<u32> {
+        self.sources
+            .iter()
+            .find(|s| s.slot == slot || s.retry_slot == slot || s.hedge_slot == slot)
+            .map(|s| s.backend)
+    }
+
     pub(super) fn hold(&mut self, mut h: Held) {
-        h.master = self.proxy.view.load().master.as_ref().map(|m| m.backend.id);
+        if h.master.is_none() {
+            h.master = self.proxy.view.load().master.as_ref().map(|m| m.backend.id);
+        }
         self.held_sleep = h
             .deadline
             .map(|d| Box::pin(tokio::time::sleep_until(d.into())));
@@ -777,7 +809,11 @@ pub(super) fn forwarded_as_is(kind: Kind, frame: &[u8]) -> bool {
         // A durable write's success is held until replicas have it; its error is not.
         Kind::Durable(_) => is_error(frame),
         Kind::ReplicaRead { .. } => !retryable_reply(frame),
-        Kind::Forward | Kind::MasterRead { .. } | Kind::Write | Kind::Exec | Kind::Blocking => true,
+        Kind::Forward
+        | Kind::MasterRead { .. }
+        | Kind::Write { .. }
+        | Kind::Exec
+        | Kind::Blocking => true,
     }
 }
 

@@ -19,6 +19,7 @@ mod common;
 
 mod admin;
 mod clients;
+mod cluster;
 mod command_table;
 mod config;
 mod container;

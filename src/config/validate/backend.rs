@@ -1,11 +1,11 @@
-//! Checks of `backend`: its TLS files, static addresses or Sentinel (not both, not
-//! neither, no address twice), and the pool's sizes and timeouts (the hedge delay below
+//! Checks of `backend`: its TLS files, static addresses, Sentinel or a cluster (one of
+//! them, no address twice), and the pool's sizes and timeouts (the hedge delay below
 //! the command timeout).
 
 use super::{Config, Problems};
 use std::collections::HashMap;
 
-/// `backend`, `backend.tls` and `backend.sentinel`.
+/// `backend`, `backend.tls`, `backend.sentinel` and `backend.cluster`.
 pub(super) fn check(p: &mut Problems, cfg: &Config) {
     // TLS to the backends: the files must load.
     if let Some(t) = &cfg.backend.tls {
@@ -23,21 +23,41 @@ pub(super) fn check(p: &mut Problems, cfg: &Config) {
     // Backends.
     let b = &cfg.backend;
     let has_static = b.master.is_some() || !b.replicas.is_empty();
-    match (&b.sentinel, has_static) {
-        (Some(_), true) => p.add(
-            "backend.sentinel",
-            "`backend` gives both static addresses (master/replicas) and `sentinel`: keep one, either backend.master with backend.replicas, or backend.sentinel",
-        ),
-        (None, false) => p.add(
+    let modes = [has_static, b.sentinel.is_some(), b.cluster.is_some()]
+        .iter()
+        .filter(|m| **m)
+        .count();
+    if modes > 1 {
+        p.add(
+            if b.cluster.is_some() { "backend.cluster" } else { "backend.sentinel" },
+            "`backend` gives more than one of static addresses (master/replicas), `sentinel` and `cluster`: keep one",
+        );
+    } else if modes == 0 {
+        p.add(
             "backend",
-            "`backend` names no Redis server: set backend.master (and backend.replicas), or backend.sentinel with its addresses and master_name",
-        ),
-        _ => {}
+            "`backend` names no Redis server: set backend.master (and backend.replicas), backend.sentinel with its addresses and master_name, or backend.cluster with its seeds",
+        );
     }
-    if b.sentinel.is_none() && b.master.is_none() && !b.replicas.is_empty() {
+    if b.is_static() && b.master.is_none() && !b.replicas.is_empty() {
         p.add(
             "backend.replicas",
             "`backend.replicas` is set but `backend.master` is not: add backend.master, the server every write goes to",
+        );
+    }
+    if let Some(c) = &b.cluster {
+        if c.seeds.is_empty() {
+            p.add(
+                "backend.cluster.seeds",
+                "`backend.cluster.seeds` is empty: list at least one cluster node, e.g. [\"127.0.0.1:7000\"]",
+            );
+        }
+        for (i, a) in c.seeds.iter().enumerate() {
+            p.address(&format!("backend.cluster.seeds[{i}]"), a, false);
+        }
+        p.positive(
+            "backend.cluster.refresh_ms",
+            c.refresh_ms,
+            "the slot map would be re-read without pause",
         );
     }
     let mut seen: HashMap<String, String> = HashMap::new();

@@ -81,7 +81,7 @@ pub(super) fn check(p: &mut Problems, cfg: &Config) {
                     &wp,
                     format!("`{wp}` is 0: a durable write needs at least 1 replica to hold it; remove `wait` to reply at once"),
                 );
-            } else if b.sentinel.is_none() && w.replicas as usize > b.replicas.len() {
+            } else if b.is_static() && w.replicas as usize > b.replicas.len() {
                 p.add(
                     &wp,
                     format!(

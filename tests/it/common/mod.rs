@@ -8,6 +8,8 @@
 //!   replication stream, which is how tests make a replica lag for real.
 //! - [`ReplicaSet`]: a master and `n` replicas, optionally each behind its own relay,
 //!   returned only once every replica is synced.
+//! - [`RedisCluster`]: a Redis Cluster of masters and replicas, with slot migration,
+//!   failover, and a replication-only relay in front of one shard's master for lag.
 //! - [`Sentinels`]: real `redis-sentinel` processes monitoring a master.
 //! - [`Nutcracker`]: twemproxy in front of a master, the baseline for comparisons.
 //!
@@ -22,6 +24,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 pub use client::*;
+pub use cluster::*;
 pub use memory::*;
 pub use nutcracker::*;
 pub use process::*;
@@ -31,6 +34,7 @@ pub use relay::*;
 pub use sentinel::*;
 
 mod client;
+mod cluster;
 mod memory;
 mod nutcracker;
 mod process;

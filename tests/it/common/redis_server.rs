@@ -102,6 +102,42 @@ impl RedisServer {
         }
     }
 
+    /// One attempt to start a server on `port` chosen by the caller, with extra arguments
+    /// (as [`RedisServer::start_with`]): `None` when the process exits before serving
+    /// (most likely another process took the port), so that the caller retries on another
+    /// port. For servers that need more than one port of their own (a cluster node also
+    /// listens on `port + 10000`).
+    ///
+    /// # Panics
+    /// When the process runs but does not become ready within [`START_TIMEOUT`].
+    pub(super) fn try_start_on(port: u16, args: &[String]) -> Option<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("redsplit-redis-")
+            .tempdir()
+            .expect("temp dir");
+        let args = args.to_vec();
+        match launch_and_wait(
+            || spawn(redis_command(dir.path(), port, &args)),
+            |pid| redis_ready(port, pid),
+        ) {
+            Ok(process) => Some(Self {
+                process,
+                conn: CachedConn::new(local_addr(port)),
+                port,
+                args,
+                dir,
+            }),
+            Err((_, StartError::Exited)) => None,
+            Err((mut process, StartError::TimedOut)) => {
+                process.kill();
+                panic!(
+                    "redis-server on port {port} did not become ready\n{}",
+                    log_tails(dir.path())
+                );
+            }
+        }
+    }
+
     /// [`RedisServer::replica_of`] with extra arguments.
     pub fn replica_of_with(master: SocketAddr, args: &[&str]) -> Self {
         let host = master.ip().to_string();

@@ -1,0 +1,299 @@
+//! Redis Cluster as the backend: one endpoint for a plain client, every shard's reads
+//! routed by the same budgets as a single master's.
+//!
+//! [`run`] discovers the cluster from `backend.cluster.seeds` (and every node found
+//! since): `CLUSTER SHARDS`, or `CLUSTER SLOTS` on a server that lacks it, parsed into a
+//! [`map::ClusterMap`]. It asks again every `refresh_ms`, at once when a session saw a
+//! redirection or a refused write ([`Proxy::recheck`]), and every 100 ms while a shard's
+//! master is down (its replica is being promoted).
+//!
+//! Each shard is watched by a replication monitor of its own, exactly as a single
+//! master and its replicas are: its master's offset history, each replica's offset,
+//! staleness bound, pool membership and health. A monitor publishes its shard's
+//! [`View`] here ([`Cluster::published`]); the proxy's view is then rebuilt as one
+//! [`View`] whose [`ClusterView`] holds the slot map and every shard's view, and
+//! swapped in with one atomic store, so that a session routes each request with one
+//! load: the slot of its keys picks the shard's view, and the router decides within it.
+//! Replica connections send `READONLY` ([`crate::backend::ConnParams::readonly`]).
+
+pub mod map;
+
+use crate::backend::Role;
+use crate::config::Config;
+use crate::proxy::Proxy;
+use crate::replication::Monitor;
+use crate::reply::Decoded;
+use crate::topology::{Backends, ClusterView, View};
+use map::ClusterMap;
+use parking_lot::Mutex;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// How often the slot map is read while a shard has no master that answers.
+const UNSETTLED_REFRESH: Duration = Duration::from_millis(100);
+
+/// The cluster's shards, their monitors and the slot map (empty without a cluster).
+#[derive(Debug, Default)]
+pub struct Cluster {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    map: Option<Arc<ClusterMap>>,
+    /// In the map's shard order.
+    shards: Vec<Shard>,
+    /// Bumped when the map changes or a shard's backends do.
+    epoch: u64,
+    next_key: u64,
+}
+
+#[derive(Debug)]
+struct Shard {
+    key: u64,
+    monitor: Arc<Monitor>,
+    view: Arc<View>,
+}
+
+impl Cluster {
+    /// The current slot map, once one was read.
+    pub fn map(&self) -> Option<Arc<ClusterMap>> {
+        self.state.lock().map.clone()
+    }
+
+    /// Every shard's monitor, in the map's order.
+    pub fn monitors(&self) -> Vec<Arc<Monitor>> {
+        self.state
+            .lock()
+            .shards
+            .iter()
+            .map(|s| s.monitor.clone())
+            .collect()
+    }
+
+    /// Every shard's backends, in the map's order.
+    pub fn backends(&self) -> Vec<Backends> {
+        self.monitors().iter().map(|m| m.backends()).collect()
+    }
+
+    /// Rebuild every shard's view (a reload changed the budgets).
+    pub fn publish_all(&self, proxy: &Proxy) {
+        for m in self.monitors() {
+            m.publish(proxy);
+        }
+    }
+
+    /// The monitor of shard `key` published `view`: the proxy's view is rebuilt with it.
+    pub fn published(&self, proxy: &Proxy, key: u64, view: Arc<View>) {
+        let mut st = self.state.lock();
+        let Some(s) = st.shards.iter_mut().find(|s| s.key == key) else {
+            return;
+        };
+        let moved = s.view.epoch != view.epoch;
+        s.view = view;
+        if moved {
+            st.epoch += 1;
+        }
+        let top = top_view(&st, proxy);
+        drop(st);
+        if let Some(top) = top {
+            proxy.view.store(Arc::new(top));
+            proxy.view_version.send_modify(|v| *v += 1);
+        }
+    }
+
+    /// Take `map` as the cluster's slot map: a shard that shares a node with one known
+    /// before keeps its monitor (and its history); a new shard gets one; a shard gone
+    /// loses its backends. Returns whether anything changed.
+    fn apply(&self, proxy: &Arc<Proxy>, map: ClusterMap, cfg: &Config) -> bool {
+        let mut st = self.state.lock();
+        if st.map.as_ref().is_some_and(|m| m.same_as(&map)) {
+            return false;
+        }
+        let runtime = proxy.monitor.runtime();
+        let mut old: Vec<Shard> = std::mem::take(&mut st.shards);
+        let mut shards = Vec::with_capacity(map.shards.len());
+        let mut plans = Vec::with_capacity(map.shards.len());
+        for spec in &map.shards {
+            let holds = |s: &Shard| {
+                let b = s.monitor.backends();
+                let found = b
+                    .all()
+                    .any(|n| n.addr == spec.master || spec.replicas.contains(&n.addr));
+                found
+            };
+            let shard = match old.iter().position(holds) {
+                Some(i) => old.swap_remove(i),
+                None => {
+                    st.next_key += 1;
+                    Shard {
+                        key: st.next_key,
+                        monitor: Arc::new(Monitor::for_shard(st.next_key, runtime.clone())),
+                        view: Arc::new(View::empty()),
+                    }
+                }
+            };
+            plans.push((
+                shard.monitor.clone(),
+                spec.master.clone(),
+                spec.replicas.clone(),
+            ));
+            shards.push(shard);
+        }
+        tracing::info!(
+            shards = map.shards.len(),
+            masters = ?map.shards.iter().map(|s| s.master.as_str()).collect::<Vec<_>>(),
+            "cluster slot map changed"
+        );
+        st.shards = shards;
+        st.map = Some(Arc::new(map));
+        st.epoch += 1;
+        drop(st);
+        proxy
+            .metrics
+            .topology_changes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        for gone in old {
+            gone.monitor.set_backends(proxy, Backends::default());
+        }
+        // Every shard's connections join the proxy's one registry, for its watchdog.
+        let conns = proxy.monitor.backends().conns;
+        for (monitor, master, replicas) in plans {
+            let current = Backends {
+                conns: conns.clone(),
+                ..monitor.backends()
+            };
+            let next = Backends::build(cfg, &current, Some(&master), &replicas);
+            let ids = |b: &Backends| b.all().map(|b| b.id).collect::<Vec<_>>();
+            if ids(&current) != ids(&next) {
+                monitor.set_backends(proxy, next);
+            }
+        }
+        let st = self.state.lock();
+        let top = top_view(&st, proxy);
+        drop(st);
+        if let Some(top) = top {
+            proxy.view.store(Arc::new(top));
+            proxy.view_version.send_modify(|v| *v += 1);
+        }
+        true
+    }
+
+    /// The addresses to ask for the slot map: every node of the current map, then the
+    /// seeds.
+    fn candidates(&self, seeds: &[String]) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        if let Some(m) = self.map() {
+            for s in &m.shards {
+                out.push(s.master.clone());
+                out.extend(s.replicas.iter().cloned());
+            }
+        }
+        for s in seeds {
+            if !out.contains(s) {
+                out.push(s.clone());
+            }
+        }
+        out
+    }
+
+    /// Whether some shard's master is known to be down (a failover may be under way).
+    fn unsettled(&self) -> bool {
+        self.state
+            .lock()
+            .shards
+            .iter()
+            .any(|s| s.view.master.as_ref().is_some_and(|m| m.down))
+    }
+}
+
+/// The proxy's view of the whole cluster (`None` before a map was read).
+fn top_view(st: &State, proxy: &Proxy) -> Option<View> {
+    let map = st.map.clone()?;
+    let shards: Vec<Arc<View>> = st.shards.iter().map(|s| s.view.clone()).collect();
+    Some(View {
+        epoch: st.epoch,
+        taken: Instant::now(),
+        master: None,
+        replicas: Vec::new(),
+        policy_gen: proxy.settings.load().policy.generation,
+        write_rate: shards.iter().map(|v| v.write_rate).sum(),
+        switching: false,
+        cluster: Some(Arc::new(ClusterView { map, shards })),
+    })
+}
+
+/// Ask the node at `addr` for the slot map.
+async fn ask(cfg: &Config, addr: &str) -> Result<ClusterMap, String> {
+    let params = crate::topology::node_params(cfg, addr, Role::Master);
+    let timeout = Duration::from_millis(cfg.backend.connect_timeout_ms.max(100));
+    let mut conn = crate::backend::ControlConn::connect(&params)
+        .await
+        .map_err(|e| e.message.to_string())?;
+    let tls = cfg.backend.tls.is_some();
+    match conn
+        .call(&[b"CLUSTER", b"SHARDS"], timeout)
+        .await
+        .map_err(|e| e.message.to_string())?
+    {
+        Decoded::Error(e) if e.to_ascii_lowercase().contains("unknown subcommand") => {
+            match conn
+                .call(&[b"CLUSTER", b"SLOTS"], timeout)
+                .await
+                .map_err(|e| e.message.to_string())?
+            {
+                Decoded::Error(e) => Err(e),
+                reply => ClusterMap::from_slots(&reply),
+            }
+        }
+        Decoded::Error(e) => Err(e),
+        reply => ClusterMap::from_shards(&reply, tls),
+    }
+}
+
+/// Follow the cluster `backend.cluster` names until `stop`. Does nothing unless the
+/// running configuration names a cluster.
+pub async fn run(proxy: Arc<Proxy>, mut stop: watch::Receiver<bool>) {
+    let mut failures = 0u32;
+    loop {
+        let cfg = proxy.settings.load().config.clone();
+        let Some(cc) = cfg.backend.cluster.clone() else {
+            return;
+        };
+        let mut last_error = String::new();
+        let mut got = None;
+        for addr in proxy.cluster.candidates(&cc.seeds) {
+            match ask(&cfg, &addr).await {
+                Ok(m) if !m.shards.is_empty() => {
+                    got = Some(m);
+                    break;
+                }
+                Ok(_) => last_error = format!("{addr} knows no shard yet"),
+                Err(e) => last_error = format!("{addr}: {e}"),
+            }
+        }
+        match got {
+            Some(m) => {
+                failures = 0;
+                proxy.cluster.apply(&proxy, m, &cfg);
+            }
+            None => {
+                if failures == 0 {
+                    tracing::warn!(error = %last_error, "cannot read the cluster's slot map from any node");
+                }
+                failures += 1;
+            }
+        }
+        let wait = if proxy.cluster.unsettled() || proxy.cluster.map().is_none() {
+            UNSETTLED_REFRESH.min(Duration::from_millis(cc.refresh_ms))
+        } else {
+            Duration::from_millis(cc.refresh_ms)
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = proxy.recheck.notified() => {}
+            r = stop.changed() => if r.is_err() || *stop.borrow() { return },
+        }
+    }
+}

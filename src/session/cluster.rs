@@ -1,0 +1,315 @@
+//! Requests in front of a Redis Cluster: the slot of a request's keys picks the shard
+//! whose view routes it; a transaction stays on the shard of its first key.
+
+use super::*;
+use crate::cluster::map::{self, Slots};
+
+/// Redis Cluster's error for keys in more than one slot.
+pub(super) const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
+
+/// Redis Cluster's error for a slot no shard serves.
+const CLUSTERDOWN: &str = "CLUSTERDOWN Hash slot not served";
+
+/// `MULTI`, sent to the shard's master once a transaction's shard is known.
+pub(super) const MULTI: &[u8] = b"*1\r\n$5\r\nMULTI\r\n";
+
+/// Keyless commands any node answers for the whole cluster (or about itself, as a
+/// direct client of that node would be answered): they go to the first shard's master.
+fn any_node(cmd: &Command) -> bool {
+    cmd.class == Class::PubSub
+        || matches!(cmd.name, "time" | "lolwut" | "readonly" | "readwrite")
+        || cmd.name.starts_with("command")
+        || cmd.name.starts_with("cluster|")
+}
+
+/// The slot of a sharded pub/sub command's channels (they are not keys to the command
+/// table, but Redis Cluster hashes them as keys).
+fn shard_channels(cmd: &Command, req: &Request) -> Option<Slots> {
+    let first = match cmd.name {
+        "spublish" => 1..2.min(req.argc()),
+        "ssubscribe" | "sunsubscribe" => 1..req.argc(),
+        _ => return None,
+    };
+    let mut slots = Slots::None;
+    for i in first {
+        let s = map::key_slot(req.arg(i));
+        slots = match slots {
+            Slots::None => Slots::One(s),
+            Slots::One(t) if t == s => Slots::One(t),
+            _ => Slots::Cross,
+        };
+    }
+    Some(slots)
+}
+
+impl Session {
+    /// In front of a cluster, point the batch at the view of the shard `req` belongs to.
+    /// `Some(stop)`: the request was answered (an error: its keys span slots, its slot
+    /// has no shard, or it names no key and is not one any node can answer).
+    pub(super) fn cluster_route(
+        &mut self,
+        req: &Request,
+        cmd: &'static Command,
+        b: &mut Batch<'_>,
+    ) -> Option<Stop> {
+        let top = b.top;
+        let c = top.cluster.as_ref()?;
+        let slots = shard_channels(cmd, req).unwrap_or_else(|| map::request_slot(cmd, req));
+        let slot = match slots {
+            Slots::One(s) => Some(s),
+            Slots::Cross => return Some(self.refuse(CROSSSLOT, b)),
+            Slots::None => None,
+        };
+        let in_tx = matches!(self.mode, Mode::Multi | Mode::Watch);
+        let slot = if in_tx {
+            match (self.tx_slot, slot) {
+                (Some(t), Some(s)) if t != s => return Some(self.refuse(CROSSSLOT, b)),
+                (None, Some(s)) => {
+                    self.tx_slot = Some(s);
+                    Some(s)
+                }
+                (t, s) => t.or(s),
+            }
+        } else {
+            slot
+        };
+        // The connection of a transaction under way (MULTI sent, or WATCH).
+        let tx_conn = self
+            .dedicated
+            .as_ref()
+            .filter(|_| in_tx && !self.multi_deferred)
+            .map(|d| d.backend);
+        let view = match slot {
+            Some(s) => match top.for_slot(s) {
+                Some(v)
+                    if tx_conn
+                        .is_some_and(|id| v.master.as_ref().is_none_or(|m| m.backend.id != id)) =>
+                {
+                    // Begun on another shard by a keyless command.
+                    return Some(self.refuse(CROSSSLOT, b));
+                }
+                Some(v) => v,
+                None => return Some(self.refuse(CLUSTERDOWN, b)),
+            },
+            None => {
+                let keyless_ok = in_tx
+                    || matches!(cmd.class, Class::Connection | Class::Transaction)
+                    || any_node(cmd)
+                    || cmd.name == "wait";
+                if !keyless_ok {
+                    let e = format!(
+                        "ERR redsplit: '{}' names no key, and in front of a Redis Cluster the proxy does not send keyless commands to every shard",
+                        cmd.name
+                    );
+                    return Some(self.refuse(&e, b));
+                }
+                // A transaction begun on a shard stays there; otherwise the first shard.
+                let pinned = tx_conn
+                    .and_then(|id| c.shards.iter().find(|v| v.backend_ids().any(|i| i == id)));
+                match pinned.or_else(|| c.shards.first()) {
+                    Some(v) => v,
+                    None => return Some(self.refuse(CLUSTERDOWN, b)),
+                }
+            }
+        };
+        b.view = view;
+        None
+    }
+}
+
+impl Session {
+    /// A transaction whose `MULTI` is still deferred fails before its shard is known: it
+    /// begins on the first shard, so that the master can fail it (`EXEC` then answers
+    /// `EXECABORT`, as Redis does).
+    pub(super) fn start_deferred_multi(&mut self, top: &View) {
+        let Some(view) = top.shard_views().find(|v| v.master.is_some()) else {
+            return;
+        };
+        if self.dedicated_conn(view).is_err() {
+            return;
+        }
+        self.multi_deferred = false;
+        if let Some(d) = &self.dedicated {
+            let (conn, slot) = (d.conn.clone(), d.slot);
+            self.send_dropped(&conn, slot, MULTI);
+        }
+    }
+}
+
+/// Whether `frame` is a cluster node's `MOVED` or `ASK` (cheap enough for every reply).
+#[inline]
+pub(super) fn is_redirection(frame: &[u8]) -> bool {
+    frame.first() == Some(&b'-') && (frame.starts_with(b"-MOVED ") || frame.starts_with(b"-ASK "))
+}
+
+/// `ASKING`, sent before a request an `ASK` redirection sends to a slot's importing node.
+const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
+
+/// Where a node's `MOVED` or `ASK` sends a request.
+#[derive(Debug)]
+pub(super) struct Redirected {
+    /// `ASK`: this request only, after `ASKING`; `MOVED`: the slot has moved.
+    ask: bool,
+    /// The node named.
+    addr: String,
+    /// The redirection as the node sent it (without `-` and CRLF), for the client if
+    /// the node cannot be reached in time.
+    error: String,
+}
+
+impl Session {
+    /// The redirection in `frame`, the reply to the front request `p`, when the request
+    /// can follow it (a read or a write on a shared connection, whose bytes are kept):
+    /// the request's bytes and where to send them.
+    pub(super) fn redirection(&self, p: &Pending, frame: &[u8]) -> Option<(BytesMut, Redirected)> {
+        if !is_redirection(frame) || p.path != PATH_SHARED {
+            return None;
+        }
+        let kept = match p.kind {
+            Kind::ReplicaRead { retry, .. } | Kind::MasterRead { retry } => {
+                self.retry_buf.get(..retry as usize)?
+            }
+            Kind::Write { keep } if keep > 0 => self.redirect_buf.get(..keep as usize)?,
+            _ => return None,
+        };
+        let (ask, addr) = match map::parse_redirect(frame)? {
+            map::Redirect::Moved { addr, .. } => (false, addr),
+            map::Redirect::Ask { addr, .. } => (true, addr),
+        };
+        let error =
+            String::from_utf8_lossy(frame.get(1..frame.len().saturating_sub(2))?).into_owned();
+        Some((
+            BytesMut::from(kept),
+            Redirected {
+                ask,
+                addr: addr.to_string(),
+                error,
+            },
+        ))
+    }
+
+    /// Send the front request `p` (its `bytes`) where its node redirected it: after
+    /// `ASKING` for `ASK`; for `MOVED` the slot map is read again at once. It goes back
+    /// to the front of the queue, through the node's retry slot, its bytes kept for a
+    /// redirection of its own. A node not in the map yet is waited for, at most
+    /// `command_timeout_ms` from when the request was first sent; then the client gets
+    /// the redirection.
+    pub(super) fn follow_redirect(
+        &mut self,
+        p: Pending,
+        bytes: BytesMut,
+        to: Redirected,
+        now: Instant,
+    ) {
+        self.pending.pop_front();
+        if !to.ask {
+            self.proxy.recheck.notify_one();
+        }
+        let timeout = self.proxy.settings.load().config.backend.command_timeout_ms;
+        if now >= p.sent + Duration::from_millis(timeout) {
+            return self.answer_front(p, &to.error, now);
+        }
+        let top = self.proxy.view.load_full();
+        let backend = top
+            .shard_views()
+            .flat_map(|v| {
+                v.master
+                    .iter()
+                    .map(|m| &m.backend)
+                    .chain(v.replicas.iter().map(|r| &r.backend))
+            })
+            .find(|b| b.addr == to.addr)
+            .cloned();
+        let Some(backend) = backend else {
+            return self.wait_for_node(p, bytes, to, now);
+        };
+        let Ok(i) = self.source_for(&backend) else {
+            return self.wait_for_node(p, bytes, to, now);
+        };
+        let Some(s) = self.sources.get(i) else { return };
+        let slot = s.retry_slot;
+        let count = if to.ask { 2 } else { 1 };
+        let res = if to.ask {
+            let mut out = BytesMut::with_capacity(ASKING.len() + bytes.len());
+            out.extend_from_slice(ASKING);
+            out.extend_from_slice(&bytes);
+            s.conn.send(&out, &self.sink, slot, count)
+        } else {
+            s.conn.send(&bytes, &self.sink, slot, count)
+        };
+        self.stats().retries += 1;
+        if let Some(r) = self.slot_refs.get_mut(slot as usize) {
+            *r += count;
+        }
+        self.shared_in_flight += count;
+        let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+        // A read goes to the node named, a master: it is a master read now.
+        let kind = match p.kind {
+            Kind::Write { .. } => Kind::Write { keep: len },
+            _ => Kind::MasterRead { retry: len },
+        };
+        let buf = if matches!(kind, Kind::Write { .. }) {
+            &mut self.redirect_buf
+        } else {
+            &mut self.retry_buf
+        };
+        let mut kept = BytesMut::with_capacity(bytes.len() + buf.len());
+        kept.extend_from_slice(&bytes);
+        kept.extend_from_slice(buf);
+        *buf = kept;
+        if matches!(kind, Kind::Write { .. }) {
+            self.writes_in_flight += 1;
+        }
+        self.pending.push_front(Pending {
+            slot,
+            kind,
+            path: PATH_SHARED,
+            silent: p.silent,
+            read: p.read,
+            sent: p.sent,
+            mark: p.mark,
+            fence: FENCE_NONE,
+        });
+        if to.ask {
+            self.pending.push_front(Pending {
+                slot,
+                kind: Kind::Dropped,
+                path: PATH_SHARED,
+                silent: true,
+                read: false,
+                sent: now,
+                mark: Mark::None,
+                fence: FENCE_NONE,
+            });
+        }
+        if let Err(e) = res {
+            self.handle.inbox.push_failed(slot, &e, count);
+        }
+    }
+
+    /// The node a redirection names is not in the slot map yet: wait for a new view (or a
+    /// short while), then follow the redirection again.
+    fn wait_for_node(&mut self, p: Pending, bytes: BytesMut, to: Redirected, now: Instant) {
+        let timeout = self.proxy.settings.load().config.backend.command_timeout_ms;
+        let until = p.sent + Duration::from_millis(timeout);
+        if self.view_rx.is_none() {
+            self.view_rx = Some(self.proxy.view_version.subscribe());
+        }
+        if let Some(rx) = self.view_rx.as_mut() {
+            rx.mark_unchanged();
+        }
+        self.proxy.recheck.notify_one();
+        // Counted as a read in flight: a write after it waits, as it would for the
+        // request's first attempt.
+        self.replica_reads_in_flight += 1;
+        let at = (now + Duration::from_millis(20)).min(until);
+        self.retry_wait = Some(Box::new(RetryWait {
+            p,
+            bytes,
+            failed: None,
+            redirect: Some(Box::new(to)),
+            until,
+            sleep: Box::pin(tokio::time::sleep_until(at.into())),
+        }));
+    }
+}

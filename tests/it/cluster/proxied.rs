@@ -1,0 +1,457 @@
+//! redsplit in front of a real Redis Cluster (3 masters, 1 replica each): requests reach
+//! the shard of their keys, replica reads are bounded per shard, cross-slot requests
+//! get Redis Cluster's own errors, and redirections during a resharding and a failover
+//! are followed without a failed reply.
+
+use crate::common::*;
+use redis::Value;
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const BUDGET_MS: u64 = 400;
+
+/// A proxy in front of `cluster`, reads on replicas within `BUDGET_MS`.
+fn proxy_for(cluster: &RedisCluster, extra: &str) -> ProxyUnderTest {
+    let seeds: Vec<String> = cluster.seeds().iter().map(|a| format!("\"{a}\"")).collect();
+    let yaml = format!(
+        "backend:\n  cluster: {{seeds: [{}], refresh_ms: 500}}\n  command_timeout_ms: 5000\nreplication: {{poll_interval_ms: 50, dwell_ms: 300}}\nrouting:\n  default: {{consistency: replica, max_lag_ms: {BUDGET_MS}}}\n{extra}",
+        seeds.join(", ")
+    );
+    let p = ProxyUnderTest::start(&yaml);
+    wait_shards_in_pool(&p, cluster.masters().len(), Duration::from_secs(20));
+    p
+}
+
+/// `PROXY STATUS` rows, as maps of field to text.
+fn status_rows(p: &ProxyUnderTest) -> Vec<HashMap<String, String>> {
+    let mut c = p.conn();
+    let Value::Array(rows) = query(&mut c, &["PROXY", "STATUS"]).unwrap() else {
+        panic!("PROXY STATUS is not an array");
+    };
+    rows.iter()
+        .map(|r| {
+            let mut m = HashMap::new();
+            let items: Vec<(Value, Value)> = match r {
+                Value::Map(kv) => kv.clone(),
+                Value::Array(a) => a.chunks(2).map(|c| (c[0].clone(), c[1].clone())).collect(),
+                other => panic!("row {other:?}"),
+            };
+            for (k, v) in items {
+                let v = match &v {
+                    Value::Map(_) | Value::Array(_) => format!("{v:?}"),
+                    v => text(v),
+                };
+                m.insert(text(&k), v);
+            }
+            m
+        })
+        .collect()
+}
+
+/// Until every shard's master is up and every replica is in a read pool.
+fn wait_shards_in_pool(p: &ProxyUnderTest, shards: usize, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let ok = |rows: &[HashMap<String, String>]| {
+        let masters = rows
+            .iter()
+            .filter(|r| r["role"] == "master" && r["state"] == "up")
+            .count();
+        let replicas: Vec<_> = rows.iter().filter(|r| r["role"] == "replica").collect();
+        masters == shards
+            && replicas.len() >= shards
+            && replicas
+                .iter()
+                .all(|r| r["state"] == "ok" && r["in_pool"].to_lowercase().contains("int(1)"))
+    };
+    loop {
+        let rows = status_rows(p);
+        if ok(&rows) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every shard's replicas are in the read pool after {timeout:?}: {rows:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `GET` calls a node has served.
+fn gets(cluster: &RedisCluster, addr: std::net::SocketAddr) -> u64 {
+    cluster.node(addr).calls("get")
+}
+
+#[test]
+fn reads_and_writes_reach_the_shard_of_their_keys() {
+    let cluster = RedisCluster::start(3, 1);
+    let p = proxy_for(&cluster, "");
+    let mut c = p.conn();
+    let masters = cluster.masters();
+    let keys: Vec<String> = (0..300).map(|i| format!("key:{i}")).collect();
+    for k in &keys {
+        assert_eq!(
+            query(&mut c, &["SET", k, &format!("v-{k}")]).unwrap(),
+            Value::Okay
+        );
+    }
+    // Each key is on the master that owns its slot, and on no other.
+    for k in &keys {
+        let owner = cluster.owner_of_slot(RedisCluster::slot_of(k));
+        assert_eq!(
+            cluster.cmd(owner, &["EXISTS", k]),
+            Value::Int(1),
+            "{k} on {owner}"
+        );
+    }
+    let total: i64 = masters
+        .iter()
+        .map(|m| match cluster.cmd(*m, &["DBSIZE"]) {
+            Value::Int(n) => n,
+            v => panic!("DBSIZE {v:?}"),
+        })
+        .sum();
+    assert_eq!(total, keys.len() as i64);
+    cluster.wait_synced(Duration::from_secs(10));
+    wait_shards_in_pool(&p, 3, Duration::from_secs(10));
+    let before: Vec<u64> = masters
+        .iter()
+        .flat_map(|m| cluster.replicas_of(*m))
+        .map(|r| gets(&cluster, r))
+        .collect();
+    for k in &keys {
+        let v = query(&mut c, &["GET", k]).unwrap();
+        assert_eq!(text(&v), format!("v-{k}"));
+    }
+    // Every shard's replica served reads of its own shard's keys.
+    let after: Vec<u64> = masters
+        .iter()
+        .flat_map(|m| cluster.replicas_of(*m))
+        .map(|r| gets(&cluster, r))
+        .collect();
+    for (i, (b, a)) in before.iter().zip(after.iter()).enumerate() {
+        assert!(a > b, "replica {i} served no read ({b} -> {a})");
+    }
+    // Hash tags keep keys together; multi-key commands in one slot work.
+    assert_eq!(
+        query(&mut c, &["MSET", "{user1}:a", "1", "{user1}:b", "2"]).unwrap(),
+        Value::Okay
+    );
+    let v = query(&mut c, &["MGET", "{user1}:a", "{user1}:b"]).unwrap();
+    assert_eq!(
+        v,
+        Value::Array(vec![
+            Value::BulkString(b"1".to_vec()),
+            Value::BulkString(b"2".to_vec())
+        ])
+    );
+    // PROXY EXPLAIN names the slot and the shard.
+    let e = format!(
+        "{:?}",
+        query(&mut c, &["PROXY", "EXPLAIN", "GET", "key:1"]).unwrap()
+    );
+    let slot = RedisCluster::slot_of("key:1");
+    assert!(e.to_lowercase().contains(&format!("int({slot})")), "{e}");
+    assert!(e.contains("shard"), "{e}");
+}
+
+#[test]
+fn cross_slot_requests_get_the_errors_a_cluster_gives() {
+    let cluster = RedisCluster::start(3, 1);
+    let p = proxy_for(&cluster, "");
+    let mut c = p.conn();
+    // The same request straight to a node that owns the first key.
+    let owner = cluster.owner_of_slot(RedisCluster::slot_of("a"));
+    let mut direct = cluster.conn(owner);
+    let want = query(&mut direct, &["MGET", "a", "b"]).unwrap_err();
+    let got = query(&mut c, &["MGET", "a", "b"]).unwrap_err();
+    assert_eq!(got.code(), want.code());
+    assert_eq!(got.detail(), want.detail());
+    assert_eq!(got.code(), Some("CROSSSLOT"));
+    // SELECT: database 0 only, as on a cluster node.
+    for db in ["0", "1"] {
+        let want = query(&mut direct, &["SELECT", db]);
+        let got = query(&mut c, &["SELECT", db]);
+        assert_eq!(format!("{got:?}"), format!("{want:?}"), "SELECT {db}");
+    }
+    // A transaction across slots fails as a whole.
+    assert_eq!(query(&mut c, &["MULTI"]).unwrap(), Value::Okay);
+    assert_eq!(
+        query(&mut c, &["SET", "{t}x", "1"]).unwrap(),
+        Value::SimpleString("QUEUED".into())
+    );
+    let e = query(&mut c, &["SET", "{other}y", "1"]).unwrap_err();
+    assert_eq!(e.code(), Some("CROSSSLOT"));
+    let e = query(&mut c, &["EXEC"]).unwrap_err();
+    assert_eq!(e.code(), Some("EXECABORT"), "{e:?}");
+    let owner = cluster.owner_of_slot(RedisCluster::slot_of("{t}x"));
+    assert_eq!(cluster.cmd(owner, &["EXISTS", "{t}x"]), Value::Int(0));
+    // One in one slot runs on that slot's master.
+    assert_eq!(query(&mut c, &["MULTI"]).unwrap(), Value::Okay);
+    query(&mut c, &["SET", "{t}x", "5"]).unwrap();
+    query(&mut c, &["INCR", "{t}x"]).unwrap();
+    let v = query(&mut c, &["EXEC"]).unwrap();
+    assert_eq!(v, Value::Array(vec![Value::Okay, Value::Int(6)]));
+    assert_eq!(text(&cluster.cmd(owner, &["GET", "{t}x"])), "6");
+    // WATCH pins the transaction to its key's shard.
+    query(&mut c, &["WATCH", "{w}k"]).unwrap();
+    assert_eq!(query(&mut c, &["MULTI"]).unwrap(), Value::Okay);
+    query(&mut c, &["SET", "{w}k", "1"]).unwrap();
+    let v = query(&mut c, &["EXEC"]).unwrap();
+    assert_eq!(v, Value::Array(vec![Value::Okay]));
+    // A keyless command the proxy cannot send to every shard is refused, saying why.
+    let e = query(&mut c, &["DBSIZE"]).unwrap_err();
+    assert!(format!("{e:?}").contains("keyless"), "{e:?}");
+}
+
+#[test]
+fn pub_sub_crosses_the_cluster_and_sharded_channels_reach_their_shard() {
+    let cluster = RedisCluster::start(3, 1);
+    let p = proxy_for(&cluster, "");
+    let mut sub = p.conn();
+    let mut pubsub = sub.as_pubsub();
+    pubsub.subscribe("news").unwrap();
+    pubsub
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut c = p.conn();
+    // Published through the proxy, and straight to a node of another shard: the cluster
+    // bus carries both to the subscriber.
+    wait_until("a subscriber is counted", Duration::from_secs(5), || {
+        query(&mut c, &["PUBLISH", "news", "warmup"]).unwrap() != Value::Int(0)
+    });
+    let msg = pubsub.get_message().unwrap();
+    assert_eq!(msg.get_payload::<String>().unwrap(), "warmup");
+    let last = *cluster.masters().last().unwrap();
+    cluster.cmd(last, &["PUBLISH", "news", "from-another-node"]);
+    loop {
+        let m: String = pubsub.get_message().unwrap().get_payload().unwrap();
+        if m == "from-another-node" {
+            break;
+        }
+    }
+    // SPUBLISH goes to the channel's shard: a direct SSUBSCRIBE there hears it.
+    let owner = cluster.owner_of_slot(RedisCluster::slot_of("orders"));
+    let mut direct = raw(owner);
+    direct
+        .write_all(b"*2\r\n$10\r\nSSUBSCRIBE\r\n$6\r\norders\r\n")
+        .unwrap();
+    let confirm = read_reply(&mut direct);
+    assert!(String::from_utf8_lossy(&confirm).contains("ssubscribe"));
+    let n = query(&mut c, &["SPUBLISH", "orders", "x"]).unwrap();
+    assert_eq!(n, Value::Int(1), "the shard's subscriber got it");
+    let msg = read_reply(&mut direct);
+    assert!(
+        String::from_utf8_lossy(&msg).contains("smessage"),
+        "{msg:?}"
+    );
+}
+
+/// Reads of shard 0's key while its replica's replication is paused: every value read
+/// is at least the last one acknowledged `BUDGET_MS` before the read began, and shard
+/// 1's reads stay on its replica.
+#[test]
+fn a_lagging_replica_of_one_shard_serves_no_read_staler_than_the_budget() {
+    let cluster = RedisCluster::start_with(
+        3,
+        1,
+        ClusterOptions {
+            relay_replica_of_shard: Some(0),
+            ..ClusterOptions::default()
+        },
+    );
+    let p = proxy_for(&cluster, "");
+    let masters = cluster.masters();
+    let lagged = cluster.relayed_node().expect("a relayed master");
+    let other = *masters.iter().find(|m| **m != lagged).unwrap();
+    let key = cluster.key_in_slot_of(lagged, "lag");
+    let other_key = cluster.key_in_slot_of(other, "fresh");
+    let other_replica = cluster.replicas_of(other)[0];
+    let stop = Arc::new(AtomicBool::new(false));
+    let acks: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::new(Mutex::new(Vec::new()));
+    let writer = {
+        let (stop, acks, key, addr) = (stop.clone(), acks.clone(), key.clone(), p.addr);
+        std::thread::spawn(move || {
+            let mut c = connect(addr);
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                query(&mut c, &["SET", &key, &n.to_string()]).unwrap();
+                acks.lock().unwrap().push((n, Instant::now()));
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    let reads = Arc::new(AtomicU64::new(0));
+    let mut c = p.conn();
+    query(&mut c, &["SET", &other_key, "1"]).unwrap();
+    let check_reads = |c: &mut redis::Connection, for_ms: u64| {
+        let until = Instant::now() + Duration::from_millis(for_ms);
+        while Instant::now() < until {
+            let began = Instant::now();
+            let floor = {
+                let a = acks.lock().unwrap();
+                a.iter()
+                    .rev()
+                    .find(|(_, t)| began.duration_since(*t) >= Duration::from_millis(BUDGET_MS))
+                    .map_or(0, |(n, _)| *n)
+            };
+            let v = query(c, &["GET", &key]).unwrap();
+            let got: u64 = match v {
+                Value::Nil => 0,
+                v => text(&v).parse().unwrap(),
+            };
+            assert!(
+                got >= floor,
+                "read {got}, but {floor} was acknowledged {BUDGET_MS} ms before the read"
+            );
+            reads.fetch_add(1, Ordering::Relaxed);
+            std::thread::sleep(Duration::from_millis(3));
+        }
+    };
+    check_reads(&mut c, 500);
+    cluster.pause_replication();
+    let other_before = gets(&cluster, other_replica);
+    check_reads(&mut c, 2500);
+    // The other shard's reads still go to its replica.
+    for _ in 0..20 {
+        assert_eq!(text(&query(&mut c, &["GET", &other_key]).unwrap()), "1");
+    }
+    assert!(gets(&cluster, other_replica) >= other_before + 20);
+    // The lagging replica is out of its pool; the other shards' are in theirs.
+    let rows = status_rows(&p);
+    let lagged_replica = cluster.replicas_of(lagged)[0].to_string();
+    let row = rows.iter().find(|r| r["addr"] == lagged_replica).unwrap();
+    assert!(!row["in_pool"].to_lowercase().contains("int(1)"), "{row:?}");
+    cluster.resume_replication();
+    check_reads(&mut c, 500);
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    assert!(reads.load(Ordering::Relaxed) > 100);
+}
+
+#[test]
+fn a_slot_migration_is_followed_through_ask_and_moved() {
+    let cluster = RedisCluster::start(3, 1);
+    let p = proxy_for(&cluster, "");
+    let masters = cluster.masters();
+    let (from, to) = (masters[0], masters[1]);
+    let slot = cluster.slots_of(from)[0].0;
+    let keys: Vec<String> = (0..40)
+        .map(|i| RedisCluster::key_in_slot(slot, &format!("m{i}:")))
+        .collect();
+    let mut c = p.conn();
+    for k in &keys {
+        query(&mut c, &["SET", k, "before"]).unwrap();
+    }
+    cluster.begin_migration(slot, from, to);
+    // Half the keys move: the source answers ASK for them.
+    let moved = cluster.migrate_keys(slot, from, to, 20);
+    assert!(moved > 0);
+    let mut direct = cluster.conn(from);
+    let asks = keys
+        .iter()
+        .filter(|k| {
+            query(&mut direct, &["GET", k])
+                .err()
+                .is_some_and(|e| e.code() == Some("ASK"))
+        })
+        .count();
+    assert!(asks > 0, "the source answers ASK for moved keys");
+    for k in &keys {
+        assert_eq!(text(&query(&mut c, &["GET", k]).unwrap()), "before", "{k}");
+    }
+    // Writes during the migration: existing keys where they are, new ones (ASK) on the target.
+    for k in &keys {
+        query(&mut c, &["SET", k, "during"]).unwrap();
+    }
+    let fresh = RedisCluster::key_in_slot(slot, "new");
+    query(&mut c, &["SET", &fresh, "x"]).unwrap();
+    cluster.migrate_keys(slot, from, to, 1000);
+    cluster.finish_migration(slot, to);
+    // The source now answers MOVED; the proxy follows it and reads its map again.
+    for k in &keys {
+        assert_eq!(text(&query(&mut c, &["GET", k]).unwrap()), "during", "{k}");
+        query(&mut c, &["SET", k, "after"]).unwrap();
+    }
+    assert_eq!(text(&query(&mut c, &["GET", &fresh]).unwrap()), "x");
+    for k in &keys {
+        assert_eq!(
+            text(&cluster.cmd(to, &["GET", k])),
+            "after",
+            "{k} on the target"
+        );
+    }
+    wait_until(
+        "the proxy's map names the new owner",
+        Duration::from_secs(10),
+        || {
+            let e = format!(
+                "{:?}",
+                query(&mut c, &["PROXY", "EXPLAIN", "GET", &keys[0]]).unwrap()
+            );
+            e.contains(&to.to_string())
+        },
+    );
+}
+
+#[test]
+fn a_killed_master_is_failed_over_and_other_shards_keep_serving() {
+    let mut cluster = RedisCluster::start(3, 1);
+    let p = proxy_for(&cluster, "");
+    let masters = cluster.masters();
+    let victim = masters[0];
+    let key = cluster.key_in_slot_of(victim, "f");
+    let others: Vec<String> = masters[1..]
+        .iter()
+        .map(|m| cluster.key_in_slot_of(*m, "ok"))
+        .collect();
+    let mut c = p.conn();
+    query(&mut c, &["SET", &key, "1"]).unwrap();
+    for k in &others {
+        query(&mut c, &["SET", k, "1"]).unwrap();
+    }
+    cluster.wait_synced(Duration::from_secs(10));
+    // The other shards keep serving while one has no master (Redis's default stops the
+    // whole cluster until the failover).
+    for n in cluster.seeds() {
+        cluster.cmd(n, &["CONFIG", "SET", "cluster-require-full-coverage", "no"]);
+    }
+    let killed_at = Instant::now();
+    cluster.kill(victim);
+    // Reads on the other shards never fail meanwhile.
+    let promoted = {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            for k in &others {
+                assert_eq!(text(&query(&mut c, &["GET", k]).unwrap()), "1");
+            }
+            if cluster.masters().len() == 3 && !cluster.masters().contains(&victim) {
+                break cluster
+                    .masters()
+                    .into_iter()
+                    .find(|m| !masters.contains(m))
+                    .unwrap();
+            }
+            assert!(Instant::now() < deadline, "no failover");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let failed_over = killed_at.elapsed();
+    // Writes to the shard come back within a second of the cluster's own failover.
+    let deadline = Instant::now() + Duration::from_secs(1) + Duration::from_millis(500);
+    let mut w = connect(p.addr);
+    loop {
+        if query(&mut w, &["SET", &key, "2"]).is_ok() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "writes not back 1 s after the failover ({failed_over:?})"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(text(&cluster.cmd(promoted, &["GET", &key])), "2");
+}
