@@ -202,10 +202,15 @@ pub fn explain(
     let name = String::from_utf8_lossy(req.arg(0)).to_lowercase();
     let top = view;
     let mut shard = Vec::new();
+    let mut migrating = false;
     let view = match (&top.cluster, commands::lookup(&req)) {
         (Some(c), Some(cmd)) => match crate::cluster::map::request_slot(cmd, &req) {
             crate::cluster::map::Slots::One(slot) => {
                 shard.push(kv("slot", Value::Int(i64::from(slot))));
+                migrating = c.is_migrating(slot);
+                if migrating {
+                    shard.push(kv("migrating", Value::Int(1)));
+                }
                 match c
                     .map
                     .shard_of_slot(slot)
@@ -296,6 +301,14 @@ pub fn explain(
         }
     }
     out.extend(level_value(&resolved.level));
+    if migrating {
+        out.push(kv("target", Value::bulk(master_name(view))));
+        out.push(kv(
+            "reason",
+            Value::bulk("the slot is migrating: its replicas may have lost keys the master moved"),
+        ));
+        return Value::Map(out);
+    }
     let mut sess = *sess;
     if resolved.level.ryw == ReadYourWrites::Key {
         let mut f = Fenced::default();

@@ -92,6 +92,10 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
             proxy.clone(),
             stop_rx.clone(),
         )));
+        tasks.push(tokio::spawn(crate::cluster::watch_migrations(
+            proxy.clone(),
+            stop_rx.clone(),
+        )));
     } else if cfg.backend.is_static() {
         let backends = Backends::from_static(&cfg, &proxy.monitor.backends());
         proxy.monitor.set_backends(&proxy, backends);

@@ -244,6 +244,18 @@ pub struct ClusterView {
     pub map: Arc<crate::cluster::map::ClusterMap>,
     /// Each shard's view: its master, its replicas and how fresh each is.
     pub shards: Vec<Arc<View>>,
+    /// Slots a master is migrating to another (sorted): their replicas may already
+    /// have lost keys the master now redirects with `ASK`, so their reads go to the
+    /// master.
+    pub migrating: Arc<[u16]>,
+}
+
+impl ClusterView {
+    /// Whether `slot` is being migrated away from its master.
+    #[inline]
+    pub fn is_migrating(&self, slot: u16) -> bool {
+        !self.migrating.is_empty() && self.migrating.binary_search(&slot).is_ok()
+    }
 }
 
 impl View {

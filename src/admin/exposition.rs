@@ -653,7 +653,32 @@ fn encode_backends(
             })
         }),
     )?;
-    gauges(
+    /// A gauge per shard; outside a cluster one sample without labels.
+    fn per_shard<V: EncodeGaugeValue>(
+        enc: &mut DescriptorEncoder,
+        family: Family,
+        samples: Vec<(Labels<'_>, V)>,
+    ) -> fmt::Result {
+        family.encode(enc, |m| {
+            for (labels, v) in samples {
+                if labels.is_empty() {
+                    m.encode_gauge(&v)?;
+                } else {
+                    m.encode_family(&labels)?.encode_gauge(&v)?;
+                }
+            }
+            Ok(())
+        })
+    }
+    /// A shard's labels (its master's address too), none outside a cluster.
+    fn label<'b>(s: Option<&'b str>, v: &'b View) -> Labels<'b> {
+        match (s, v.master.as_ref()) {
+            (None, _) => Vec::new(),
+            (Some(_), Some(mv)) => addr(s, &mv.backend.addr),
+            (Some(_), None) => sharded(s, Vec::new()),
+        }
+    }
+    per_shard(
         enc,
         Family::new(
             "master_offset",
@@ -661,16 +686,12 @@ fn encode_backends(
             MetricType::Gauge,
         )
         .unit(Unit::Bytes),
-        shards.iter().filter_map(|(s, v)| {
-            let mv = v.master.as_ref()?;
-            let labels = match s {
-                Some(_) => addr(*s, &mv.backend.addr),
-                None => Vec::new(),
-            };
-            Some((labels, gauge_u64(mv.offset?)))
-        }),
+        shards
+            .iter()
+            .filter_map(|(s, v)| Some((label(*s, v), gauge_u64(v.master.as_ref()?.offset?))))
+            .collect(),
     )?;
-    gauges(
+    per_shard(
         enc,
         Family::new(
             "master_write_rate",
@@ -678,14 +699,10 @@ fn encode_backends(
             MetricType::Gauge,
         )
         .unit(Unit::Other("bytes_per_second".into())),
-        shards.iter().map(|(s, v)| {
-            let labels = match (s, v.master.as_ref()) {
-                (Some(_), Some(mv)) => addr(*s, &mv.backend.addr),
-                (Some(_), None) => sharded(*s, Vec::new()),
-                (None, _) => Vec::new(),
-            };
-            (labels, v.write_rate)
-        }),
+        shards
+            .iter()
+            .map(|(s, v)| (label(*s, v), v.write_rate))
+            .collect(),
     )?;
     Ok(())
 }

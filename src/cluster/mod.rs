@@ -15,6 +15,12 @@
 //! swapped in with one atomic store, so that a session routes each request with one
 //! load: the slot of its keys picks the shard's view, and the router decides within it.
 //! Replica connections send `READONLY` ([`crate::backend::ConnParams::readonly`]).
+//!
+//! While a master migrates a slot to another node, its replicas may already have lost
+//! keys it has moved (the master answers `ASK` for them; a replica just has none):
+//! [`watch_migrations`] asks every master each poll period which slots it is migrating
+//! (`CLUSTER NODES`), and reads of those slots go to the master until the migration
+//! ends.
 
 pub mod map;
 
@@ -46,6 +52,8 @@ struct State {
     shards: Vec<Shard>,
     /// Bumped when the map changes or a shard's backends do.
     epoch: u64,
+    /// Slots the masters say they are migrating, sorted.
+    migrating: Arc<[u16]>,
     next_key: u64,
 }
 
@@ -180,6 +188,23 @@ impl Cluster {
         true
     }
 
+    /// The masters now say they migrate `slots` (sorted): the proxy's view is rebuilt
+    /// when that changed.
+    fn set_migrating(&self, proxy: &Proxy, slots: Vec<u16>) {
+        let mut st = self.state.lock();
+        if *st.migrating == *slots {
+            return;
+        }
+        tracing::info!(slots = ?slots, "slots migrating between cluster nodes (their reads go to the masters)");
+        st.migrating = slots.into();
+        let top = top_view(&st, proxy);
+        drop(st);
+        if let Some(top) = top {
+            proxy.view.store(Arc::new(top));
+            proxy.view_version.send_modify(|v| *v += 1);
+        }
+    }
+
     /// The addresses to ask for the slot map: every node of the current map, then the
     /// seeds.
     fn candidates(&self, seeds: &[String]) -> Vec<String> {
@@ -220,7 +245,11 @@ fn top_view(st: &State, proxy: &Proxy) -> Option<View> {
         policy_gen: proxy.settings.load().policy.generation,
         write_rate: shards.iter().map(|v| v.write_rate).sum(),
         switching: false,
-        cluster: Some(Arc::new(ClusterView { map, shards })),
+        cluster: Some(Arc::new(ClusterView {
+            map,
+            shards,
+            migrating: st.migrating.clone(),
+        })),
     })
 }
 
@@ -249,6 +278,84 @@ async fn ask(cfg: &Config, addr: &str) -> Result<ClusterMap, String> {
         }
         Decoded::Error(e) => Err(e),
         reply => ClusterMap::from_shards(&reply, tls),
+    }
+}
+
+/// The slots the node answering `CLUSTER NODES` with `text` migrates to another node
+/// (the `[slot->-id]` entries of its own line).
+pub fn migrating_slots(text: &str) -> Vec<u16> {
+    let Some(me) = text.lines().find(|l| {
+        l.split(' ')
+            .nth(2)
+            .is_some_and(|f| f.split(',').any(|f| f == "myself"))
+    }) else {
+        return Vec::new();
+    };
+    me.split(' ')
+        .skip(8)
+        .filter_map(|f| {
+            let inner = f.strip_prefix('[')?.strip_suffix(']')?;
+            let (slot, _) = inner.split_once("->-")?;
+            slot.parse().ok()
+        })
+        .collect()
+}
+
+/// Ask every master which slots it is migrating, every poll period, until `stop`, and
+/// keep the proxy's view of them current (reads of such a slot go to its master).
+pub async fn watch_migrations(proxy: Arc<Proxy>, mut stop: watch::Receiver<bool>) {
+    let mut conns: std::collections::HashMap<String, crate::backend::ControlConn> =
+        std::collections::HashMap::new();
+    loop {
+        let cfg = proxy.settings.load().config.clone();
+        if cfg.backend.cluster.is_none() {
+            return;
+        }
+        let interval = Duration::from_millis(cfg.replication.poll_interval_ms.max(1));
+        let timeout = Duration::from_millis(cfg.replication.poll_timeout_ms.max(1));
+        let masters: Vec<String> = proxy
+            .cluster
+            .map()
+            .map(|m| m.shards.iter().map(|s| s.master.clone()).collect())
+            .unwrap_or_default();
+        conns.retain(|a, _| masters.contains(a));
+        let mut slots = Vec::new();
+        let mut complete = true;
+        for addr in &masters {
+            if !conns.contains_key(addr) {
+                let params = crate::topology::node_params(&cfg, addr, Role::Master);
+                match crate::backend::ControlConn::connect(&params).await {
+                    Ok(c) => {
+                        conns.insert(addr.clone(), c);
+                    }
+                    Err(_) => {
+                        complete = false;
+                        continue;
+                    }
+                }
+            }
+            let Some(c) = conns.get_mut(addr) else {
+                continue;
+            };
+            match c.call(&[b"CLUSTER", b"NODES"], timeout).await {
+                Ok(Decoded::Str(text)) => {
+                    slots.extend(migrating_slots(&String::from_utf8_lossy(&text)));
+                }
+                _ => {
+                    conns.remove(addr);
+                    complete = false;
+                }
+            }
+        }
+        if complete || !slots.is_empty() {
+            slots.sort_unstable();
+            slots.dedup();
+            proxy.cluster.set_migrating(&proxy, slots);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            r = stop.changed() => if r.is_err() || *stop.borrow() { return },
+        }
     }
 }
 
@@ -295,5 +402,26 @@ pub async fn run(proxy: Arc<Proxy>, mut stop: watch::Receiver<bool>) {
             _ = proxy.recheck.notified() => {}
             r = stop.changed() => if r.is_err() || *stop.borrow() { return },
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_masters_own_line_names_the_slots_it_migrates() {
+        let text = "\
+e7d1 127.0.0.1:7001@17001 master - 0 1700000000000 2 connected 5461-10922 [5461->-a1b2] [5470-<-c3d4]
+a1b2 127.0.0.1:7000@17000 myself,master - 0 1700000000000 1 connected 0-5460 [100->-e7d1] [200->-e7d1] [300-<-e7d1]
+c3d4 127.0.0.1:7002@17002 master - 0 1700000000000 3 connected 10923-16383
+";
+        assert_eq!(migrating_slots(text), vec![100, 200]);
+        assert!(migrating_slots(
+            "a1b2 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-16383\n"
+        )
+        .is_empty());
+        assert!(migrating_slots("").is_empty());
     }
 }

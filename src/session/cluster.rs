@@ -50,6 +50,7 @@ impl Session {
         &mut self,
         req: &Request,
         cmd: &'static Command,
+        at: Option<usize>,
         b: &mut Batch<'_>,
     ) -> Option<Stop> {
         let top = b.top;
@@ -57,7 +58,7 @@ impl Session {
         let slots = shard_channels(cmd, req).unwrap_or_else(|| map::request_slot(cmd, req));
         let slot = match slots {
             Slots::One(s) => Some(s),
-            Slots::Cross => return Some(self.refuse(CROSSSLOT, b)),
+            Slots::Cross => return Some(self.cross_slot(req, cmd, b)),
             Slots::None => None,
         };
         let in_tx = matches!(self.mode, Mode::Multi | Mode::Watch);
@@ -113,6 +114,17 @@ impl Session {
             }
         };
         b.view = view;
+        if let Some(s) = slot {
+            if c.is_migrating(s)
+                && cmd.class == Class::Read
+                && !in_tx
+                && !commands::is_blocking(cmd, req)
+            {
+                // Its replicas may have lost keys the master moved (it answers ASK).
+                self.stats().route(0, Reason::Rule);
+                return Some(self.master_read(req, at, b));
+            }
+        }
         None
     }
 }
@@ -311,5 +323,252 @@ impl Session {
             until,
             sleep: Box::pin(tokio::time::sleep_until(at.into())),
         }));
+    }
+}
+
+/// How the replies of a request split across slots make its one reply.
+#[derive(Debug)]
+enum MergeOp {
+    /// `MGET`: each part's array elements go back to their keys' places.
+    Array {
+        /// Per part, the place in the reply of each of its elements.
+        places: Vec<Vec<usize>>,
+        /// Elements in the whole reply.
+        total: usize,
+    },
+    /// `DEL`, `UNLINK`, `EXISTS`, `TOUCH`: the parts' integers added up.
+    Sum,
+    /// `MSET`: `+OK` once every part said it.
+    Ok,
+}
+
+/// A request split across slots whose parts' replies are being collected (they come in
+/// request order, each part marked [`Mark::Part`]).
+#[derive(Debug)]
+pub(super) struct Merge {
+    op: MergeOp,
+    parts: usize,
+    frames: Vec<Vec<u8>>,
+    silent: bool,
+}
+
+/// Whether `cmd` is split across slots (and merged) rather than refused with `CROSSSLOT`.
+fn splits(cmd: &Command) -> bool {
+    matches!(
+        cmd.name,
+        "mget" | "mset" | "del" | "unlink" | "exists" | "touch"
+    )
+}
+
+/// The RESP encoding of `args`, and each argument's span in it.
+fn encode_parts(args: &[&[u8]]) -> (Vec<u8>, Vec<crate::protocol::Span>) {
+    let mut buf = Vec::with_capacity(16 + args.iter().map(|a| a.len() + 16).sum::<usize>());
+    let mut spans = Vec::with_capacity(args.len());
+    buf.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+    for a in args {
+        buf.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        let start = u32::try_from(buf.len()).unwrap_or(u32::MAX);
+        buf.extend_from_slice(a);
+        spans.push(crate::protocol::Span {
+            start,
+            end: u32::try_from(buf.len()).unwrap_or(u32::MAX),
+        });
+        buf.extend_from_slice(b"\r\n");
+    }
+    (buf, spans)
+}
+
+impl Session {
+    /// A request whose keys span slots: refused with `CROSSSLOT` as a cluster refuses
+    /// it, unless it is one the proxy splits (one part per slot, each routed as a request
+    /// of its own, their replies merged as a single Redis would answer).
+    fn cross_slot(&mut self, req: &Request, cmd: &'static Command, b: &mut Batch<'_>) -> Stop {
+        if !splits(cmd) || matches!(self.mode, Mode::Multi | Mode::Watch) {
+            let e = if cmd.name == "msetnx" {
+                format!("{CROSSSLOT} (redsplit splits MGET, MSET, DEL, UNLINK, EXISTS and TOUCH across slots, but not MSETNX, which must set all of its keys or none)")
+            } else {
+                CROSSSLOT.to_string()
+            };
+            return self.refuse(&e, b);
+        }
+        let top = b.top;
+        let step = if cmd.name == "mset" { 2 } else { 1 };
+        if (req.argc() - 1) % step != 0 {
+            return self.refuse(
+                &format!("ERR wrong number of arguments for '{}' command", cmd.name),
+                b,
+            );
+        }
+        // Key positions (argument indices) per slot, slots in order of first appearance.
+        let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
+        for i in (1..req.argc()).step_by(step) {
+            let slot = map::key_slot(req.arg(i));
+            match groups.iter_mut().find(|(s, _)| *s == slot) {
+                Some((_, g)) => g.push(i),
+                None => groups.push((slot, vec![i])),
+            }
+        }
+        let write = cmd.class != Class::Read;
+        let settings = b.settings;
+        if write && settings.policy.rules.iter().any(|r| r.wait.is_some()) {
+            let wait = settings
+                .policy
+                .resolve(cmd, |f| commands::for_each_key(cmd, req, |i| f(req.arg(i))))
+                .wait;
+            if wait.is_some() {
+                return self.refuse(
+                    &format!("{CROSSSLOT} (a durable write, `wait:`, is not split across slots)"),
+                    b,
+                );
+            }
+        }
+        // Everything that could stop a part is checked before any part is sent.
+        let mut views = Vec::with_capacity(groups.len());
+        for (slot, keys) in &groups {
+            let Some(view) = top.for_slot(*slot) else {
+                return self.refuse(CLUSTERDOWN, b);
+            };
+            if view.master.is_none()
+                || (write && router::route_write(view).target != Target::Master)
+            {
+                return self.refuse(&router::write_rejection(view).line(), b);
+            }
+            if !write {
+                let policy = &settings.policy;
+                let resolved = policy.resolve(cmd, |f| keys.iter().for_each(|i| f(req.arg(*i))));
+                let sess = SessionReads {
+                    writes_in_flight: self.writes_in_flight > 0,
+                    last_write_ack: self.last_write_ack,
+                    key_write_ack: None,
+                    key_write_pending: false,
+                    prefer: self.prefer,
+                    turn: self.turn,
+                };
+                let d = router::route_read(&resolved.level, &sess, policy, view, b.now);
+                if d.target == Target::Reject {
+                    self.flush_pending_run(b);
+                    let e = super::dispatch::reject_message(d, &resolved.level, view, policy);
+                    self.push_local_error(&e);
+                    return Stop::More;
+                }
+            }
+            views.push(view);
+        }
+        if self.dedicated_in_flight > 0 || (write && self.replica_reads_in_flight > 0) {
+            return self.barrier(b);
+        }
+        self.flush_pending_run(b);
+        let silent = self.take_silent();
+        let op = match cmd.name {
+            "mget" => {
+                let mut total = 0;
+                let places = groups
+                    .iter()
+                    .map(|(_, keys)| keys.iter().map(|i| i - 1).inspect(|_| total += 1).collect())
+                    .collect();
+                MergeOp::Array { places, total }
+            }
+            "mset" => MergeOp::Ok,
+            _ => MergeOp::Sum,
+        };
+        self.merges.push_back(Merge {
+            op,
+            parts: groups.len(),
+            frames: Vec::with_capacity(groups.len()),
+            silent,
+        });
+        let saved = self.client.reply;
+        self.client.reply = crate::session::ReplyMode::On;
+        for ((_, keys), view) in groups.iter().zip(views) {
+            let mut args: Vec<&[u8]> = Vec::with_capacity(1 + keys.len() * step);
+            args.push(req.arg(0));
+            for i in keys {
+                args.push(req.arg(*i));
+                if step == 2 {
+                    args.push(req.arg(i + 1));
+                }
+            }
+            let (buf, spans) = encode_parts(&args);
+            let part = Request {
+                buf: &buf,
+                args: &spans,
+            };
+            b.view = view;
+            self.mark_next = Mark::Part;
+            if write {
+                self.send_to_master(&part, Some(cmd), None, b, Kind::Write { keep: 0 });
+            } else {
+                self.route_read(&part, cmd, None, b);
+            }
+            self.mark_next = Mark::None;
+        }
+        self.client.reply = saved;
+        Stop::More
+    }
+
+    /// A reply (or error) of a part of a split request: kept until the last part's, then
+    /// the merged reply goes to the client.
+    pub(super) fn merge_part(&mut self, frame: &[u8]) {
+        let Some(m) = self.merges.front_mut() else {
+            return;
+        };
+        m.frames.push(frame.to_vec());
+        if m.frames.len() < m.parts {
+            return;
+        }
+        let Some(m) = self.merges.pop_front() else {
+            return;
+        };
+        if m.silent {
+            return;
+        }
+        self.stats().replies += 1;
+        if let Some(e) = m.frames.iter().find(|f| super::replies::is_error(f)) {
+            self.wbuf.extend_from_slice(e);
+            return;
+        }
+        match m.op {
+            MergeOp::Ok => self.wbuf.extend_from_slice(reply::OK),
+            MergeOp::Sum => {
+                let n: i64 = m
+                    .frames
+                    .iter()
+                    .filter_map(|f| {
+                        let text = f.get(1..f.len().saturating_sub(2))?;
+                        std::str::from_utf8(text).ok()?.parse::<i64>().ok()
+                    })
+                    .sum();
+                self.wbuf.extend_from_slice(format!(":{n}\r\n").as_bytes());
+            }
+            MergeOp::Array { places, total } => {
+                let null: &[u8] = if self.client.resp3 {
+                    b"_\r\n"
+                } else {
+                    b"$-1\r\n"
+                };
+                let mut out: Vec<&[u8]> = vec![null; total];
+                for (frame, places) in m.frames.iter().zip(places.iter()) {
+                    // `*n\r\n`, then the elements.
+                    let Some(nl) = frame.iter().position(|c| *c == b'\n') else {
+                        continue;
+                    };
+                    let mut rest = frame.get(nl + 1..).unwrap_or_default();
+                    for place in places {
+                        let Ok(Some(len)) = crate::protocol::ReplyScanner::new().scan(rest) else {
+                            break;
+                        };
+                        if let Some(slot) = out.get_mut(*place) {
+                            *slot = rest.get(..len).unwrap_or_default();
+                        }
+                        rest = rest.get(len..).unwrap_or_default();
+                    }
+                }
+                self.wbuf
+                    .extend_from_slice(format!("*{total}\r\n").as_bytes());
+                for e in out {
+                    self.wbuf.extend_from_slice(e);
+                }
+            }
+        }
     }
 }

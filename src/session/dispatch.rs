@@ -206,7 +206,7 @@ impl Session {
             }
         }
         b.view = b.top;
-        if let Some(stop) = self.cluster_route(req, cmd, b) {
+        if let Some(stop) = self.cluster_route(req, cmd, at, b) {
             return stop;
         }
         let view = b.view;
@@ -354,7 +354,7 @@ impl Session {
         Stop::More
     }
 
-    fn route_read(
+    pub(super) fn route_read(
         &mut self,
         req: &Request,
         cmd: &'static Command,

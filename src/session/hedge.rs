@@ -196,7 +196,13 @@ impl Session {
                     silent: p.silent,
                     read: true,
                     sent: p.sent,
-                    mark: Mark::None,
+                    // A split request's part stays one (a SCAN's cursor would be the
+                    // original node's, which is not the one answering).
+                    mark: if p.mark == Mark::Part {
+                        Mark::Part
+                    } else {
+                        Mark::None
+                    },
                     fence: p.fence,
                 };
             }

@@ -214,6 +214,9 @@ enum Mark {
     /// The reply of a script or function the master ran: once it is in, that script
     /// is over, and the master is no longer busy with it.
     Script,
+    /// The reply of one part of a request split across a cluster's slots: collected
+    /// until the last part's, then merged into the request's one reply.
+    Part,
 }
 
 const PATH_LOCAL: u8 = 0;
@@ -400,6 +403,9 @@ pub struct Session {
     /// In front of a cluster: `MULTI` was answered but not sent yet; it goes to the
     /// shard of the transaction's first command, just before that command.
     multi_deferred: bool,
+    /// In front of a cluster: the requests split across slots whose parts' replies are
+    /// being collected, oldest first.
+    merges: VecDeque<cluster::Merge>,
     shared_in_flight: u32,
     dedicated_in_flight: u32,
     writes_in_flight: u32,
@@ -536,6 +542,7 @@ impl Session {
             multi_select: None,
             tx_slot: None,
             multi_deferred: false,
+            merges: VecDeque::new(),
             shared_in_flight: 0,
             dedicated_in_flight: 0,
             writes_in_flight: 0,

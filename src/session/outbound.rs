@@ -361,7 +361,7 @@ impl Session {
 
     pub(super) fn push_pending(&mut self, mut p: Pending) {
         let mark = std::mem::replace(&mut self.mark_next, Mark::None);
-        if p.slot != LOCAL {
+        if p.slot != LOCAL || mark == Mark::Part {
             p.mark = mark;
         }
         if p.slot != LOCAL {

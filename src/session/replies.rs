@@ -59,7 +59,10 @@ impl Session {
                 let Some(Front::Reply(frame)) = self.local.front() else {
                     break;
                 };
-                if !p.silent {
+                if p.mark == Mark::Part {
+                    let frame = frame.to_vec();
+                    self.merge_part(&frame);
+                } else if !p.silent {
                     self.wbuf.extend_from_slice(frame);
                     self.stats().replies += 1;
                 }
@@ -179,6 +182,11 @@ impl Session {
                                 h.target = u64::MAX;
                                 h.deadline = Some(now);
                             }
+                        }
+                        _ if p.mark == Mark::Part => {
+                            let e = Value::error(format!("ERR {}", e.message))
+                                .to_bytes(self.client.resp3);
+                            self.merge_part(&e);
                         }
                         _ => {
                             if !p.silent {
@@ -604,6 +612,9 @@ impl Session {
         }
         if forwarded_as_is(p.kind, frame) {
             self.account_reply(p, frame, now);
+            if p.mark == Mark::Part {
+                return self.merge_part(frame);
+            }
             if !p.silent {
                 match self.scan_reply(p, frame) {
                     Some(tagged) => self.wbuf.extend_from_slice(&tagged),
@@ -769,7 +780,7 @@ impl Session {
 
     pub(super) fn push_local_bytes(&mut self, bytes: &[u8]) {
         let silent = self.take_silent();
-        if self.pending.is_empty() {
+        if self.pending.is_empty() && self.mark_next != Mark::Part {
             if !silent {
                 self.wbuf.extend_from_slice(bytes);
                 self.stats().replies += 1;
