@@ -8,6 +8,11 @@
 //! iteration) stays `0`, so clients see Redis's contract unchanged: start at 0, stop
 //! at 0, treat everything in between as opaque.
 //!
+//! In front of a Redis Cluster, `SCAN` walks every master in turn: when one ends its
+//! iteration (cursor 0) and another follows, the client gets the cursor `t` alone (the
+//! next master's tag with backend cursor 0), which continues on that master from its
+//! start; the last master's 0 ends the whole iteration.
+//!
 //! Redis's cursors are below its table size (at most a few times the number of keys),
 //! so 48 bits are far more than any real table needs; a backend cursor that does not
 //! fit is refused rather than silently truncated.
@@ -48,15 +53,30 @@ pub fn decode(cursor: &[u8]) -> Option<(u64, u16)> {
     (t != 0).then_some((n >> 16, t))
 }
 
-/// The backend in `view` with tag `t`, with whether it is the master.
+/// The backend in `view` (or in a cluster, any of its shards) with tag `t`, with
+/// whether it is a master.
 pub fn node(view: &View, t: u16) -> Option<(Arc<Backend>, bool)> {
-    if let Some(m) = view.master.as_ref().filter(|m| tag(m.backend.id) == t) {
-        return Some((m.backend.clone(), true));
-    }
-    view.replicas
+    view.shard_views().find_map(|v| {
+        if let Some(m) = v.master.as_ref().filter(|m| tag(m.backend.id) == t) {
+            return Some((m.backend.clone(), true));
+        }
+        v.replicas
+            .iter()
+            .find(|r| tag(r.backend.id) == t)
+            .map(|r| (r.backend.clone(), false))
+    })
+}
+
+/// In a cluster, the tag of the master of the shard after the one holding backend
+/// `id`, where a `SCAN` that `id` ended goes on (`None`: the last shard, or no cluster).
+pub fn next_node(view: &View, id: u32) -> Option<u16> {
+    let c = view.cluster.as_ref()?;
+    let i = c
+        .shards
         .iter()
-        .find(|r| tag(r.backend.id) == t)
-        .map(|r| (r.backend.clone(), false))
+        .position(|v| v.backend_ids().any(|b| b == id))?;
+    let next = c.shards.get(i + 1)?;
+    next.master.as_ref().map(|m| tag(m.backend.id))
 }
 
 /// `req` with its argument `pos` replaced by `cursor`, as RESP.
@@ -73,13 +93,23 @@ pub fn with_cursor(req: &Request, pos: usize, cursor: u64) -> Vec<u8> {
 /// A SCAN-family reply with its cursor re-tagged for the backend tagged `t`, or `None`
 /// when `frame` is not such a reply (an error) or its cursor does not fit.
 pub fn tag_reply(frame: &[u8], t: u16) -> Option<Vec<u8>> {
+    tag_reply_then(frame, t, None)
+}
+
+/// As [`tag_reply`]; a backend cursor 0 (the node's iteration is over) becomes `next`
+/// alone when given (the iteration goes on from the start of the node tagged `next`).
+pub fn tag_reply_then(frame: &[u8], t: u16, next: Option<u16>) -> Option<Vec<u8>> {
     let rest = frame.strip_prefix(b"*2\r\n$")?;
     let end = memchr::memchr(b'\r', rest)?;
     let len: usize = std::str::from_utf8(rest.get(..end)?).ok()?.parse().ok()?;
     let digits = rest.get(end + 2..end + 2 + len)?;
     let after = rest.get(end + 2 + len..)?;
     let c: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
-    let new = encode(c, t)?.to_string();
+    let new = match (c, next) {
+        (0, Some(n)) => u64::from(n),
+        _ => encode(c, t)?,
+    }
+    .to_string();
     let mut out = Vec::with_capacity(frame.len() + 8);
     out.extend_from_slice(b"*2\r\n$");
     out.extend_from_slice(new.len().to_string().as_bytes());

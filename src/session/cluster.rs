@@ -20,6 +20,8 @@ fn any_node(cmd: &Command) -> bool {
         || matches!(cmd.name, "time" | "lolwut" | "readonly" | "readwrite")
         || cmd.name.starts_with("command")
         || cmd.name.starts_with("cluster|")
+        // Each node in turn, from the first shard's (`crate::cursor`).
+        || cmd.name == "scan"
 }
 
 /// The slot of a sharded pub/sub command's channels (they are not keys to the command
@@ -92,6 +94,9 @@ impl Session {
                 Some(v) => v,
                 None => return Some(self.refuse(CLUSTERDOWN, b)),
             },
+            None if !in_tx && fan_out_op(cmd).is_some() => {
+                return Some(self.fan_out(req, cmd, b));
+            }
             None => {
                 let keyless_ok = in_tx
                     || matches!(cmd.class, Class::Connection | Class::Transaction)
@@ -338,8 +343,27 @@ enum MergeOp {
     },
     /// `DEL`, `UNLINK`, `EXISTS`, `TOUCH`: the parts' integers added up.
     Sum,
-    /// `MSET`: `+OK` once every part said it.
+    /// `MSET`, `FLUSHALL`: `+OK` once every part said it.
     Ok,
+    /// `KEYS`: every part's array elements, one after another.
+    Concat,
+    /// `RANDOMKEY`: the first part's key that is not null.
+    AnyNotNull,
+    /// `SCRIPT LOAD`: every node answers the same; the first part's answer.
+    Same,
+}
+
+/// How a keyless command is sent to every shard's master and its replies merged
+/// (`None`: it is not).
+fn fan_out_op(cmd: &Command) -> Option<MergeOp> {
+    Some(match cmd.name {
+        "dbsize" => MergeOp::Sum,
+        "keys" => MergeOp::Concat,
+        "randomkey" => MergeOp::AnyNotNull,
+        "flushall" | "flushdb" | "script|flush" => MergeOp::Ok,
+        "script|load" => MergeOp::Same,
+        _ => return None,
+    })
 }
 
 /// A request split across slots whose parts' replies are being collected (they come in
@@ -506,6 +530,52 @@ impl Session {
         Stop::More
     }
 
+    /// A keyless command sent to every shard's master, its replies merged as one node
+    /// holding the whole keyspace would answer.
+    fn fan_out(&mut self, req: &Request, cmd: &'static Command, b: &mut Batch<'_>) -> Stop {
+        let Some(op) = fan_out_op(cmd) else {
+            return Stop::More;
+        };
+        let top = b.top;
+        let Some(c) = top.cluster.as_ref() else {
+            return Stop::More;
+        };
+        let write = cmd.class != Class::Read;
+        for v in &c.shards {
+            if v.master.is_none() {
+                return self.refuse(&router::write_rejection(v).line(), b);
+            }
+        }
+        if c.shards.is_empty() {
+            return self.refuse(CLUSTERDOWN, b);
+        }
+        if self.dedicated_in_flight > 0 || (write && self.replica_reads_in_flight > 0) {
+            return self.barrier(b);
+        }
+        self.flush_pending_run(b);
+        let silent = self.take_silent();
+        self.merges.push_back(Merge {
+            op,
+            parts: c.shards.len(),
+            frames: Vec::with_capacity(c.shards.len()),
+            silent,
+        });
+        let saved = self.client.reply;
+        self.client.reply = crate::session::ReplyMode::On;
+        for v in &c.shards {
+            b.view = v;
+            self.mark_next = Mark::Part;
+            if write {
+                self.send_to_master(req, Some(cmd), None, b, Kind::Write { keep: 0 });
+            } else {
+                self.master_read(req, None, b);
+            }
+            self.mark_next = Mark::None;
+        }
+        self.client.reply = saved;
+        Stop::More
+    }
+
     /// A reply (or error) of a part of a split request: kept until the last part's, then
     /// the merged reply goes to the client.
     pub(super) fn merge_part(&mut self, frame: &[u8]) {
@@ -529,6 +599,35 @@ impl Session {
         }
         match m.op {
             MergeOp::Ok => self.wbuf.extend_from_slice(reply::OK),
+            MergeOp::Same => {
+                if let Some(f) = m.frames.first() {
+                    self.wbuf.extend_from_slice(f);
+                }
+            }
+            MergeOp::AnyNotNull => {
+                let null = |f: &&Vec<u8>| f.starts_with(b"$-1") || f.starts_with(b"_");
+                if let Some(f) = m.frames.iter().find(|f| !null(f)).or(m.frames.first()) {
+                    self.wbuf.extend_from_slice(f);
+                }
+            }
+            MergeOp::Concat => {
+                let mut n = 0usize;
+                let mut body = Vec::new();
+                for f in &m.frames {
+                    let Some(nl) = f.iter().position(|c| *c == b'\n') else {
+                        continue;
+                    };
+                    let count = f
+                        .get(1..nl.saturating_sub(1))
+                        .and_then(|d| std::str::from_utf8(d).ok())
+                        .and_then(|d| d.parse::<usize>().ok())
+                        .unwrap_or(0);
+                    n += count;
+                    body.extend_from_slice(f.get(nl + 1..).unwrap_or_default());
+                }
+                self.wbuf.extend_from_slice(format!("*{n}\r\n").as_bytes());
+                self.wbuf.extend_from_slice(&body);
+            }
             MergeOp::Sum => {
                 let n: i64 = m
                     .frames

@@ -312,7 +312,7 @@ impl Session {
             if req.arg(pos) != b"0" {
                 return self.scan_continue(req, pos, b);
             }
-            self.mark_next = Mark::Scan;
+            self.mark_next = scan_mark(cmd.name);
             let stop = self.route_read(req, cmd, at, b);
             self.mark_next = Mark::None;
             return stop;
@@ -348,7 +348,11 @@ impl Session {
         self.stats()
             .route(if is_master { 0 } else { 1 }, Reason::Cursor);
         let bytes = cursor::with_cursor(req, pos, c);
-        self.mark_next = Mark::Scan;
+        self.mark_next = if pos == 1 {
+            Mark::KeyspaceScan
+        } else {
+            Mark::Scan
+        };
         self.send_bytes_shared(&backend, &bytes, Kind::Forward, now);
         self.mark_next = Mark::None;
         Stop::More
@@ -547,6 +551,16 @@ impl Session {
             self.fence_unsent(now);
         }
         Stop::More
+    }
+}
+
+/// The mark of a SCAN-family request: a keyspace `SCAN` goes on to the next shard in a
+/// cluster; the others stay on their key's node.
+fn scan_mark(name: &str) -> Mark {
+    if name == "scan" {
+        Mark::KeyspaceScan
+    } else {
+        Mark::Scan
     }
 }
 

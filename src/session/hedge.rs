@@ -81,7 +81,10 @@ impl Session {
                 _ => continue,
             };
             let len = retry as usize;
-            if hedge == Hedge::No && p.mark != Mark::Scan && p.path == PATH_SHARED {
+            if hedge == Hedge::No
+                && !matches!(p.mark, Mark::Scan | Mark::KeyspaceScan)
+                && p.path == PATH_SHARED
+            {
                 let deadline = p.sent + delay;
                 if deadline > now {
                     next = Some(deadline);

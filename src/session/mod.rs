@@ -211,6 +211,9 @@ enum Mark {
     /// A SCAN-family reply: its cursor is tagged with the node that answered
     /// ([`crate::cursor`]).
     Scan,
+    /// The reply of a keyspace `SCAN`: tagged as `Scan`'s, and in a cluster the end of
+    /// one master's iteration leads to the next master's.
+    KeyspaceScan,
     /// The reply of a script or function the master ran: once it is in, that script
     /// is over, and the master is no longer busy with it.
     Script,

@@ -571,7 +571,7 @@ impl Session {
     /// A SCAN-family reply with its cursor tagged by the node that answered (the source
     /// behind the request's slot); `None` for other replies.
     fn scan_reply(&self, p: &Pending, frame: &[u8]) -> Option<Vec<u8>> {
-        if p.mark != Mark::Scan {
+        if !matches!(p.mark, Mark::Scan | Mark::KeyspaceScan) {
             return None;
         }
         let backend = self
@@ -579,7 +579,13 @@ impl Session {
             .iter()
             .find(|s| s.slot == p.slot || s.retry_slot == p.slot || s.hedge_slot == p.slot)?
             .backend;
-        cursor::tag_reply(frame, cursor::tag(backend))
+        // In a cluster, a keyspace SCAN goes on to the next shard's master.
+        let next = if p.mark == Mark::KeyspaceScan {
+            cursor::next_node(&self.proxy.view.load(), backend)
+        } else {
+            None
+        };
+        cursor::tag_reply_then(frame, cursor::tag(backend), next)
     }
 
     /// Answer the request that was at the front with an error made here.

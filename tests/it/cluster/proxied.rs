@@ -202,7 +202,7 @@ fn cross_slot_requests_get_the_errors_a_cluster_gives() {
     let v = query(&mut c, &["EXEC"]).unwrap();
     assert_eq!(v, Value::Array(vec![Value::Okay]));
     // A keyless command the proxy cannot send to every shard is refused, saying why.
-    let e = query(&mut c, &["DBSIZE"]).unwrap_err();
+    let e = query(&mut c, &["LASTSAVE"]).unwrap_err();
     assert!(format!("{e:?}").contains("keyless"), "{e:?}");
 }
 
@@ -548,4 +548,69 @@ fn read_replies(s: &mut std::net::TcpStream, n: usize) -> Vec<Vec<u8>> {
         got.extend_from_slice(&buf[..r]);
     }
     out
+}
+
+#[test]
+fn keyless_commands_cover_every_shard() {
+    let cluster = RedisCluster::start(3, 1);
+    let p = proxy_for(&cluster, "");
+    let mut c = p.conn();
+    let mut keys: Vec<String> = (0..200).map(|i| format!("k:{i}")).collect();
+    for k in &keys {
+        query(&mut c, &["SET", k, "v"]).unwrap();
+    }
+    keys.sort();
+    assert_eq!(query(&mut c, &["DBSIZE"]).unwrap(), Value::Int(200));
+    let all = |v: Value| -> Vec<String> {
+        match v {
+            Value::Array(items) => items.iter().map(text).collect(),
+            other => panic!("{other:?}"),
+        }
+    };
+    let mut got = all(query(&mut c, &["KEYS", "k:*"]).unwrap());
+    got.sort();
+    assert_eq!(got, keys);
+    // SCAN walks every master once: every key, none twice.
+    let mut seen = Vec::new();
+    let mut cursor = "0".to_string();
+    let mut rounds = 0;
+    loop {
+        let v = query(&mut c, &["SCAN", &cursor, "COUNT", "7"]).unwrap();
+        let Value::Array(parts) = v else {
+            panic!("{v:?}")
+        };
+        cursor = text(&parts[0]);
+        seen.extend(all(parts[1].clone()));
+        rounds += 1;
+        if cursor == "0" {
+            break;
+        }
+        assert!(rounds < 1000, "SCAN does not end");
+    }
+    seen.sort();
+    assert_eq!(seen, keys, "SCAN returned each key exactly once");
+    let r = text(&query(&mut c, &["RANDOMKEY"]).unwrap());
+    assert!(keys.contains(&r), "{r}");
+    // A script loaded through the proxy runs on every shard.
+    let sha = text(
+        &query(
+            &mut c,
+            &["SCRIPT", "LOAD", "return redis.call('GET', KEYS[1])"],
+        )
+        .unwrap(),
+    );
+    for m in cluster.masters() {
+        let k = cluster.key_in_slot_of(m, "s");
+        query(&mut c, &["SET", &k, "here"]).unwrap();
+        assert_eq!(
+            text(&query(&mut c, &["EVALSHA", &sha, "1", &k]).unwrap()),
+            "here"
+        );
+    }
+    assert_eq!(query(&mut c, &["FLUSHALL"]).unwrap(), Value::Okay);
+    for m in cluster.masters() {
+        assert_eq!(cluster.cmd(m, &["DBSIZE"]), Value::Int(0), "{m}");
+    }
+    assert_eq!(query(&mut c, &["DBSIZE"]).unwrap(), Value::Int(0));
+    assert_eq!(query(&mut c, &["RANDOMKEY"]).unwrap(), Value::Nil);
 }
