@@ -15,9 +15,14 @@ const BUDGET_MS: u64 = 400;
 
 /// A proxy in front of `cluster`, reads on replicas within `BUDGET_MS`.
 fn proxy_for(cluster: &RedisCluster, extra: &str) -> ProxyUnderTest {
+    proxy_with(cluster, "", extra)
+}
+
+/// As [`proxy_for`], with `default` (`key: value, `) in the default read level.
+fn proxy_with(cluster: &RedisCluster, default: &str, extra: &str) -> ProxyUnderTest {
     let seeds: Vec<String> = cluster.seeds().iter().map(|a| format!("\"{a}\"")).collect();
     let yaml = format!(
-        "backend:\n  cluster: {{seeds: [{}], refresh_ms: 500}}\n  command_timeout_ms: 5000\nreplication: {{poll_interval_ms: 50, dwell_ms: 300}}\nrouting:\n  default: {{consistency: replica, max_lag_ms: {BUDGET_MS}}}\n{extra}",
+        "backend:\n  cluster: {{seeds: [{}], refresh_ms: 500}}\n  command_timeout_ms: 5000\nreplication: {{poll_interval_ms: 50, dwell_ms: 300}}\nrouting:\n  default: {{{default}consistency: replica, max_lag_ms: {BUDGET_MS}}}\n{extra}",
         seeds.join(", ")
     );
     let p = ProxyUnderTest::start(&yaml);
@@ -335,7 +340,7 @@ fn a_lagging_replica_of_one_shard_serves_no_read_staler_than_the_budget() {
 #[test]
 fn a_slot_migration_is_followed_through_ask_and_moved() {
     let cluster = RedisCluster::start(3, 1);
-    let p = proxy_for(&cluster, "");
+    let p = proxy_with(&cluster, "read_your_writes: connection, ", "");
     let masters = cluster.masters();
     let (from, to) = (masters[0], masters[1]);
     let slot = cluster.slots_of(from)[0].0;
@@ -346,6 +351,31 @@ fn a_slot_migration_is_followed_through_ask_and_moved() {
     for k in &keys {
         query(&mut c, &["SET", k, "before"]).unwrap();
     }
+    // Load on the slot throughout: each client writes its keys and reads each back at
+    // once; every reply must be the one Redis would give.
+    let stop = Arc::new(AtomicBool::new(false));
+    let ops = Arc::new(AtomicU64::new(0));
+    let loaders: Vec<_> = (0..3)
+        .map(|t| {
+            let (stop, ops, addr) = (stop.clone(), ops.clone(), p.addr);
+            let mine: Vec<String> = (0..10)
+                .map(|i| RedisCluster::key_in_slot(slot, &format!("load{t}:{i}:")))
+                .collect();
+            std::thread::spawn(move || {
+                let mut c = connect(addr);
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    for k in &mine {
+                        n += 1;
+                        let v = n.to_string();
+                        assert_eq!(query(&mut c, &["SET", k, &v]).unwrap(), Value::Okay);
+                        assert_eq!(text(&query(&mut c, &["GET", k]).unwrap()), v, "{k}");
+                        ops.fetch_add(2, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
     cluster.begin_migration(slot, from, to);
     // Within a poll period the proxy knows: the slot's reads go to its master, whose
     // replica may lose keys as they move.
@@ -397,6 +427,11 @@ fn a_slot_migration_is_followed_through_ask_and_moved() {
             "{k} on the target"
         );
     }
+    stop.store(true, Ordering::Relaxed);
+    for l in loaders {
+        l.join().expect("a loader saw a wrong or failed reply");
+    }
+    assert!(ops.load(Ordering::Relaxed) > 100, "the load ran");
     wait_until(
         "the proxy's map names the new owner",
         Duration::from_secs(10),
