@@ -34,7 +34,11 @@
 //! a poll period and polls each replica right after one of those samples, and publishes
 //! a new `View` (each replica's staleness bound, offset gap, health and pool
 //! membership) with one atomic swap; [`sentinel`] keeps the set of backends in step with
-//! Sentinel through failovers; [`reload`] validates an edited `proxy.yaml` ([`config`])
+//! Sentinel through failovers; in front of a Redis Cluster, [`cluster`] reads the slot
+//! map, runs one such monitor per shard and publishes one `View` holding every shard's
+//! (a request's slot picks the shard's view, and the router decides within it; `MOVED`
+//! and `ASK` are followed, and multi-key commands across slots are split and merged in
+//! the session); [`reload`] validates an edited `proxy.yaml` ([`config`])
 //! and swaps the settings in ([`proxy::Settings`]); [`admin`] serves `/metrics`
 //! ([`metrics`]), health and a status page; [`introspect`] answers `PROXY STATUS`,
 //! `PROXY EXPLAIN` and `PROXY CONFIG` from the same snapshot and routing function.

@@ -240,3 +240,45 @@ fn compose_example_provisions_grafana() {
         "the datasource's timeInterval is Prometheus' scrape_interval"
     );
 }
+
+/// The cluster example: six nodes joined by a one-shot `--cluster create`, and the proxy
+/// config it mounts names cluster seeds that are nodes of that compose file.
+#[test]
+fn cluster_compose_example_is_complete() {
+    let c = yaml(&root().join("deploy/cluster/docker-compose.yml"));
+    let services = c["services"].as_mapping().expect("services");
+    let mut node_addrs = Vec::new();
+    for i in 1..=6 {
+        let node = &services[format!("node-{i}").as_str()];
+        let ip = node["networks"]["cluster"]["ipv4_address"]
+            .as_str()
+            .unwrap_or_else(|| panic!("node-{i} has a fixed address"));
+        node_addrs.push(format!("{ip}:6379"));
+    }
+    let create = c["services"]["cluster-create"]["entrypoint"][2]
+        .as_str()
+        .expect("the create script");
+    assert!(create.contains("--cluster create"), "{create}");
+    for a in &node_addrs {
+        assert!(
+            create.contains(a.as_str()),
+            "{a} joins the cluster: {create}"
+        );
+    }
+    let volumes = c["services"]["redsplit"]["volumes"]
+        .as_sequence()
+        .expect("volumes");
+    assert!(
+        volumes
+            .iter()
+            .any(|v| v.as_str() == Some("./redsplit:/etc/redsplit:ro")),
+        "{volumes:?}"
+    );
+    let cfg =
+        redsplit::config::Config::load(&root().join("deploy/cluster/redsplit/proxy.yaml")).unwrap();
+    let seeds = cfg.backend.cluster.expect("a cluster backend").seeds;
+    assert!(!seeds.is_empty());
+    for s in &seeds {
+        assert!(node_addrs.contains(s), "seed {s} is a node of the example");
+    }
+}
