@@ -22,6 +22,9 @@
 //! The parts, one concern each (all are `impl Session` blocks over the fields below):
 //! - `connection`: the socket loop, buffer limits, and when the session may park;
 //! - `dispatch`: parse requests and route each (gates, reads, writes);
+//! - `cluster`: in front of a Redis Cluster, the shard of each request's slot, `MOVED`
+//!   and `ASK` followed, requests across slots split and their replies merged, keyless
+//!   ones sent to every shard;
 //! - `outbound`: runs handed to shared connections, sources, slots, in-flight counts;
 //! - `dedicated`: transactions, blocking commands, pub/sub and tracking on the session's
 //!   own master connection;
