@@ -16,12 +16,16 @@ before and after each run), the ratios to direct, to predixy (with their min-max
 the rounds), to nutcracker and to the relay, p99 over direct's and predixy's, CPU over
 predixy's, and whether each target of the performance issue is met.
 
-Two more sections run by default: memory per client connection (RSS of a fresh
+Three more sections run by default: memory per client connection (RSS of a fresh
 redsplit, predixy and nutcracker before and after opening IDLE_CONNS idle connections,
 and after each has sent one PING and gone idle long enough for redsplit to release its
-buffers), and
+buffers),
 throughput of one cell with `workers: 1` (one event loop, the default) against
-`workers: 2` (a two-thread runtime). A `profile` section, on
+`workers: 2` (a two-thread runtime), and `cluster`: a Redis Cluster (3 masters with a
+replica each) behind redsplit (`backend.cluster`, replica reads) and, with --predixy,
+predixy (`ClusterServerPool`, replica reads), the CLUSTER_CELLS cells interleaved with
+the single-master redsplit, in one table of ops/s, their ratio, CPU per operation and
+redsplit's CPU per operation over its single-master figure. A `profile` section, on
 request, runs `perf record` on redsplit (or PROFILE_TARGET) under one cell and sorts its self time into
 kernel, parsing, routing, copying, allocator and runtime, then counts its system calls
 per request with `perf stat` on the syscall tracepoints. A `syscalls` section, on
@@ -35,6 +39,7 @@ Usage (from the repository root):
     SECTIONS=profile benches/load.py   # where redsplit's time goes (needs perf)
     benches/load.py --predixy /path/to/predixy   # predixy as a peer (env PREDIXY)
     SECTIONS=syscalls PREDIXY=/path/to/predixy benches/load.py   # syscalls per request
+    SECTIONS=cluster PREDIXY=/path/to/predixy benches/load.py    # Redis Cluster row
     benches/load.py --help
 
 Every option also reads an environment variable of the same name in capitals
@@ -42,8 +47,9 @@ Every option also reads an environment variable of the same name in capitals
 ...).
 Raw per-run figures go to target/load-bench/ as CSV, next to a copy of the table.
 
-Needs: redis-server, redis-benchmark (Redis 7), nutcracker, cargo, Linux /proc; perf
-for the profile and syscalls sections; predixy (optional) built as benches/README.md says.
+Needs: redis-server, redis-benchmark (Redis 7), nutcracker, cargo, Linux /proc; redis-cli
+for the cluster section; perf for the profile and syscalls sections; predixy (optional)
+built as benches/README.md says.
 """
 
 import argparse
@@ -79,8 +85,14 @@ TARGETS = ("direct", "nutcracker", "relay", "predixy-replica", "predixy-master",
            "redsplit-replica", "redsplit-master")
 REDSPLIT_TARGETS = ("redsplit-replica", "redsplit-master")
 PREDIXY_TARGETS = ("predixy-replica", "predixy-master")
+# The cluster section's proxies, in front of a Redis Cluster (World.start_cluster) instead
+# of the master and replicas; started by `World.start_target` like the others, but only
+# by that section (not part of TARGETS, which every run starts). Their CPU per operation
+# is compared with CLUSTER_BASELINE's, redsplit in front of the single master.
+CLUSTER_TARGETS = ("redsplit-cluster", "predixy-cluster")
+CLUSTER_BASELINE = "redsplit-replica"
 # Targets whose GETs go to the replicas: the replicas' GET count confirms it per run.
-REPLICA_READ_TARGETS = ("redsplit-replica", "predixy-replica")
+REPLICA_READ_TARGETS = ("redsplit-replica", "predixy-replica") + CLUSTER_TARGETS
 # The same routing in predixy, which redsplit's ratio to predixy compares against; the
 # master-only proxies compare against predixy with every read on the master.
 PREDIXY_PEER = {
@@ -104,6 +116,17 @@ MIN_VS_PREDIXY = 1.1
 MAX_P99_VS_PREDIXY = 1.0
 MAX_CPU_VS_PREDIXY = 0.8
 MIN_VS_RELAY = 1.0
+# redsplit in front of a Redis Cluster: CPU per operation over its single-master figure.
+MAX_CLUSTER_CPU_VS_SINGLE = 1.2
+
+# The cluster section's Redis Cluster: masters, replicas of each, the offset of a node's
+# cluster bus port from its client port (Redis's default), how often redsplit re-reads
+# the slot map.
+CLUSTER_MASTERS = 3
+CLUSTER_REPLICAS_PER_MASTER = 1
+CLUSTER_BUS_OFFSET = 10000
+CLUSTER_SLOTS = 16384
+CLUSTER_REFRESH_MS = 2000
 
 # How long to wait for processes and replication, and how often to look.
 START_TIMEOUT = 20.0
@@ -138,6 +161,48 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def free_cluster_port():
+    """A free port whose cluster bus port (+CLUSTER_BUS_OFFSET) is free too."""
+    for _ in range(200):
+        port = free_port()
+        if port + CLUSTER_BUS_OFFSET > 65535:
+            continue
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port + CLUSTER_BUS_OFFSET))
+        except OSError:
+            continue
+        return port
+    raise BenchError("no free port with a free cluster bus port")
+
+
+def _crc16_table():
+    table = []
+    for i in range(256):
+        crc = i << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
+        table.append(crc & 0xFFFF)
+    return table
+
+
+CRC16_TABLE = _crc16_table()
+
+
+def key_slot(key):
+    """Redis Cluster's slot of `key` (bytes): CRC16/XMODEM of the key, or of its hash
+    tag `{...}` when it has a non-empty one, mod 16384."""
+    start = key.find(b"{")
+    if start >= 0:
+        end = key.find(b"}", start + 1)
+        if end > start + 1:
+            key = key[start + 1 : end]
+    crc = 0
+    for b in key:
+        crc = ((crc << 8) & 0xFFFF) ^ CRC16_TABLE[(crc >> 8) ^ b]
+    return crc % CLUSTER_SLOTS
 
 
 def median(xs):
@@ -255,16 +320,31 @@ def try_cmd(port, *args):
         return FAILED
 
 
-def info(port, section):
-    text = try_cmd(port, "INFO", section)
-    if not isinstance(text, str) or isinstance(text, RespError):
-        raise BenchError(f"INFO {section} on port {port} failed: {text!r}")
+def parse_info(text):
     out = {}
     for line in text.splitlines():
         if ":" in line and not line.startswith("#"):
             k, v = line.split(":", 1)
             out[k] = v
     return out
+
+
+def info(port, section):
+    text = try_cmd(port, "INFO", section)
+    if not isinstance(text, str) or isinstance(text, RespError):
+        raise BenchError(f"INFO {section} on port {port} failed: {text!r}")
+    return parse_info(text)
+
+
+def get_calls(ports):
+    """GET calls served by the Redis servers on `ports` (INFO commandstats)."""
+    total = 0
+    for port in ports:
+        stats = info(port, "commandstats").get("cmdstat_get", "")
+        for kv in stats.split(","):
+            if kv.startswith("calls="):
+                total += int(kv[len("calls="):])
+    return total
 
 
 # ------------------------------------------------------------------------- processes
@@ -402,6 +482,18 @@ class World:
         self.value_size = None
         # The targets the matrix runs, in table order (start_targets).
         self.targets = []
+        # The Redis Cluster (start_cluster): every node in start order, the masters (in
+        # slot order) and replicas by role, each replica's master's port, the owner's
+        # port of every slot, one key of the keyspace per master's port; and the targets
+        # in front of it.
+        self.cluster_nodes = []
+        self.cluster_masters = []
+        self.cluster_replicas = []
+        self.cluster_master_of = {}
+        self.slot_owner = []
+        self.cluster_probe_keys = {}
+        self.cluster_value_size = None
+        self.clustered = set()
 
     def close(self):
         for p in reversed(self.procs):
@@ -415,12 +507,12 @@ class World:
         else:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def _start(self, name, make_argv, ready, env=None, attempts=5):
-        """Start on a free port, retrying on a new port if the process dies before it
-        is ready (usually: the port was taken meanwhile)."""
+    def _start(self, name, make_argv, ready, env=None, attempts=5, port_fn=free_port):
+        """Start on a free port (from `port_fn`), retrying on a new port if the process
+        dies before it is ready (usually: the port was taken meanwhile)."""
         last = None
         for _ in range(attempts):
-            port = free_port()
+            port = port_fn()
             argv = make_argv(port)
             p = Proc(name, argv, port, self.workdir, env=env)
             deadline = time.monotonic() + START_TIMEOUT
@@ -437,7 +529,8 @@ class World:
 
     # -- Redis
 
-    def start_redis(self, name, replica_of=None):
+    def start_redis(self, name, replica_of=None, extra=None, port_fn=free_port):
+        """A redis-server; `extra(port, dir)` gives more arguments."""
         d = os.path.join(self.workdir, name)
         os.makedirs(d, exist_ok=True)
 
@@ -455,9 +548,12 @@ class World:
             ]
             if replica_of:
                 a += ["--replicaof", "127.0.0.1", str(replica_of)]
+            if extra:
+                a += extra(port, d)
             return a
 
-        return self._start(name, argv, lambda port: try_cmd(port, "PING") == "PONG")
+        return self._start(name, argv, lambda port: try_cmd(port, "PING") == "PONG",
+                           port_fn=port_fn)
 
     def start_replica_set(self):
         self.master = self.start_redis("master")
@@ -489,6 +585,162 @@ class World:
                 lambda r=r: int(info(r.port, "replication").get("slave_repl_offset", -1))
                 >= target,
             )
+
+    # -- Redis Cluster
+
+    def start_cluster(self, masters=CLUSTER_MASTERS, per_master=CLUSTER_REPLICAS_PER_MASTER):
+        """A Redis Cluster of `masters` masters with `per_master` replicas each: nodes
+        started with `--cluster-enabled yes` on free ports whose bus port (+10000) is
+        free too, joined by `redis-cli --cluster create`, ready once every node reports
+        `cluster_state:ok` with every slot assigned, every node gives the same `CLUSTER
+        SLOTS`, and every replica has its link to its master up."""
+        def extra(port, d):
+            return ["--cluster-enabled", "yes",
+                    "--cluster-config-file", os.path.join(d, f"nodes-{port}.conf")]
+
+        self.cluster_nodes = [
+            self.start_redis(f"cluster{i}", extra=extra, port_fn=free_cluster_port)
+            for i in range(masters * (1 + per_master))
+        ]
+        argv = (["redis-cli", "--cluster", "create"]
+                + [f"127.0.0.1:{n.port}" for n in self.cluster_nodes]
+                + ["--cluster-replicas", str(per_master), "--cluster-yes"])
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=120,
+                           stdin=subprocess.DEVNULL)
+        if r.returncode != 0 or f"All {CLUSTER_SLOTS} slots covered" not in r.stdout:
+            raise BenchError(f"{' '.join(argv)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
+        why = {}
+
+        def ready():
+            why["last"] = self.cluster_not_ready(masters, per_master)
+            return why["last"] is None
+
+        try:
+            wait_until("the cluster is ready", SYNC_TIMEOUT, ready, interval=0.1)
+        except BenchError as e:
+            raise BenchError(f"{e}: {why.get('last')}") from None
+        # The slot computation here must be the cluster's (populate sends keys to owners).
+        for k in ("key:000000000000", "key:000000004242", "{tag}key", "123456789"):
+            got = try_cmd(self.cluster_nodes[0].port, "CLUSTER", "KEYSLOT", k)
+            if got != key_slot(k.encode()):
+                raise BenchError(f"slot of {k!r}: CLUSTER KEYSLOT {got!r}, here "
+                                 f"{key_slot(k.encode())}")
+        self.cluster_probe_keys = {}
+        for i in range(self.args.keyspace):
+            k = b"key:%012d" % i
+            self.cluster_probe_keys.setdefault(self.slot_owner[key_slot(k)], k.decode())
+            if len(self.cluster_probe_keys) == masters:
+                break
+        else:
+            raise BenchError(f"KEYSPACE {self.args.keyspace} has no key on every master")
+        self.wait_cluster_synced()
+        log("cluster: " + ", ".join(
+            f"master :{m.port} (replicas "
+            + ", ".join(f":{r.port}" for r in self.cluster_replicas
+                        if self.cluster_master_of[r.port] == m.port) + ")"
+            for m in self.cluster_masters))
+
+    def cluster_not_ready(self, masters, per_master):
+        """Why the cluster is not ready yet, or None (and then its topology is set)."""
+        views = {}
+        master_of = {}
+        for n in self.cluster_nodes:
+            n.check_alive()
+            text = try_cmd(n.port, "CLUSTER", "INFO")
+            if not isinstance(text, str) or isinstance(text, RespError):
+                return f"CLUSTER INFO on :{n.port} answered {text!r}"
+            ci = parse_info(text)
+            if ci.get("cluster_state") != "ok":
+                return f":{n.port} reports cluster_state:{ci.get('cluster_state')}"
+            if ci.get("cluster_slots_assigned") != str(CLUSTER_SLOTS) \
+                    or ci.get("cluster_known_nodes") != str(len(self.cluster_nodes)):
+                return (f":{n.port} knows {ci.get('cluster_known_nodes')} nodes and "
+                        f"{ci.get('cluster_slots_assigned')} assigned slots")
+            repl = info(n.port, "replication")
+            if repl.get("role") == "slave":
+                if repl.get("master_link_status") != "up":
+                    return f"replica :{n.port} has master_link_status:{repl.get('master_link_status')}"
+                master_of[n.port] = int(repl["master_port"])
+            slots = try_cmd(n.port, "CLUSTER", "SLOTS")
+            if not isinstance(slots, list):
+                return f"CLUSTER SLOTS on :{n.port} answered {slots!r}"
+            views[n.port] = sorted(
+                (r[0], r[1], r[2][1], tuple(sorted(x[1] for x in r[3:]))) for r in slots)
+        distinct = {tuple(v) for v in views.values()}
+        if len(distinct) != 1:
+            return f"the nodes disagree on CLUSTER SLOTS: {views}"
+        view = views[self.cluster_nodes[0].port]
+        by_port = {n.port: n for n in self.cluster_nodes}
+        owners = []
+        for _, _, m, _ in view:
+            if m not in owners:
+                owners.append(m)
+        if len(owners) != masters:
+            return f"{len(owners)} masters own slots, not {masters}"
+        for _, _, m, reps in view:
+            if sorted(p for p, mp in master_of.items() if mp == m) != list(reps) \
+                    or len(reps) != per_master:
+                return f"master :{m} has replicas {reps} in CLUSTER SLOTS, {master_of} by role"
+        slot_owner = [None] * CLUSTER_SLOTS
+        for start, end, m, _ in view:
+            for slot in range(start, end + 1):
+                slot_owner[slot] = m
+        self.cluster_masters = [by_port[m] for m in owners]
+        self.cluster_replicas = [by_port[p] for p in sorted(master_of)]
+        self.cluster_master_of = master_of
+        self.slot_owner = slot_owner
+        return None
+
+    def wait_cluster_synced(self):
+        """Until every cluster replica has reached its master's replication offset."""
+        offsets = {m.port: int(info(m.port, "replication")["master_repl_offset"])
+                   for m in self.cluster_masters}
+        for r in self.cluster_replicas:
+            target = offsets[self.cluster_master_of[r.port]]
+            wait_until(
+                f"cluster replica :{r.port} reaches its master's offset {target}",
+                SYNC_TIMEOUT,
+                lambda r=r, target=target:
+                int(info(r.port, "replication").get("slave_repl_offset", -1)) >= target,
+            )
+
+    def populate_cluster(self, size):
+        """As `populate`, on the cluster: each key SET on the master owning its slot."""
+        if self.cluster_value_size == size:
+            return
+        value = b"x" * size
+        by_owner = {}
+        for i in range(self.args.keyspace):
+            k = b"key:%012d" % i
+            by_owner.setdefault(self.slot_owner[key_slot(k)], []).append(k)
+        batch = 1000
+        for port, keys in by_owner.items():
+            with Resp(port, timeout=30.0) as c:
+                for start in range(0, len(keys), batch):
+                    for r in c.pipeline([(b"SET", k, value) for k in keys[start:start + batch]]):
+                        if r != "OK":
+                            raise BenchError(f"populate cluster: SET on :{port} answered {r!r}")
+        self.wait_cluster_synced()
+        self.cluster_value_size = size
+        log(f"populated the cluster's {self.args.keyspace} keys with {size}-byte values "
+            + "(" + ", ".join(f":{p} {len(k)}" for p, k in by_owner.items()) + ")")
+
+    def stop_cluster(self):
+        """Stop the cluster's nodes and every target in front of it."""
+        for name in list(self.clustered):
+            pid = self.pids.pop(name, None)
+            self.ports.pop(name, None)
+            for p in [p for p in self.procs if p.pid == pid]:
+                p.stop()
+                self.procs.remove(p)
+        self.clustered = set()
+        for n in self.cluster_nodes:
+            n.stop()
+            if n in self.procs:
+                self.procs.remove(n)
+        self.cluster_nodes, self.cluster_masters, self.cluster_replicas = [], [], []
+        self.cluster_master_of, self.slot_owner, self.cluster_probe_keys = {}, [], {}
+        self.cluster_value_size = None
 
     # -- nutcracker
 
@@ -529,17 +781,17 @@ class World:
 
     # -- predixy
 
-    def predixy_conf(self, port, reads):
+    def predixy_conf(self, port, reads, cluster=False):
         """predixy's config: one worker thread, one StandaloneServerPool whose one group
         lists the master first and then the replicas (`RefreshMethod fixed`: the first
         address is the master, the others its replicas). Reads go to the replicas
         (`reads == "replica"`: MasterReadPriority 0, StaticSlaveReadPriority 100) or
-        all to the master (MasterReadPriority 100, StaticSlaveReadPriority 0)."""
+        all to the master (MasterReadPriority 100, StaticSlaveReadPriority 0). With
+        `cluster`, a ClusterServerPool listing every cluster node instead (predixy reads
+        the slot map and roles from `CLUSTER NODES`; the listed replicas are static),
+        with the same read priorities."""
         master_prio, replica_prio = (0, 100) if reads == "replica" else (100, 0)
-        servers = "".join(
-            f"        + 127.0.0.1:{s.port}\n" for s in [self.master] + self.replicas
-        )
-        return (
+        head = (
             "Name redsplit-load\n"
             f"Bind 127.0.0.1:{port}\n"
             "WorkerThreads 1\n"
@@ -550,7 +802,30 @@ class World:
             "LogNoticeSample 1\n"
             "LogWarnSample 1\n"
             "LogErrorSample 1\n"
-            "StandaloneServerPool {\n"
+        )
+        if cluster:
+            servers = "".join(f"        + 127.0.0.1:{n.port}\n" for n in self.cluster_nodes)
+            return (
+                head
+                + "ClusterServerPool {\n"
+                f"    MasterReadPriority {master_prio}\n"
+                f"    StaticSlaveReadPriority {replica_prio}\n"
+                "    DynamicSlaveReadPriority 0\n"
+                "    RefreshInterval 1\n"
+                "    ServerTimeout 0\n"
+                "    ServerFailureLimit 10\n"
+                "    ServerRetryTimeout 1\n"
+                "    Servers {\n"
+                f"{servers}"
+                "    }\n"
+                "}\n"
+            )
+        servers = "".join(
+            f"        + 127.0.0.1:{s.port}\n" for s in [self.master] + self.replicas
+        )
+        return (
+            head
+            + "StandaloneServerPool {\n"
             "    Hash crc16\n"
             "    Distribution modula\n"
             f"    MasterReadPriority {master_prio}\n"
@@ -566,15 +841,16 @@ class World:
             "}\n"
         )
 
-    def start_predixy(self, name, reads):
-        """predixy (`--predixy PATH`) in front of the master and the replicas, ready once
-        a SET through it is answered and a GET through it reaches where its reads are
-        configured to go (a replica, or the master)."""
+    def start_predixy(self, name, reads, cluster=False):
+        """predixy (`--predixy PATH`) in front of the master and the replicas (or, with
+        `cluster`, the cluster), ready once a SET through it is answered and a GET
+        through it reaches where its reads are configured to go (a replica, or the
+        master)."""
         conf = os.path.join(self.workdir, f"{name}.conf")
 
         def argv(port):
             with open(conf, "w") as f:
-                f.write(self.predixy_conf(port, reads))
+                f.write(self.predixy_conf(port, reads, cluster))
             return [self.args.predixy, conf]
 
         def ready(port):
@@ -582,25 +858,21 @@ class World:
             return try_cmd(port, "SET", "redsplit-load:probe", "1") == "OK"
 
         p = self._start(name, argv, ready)
-        where = self.replicas if reads == "replica" else [self.master]
-
-        def gets():
-            total = 0
-            for r in where:
-                stats = info(r.port, "commandstats").get("cmdstat_get", "")
-                for kv in stats.split(","):
-                    if kv.startswith("calls="):
-                        total += int(kv[len("calls="):])
-            return total
+        if cluster:
+            where = self.cluster_replicas if reads == "replica" else self.cluster_masters
+        else:
+            where = self.replicas if reads == "replica" else [self.master]
+        ports = [r.port for r in where]
 
         def routed():
             p.check_alive()
-            before = gets()
+            before = get_calls(ports)
             try_cmd(p.port, "GET", "redsplit-load:probe")
-            return gets() > before
+            return get_calls(ports) > before
 
         wait_until(f"{name}'s GETs reach the {reads}", SYNC_TIMEOUT, routed)
-        log(f"{name} :{p.port} (WorkerThreads 1, reads: {reads})")
+        log(f"{name} :{p.port} (WorkerThreads 1, reads: {reads}"
+            + (", ClusterServerPool" if cluster else "") + ")")
         return p
 
     # -- the bare relay
@@ -618,20 +890,25 @@ class World:
 
     # -- redsplit
 
-    def redsplit_yaml(self, port, consistency, workers):
+    def redsplit_yaml(self, port, consistency, workers, cluster=False):
         default = (
             "{consistency: replica, max_lag_ms: 1000}"
             if consistency == "replica"
             else "{consistency: master}"
         )
-        replicas = ", ".join(f"127.0.0.1:{r.port}" for r in self.replicas)
+        if cluster:
+            seeds = ", ".join(f'"127.0.0.1:{n.port}"' for n in self.cluster_nodes)
+            backend = f"  cluster: {{seeds: [{seeds}], refresh_ms: {CLUSTER_REFRESH_MS}}}\n"
+        else:
+            replicas = ", ".join(f"127.0.0.1:{r.port}" for r in self.replicas)
+            backend = (f"  master: 127.0.0.1:{self.master.port}\n"
+                       f"  replicas: [{replicas}]\n")
         return (
             f"listen: 127.0.0.1:{port}\n"
             f"workers: {workers}\n"
             "admin: {listen: ''}\n"
             "backend:\n"
-            f"  master: 127.0.0.1:{self.master.port}\n"
-            f"  replicas: [{replicas}]\n"
+            + backend
             + (f"  connections: {self.args.connections}\n" if self.args.connections else "")
             + "routing:\n"
             f"  default: {default}\n"
@@ -639,32 +916,45 @@ class World:
             f"  max_clients: {max(self.args.idle_conns, self.args.storm_conns) + 1000}\n"
         )
 
-    def start_redsplit(self, name, consistency, workers):
+    def start_redsplit(self, name, consistency, workers, cluster=False):
+        """redsplit in front of the master and the replicas (or, with `cluster`, the
+        cluster: `backend.cluster` with every node as a seed), ready once `PROXY EXPLAIN`
+        of a GET routes as configured with every replica eligible (in front of the
+        cluster: a GET of a key on each master, every replica of its shard eligible)."""
         conf = os.path.join(self.workdir, f"{name}.yaml")
         env = dict(os.environ)
         env.setdefault("RUST_LOG", "warn")
 
         def argv(port):
             with open(conf, "w") as f:
-                f.write(self.redsplit_yaml(port, consistency, workers))
+                f.write(self.redsplit_yaml(port, consistency, workers, cluster))
             return [self.redsplit_bin, "run", "--config", conf]
 
         p = self._start(name, argv, lambda port: try_cmd(port, "PING") == "PONG", env=env)
         want = "fresh" if consistency == "replica" else "rule"
+        if cluster:
+            probes = [(k, sum(1 for mp in self.cluster_master_of.values() if mp == m))
+                      for m, k in self.cluster_probe_keys.items()]
+        else:
+            probes = [("key:000000000000", len(self.replicas))]
 
         def routed():
             p.check_alive()
-            v = try_cmd(p.port, "PROXY", "EXPLAIN", "GET", "key:000000000000")
-            if not isinstance(v, list):
-                return False
-            words = list(flatten(v))
-            if want not in words:
-                return False
-            # Replica reads: both replicas must be in the read pool.
-            return consistency != "replica" or words.count("eligible") == len(self.replicas)
+            for key, replicas in probes:
+                v = try_cmd(p.port, "PROXY", "EXPLAIN", "GET", key)
+                if not isinstance(v, list):
+                    return False
+                words = list(flatten(v))
+                if want not in words:
+                    return False
+                # Replica reads: every replica (of the key's shard) in the read pool.
+                if consistency == "replica" and words.count("eligible") != replicas:
+                    return False
+            return True
 
         wait_until(f"{name} routes reads as configured ({want})", SYNC_TIMEOUT, routed)
-        log(f"{name} :{p.port} (workers {workers}, reads: {consistency})")
+        log(f"{name} :{p.port} (workers {workers}, reads: {consistency}"
+            + (f", cluster of {len(self.cluster_masters)} shards" if cluster else "") + ")")
         return p
 
     def add_target(self, target, proc):
@@ -684,6 +974,14 @@ class World:
             p = self.start_predixy(name, target.split("-", 1)[1])
         elif target in REDSPLIT_TARGETS:
             p = self.start_redsplit(name, target.split("-", 1)[1], workers)
+        elif target in CLUSTER_TARGETS:
+            if not self.cluster_nodes:
+                raise BenchError(f"{target} needs the cluster (start_cluster) first")
+            if target == "predixy-cluster":
+                p = self.start_predixy(name, "replica", cluster=True)
+            else:
+                p = self.start_redsplit(name, "replica", workers, cluster=True)
+            self.clustered.add(name)
         else:
             raise BenchError(f"no way to start target {target!r}")
         self.add_target(name, p)
@@ -723,14 +1021,9 @@ class World:
         self.value_size = size
         log(f"populated {self.args.keyspace} keys with {size}-byte values")
 
-    def replica_gets(self):
-        total = 0
-        for r in self.replicas:
-            stats = info(r.port, "commandstats").get("cmdstat_get", "")
-            for kv in stats.split(","):
-                if kv.startswith("calls="):
-                    total += int(kv[len("calls="):])
-        return total
+    def replica_gets(self, cluster=False):
+        """GETs the replicas (the cluster's, with `cluster`) have served."""
+        return get_calls(r.port for r in (self.cluster_replicas if cluster else self.replicas))
 
 
 # ------------------------------------------------------------------- redis-benchmark
@@ -741,10 +1034,14 @@ def run_benchmark(world, target, op, clients, pipeline, size, n):
     port = world.ports[target]
     pid = world.pids[target]
     proxy = target != "direct"
+    clustered = target in world.clustered
     for p in world.procs:
         p.check_alive()
     if op == "get":
-        world.wait_replicas_synced()
+        if clustered:
+            world.wait_cluster_synced()
+        else:
+            world.wait_replicas_synced()
     argv = [
         "redis-benchmark",
         "-h", "127.0.0.1",
@@ -757,7 +1054,8 @@ def run_benchmark(world, target, op, clients, pipeline, size, n):
         "-r", str(world.args.keyspace),
         "--csv",
     ]
-    gets0 = world.replica_gets() if target in REPLICA_READ_TARGETS and op == "get" else None
+    gets0 = (world.replica_gets(clustered)
+             if target in REPLICA_READ_TARGETS and op == "get" else None)
     t0, ns0 = (cpu_ticks(pid), cpu_ns(pid)) if proxy else (None, None)
     wall0 = time.monotonic()
     r = subprocess.run(argv, capture_output=True, text=True, timeout=world.args.run_timeout)
@@ -797,7 +1095,7 @@ def run_benchmark(world, target, op, clients, pipeline, size, n):
         if ns0 is not None and ns1 is not None:
             res["cpu_us_op_schedstat"] = (ns1 - ns0) / 1e3 / n
     if gets0 is not None:
-        res["replica_share"] = (world.replica_gets() - gets0) / n
+        res["replica_share"] = (world.replica_gets(clustered) - gets0) / n
     return res
 
 
@@ -1330,6 +1628,149 @@ def workers(world, args, raw):
     return lines
 
 
+def cluster(world, args, raw):
+    """A Redis Cluster (3 masters with a replica each) behind redsplit (`backend.cluster`,
+    reads on replicas within 1000 ms, as redsplit-replica's) and, with --predixy, behind
+    predixy (ClusterServerPool, reads on the replicas, one worker thread); each cell of
+    CLUSTER_CELLS against both and against redsplit in front of the single master
+    (CLUSTER_BASELINE, whose CPU per operation is the baseline), interleaved, the order
+    rotating every round, ROUNDS rounds. The cluster and its proxies stop afterwards."""
+    world.start_cluster()
+    try:
+        peers = ["redsplit-cluster"] + (["predixy-cluster"] if args.predixy else [])
+        for t in peers:
+            world.start_target(t)
+        targets = peers + [CLUSTER_BASELINE]
+        results = {}
+        by_size = {}
+        for cell in args.cluster_cells:
+            by_size.setdefault(cell[3], []).append(cell)
+        total = len(args.cluster_cells) * len(targets) * args.rounds
+        done = 0
+        for size, size_cells in by_size.items():
+            world.populate(size)
+            world.populate_cluster(size)
+            for t in targets:
+                for op in OPS:
+                    run_benchmark(world, t, op, 50, 16, size, 20000)
+            for rnd in range(args.rounds):
+                order = targets[rnd % len(targets):] + targets[: rnd % len(targets)]
+                for cell in size_cells:
+                    op, c, p, _ = cell
+                    for t in order:
+                        res = run_benchmark(world, t, op, c, p, size, requests_for(args, p))
+                        res["round"] = rnd + 1
+                        res["section"] = "cluster"
+                        raw.append(res)
+                        results.setdefault(cell, {}).setdefault(t, []).append(res)
+                        done += 1
+                    log(
+                        f"cluster round {rnd + 1}/{args.rounds} {op.upper()} c={c} P={p} "
+                        f"{size} B: "
+                        + ", ".join(f"{t} {results[cell][t][-1]['rps']:,.0f}" for t in targets)
+                        + f"  [{done}/{total}]"
+                    )
+        masters = len(world.cluster_masters)
+        per = len(world.cluster_replicas) // max(masters, 1)
+    finally:
+        world.stop_cluster()
+    return cluster_table(results, args, masters, per)
+
+
+def run_cpu(run, fine):
+    """A run's proxy CPU per operation, from schedstat (`fine`) or from ticks."""
+    return run["cpu_us_op_schedstat"] if fine else run["cpu_us_op"]
+
+
+def round_cpu_ratios(runs, fine, base_runs, base_fine):
+    """CPU per operation over the base's, round by round: (min, max), or None."""
+    base = {r.get("round"): run_cpu(r, base_fine) for r in base_runs}
+    xs = [run_cpu(r, fine) / base[r.get("round")] for r in runs
+          if run_cpu(r, fine) is not None and base.get(r.get("round"))]
+    return (min(xs), max(xs)) if xs else None
+
+
+def cluster_table(results, args, masters, per_master):
+    """The cluster section's table: per cell, the medians of redsplit's and predixy's
+    ops/s in front of the cluster with their min-max, redsplit over predixy (min-max
+    over the rounds), each one's CPU per operation, redsplit's on the single master, and
+    redsplit's in front of the cluster over that (min-max over the rounds), marked
+    against MAX_CLUSTER_CPU_VS_SINGLE."""
+    rs, px, base = "redsplit-cluster", "predixy-cluster", CLUSTER_BASELINE
+    lines = [
+        f"cluster: {masters} masters with {per_master} replica(s) each; {rs}: "
+        f"backend.cluster (refresh_ms {CLUSTER_REFRESH_MS}), reads on replicas within "
+        f"1000 ms; {px}: ClusterServerPool, reads on replicas, WorkerThreads 1; "
+        f"single: {base} (one master, two replicas); medians of {args.rounds} "
+        "interleaved rounds",
+    ]
+    hdr = (
+        f"  {'cell':<18} {'redsplit ops/s':>14} {'min-max':>11} {'predixy ops/s':>13} "
+        f"{'min-max':>11} {'x predixy':>9} {'(min-max)':>11} {'single ops/s':>12} "
+        f"{'cpu us/op':>9} {'predixy cpu':>11} {'single cpu':>10} "
+        f"{'cpu/single':>12} {'(min-max)':>11}"
+    )
+    lines += [hdr, "  " + "-" * (len(hdr) - 2)]
+    checks = []
+    notes = []
+
+    def cpu_text(x):
+        if x is None or x["cpu"] is None:
+            return "-"
+        return f"{x['cpu']:.2f}{'*' if x['cpu_fine'] else ''}"
+
+    for cell in args.cluster_cells:
+        if cell not in results:
+            continue
+        op, c, p, size = cell
+        label = f"{op.upper()} c={c} P={p} {size_label(size)}"
+        runs = results[cell]
+        s = {t: summarize(runs[t]) for t in runs}
+        x, y, b = s.get(rs), s.get(px), s.get(base)
+        col = {}
+        if x:
+            col["rs"] = f"{x['rps']:,.0f}"
+            col["rss"] = f"{kops(x['rps_min'])}-{kops(x['rps_max'])}"
+        if y:
+            col["px"] = f"{y['rps']:,.0f}"
+            col["pxs"] = f"{kops(y['rps_min'])}-{kops(y['rps_max'])}"
+        if x and y:
+            col["r"] = f"{x['rps'] / y['rps']:.2f}"
+            spread = round_ratios(runs[rs], runs[px])
+            if spread:
+                col["rsp"] = f"{spread[0]:.2f}-{spread[1]:.2f}"
+        if b:
+            col["b"] = f"{b['rps']:,.0f}"
+        if x and b and x["cpu"] is not None and b["cpu"]:
+            ratio = x["cpu"] / b["cpu"]
+            ok = ratio <= MAX_CLUSTER_CPU_VS_SINGLE
+            col["cr"] = f"{ratio:.2f} {mark(ok)}"
+            checks.append((f"cluster {label} {rs} cpu/op <= {MAX_CLUSTER_CPU_VS_SINGLE}x "
+                           f"{base}'s", ok))
+            spread = round_cpu_ratios(runs[rs], x["cpu_fine"], runs[base], b["cpu_fine"])
+            if spread:
+                col["crs"] = f"{spread[0]:.2f}-{spread[1]:.2f}"
+        lines.append(
+            f"  {label:<18} {col.get('rs', '-'):>14} {col.get('rss', ''):>11} "
+            f"{col.get('px', '-'):>13} {col.get('pxs', ''):>11} {col.get('r', ''):>9} "
+            f"{col.get('rsp', ''):>11} {col.get('b', '-'):>12} {cpu_text(x):>9} "
+            f"{cpu_text(y):>11} {cpu_text(b):>10} {col.get('cr', ''):>12} "
+            f"{col.get('crs', ''):>11}"
+        )
+        if op == "get":
+            for t in (rs, px, base):
+                if t in s and s[t]["share"] is not None and s[t]["share"] < 0.99:
+                    notes.append(f"  ^ {label}: only {s[t]['share']:.0%} of {t}'s GETs "
+                                 "reached a replica")
+    lines += notes
+    lines.append(
+        f"  cpu/single: {rs}'s CPU per operation over {base}'s in the same cell, target "
+        f"<= {MAX_CLUSTER_CPU_VS_SINGLE}x" + ("" if args.predixy else
+                                               "; predixy: not given (--predixy PATH)")
+    )
+    return lines, checks
+
+
 class Perf:
     """A `perf record`/`perf stat` attached to a process, started with its events off and
     switched on through its control FIFO, so nothing is missed and nothing is guessed:
@@ -1660,9 +2101,9 @@ def parse_args():
                     help="redis-benchmark -r (env KEYSPACE; default 10000)")
     ap.add_argument("--idle-conns", type=int, default=env("IDLE_CONNS"),
                     help="connections for the memory section (env IDLE_CONNS; default 10000)")
-    ap.add_argument("--sections", default=env("SECTIONS", "matrix,memory,workers"),
-                    help="comma-separated: matrix, memory, workers, storm, profile, syscalls "
-                    "(env SECTIONS; default matrix,memory,workers)")
+    ap.add_argument("--sections", default=env("SECTIONS", "matrix,memory,workers,cluster"),
+                    help="comma-separated: matrix, memory, workers, cluster, storm, profile, "
+                    "syscalls (env SECTIONS; default matrix,memory,workers,cluster)")
     ap.add_argument("--storm-conns", type=int, default=int(env("STORM_CONNS", "8000")),
                     help="connections opened at once by the storm section (env STORM_CONNS; "
                     "default 8000)")
@@ -1678,6 +2119,12 @@ def parse_args():
     ap.add_argument("--workers-cell", default=env("WORKERS_CELL", "get,50,16,16"),
                     help="op,clients,pipeline,size of the workers section "
                     "(env WORKERS_CELL; default get,50,16,16)")
+    ap.add_argument("--cluster-cells",
+                    default=env("CLUSTER_CELLS",
+                                "get,50,1,16;get,50,16,16;set,50,1,16;set,50,16,16"),
+                    help="op,clients,pipeline,size cells of the cluster section, separated "
+                    "by ';' (env CLUSTER_CELLS; default GET and SET, 50 clients, pipeline 1 "
+                    "and 16, 16 B)")
     ap.add_argument("--syscalls-cells",
                     default=env("SYSCALLS_CELLS",
                                 "get,500,1,16;set,500,1,16;get,1,16,16;get,1,1,16"),
@@ -1729,13 +2176,15 @@ def parse_args():
     a.values = ints(a.values, (16,) if a.quick else VALUES)
     a.sections = [s.strip() for s in a.sections.split(",") if s.strip()]
     for s in a.sections:
-        if s not in ("matrix", "memory", "workers", "storm", "profile", "syscalls"):
+        if s not in ("matrix", "memory", "workers", "cluster", "storm", "profile",
+                     "syscalls"):
             ap.error(f"unknown section {s!r}")
     def cell(text):
         op, c, p, d = text.split(",")
         return (op.lower(), int(c), int(p), int(d))
 
     a.workers_cell = cell(a.workers_cell)
+    a.cluster_cells = [cell(x) for x in a.cluster_cells.split(";") if x.strip()]
     a.syscalls_cells = [cell(x) for x in a.syscalls_cells.split(";") if x.strip()]
     a.syscalls_targets = [t.strip() for t in a.syscalls_targets.split(",") if t.strip()]
     for t in a.syscalls_targets:
@@ -1751,7 +2200,8 @@ def parse_args():
 
 
 def preflight(args):
-    for tool in ("redis-server", "redis-benchmark", "nutcracker"):
+    for tool in ("redis-server", "redis-benchmark", "nutcracker") + (
+            ("redis-cli",) if "cluster" in args.sections else ()):
         if not shutil.which(tool):
             raise BenchError(f"{tool} is not installed")
     v = subprocess.run(["redis-benchmark", "--version"], capture_output=True, text=True)
@@ -1844,6 +2294,10 @@ def main():
             checks += c
         if "workers" in args.sections:
             out_lines += workers(world, args, raw) + [""]
+        if "cluster" in args.sections:
+            lines, c = cluster(world, args, raw)
+            out_lines += lines + [""]
+            checks += c
         if "storm" in args.sections:
             lines, c = storm(world, args, raw)
             out_lines += lines + [""]

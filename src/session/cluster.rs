@@ -17,7 +17,19 @@ pub(super) const MULTI: &[u8] = b"*1\r\n$5\r\nMULTI\r\n";
 /// direct client of that node would be answered): they go to the first shard's master.
 fn any_node(cmd: &Command) -> bool {
     cmd.class == Class::PubSub
-        || matches!(cmd.name, "time" | "lolwut" | "readonly" | "readwrite")
+        || matches!(
+            cmd.name,
+            "time"
+                | "lolwut"
+                | "readonly"
+                | "readwrite"
+                | "info"
+                | "config|get"
+                | "lastsave"
+                | "memory|stats"
+                | "slowlog|get"
+                | "slowlog|len"
+        )
         || cmd.name.starts_with("command")
         || cmd.name.starts_with("cluster|")
         // Each node in turn, from the first shard's (`crate::cursor`).

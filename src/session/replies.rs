@@ -794,6 +794,12 @@ impl Session {
             return;
         }
         self.local.push_reply(bytes);
+        // A part of a split request answered here is merged with the other parts.
+        let mark = if self.mark_next == Mark::Part {
+            std::mem::replace(&mut self.mark_next, Mark::None)
+        } else {
+            Mark::None
+        };
         self.pending.push_back(Pending {
             slot: LOCAL,
             kind: Kind::Forward,
@@ -801,7 +807,7 @@ impl Session {
             silent,
             read: false,
             sent: Instant::now(),
-            mark: Mark::None,
+            mark,
             fence: FENCE_NONE,
         });
     }
