@@ -152,6 +152,18 @@ fn reads_and_writes_reach_the_shard_of_their_keys() {
             Value::BulkString(b"2".to_vec())
         ])
     );
+    // /metrics and /status show every shard.
+    let admin = p.admin_addr.expect("admin endpoint");
+    let m = crate::admin::http_get(admin, "/metrics", None);
+    assert_eq!(m.status, 200);
+    assert!(m.body.ends_with("# EOF\n"));
+    let st = crate::admin::http_get(admin, "/status", None);
+    for (i, master) in masters.iter().enumerate() {
+        let replica = cluster.replicas_of(*master)[0];
+        let series = format!("redsplit_replica_lag_bytes{{shard=\"{i}\",addr=\"{replica}\"}}");
+        assert!(m.body.contains(&series), "{series} in\n{}", m.body);
+        assert!(st.body.contains(&format!("\"shard\":{i}")), "{}", st.body);
+    }
     // PROXY EXPLAIN names the slot and the shard.
     let e = format!(
         "{:?}",
@@ -651,4 +663,48 @@ fn keyless_commands_cover_every_shard() {
     }
     assert_eq!(query(&mut c, &["DBSIZE"]).unwrap(), Value::Int(0));
     assert_eq!(query(&mut c, &["RANDOMKEY"]).unwrap(), Value::Nil);
+}
+
+#[test]
+fn blocking_commands_and_durable_writes_run_on_their_keys_shard() {
+    let cluster = RedisCluster::start(3, 1);
+    let p = proxy_for(
+        &cluster,
+        "  rules:\n    - name: durable\n      keys: [\"dur:*\"]\n      consistency: master\n      wait: {replicas: 1, timeout_ms: 2000}\n",
+    );
+    // A blocked pop on one client, woken by a push through another.
+    let waiter = {
+        let addr = p.addr;
+        std::thread::spawn(move || {
+            let mut c = connect(addr);
+            query(&mut c, &["BLPOP", "queue", "5"]).unwrap()
+        })
+    };
+    let owner = cluster.owner_of_slot(RedisCluster::slot_of("queue"));
+    cluster
+        .node(owner)
+        .wait_blocked_clients(1, Duration::from_secs(5));
+    let mut c = p.conn();
+    query(&mut c, &["RPUSH", "queue", "job"]).unwrap();
+    let got = waiter.join().unwrap();
+    assert_eq!(
+        got,
+        Value::Array(vec![
+            Value::BulkString(b"queue".to_vec()),
+            Value::BulkString(b"job".to_vec())
+        ])
+    );
+    // A durable write is answered once its shard's replica holds it.
+    for i in 0..20 {
+        let k = format!("dur:{i}");
+        assert_eq!(query(&mut c, &["SET", &k, "v"]).unwrap(), Value::Okay);
+        let master = cluster.owner_of_slot(RedisCluster::slot_of(&k));
+        let replica = cluster.replicas_of(master)[0];
+        let mut r = raw(replica);
+        r.write_all(b"*1\r\n$8\r\nREADONLY\r\n").unwrap();
+        assert_eq!(read_reply(&mut r), b"+OK\r\n");
+        let get = format!("*2\r\n$3\r\nGET\r\n${}\r\n{k}\r\n", k.len());
+        r.write_all(get.as_bytes()).unwrap();
+        assert_eq!(read_reply(&mut r), b"$1\r\nv\r\n", "{k} on {replica}");
+    }
 }
