@@ -121,9 +121,14 @@ impl Session {
                     );
                     return Some(self.refuse(&e, b));
                 }
-                // A transaction begun on a shard stays there; otherwise the first shard.
-                let pinned = tx_conn
-                    .and_then(|id| c.shards.iter().find(|v| v.backend_ids().any(|i| i == id)));
+                // A transaction begun on a shard stays there, and `WAIT` waits for the
+                // shard of the last write; otherwise the first shard.
+                let of = |id: u32| c.shards.iter().find(|v| v.backend_ids().any(|i| i == id));
+                let pinned = match tx_conn {
+                    Some(id) => of(id),
+                    None if cmd.name == "wait" => self.last_write_master.and_then(of),
+                    None => None,
+                };
                 match pinned.or_else(|| c.shards.first()) {
                     Some(v) => v,
                     None => return Some(self.refuse(CLUSTERDOWN, b)),

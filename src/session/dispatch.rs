@@ -533,6 +533,7 @@ impl Session {
         }
         self.stats().route(0, Reason::Write);
         let backend = m.backend.clone();
+        self.last_write_master = Some(backend.id);
         let fenced =
             matches!(kind, Kind::Write { .. } | Kind::Durable(_)) && b.settings.policy.key_fence;
         if fenced {

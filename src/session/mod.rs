@@ -412,6 +412,9 @@ pub struct Session {
     /// In front of a cluster: the requests split across slots whose parts' replies are
     /// being collected, oldest first.
     merges: VecDeque<cluster::Merge>,
+    /// The master the session's last write went to (in a cluster, `WAIT` counts the
+    /// replicas of that shard).
+    last_write_master: Option<u32>,
     shared_in_flight: u32,
     dedicated_in_flight: u32,
     writes_in_flight: u32,
@@ -549,6 +552,7 @@ impl Session {
             tx_slot: None,
             multi_deferred: false,
             merges: VecDeque::new(),
+            last_write_master: None,
             shared_in_flight: 0,
             dedicated_in_flight: 0,
             writes_in_flight: 0,

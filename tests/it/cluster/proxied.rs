@@ -667,7 +667,14 @@ fn keyless_commands_cover_every_shard() {
 
 #[test]
 fn blocking_commands_and_durable_writes_run_on_their_keys_shard() {
-    let cluster = RedisCluster::start(3, 1);
+    let cluster = RedisCluster::start_with(
+        3,
+        1,
+        ClusterOptions {
+            relay_replica_of_shard: Some(2),
+            ..ClusterOptions::default()
+        },
+    );
     let p = proxy_for(
         &cluster,
         "  rules:\n    - name: durable\n      keys: [\"dur:*\"]\n      consistency: master\n      wait: {replicas: 1, timeout_ms: 2000}\n",
@@ -707,4 +714,21 @@ fn blocking_commands_and_durable_writes_run_on_their_keys_shard() {
         r.write_all(get.as_bytes()).unwrap();
         assert_eq!(read_reply(&mut r), b"$1\r\nv\r\n", "{k} on {replica}");
     }
+    // WAIT counts the replicas of the shard the last write went to: with one shard's
+    // replication paused, a write there is held by no replica; elsewhere it is.
+    let paused = cluster.relayed_node().expect("a relayed master");
+    cluster.pause_replication();
+    let k = cluster.key_in_slot_of(paused, "w");
+    query(&mut c, &["SET", &k, "1"]).unwrap();
+    assert_eq!(query(&mut c, &["WAIT", "1", "300"]).unwrap(), Value::Int(0));
+    for m in cluster.masters().into_iter().filter(|m| *m != paused) {
+        let k = cluster.key_in_slot_of(m, "w");
+        query(&mut c, &["SET", &k, "1"]).unwrap();
+        assert_eq!(
+            query(&mut c, &["WAIT", "1", "2000"]).unwrap(),
+            Value::Int(1),
+            "{m}"
+        );
+    }
+    cluster.resume_replication();
 }
