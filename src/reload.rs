@@ -123,7 +123,11 @@ pub fn apply(proxy: &Arc<Proxy>, mut new: Config, why: &str, force: bool) -> Out
     }
     // Recompute pools for the new budgets at once.
     proxy.monitor.publish(proxy);
-    proxy.cluster.publish_all(proxy);
+    if proxy.settings.load().config.backend.uses_cluster() {
+        proxy
+            .cluster
+            .rebuild(proxy, &proxy.settings.load().config.clone());
+    }
     proxy.metrics.reloads_ok.fetch_add(1, Ordering::Relaxed);
     tracing::info!(trigger = why, generation, fingerprint = %fingerprint, "configuration reloaded");
     Outcome::Applied {

@@ -92,6 +92,32 @@ impl Cluster {
         }
     }
 
+    /// A reload: every shard's backends are built again from `cfg` and the current map,
+    /// each kept (connections and all) while its address, role, credentials and TLS
+    /// settings are unchanged, and given `cfg`'s pool settings.
+    pub fn rebuild(&self, proxy: &Arc<Proxy>, cfg: &Config) {
+        // The map and the monitors as one snapshot (they are kept in the same order).
+        let (map, monitors) = {
+            let st = self.state.lock();
+            let Some(map) = st.map.clone() else { return };
+            let monitors: Vec<Arc<Monitor>> = st.shards.iter().map(|s| s.monitor.clone()).collect();
+            (map, monitors)
+        };
+        let conns = proxy.monitor.backends().conns;
+        for (monitor, spec) in monitors.iter().zip(map.shards.iter()) {
+            let current = Backends {
+                conns: conns.clone(),
+                ..monitor.backends()
+            };
+            let next = Backends::build(cfg, &current, Some(&spec.master), &spec.replicas);
+            let ids = |b: &Backends| b.all().map(|b| b.id).collect::<Vec<_>>();
+            if ids(&current) != ids(&next) {
+                monitor.set_backends(proxy, next);
+            }
+        }
+        self.publish_all(proxy);
+    }
+
     /// The monitor of shard `key` published `view`: the proxy's view is rebuilt with it.
     pub fn published(&self, proxy: &Proxy, key: u64, view: Arc<View>) {
         let mut st = self.state.lock();

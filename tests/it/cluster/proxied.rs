@@ -732,3 +732,51 @@ fn blocking_commands_and_durable_writes_run_on_their_keys_shard() {
     }
     cluster.resume_replication();
 }
+
+#[test]
+fn a_reload_reaches_every_shard() {
+    let cluster = RedisCluster::start(3, 1);
+    let p = proxy_for(&cluster, "");
+    let state = p.state().clone();
+    let before: Vec<Vec<u32>> = state
+        .cluster
+        .backends()
+        .iter()
+        .map(|b| b.all().map(|b| b.id).collect())
+        .collect();
+    let mut new = (*state.settings.load().config).clone();
+    new.backend.connections = 3;
+    new.routing.default.max_lag_ms = Some(250);
+    match redsplit::reload::apply(&state, new, "test", false) {
+        redsplit::reload::Outcome::Applied { .. } => {}
+        other => panic!("{other:?}"),
+    }
+    let after = state.cluster.backends();
+    let ids: Vec<Vec<u32>> = after
+        .iter()
+        .map(|b| b.all().map(|b| b.id).collect())
+        .collect();
+    assert_eq!(
+        ids, before,
+        "every shard keeps its backends and their connections"
+    );
+    for b in after
+        .iter()
+        .flat_map(|s| s.all().cloned().collect::<Vec<_>>())
+    {
+        assert_eq!(b.pool.size(), 3, "{}", b.label());
+    }
+    // The new budget is every shard's pool now.
+    wait_until(
+        "every replica in the new budget's pool",
+        Duration::from_secs(10),
+        || {
+            let rows = status_rows(&p);
+            rows.iter().filter(|r| r["role"] == "replica").all(|r| {
+                r["in_pool"].contains("250ms") && r["in_pool"].to_lowercase().contains("int(1)")
+            })
+        },
+    );
+    let mut c = p.conn();
+    assert_eq!(query(&mut c, &["SET", "k", "v"]).unwrap(), Value::Okay);
+}
