@@ -321,13 +321,26 @@ impl Session {
             Ok(u) => u,
             Err(e) => return self.push_answer(e.into()),
         };
-        let (Some(backend_id), Some(m)) = (self.unblock_target(&unblock), view.master.as_ref())
-        else {
+        // The master the target's connection is on (in a cluster, its shard's).
+        let top = self.proxy.view.load();
+        let on = unblock
+            .target(self.id)
+            .and_then(|i| self.proxy.sessions.get(&i).map(|e| e.value().clone()))
+            .and_then(|h| {
+                let label = h.state.lock().dedicated.as_ref()?.label.clone();
+                top.shard_views()
+                    .filter_map(|v| v.master.as_ref())
+                    .find(|m| label.ends_with(&format!(" {}", m.backend.addr)))
+                    .map(|m| m.backend.clone())
+            });
+        let (Some(backend_id), Some(backend)) = (
+            self.unblock_target(&unblock),
+            on.or_else(|| view.any_master().map(|m| m.backend.clone())),
+        ) else {
             self.push_local_value(&Value::Int(0));
             return;
         };
         let bytes = super::queued::unblock_request(backend_id, &unblock);
-        let backend = m.backend.clone();
         self.send_bytes_shared(&backend, &bytes, Kind::Forward, Instant::now());
     }
 

@@ -701,6 +701,22 @@ fn blocking_commands_and_durable_writes_run_on_their_keys_shard() {
             Value::BulkString(b"job".to_vec())
         ])
     );
+    // CLIENT UNBLOCK reaches the shard the blocked client waits on, whichever it is.
+    for m in cluster.masters() {
+        let k = cluster.key_in_slot_of(m, "blocked");
+        let mut blocked = p.conn();
+        let id = match query(&mut blocked, &["CLIENT", "ID"]).unwrap() {
+            Value::Int(i) => i,
+            v => panic!("{v:?}"),
+        };
+        let waiter = std::thread::spawn(move || query(&mut blocked, &["BLPOP", &k, "10"]).unwrap());
+        cluster
+            .node(m)
+            .wait_blocked_clients(1, Duration::from_secs(5));
+        let unblocked = query(&mut c, &["CLIENT", "UNBLOCK", &id.to_string()]).unwrap();
+        assert_eq!(unblocked, Value::Int(1), "on {m}");
+        assert_eq!(waiter.join().unwrap(), Value::Nil);
+    }
     // A durable write is answered once its shard's replica holds it.
     for i in 0..20 {
         let k = format!("dur:{i}");
