@@ -377,7 +377,7 @@ fn fan_out_op(cmd: &Command) -> Option<MergeOp> {
         "dbsize" => MergeOp::Sum,
         "keys" => MergeOp::Concat,
         "randomkey" => MergeOp::AnyNotNull,
-        "flushall" | "flushdb" | "script|flush" => MergeOp::Ok,
+        "flushall" | "flushdb" | "script|flush" | "client|pause" | "client|unpause" => MergeOp::Ok,
         "script|load" => MergeOp::Same,
         _ => return None,
     })
@@ -558,6 +558,10 @@ impl Session {
             return Stop::More;
         };
         let write = cmd.class != Class::Read;
+        if let Some(change) = super::local::pause_change(cmd, req) {
+            // Every master pauses; the proxy holds what they would hold.
+            self.note_pause(change);
+        }
         for v in &c.shards {
             if v.master.is_none() {
                 return self.refuse(&router::write_rejection(v).line(), b);

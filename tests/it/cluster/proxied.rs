@@ -717,6 +717,31 @@ fn blocking_commands_and_durable_writes_run_on_their_keys_shard() {
         assert_eq!(unblocked, Value::Int(1), "on {m}");
         assert_eq!(waiter.join().unwrap(), Value::Nil);
     }
+    // CLIENT PAUSE pauses every master: a direct write to each waits for its end.
+    assert_eq!(
+        query(&mut c, &["CLIENT", "PAUSE", "700", "WRITE"]).unwrap(),
+        Value::Okay
+    );
+    let paused_at = Instant::now();
+    let writers: Vec<_> = cluster
+        .masters()
+        .into_iter()
+        .map(|m| {
+            let k = cluster.key_in_slot_of(m, "paused");
+            let mut d = cluster.conn(m);
+            std::thread::spawn(move || {
+                query(&mut d, &["SET", &k, "1"]).unwrap();
+                paused_at.elapsed()
+            })
+        })
+        .collect();
+    for w in writers {
+        let waited = w.join().unwrap();
+        assert!(
+            waited >= Duration::from_millis(500),
+            "held for {waited:?} only"
+        );
+    }
     // A durable write is answered once its shard's replica holds it.
     for i in 0..20 {
         let k = format!("dur:{i}");
