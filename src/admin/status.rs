@@ -323,10 +323,10 @@ pub fn snapshot(proxy: &Proxy) -> Status {
     let served = reads.replica + reads.master;
     reads.replica_share = (served > 0).then(|| reads.replica as f64 / served as f64);
 
-    let chart = proxy
-        .monitor
-        .chart()
-        .into_iter()
+    // Every monitor's replicas: the one master's, or each cluster shard's.
+    let chart = std::iter::once(proxy.monitor.clone())
+        .chain(proxy.cluster.monitors())
+        .flat_map(|m| m.chart())
         .map(|(address, points)| ChartSeries { address, points })
         .collect();
 

@@ -137,15 +137,7 @@ fn compose_example_is_complete() {
     assert_eq!(s.master_name, "mymaster");
     // It mounts the config's directory (an editor's rename-on-save reaches the container,
     // so live reload works), and the build context leaves the multi-GB target/ out.
-    let volumes = c["services"]["redsplit"]["volumes"]
-        .as_sequence()
-        .expect("volumes");
-    assert!(
-        volumes
-            .iter()
-            .any(|v| v.as_str() == Some("./redsplit:/etc/redsplit:ro")),
-        "{volumes:?}"
-    );
+    mounts_config_dir(&c);
     let ignore = std::fs::read_to_string(root().join(".dockerignore")).unwrap();
     assert!(ignore.lines().any(|l| l.trim() == "target/"), "{ignore}");
 }
@@ -265,6 +257,19 @@ fn cluster_compose_example_is_complete() {
             "{a} joins the cluster: {create}"
         );
     }
+    mounts_config_dir(&c);
+    let cfg =
+        redsplit::config::Config::load(&root().join("deploy/cluster/redsplit/proxy.yaml")).unwrap();
+    let seeds = cfg.backend.cluster.expect("a cluster backend").seeds;
+    assert!(!seeds.is_empty());
+    for s in &seeds {
+        assert!(node_addrs.contains(s), "seed {s} is a node of the example");
+    }
+}
+
+/// The compose file `c` mounts the proxy config's directory into the container (an
+/// editor's rename-on-save reaches it, so live reload works).
+fn mounts_config_dir(c: &serde_yaml::Value) {
     let volumes = c["services"]["redsplit"]["volumes"]
         .as_sequence()
         .expect("volumes");
@@ -274,11 +279,4 @@ fn cluster_compose_example_is_complete() {
             .any(|v| v.as_str() == Some("./redsplit:/etc/redsplit:ro")),
         "{volumes:?}"
     );
-    let cfg =
-        redsplit::config::Config::load(&root().join("deploy/cluster/redsplit/proxy.yaml")).unwrap();
-    let seeds = cfg.backend.cluster.expect("a cluster backend").seeds;
-    assert!(!seeds.is_empty());
-    for s in &seeds {
-        assert!(node_addrs.contains(s), "seed {s} is a node of the example");
-    }
 }

@@ -10,7 +10,7 @@ use std::net::{SocketAddr, TcpStream};
 
 mod endpoints;
 mod metrics;
-mod status_page;
+pub(crate) mod status_page;
 
 // ---------------------------------------------------------------------------------------
 // A tiny blocking HTTP/1.1 client

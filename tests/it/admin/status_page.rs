@@ -20,7 +20,7 @@ fn chromium_binary() -> std::path::PathBuf {
 }
 
 /// Run headless Chromium with `args` (after the common flags); returns its stdout.
-fn chromium(profile: &Path, args: &[&str]) -> String {
+pub(crate) fn chromium(profile: &Path, args: &[&str]) -> String {
     let mut child = Command::new(chromium_binary())
         .args([
             "--headless",

@@ -157,6 +157,33 @@ fn reads_and_writes_reach_the_shard_of_their_keys() {
     let m = crate::admin::http_get(admin, "/metrics", None);
     assert_eq!(m.status, 200);
     assert!(m.body.ends_with("# EOF\n"));
+    wait_until(
+        "a staleness chart point per replica",
+        Duration::from_secs(10),
+        || {
+            let st = crate::admin::http_get(admin, "/status", None);
+            masters.iter().all(|m| {
+                st.body.contains(&format!(
+                    "\"address\":\"{}\",\"points\":[{{",
+                    cluster.replicas_of(*m)[0]
+                ))
+            })
+        },
+    );
+    // The status page, rendered: every shard's master and replica.
+    let profile = tempfile::tempdir().expect("profile dir");
+    let url = format!("http://{admin}/");
+    let dom = crate::admin::status_page::chromium(
+        profile.path(),
+        &["--virtual-time-budget=4000", "--dump-dom", &url],
+    );
+    assert!(dom.contains("3 of 3 shard masters up"), "{dom}");
+    for i in 0..3 {
+        assert!(
+            dom.contains(&format!("shard {i} · replica")),
+            "shard {i} in\n{dom}"
+        );
+    }
     let st = crate::admin::http_get(admin, "/status", None);
     for (i, master) in masters.iter().enumerate() {
         let replica = cluster.replicas_of(*master)[0];
