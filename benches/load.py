@@ -1682,9 +1682,10 @@ def run_cpu(run, fine):
     return run["cpu_us_op_schedstat"] if fine else run["cpu_us_op"]
 
 
-def round_cpu_ratios(runs, fine, base_runs, base_fine):
-    """CPU per operation over the base's, round by round: (min, max), or None."""
-    base = {r.get("round"): run_cpu(r, base_fine) for r in base_runs}
+def round_cpu_ratios(runs, base_runs, fine):
+    """CPU per operation over the base's, round by round, both from the same source:
+    (min, max), or None."""
+    base = {r.get("round"): run_cpu(r, fine) for r in base_runs}
     xs = [run_cpu(r, fine) / base[r.get("round")] for r in runs
           if run_cpu(r, fine) is not None and base.get(r.get("round"))]
     return (min(xs), max(xs)) if xs else None
@@ -1695,13 +1696,17 @@ def cluster_table(results, args, masters, per_master):
     ops/s in front of the cluster with their min-max, redsplit over predixy (min-max
     over the rounds), each one's CPU per operation, redsplit's on the single master, and
     redsplit's in front of the cluster over that (min-max over the rounds), marked
-    against MAX_CLUSTER_CPU_VS_SINGLE."""
+    against MAX_CLUSTER_CPU_VS_SINGLE. Within a cell every CPU figure comes from the
+    same source, so that their ratio compares like with like: schedstat (`*`) when any
+    of the cell's targets had under MIN_CPU_TICKS ticks per run, else ticks."""
     rs, px, base = "redsplit-cluster", "predixy-cluster", CLUSTER_BASELINE
     lines = [
         f"cluster: {masters} masters with {per_master} replica(s) each; {rs}: "
         f"backend.cluster (refresh_ms {CLUSTER_REFRESH_MS}), reads on replicas within "
-        f"1000 ms; {px}: ClusterServerPool, reads on replicas, WorkerThreads 1; "
-        f"single: {base} (one master, two replicas); medians of {args.rounds} "
+        f"1000 ms; "
+        + (f"{px}: ClusterServerPool, reads on replicas, WorkerThreads 1; "
+           if args.predixy else "")
+        + f"single: {base} (one master, two replicas); medians of {args.rounds} "
         "interleaved rounds",
     ]
     hdr = (
@@ -1714,10 +1719,8 @@ def cluster_table(results, args, masters, per_master):
     checks = []
     notes = []
 
-    def cpu_text(x):
-        if x is None or x["cpu"] is None:
-            return "-"
-        return f"{x['cpu']:.2f}{'*' if x['cpu_fine'] else ''}"
+    def cpu_text(cpu, fine):
+        return "-" if cpu is None else f"{cpu:.2f}{'*' if fine else ''}"
 
     for cell in args.cluster_cells:
         if cell not in results:
@@ -1727,6 +1730,8 @@ def cluster_table(results, args, masters, per_master):
         runs = results[cell]
         s = {t: summarize(runs[t]) for t in runs}
         x, y, b = s.get(rs), s.get(px), s.get(base)
+        fine = any(v["cpu_fine"] for v in s.values())
+        cpu = {t: median([run_cpu(r, fine) for r in runs[t]]) for t in runs}
         col = {}
         if x:
             col["rs"] = f"{x['rps']:,.0f}"
@@ -1741,20 +1746,21 @@ def cluster_table(results, args, masters, per_master):
                 col["rsp"] = f"{spread[0]:.2f}-{spread[1]:.2f}"
         if b:
             col["b"] = f"{b['rps']:,.0f}"
-        if x and b and x["cpu"] is not None and b["cpu"]:
-            ratio = x["cpu"] / b["cpu"]
+        if cpu.get(rs) is not None and cpu.get(base):
+            ratio = cpu[rs] / cpu[base]
             ok = ratio <= MAX_CLUSTER_CPU_VS_SINGLE
             col["cr"] = f"{ratio:.2f} {mark(ok)}"
             checks.append((f"cluster {label} {rs} cpu/op <= {MAX_CLUSTER_CPU_VS_SINGLE}x "
                            f"{base}'s", ok))
-            spread = round_cpu_ratios(runs[rs], x["cpu_fine"], runs[base], b["cpu_fine"])
+            spread = round_cpu_ratios(runs[rs], runs[base], fine)
             if spread:
                 col["crs"] = f"{spread[0]:.2f}-{spread[1]:.2f}"
         lines.append(
             f"  {label:<18} {col.get('rs', '-'):>14} {col.get('rss', ''):>11} "
             f"{col.get('px', '-'):>13} {col.get('pxs', ''):>11} {col.get('r', ''):>9} "
-            f"{col.get('rsp', ''):>11} {col.get('b', '-'):>12} {cpu_text(x):>9} "
-            f"{cpu_text(y):>11} {cpu_text(b):>10} {col.get('cr', ''):>12} "
+            f"{col.get('rsp', ''):>11} {col.get('b', '-'):>12} "
+            f"{cpu_text(cpu.get(rs), fine):>9} {cpu_text(cpu.get(px), fine):>11} "
+            f"{cpu_text(cpu.get(base), fine):>10} {col.get('cr', ''):>12} "
             f"{col.get('crs', ''):>11}"
         )
         if op == "get":
