@@ -1117,15 +1117,25 @@ def requests_for(args, pipeline):
 
 
 def matrix(world, args, raw):
-    targets = list(world.targets)
+    return interleaved(world, args, raw, list(world.targets), cells(args), "matrix")
+
+
+def interleaved(world, args, raw, targets, cell_list, section, populate=()):
+    """Every cell of `cell_list` against every target, ROUNDS rounds, the order of the
+    targets rotating every round, after a warm-up of each target per value size (the
+    data set filled first, and by each of `populate(world, size)` too). Each run is added
+    to `raw`, tagged with its round and `section`; returns {cell: {target: [runs]}}."""
     results = {}
     by_size = {}
-    for cell in cells(args):
+    for cell in cell_list:
         by_size.setdefault(cell[3], []).append(cell)
-    total = sum(len(v) for v in by_size.values()) * len(targets) * args.rounds
+    total = len(cell_list) * len(targets) * args.rounds
     done = 0
+    prefix = "" if section == "matrix" else f"{section} "
     for size, size_cells in by_size.items():
         world.populate(size)
+        for fill in populate:
+            fill(world, size)
         # Warm every target (connections, pools, page cache) before counting.
         for t in targets:
             for op in OPS:
@@ -1137,12 +1147,12 @@ def matrix(world, args, raw):
                 for t in order:
                     res = run_benchmark(world, t, op, c, p, size, requests_for(args, p))
                     res["round"] = rnd + 1
-                    res["section"] = "matrix"
+                    res["section"] = section
                     raw.append(res)
                     results.setdefault(cell, {}).setdefault(t, []).append(res)
                     done += 1
                 log(
-                    f"round {rnd + 1}/{args.rounds} {op.upper()} c={c} P={p} {size} B: "
+                    f"{prefix}round {rnd + 1}/{args.rounds} {op.upper()} c={c} P={p} {size} B: "
                     + ", ".join(
                         f"{t} {results[cell][t][-1]['rps']:,.0f}" for t in targets
                     )
@@ -1641,35 +1651,15 @@ def cluster(world, args, raw):
         for t in peers:
             world.start_target(t)
         targets = peers + [CLUSTER_BASELINE]
-        results = {}
-        by_size = {}
-        for cell in args.cluster_cells:
-            by_size.setdefault(cell[3], []).append(cell)
-        total = len(args.cluster_cells) * len(targets) * args.rounds
-        done = 0
-        for size, size_cells in by_size.items():
-            world.populate(size)
-            world.populate_cluster(size)
-            for t in targets:
-                for op in OPS:
-                    run_benchmark(world, t, op, 50, 16, size, 20000)
-            for rnd in range(args.rounds):
-                order = targets[rnd % len(targets):] + targets[: rnd % len(targets)]
-                for cell in size_cells:
-                    op, c, p, _ = cell
-                    for t in order:
-                        res = run_benchmark(world, t, op, c, p, size, requests_for(args, p))
-                        res["round"] = rnd + 1
-                        res["section"] = "cluster"
-                        raw.append(res)
-                        results.setdefault(cell, {}).setdefault(t, []).append(res)
-                        done += 1
-                    log(
-                        f"cluster round {rnd + 1}/{args.rounds} {op.upper()} c={c} P={p} "
-                        f"{size} B: "
-                        + ", ".join(f"{t} {results[cell][t][-1]['rps']:,.0f}" for t in targets)
-                        + f"  [{done}/{total}]"
-                    )
+        results = interleaved(
+            world,
+            args,
+            raw,
+            targets,
+            args.cluster_cells,
+            "cluster",
+            populate=(lambda w, size: w.populate_cluster(size),),
+        )
         masters = len(world.cluster_masters)
         per = len(world.cluster_replicas) // max(masters, 1)
     finally:
