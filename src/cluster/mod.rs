@@ -305,6 +305,20 @@ async fn ask(cfg: &Config, addr: &str) -> Result<ClusterMap, String> {
         Decoded::Error(e) => Err(e),
         reply => ClusterMap::from_shards(&reply, tls),
     }
+    .map(|mut m| {
+        // An empty host is Redis's "unknown endpoint": the node asked, at that port.
+        let host = map::split_addr(addr).map(|(h, _)| h).unwrap_or_default();
+        let fill = |a: &mut String| {
+            if a.starts_with(':') {
+                *a = format!("{host}{a}");
+            }
+        };
+        for s in &mut m.shards {
+            fill(&mut s.master);
+            s.replicas.iter_mut().for_each(fill);
+        }
+        m
+    })
 }
 
 /// The slots the node answering `CLUSTER NODES` with `text` migrates to another node

@@ -252,7 +252,9 @@ impl Session {
                     .map(|m| &m.backend)
                     .chain(v.replicas.iter().map(|r| &r.backend))
             })
-            .find(|b| b.addr == to.addr)
+            // An empty host (Redis's "unknown endpoint") is the answering node's: a
+            // backend at that port.
+            .find(|b| b.addr == to.addr || (to.addr.starts_with(':') && b.addr.ends_with(&to.addr)))
             .cloned();
         let Some(backend) = backend else {
             return self.wait_for_node(p, bytes, to, now);
