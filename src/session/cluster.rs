@@ -36,26 +36,6 @@ fn any_node(cmd: &Command) -> bool {
         || cmd.name == "scan"
 }
 
-/// The slot of a sharded pub/sub command's channels (they are not keys to the command
-/// table, but Redis Cluster hashes them as keys).
-fn shard_channels(cmd: &Command, req: &Request) -> Option<Slots> {
-    let first = match cmd.name {
-        "spublish" => 1..2.min(req.argc()),
-        "ssubscribe" | "sunsubscribe" => 1..req.argc(),
-        _ => return None,
-    };
-    let mut slots = Slots::None;
-    for i in first {
-        let s = map::key_slot(req.arg(i));
-        slots = match slots {
-            Slots::None => Slots::One(s),
-            Slots::One(t) if t == s => Slots::One(t),
-            _ => Slots::Cross,
-        };
-    }
-    Some(slots)
-}
-
 impl Session {
     /// In front of a cluster, point the batch at the view of the shard `req` belongs to.
     /// `Some(stop)`: the request was answered (an error: its keys span slots, its slot
@@ -69,8 +49,8 @@ impl Session {
     ) -> Option<Stop> {
         let top = b.top;
         let c = top.cluster.as_ref()?;
-        let slots = shard_channels(cmd, req).unwrap_or_else(|| map::request_slot(cmd, req));
-        let slot = match slots {
+        // Sharded pub/sub channels count as keys here, as Redis Cluster hashes them.
+        let slot = match map::request_slot(cmd, req) {
             Slots::One(s) => Some(s),
             Slots::Cross => return Some(self.cross_slot(req, cmd, b)),
             Slots::None => None,
