@@ -187,11 +187,14 @@ fn fence_value(f: &Fenced, view: &View, now: Instant) -> Value {
     ])
 }
 
-/// `PROXY EXPLAIN command args…` for a session whose read state is `sess` (the key
-/// fence of a `read_your_writes: key` read is looked up in `fence`).
+/// `PROXY EXPLAIN command args…` for a session whose read state is `sess`, with its
+/// own writes as `own_writes` gives them for the view that routes the request (in a
+/// cluster, its shard's); the key fence of a `read_your_writes: key` read is looked up
+/// in `fence`.
 pub fn explain(
     args: &[&[u8]],
     sess: &SessionReads,
+    own_writes: &dyn Fn(&View) -> (bool, Option<Instant>),
     fence: FenceInput<'_>,
     view: &View,
     settings: &Settings,
@@ -305,11 +308,12 @@ pub fn explain(
         out.push(kv("target", Value::bulk(master_name(view))));
         out.push(kv(
             "reason",
-            Value::bulk("the slot is migrating: its replicas may have lost keys the master moved"),
+            Value::bulk("the slot is migrating (or its migration just ended): its replicas may lack keys that moved"),
         ));
         return Value::Map(out);
     }
     let mut sess = *sess;
+    (sess.writes_in_flight, sess.last_write_ack) = own_writes(view);
     if resolved.level.ryw == ReadYourWrites::Key {
         let mut f = Fenced::default();
         commands::for_each_key(cmd, &req, |i| {

@@ -98,8 +98,8 @@ impl Level {
 pub struct Wait {
     /// Replicas that must hold the write.
     pub replicas: u32,
-    /// How long to wait (ms).
-    pub timeout_ms: u64,
+    /// How long to wait (ms; a configured time beyond `u32::MAX` ms, 49 days, is that).
+    pub timeout_ms: u32,
 }
 
 /// A compiled Redis glob pattern.
@@ -422,7 +422,7 @@ impl Policy {
                     level: level_of(&lc),
                     wait: rc.wait.map(|w| Wait {
                         replicas: w.replicas,
-                        timeout_ms: w.timeout_ms,
+                        timeout_ms: u32::try_from(w.timeout_ms).unwrap_or(u32::MAX),
                     }),
                     hits: AtomicU64::new(0),
                 }

@@ -510,6 +510,7 @@ impl Monitor {
             policy_gen: policy.generation,
             write_rate,
             switching: st.backends.switching,
+            shard: self.shard.unwrap_or(0),
             cluster: None,
         };
         match self.shard {

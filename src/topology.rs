@@ -231,6 +231,10 @@ pub struct View {
     pub write_rate: f64,
     /// No master while Sentinel promotes a replica in a planned failover: writes wait.
     pub switching: bool,
+    /// In a Redis Cluster, the shard this view is of (its monitor's key, which stays the
+    /// same across the shard's failovers); 0 outside a cluster and for the cluster's
+    /// own top view.
+    pub shard: u64,
     /// A Redis Cluster: which shard serves each slot, and each shard's own view (this
     /// view then names no master and no replica of its own).
     pub cluster: Option<Arc<ClusterView>>,
@@ -269,6 +273,7 @@ impl View {
             policy_gen: 0,
             write_rate: 0.0,
             switching: false,
+            shard: 0,
             cluster: None,
         }
     }

@@ -73,6 +73,7 @@ fn view(cfg: &Config, now: Instant) -> View {
         // `Proxy::new` compiles the policy as generation 1.
         policy_gen: 1,
         write_rate: 0.0,
+        shard: 0,
         switching: false,
         cluster: None,
     }

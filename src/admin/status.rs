@@ -283,7 +283,7 @@ pub fn snapshot(proxy: &Proxy) -> Status {
             read_your_writes: r.level.ryw.as_str(),
             wait: r.wait.map(|w| WaitStatus {
                 replicas: w.replicas,
-                timeout_ms: w.timeout_ms,
+                timeout_ms: u64::from(w.timeout_ms),
             }),
             hits: r.hits.load(Ordering::Relaxed),
         })

@@ -55,6 +55,10 @@ struct Inner {
     in_gate: bool,
 }
 
+/// The most spans one direct (vectored) write takes; what is beyond waits for the
+/// writer.
+const MAX_DIRECT_SPANS: usize = 16;
+
 /// Capacity above which an idle connection's request buffers are released.
 const RELEASE_OUT: usize = 1 << 20;
 
@@ -219,6 +223,23 @@ impl Conn {
         slot: u16,
         count: u32,
     ) -> Result<(), BackendError> {
+        self.send_spans(data, &[(0, data.len())], sink, slot, count)
+    }
+
+    /// Queue the `spans` of `buf` (byte ranges, in order, together `count` complete
+    /// requests) as one write; their replies go to `sink`'s `slot`. A session whose
+    /// requests for this connection are interleaved with others' in one batch sends
+    /// them with one call (one lock, one waiter) instead of one per run.
+    pub fn send_spans(
+        &self,
+        buf: &[u8],
+        spans: &[(usize, usize)],
+        sink: &Arc<dyn Sink>,
+        slot: u16,
+        count: u32,
+    ) -> Result<(), BackendError> {
+        let part = |&(a, b): &(usize, usize)| buf.get(a..b).unwrap_or_default();
+        let total: usize = spans.iter().map(|s| part(s).len()).sum();
         let was_empty;
         let mut written = 0;
         {
@@ -234,7 +255,18 @@ impl Conn {
             // first and sends them all in one write: that is the throughput path.
             if was_empty && !g.writing && g.waiters.is_empty() && gate_open {
                 if let Some(w) = &g.direct {
-                    match w.try_write(data) {
+                    let res = match spans {
+                        [one] => w.try_write(part(one)),
+                        _ => {
+                            let mut io = [std::io::IoSlice::new(&[]); MAX_DIRECT_SPANS];
+                            for (slice, s) in io.iter_mut().zip(spans) {
+                                *slice = std::io::IoSlice::new(part(s));
+                            }
+                            let n = spans.len().min(MAX_DIRECT_SPANS);
+                            w.try_write_vectored(io.get(..n).unwrap_or_default())
+                        }
+                    };
+                    match res {
                         Ok(n) => written = n,
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                         // The writer will meet the error again and fail the connection.
@@ -242,9 +274,18 @@ impl Conn {
                     }
                 }
             }
-            if written < data.len() {
-                g.out
-                    .extend_from_slice(data.get(written..).unwrap_or_default());
+            if written < total {
+                // Queue what the direct write did not take, span by span.
+                let mut skip = written;
+                for s in spans {
+                    let p = part(s);
+                    if skip >= p.len() {
+                        skip -= p.len();
+                        continue;
+                    }
+                    g.out.extend_from_slice(p.get(skip..).unwrap_or_default());
+                    skip = 0;
+                }
                 // Bytes that must wait (for the handshake, or for a connection that is
                 // still opening) take their turn in the backend's write order.
                 if !g.in_gate && (matches!(g.state, State::Connecting) || !gate_open) {
@@ -271,7 +312,7 @@ impl Conn {
             self.outstanding
                 .fetch_add(u64::from(count), Ordering::Relaxed);
         }
-        if was_empty && written < data.len() {
+        if was_empty && written < total {
             self.wake.notify_one();
         }
         Ok(())

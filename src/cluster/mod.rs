@@ -52,9 +52,44 @@ struct State {
     shards: Vec<Shard>,
     /// Bumped when the map changes or a shard's backends do.
     epoch: u64,
-    /// Slots the masters say they are migrating, sorted.
+    /// Slots whose reads go to their master: those the masters say they are migrating
+    /// (`found`) and those settling, sorted.
     migrating: Arc<[u16]>,
+    /// Slots the masters said they are migrating, at the last look (sorted).
+    found: Vec<u16>,
+    /// Slots that moved to another shard, until that shard's replicas hold what moved.
+    settling: Vec<Settling>,
     next_key: u64,
+}
+
+/// How long at most a slot that moved keeps its reads on its new master while that
+/// shard's replicas catch up.
+const SETTLE_MAX: Duration = Duration::from_secs(30);
+
+/// Slots `first..=last` that the slot map moved to another shard at `since`. Their keys
+/// reached the new owner's master by then, but maybe not its replicas: their reads go to
+/// that master until every replica of the shard is fresh as of after `since`.
+#[derive(Debug)]
+struct Settling {
+    first: u16,
+    last: u16,
+    since: Instant,
+}
+
+impl Settling {
+    /// Whether reads of these slots may go to replicas again (or `SETTLE_MAX` passed).
+    fn settled(&self, top: &View, now: Instant) -> bool {
+        if now.saturating_duration_since(self.since) >= SETTLE_MAX {
+            return true;
+        }
+        let Some(shard) = top.for_slot(self.first) else {
+            return false;
+        };
+        shard
+            .replicas
+            .iter()
+            .all(|r| r.fresh_as_of.is_some_and(|t| t > self.since))
+    }
 }
 
 #[derive(Debug)]
@@ -62,6 +97,62 @@ struct Shard {
     key: u64,
     monitor: Arc<Monitor>,
     view: Arc<View>,
+}
+
+impl State {
+    /// `migrating` made of `found` and `settling`; whether it changed.
+    fn refresh_migrating(&mut self) -> bool {
+        let mut slots = self.found.clone();
+        for e in &self.settling {
+            slots.extend(e.first..=e.last);
+        }
+        slots.sort_unstable();
+        slots.dedup();
+        if *self.migrating == *slots {
+            return false;
+        }
+        self.migrating = slots.into();
+        true
+    }
+
+    /// Mark the slots that `map` (its shards' monitor keys `keys`) gives to another
+    /// shard than the current map (its shards' keys `old_keys`) as settling since `now`.
+    fn note_moves(&mut self, map: &ClusterMap, old_keys: &[u64], keys: &[u64], now: Instant) {
+        let Some(old) = self.map.clone() else { return };
+        let key_of = |m: &ClusterMap, ks: &[u64], slot: u16| {
+            m.shard_of_slot(slot).and_then(|i| ks.get(i).copied())
+        };
+        let mut run: Option<(u16, u16)> = None;
+        let slots = u16::try_from(map::SLOTS).unwrap_or(u16::MAX);
+        for slot in 0..slots {
+            let moved = matches!(
+                (key_of(&old, old_keys, slot), key_of(map, keys, slot)),
+                (Some(a), Some(b)) if a != b
+            );
+            match run {
+                Some((first, last)) if moved && last + 1 == slot => run = Some((first, slot)),
+                _ => {
+                    if let Some((first, last)) = run.take() {
+                        self.settling.push(Settling {
+                            first,
+                            last,
+                            since: now,
+                        });
+                    }
+                    if moved {
+                        run = Some((slot, slot));
+                    }
+                }
+            }
+        }
+        if let Some((first, last)) = run {
+            self.settling.push(Settling {
+                first,
+                last,
+                since: now,
+            });
+        }
+    }
 }
 
 impl Cluster {
@@ -146,6 +237,7 @@ impl Cluster {
             return false;
         }
         let runtime = proxy.monitor.runtime();
+        let old_keys: Vec<u64> = st.shards.iter().map(|s| s.key).collect();
         let mut old: Vec<Shard> = std::mem::take(&mut st.shards);
         let mut shards = Vec::with_capacity(map.shards.len());
         let mut plans = Vec::with_capacity(map.shards.len());
@@ -180,6 +272,9 @@ impl Cluster {
             masters = ?map.shards.iter().map(|s| s.master.as_str()).collect::<Vec<_>>(),
             "cluster slot map changed"
         );
+        let keys: Vec<u64> = shards.iter().map(|s| s.key).collect();
+        st.note_moves(&map, &old_keys, &keys, Instant::now());
+        st.refresh_migrating();
         st.shards = shards;
         st.map = Some(Arc::new(map));
         st.epoch += 1;
@@ -214,15 +309,22 @@ impl Cluster {
         true
     }
 
-    /// The masters now say they migrate `slots` (sorted): the proxy's view is rebuilt
-    /// when that changed.
-    fn set_migrating(&self, proxy: &Proxy, slots: Vec<u16>) {
+    /// The masters now say they migrate `found` (sorted; `None`: not known this time),
+    /// and settling slots whose new shard's replicas caught up end: the proxy's view is
+    /// rebuilt when that changed what goes to the masters.
+    fn set_migrating(&self, proxy: &Proxy, found: Option<Vec<u16>>, now: Instant) {
+        let top = proxy.view.load_full();
         let mut st = self.state.lock();
-        if *st.migrating == *slots {
+        if let Some(found) = found {
+            if found != st.found {
+                tracing::info!(slots = ?found, "slots migrating between cluster nodes (their reads go to the masters)");
+                st.found = found;
+            }
+        }
+        st.settling.retain(|e| !e.settled(&top, now));
+        if !st.refresh_migrating() {
             return;
         }
-        tracing::info!(slots = ?slots, "slots migrating between cluster nodes (their reads go to the masters)");
-        st.migrating = slots.into();
         let top = top_view(&st, proxy);
         drop(st);
         if let Some(top) = top {
@@ -271,6 +373,7 @@ fn top_view(st: &State, proxy: &Proxy) -> Option<View> {
         policy_gen: proxy.settings.load().policy.generation,
         write_rate: shards.iter().map(|v| v.write_rate).sum(),
         switching: false,
+        shard: 0,
         cluster: Some(Arc::new(ClusterView {
             map,
             shards,
@@ -342,7 +445,9 @@ pub fn migrating_slots(text: &str) -> Vec<u16> {
 }
 
 /// Ask every master which slots it is migrating, every poll period, until `stop`, and
-/// keep the proxy's view of them current (reads of such a slot go to its master).
+/// keep the proxy's view of them current (reads of such a slot go to its master), as
+/// well as of slots that moved and whose new owner's replicas may not hold what moved
+/// yet ([`Cluster::set_migrating`]).
 pub async fn watch_migrations(proxy: Arc<Proxy>, mut stop: watch::Receiver<bool>) {
     let mut conns: std::collections::HashMap<String, crate::backend::ControlConn> =
         std::collections::HashMap::new();
@@ -387,11 +492,13 @@ pub async fn watch_migrations(proxy: Arc<Proxy>, mut stop: watch::Receiver<bool>
                 }
             }
         }
-        if complete || !slots.is_empty() {
+        // A partial answer adds what it found; only a complete one can end a migration.
+        let found = (complete || !slots.is_empty()).then(|| {
             slots.sort_unstable();
             slots.dedup();
-            proxy.cluster.set_migrating(&proxy, slots);
-        }
+            slots
+        });
+        proxy.cluster.set_migrating(&proxy, found, Instant::now());
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
             r = stop.changed() => if r.is_err() || *stop.borrow() { return },

@@ -48,6 +48,7 @@ fn view(cfg: &Config, now: Instant, stale_ms: [u64; 2]) -> View {
         policy_gen: 1,
         write_rate: 0.0,
         switching: false,
+        shard: 0,
         cluster: None,
     }
 }

@@ -29,6 +29,10 @@ fn any_node(cmd: &Command) -> bool {
                 | "memory|stats"
                 | "slowlog|get"
                 | "slowlog|len"
+                | "script|exists"
+                | "function|list"
+                | "function|dump"
+                | "function|stats"
         )
         || cmd.name.starts_with("command")
         || cmd.name.starts_with("cluster|")
@@ -90,9 +94,16 @@ impl Session {
                 return Some(self.fan_out(req, cmd, b));
             }
             None => {
+                // A script or function that declares no key runs on whichever node the
+                // client is connected to, as on a cluster: here the first shard's master.
+                let script = matches!(
+                    cmd.name,
+                    "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro"
+                );
                 let keyless_ok = in_tx
                     || matches!(cmd.class, Class::Connection | Class::Transaction)
                     || any_node(cmd)
+                    || script
                     || cmd.name == "wait";
                 if !keyless_ok {
                     let e = format!(
@@ -274,7 +285,9 @@ impl Session {
         kept.extend_from_slice(buf);
         *buf = kept;
         if matches!(kind, Kind::Write { .. }) {
+            // Counted for every shard: the node named may be another shard's.
             self.writes_in_flight += 1;
+            self.loose_writes.in_flight += 1;
         }
         self.pending.push_front(Pending {
             slot,
@@ -285,6 +298,7 @@ impl Session {
             sent: p.sent,
             mark: p.mark,
             fence: FENCE_NONE,
+            shard: NO_SHARD,
         });
         if to.ask {
             self.pending.push_front(Pending {
@@ -296,6 +310,7 @@ impl Session {
                 sent: now,
                 mark: Mark::None,
                 fence: FENCE_NONE,
+                shard: NO_SHARD,
             });
         }
         if let Err(e) = res {
@@ -359,8 +374,9 @@ fn fan_out_op(cmd: &Command) -> Option<MergeOp> {
         "dbsize" => MergeOp::Sum,
         "keys" => MergeOp::Concat,
         "randomkey" => MergeOp::AnyNotNull,
-        "flushall" | "flushdb" | "script|flush" | "client|pause" | "client|unpause" => MergeOp::Ok,
-        "script|load" => MergeOp::Same,
+        "flushall" | "flushdb" | "script|flush" | "function|flush" | "client|pause"
+        | "client|unpause" => MergeOp::Ok,
+        "script|load" | "function|load" | "function|delete" | "function|restore" => MergeOp::Same,
         _ => return None,
     })
 }
@@ -433,18 +449,16 @@ impl Session {
         }
         let write = cmd.class != Class::Read;
         let settings = b.settings;
-        if write && settings.policy.rules.iter().any(|r| r.wait.is_some()) {
-            let wait = settings
+        // A durable write (`wait:`, resolved over all of its keys as for one node) is
+        // durable in every part: each part's reply waits for its own shard's replicas.
+        let kind = match settings.policy.rules.iter().any(|r| r.wait.is_some()) && write {
+            true => settings
                 .policy
                 .resolve(cmd, |f| commands::for_each_key(cmd, req, |i| f(req.arg(i))))
-                .wait;
-            if wait.is_some() {
-                return self.refuse(
-                    &format!("{CROSSSLOT} (a durable write, `wait:`, is not split across slots)"),
-                    b,
-                );
-            }
-        }
+                .wait
+                .map_or(Kind::Write { keep: 0 }, Kind::Durable),
+            false => Kind::Write { keep: 0 },
+        };
         // Everything that could stop a part is checked before any part is sent.
         let mut views = Vec::with_capacity(groups.len());
         for (slot, keys) in &groups {
@@ -459,9 +473,10 @@ impl Session {
             if !write {
                 let policy = &settings.policy;
                 let resolved = policy.resolve(cmd, |f| keys.iter().for_each(|i| f(req.arg(*i))));
+                let (writes_in_flight, last_write_ack) = self.own_writes(view);
                 let sess = SessionReads {
-                    writes_in_flight: self.writes_in_flight > 0,
-                    last_write_ack: self.last_write_ack,
+                    writes_in_flight,
+                    last_write_ack,
                     key_write_ack: None,
                     key_write_pending: false,
                     prefer: self.prefer,
@@ -519,7 +534,7 @@ impl Session {
             b.view = view;
             self.mark_next = Mark::Part;
             if write {
-                self.send_to_master(&part, Some(cmd), None, b, Kind::Write { keep: 0 });
+                self.send_to_master(&part, Some(cmd), None, b, kind);
             } else {
                 self.route_read(&part, cmd, None, b);
             }

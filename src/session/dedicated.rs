@@ -45,6 +45,7 @@ impl Session {
             conn,
             slot,
             backend: master.backend.id,
+            shard: view.shard,
             key,
         });
         Ok(())
@@ -70,6 +71,7 @@ impl Session {
             sent: Instant::now(),
             mark: Mark::None,
             fence: FENCE_NONE,
+            shard: NO_SHARD,
         });
         if let Err(e) = res {
             self.handle.inbox.push_failed(slot, &e, 1);
@@ -78,7 +80,7 @@ impl Session {
 
     pub(super) fn send_dedicated(&mut self, req: &Request, kind: Kind, now: Instant) {
         let Some(d) = &self.dedicated else { return };
-        let slot = d.slot;
+        let (slot, shard) = (d.slot, d.shard);
         let count = if kind == Kind::Tunnel { 0 } else { 1 };
         let res = d.conn.send(req.buf, &self.sink, slot, count);
         if kind == Kind::Tunnel {
@@ -89,6 +91,7 @@ impl Session {
             return;
         }
         let silent = self.take_silent();
+        let shard = self.write_shard(kind, shard);
         self.push_pending(Pending {
             slot,
             kind,
@@ -98,6 +101,7 @@ impl Session {
             sent: now,
             mark: Mark::None,
             fence: FENCE_NONE,
+            shard,
         });
         if let Err(e) = res {
             self.handle.inbox.push_failed(slot, &e, 1);
@@ -388,6 +392,7 @@ impl Session {
             sent: Instant::now(),
             mark: Mark::None,
             fence: FENCE_NONE,
+            shard: NO_SHARD,
         });
         self.send_dedicated(req, Kind::Tunnel, Instant::now());
         Stop::More

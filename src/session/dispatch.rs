@@ -56,7 +56,7 @@ impl Session {
             view: &view,
             top: &view,
             now,
-            run: None,
+            open: 0,
         };
         let mut result = Ok(());
         self.parser.unauthenticated = !self.client.authenticated;
@@ -376,9 +376,10 @@ impl Session {
         } else {
             Fenced::default()
         };
+        let (writes_in_flight, last_write_ack) = self.own_writes(view);
         let sess = SessionReads {
-            writes_in_flight: self.writes_in_flight > 0,
-            last_write_ack: self.last_write_ack,
+            writes_in_flight,
+            last_write_ack,
             key_write_ack: key.ack,
             key_write_pending: key.pending,
             prefer: self.prefer,

@@ -37,7 +37,8 @@ impl Session {
             &backend,
             ROLE,
             Kind::RoleProbe {
-                wait: Some((n, t as u64)),
+                // Beyond `u32::MAX` ms (49 days), the wait is that long.
+                wait: Some((n, u32::try_from(t).unwrap_or(u32::MAX))),
             },
             now,
         );
@@ -95,7 +96,9 @@ impl Session {
             }
             None => Value::Int(i64::from(have)).encode(self.client.resp3, &mut out),
         }
-        if !h.silent {
+        if h.part {
+            self.merge_part(&out);
+        } else if !h.silent {
             self.wbuf.extend_from_slice(&out);
             self.stats().replies += 1;
         }

@@ -207,6 +207,7 @@ impl Session {
                         Mark::None
                     },
                     fence: p.fence,
+                    shard: NO_SHARD,
                 };
             }
             return true;

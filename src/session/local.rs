@@ -6,6 +6,9 @@
 use super::own::{self, Answer, KillFilter, ListFilter, ProxySub, Unblock};
 use super::*;
 
+/// `CLIENT TRACKING ON` in front of a Redis Cluster: refused, saying why.
+const TRACKING_IN_CLUSTER: &str = "ERR redsplit: CLIENT TRACKING is not supported in front of a Redis Cluster: each shard's node invalidates only its own keys, and one tracking connection follows one node";
+
 impl Session {
     // ---------------------------------------------------------------- local commands
 
@@ -114,7 +117,8 @@ impl Session {
                     fence: &self.proxy.key_fence,
                     db: self.client.db,
                 };
-                introspect::explain(&args, &sess, fence, view, settings, now)
+                let own = |v: &View| self.own_writes(v);
+                introspect::explain(&args, &sess, &own, fence, view, settings, now)
             }
             ProxySub::Config => {
                 if let Err(e) = own::proxy_config_allowed(&self.client, settings.users.required()) {
@@ -157,6 +161,10 @@ impl Session {
             "no-evict" | "no-touch" => self.push_answer(own::client_flag(req)),
             "tracking" => {
                 let on = req.arg(2).eq_ignore_ascii_case(b"on");
+                if on && self.proxy.view.load().cluster.is_some() {
+                    self.push_local_error(TRACKING_IN_CLUSTER);
+                    return Stop::More;
+                }
                 if on {
                     self.tracking.redirect = None;
                     self.tracking.to_self = false;

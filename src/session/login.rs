@@ -167,6 +167,7 @@ impl Session {
             sent: Instant::now(),
             mark: Mark::None,
             fence: FENCE_NONE,
+            shard: NO_SHARD,
         });
         let sink = self.sink.clone();
         let timeout = settings.command_timeout();

@@ -163,7 +163,7 @@ enum Kind {
     /// A durable write: the reply is held until enough replicas hold it.
     Durable(Wait),
     /// The `ROLE` after a durable write or for `WAIT`: consumed, not forwarded.
-    RoleProbe { wait: Option<(u32, u64)> },
+    RoleProbe { wait: Option<(u32, u32)> },
     /// `EXEC` on the dedicated connection: applies a `SELECT` queued in the transaction.
     Exec,
     /// A blocking command on the dedicated connection.
@@ -205,6 +205,24 @@ struct Pending {
     /// What the write fenced in the key fence (`fencing::FENCE_*`, or how many hashes
     /// it pushed on `Session::fence_keys`).
     fence: u16,
+    /// In front of a cluster, a write's place in `Session::shard_writes` (its shard's
+    /// read-your-writes), or [`NO_SHARD`]: counted for every shard.
+    shard: u8,
+}
+
+/// [`Pending::shard`] of a request not counted for one shard.
+const NO_SHARD: u8 = u8::MAX;
+
+/// This client's writes to one cluster shard: what read-your-writes waits for before
+/// the shard's replicas may serve its reads again.
+#[derive(Clone, Copy, Debug, Default)]
+struct ShardWrites {
+    /// The shard ([`View::shard`]); 0 for writes counted for every shard.
+    shard: u64,
+    /// Sent, not yet answered.
+    in_flight: u32,
+    /// When the last one was answered.
+    ack: Option<Instant>,
 }
 
 /// What a pending request's reply needs besides forwarding ([`Pending::mark`]).
@@ -258,6 +276,8 @@ struct Dedicated {
     conn: Arc<Conn>,
     slot: u16,
     backend: u32,
+    /// The cluster shard of that master ([`View::shard`]; 0 outside a cluster).
+    shard: u64,
     key: ConnKey,
 }
 
@@ -284,6 +304,9 @@ struct Held {
     silent: bool,
     /// The master the target offset is from; replicas of another master never count.
     master: Option<u32>,
+    /// The write is one part of a request split across a cluster's slots: once
+    /// released, its reply joins the merge rather than going to the client.
+    part: bool,
 }
 
 /// A failed replica read waiting to be retried (the session's `retry_wait`).
@@ -304,26 +327,28 @@ struct RetryWait {
     sleep: Pin<Box<tokio::time::Sleep>>,
 }
 
-/// A run of consecutive requests for one connection, not yet handed over.
-#[derive(Clone, Copy, Debug)]
-struct Run {
+/// The requests of one batch for one connection, not yet handed over: spans of the
+/// batch's read buffer, sent together when the batch ends (or a step needs them out
+/// first), so requests for several connections interleaved in one pipeline (replica
+/// reads among writes, keys of several cluster shards) cost one send per connection.
+#[derive(Debug, Default)]
+struct Gather {
     /// The position in `sources` of the backend's connection ([`Session::source_for`]
     /// keeps a position the same backend's).
     source: usize,
-    /// The slot the run's requests wait on: its source's slot when the run began.
+    /// The slot the requests wait on: its source's slot when the first was gathered.
     slot: u16,
-    dedicated: bool,
-    retry: bool,
-    start: usize,
-    end: usize,
+    /// Requests gathered.
     count: u32,
+    /// Their byte ranges in the read buffer, in order, adjacent ones merged.
+    spans: Vec<(usize, usize)>,
 }
 
 /// One batch of requests parsed from the read buffer: what routing each of them needs
 /// (the settings, view and time the batch started with), and the run of consecutive
-/// requests not yet handed to a connection. Every step that answers or routes a request
-/// elsewhere first closes the open run ([`Session::flush_pending_run`]), which keeps
-/// replies in request order.
+/// requests not yet handed to a connection (the first `open` of [`Session`]'s gathers).
+/// Every step that sends around them first hands them over
+/// ([`Session::flush_pending_run`]), which keeps each connection's requests in order.
 struct Batch<'a> {
     /// The read buffer the requests (and the run) are spans of.
     rbuf: &'a [u8],
@@ -334,8 +359,8 @@ struct Batch<'a> {
     /// The proxy's view as loaded for this batch.
     top: &'a View,
     now: Instant,
-    /// Consecutive requests for one connection, not yet handed over.
-    run: Option<Run>,
+    /// How many of the session's gathers hold this batch's requests.
+    open: usize,
 }
 
 impl<'a> Batch<'a> {
@@ -347,7 +372,7 @@ impl<'a> Batch<'a> {
             view,
             top: view,
             now,
-            run: None,
+            open: 0,
         }
     }
 }
@@ -395,6 +420,9 @@ pub struct Session {
     /// Wakes the session at `hedge_at`.
     hedge_sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     sources: Vec<Source>,
+    /// Requests gathered per connection in the current batch (its first `open`; the
+    /// rest keep their capacity for the next batch).
+    gather: Vec<Gather>,
     slot_refs: Vec<u32>,
     slot_used: Vec<bool>,
     /// Slots of closed dedicated connections, freed once the connection is gone.
@@ -425,6 +453,12 @@ pub struct Session {
     /// That watch, while it is on ([`orphans`]).
     orphan: Option<orphans::Watched>,
     last_write_ack: Option<Instant>,
+    /// In front of a cluster, the writes and acknowledgements above per shard (at most
+    /// [`NO_SHARD`] entries; an idle one is reused for another shard), and those of
+    /// writes no one shard answers (a redirected write, a fan-out), which every shard's
+    /// reads wait for.
+    shard_writes: Vec<ShardWrites>,
+    loose_writes: ShardWrites,
     prefer: Option<usize>,
     turn: usize,
     view_epoch: u64,
@@ -542,6 +576,7 @@ impl Session {
             hedge_at: None,
             hedge_sleep: None,
             sources: Vec::new(),
+            gather: Vec::new(),
             slot_refs: Vec::new(),
             slot_used: Vec::new(),
             retired: Vec::new(),
@@ -561,6 +596,8 @@ impl Session {
             client_fd: None,
             orphan: None,
             last_write_ack: None,
+            shard_writes: Vec::new(),
+            loose_writes: ShardWrites::default(),
             prefer: None,
             turn: id as usize,
             view_epoch: epoch,
@@ -597,6 +634,8 @@ impl Session {
     pub fn resume(proxy: Arc<Proxy>, handle: Arc<SessionHandle>, p: Parked) -> Session {
         let mut s = Session::new(proxy, handle);
         s.last_write_ack = p.last_write_ack;
+        // Which shards those writes went to is not kept: in a cluster, all wait for it.
+        s.loose_writes.ack = p.last_write_ack;
         // Re-check the user against whatever settings run now.
         s.settings_gen = u64::MAX;
         s.turn = p.turn;

@@ -10,14 +10,70 @@ impl Session {
         Stop::Wait
     }
 
+    /// Hand the batch's gathered requests to their connections, one send each.
     pub(super) fn flush_pending_run(&mut self, b: &mut Batch<'_>) {
-        if let Some(r) = b.run.take() {
-            self.flush_run(&r, b.rbuf);
+        let open = std::mem::take(&mut b.open);
+        for g in self.gather.iter_mut().take(open) {
+            if let Some(s) = self.sources.get(g.source) {
+                if let Err(e) = s
+                    .conn
+                    .send_spans(b.rbuf, &g.spans, &self.sink, g.slot, g.count)
+                {
+                    self.handle.inbox.push_failed(g.slot, &e, g.count);
+                }
+            }
+            g.spans.clear();
         }
     }
 
-    /// Queue `req` for `backend`'s shared connection (extending the current run when
-    /// possible).
+    /// Add the request at `start..start + len` of the batch's read buffer to what the
+    /// batch gathers for `source` (waiting on `slot`).
+    fn gather_request(
+        &mut self,
+        b: &mut Batch<'_>,
+        source: usize,
+        slot: u16,
+        start: usize,
+        len: usize,
+    ) {
+        let open = self
+            .gather
+            .iter()
+            .take(b.open)
+            .position(|g| g.source == source);
+        let i = match open {
+            Some(i) if self.gather.get(i).is_some_and(|g| g.slot == slot) => i,
+            found => {
+                if found.is_some() {
+                    // The source's connection was replaced (new slots): what was gathered
+                    // for the old one goes first.
+                    self.flush_pending_run(b);
+                }
+                let i = b.open;
+                if i == self.gather.len() {
+                    self.gather.push(Gather::default());
+                }
+                if let Some(g) = self.gather.get_mut(i) {
+                    g.source = source;
+                    g.slot = slot;
+                    g.count = 0;
+                    g.spans.clear();
+                }
+                b.open += 1;
+                i
+            }
+        };
+        if let Some(g) = self.gather.get_mut(i) {
+            g.count += 1;
+            match g.spans.last_mut() {
+                Some(last) if last.1 == start => last.1 += len,
+                _ => g.spans.push((start, start + len)),
+            }
+        }
+    }
+
+    /// Queue `req` for `backend`'s shared connection (gathered with the batch's other
+    /// requests for it).
     pub(super) fn send_shared(
         &mut self,
         backend: &Arc<Backend>,
@@ -44,6 +100,7 @@ impl Session {
             None => 0,
         };
         let silent = self.take_silent();
+        let shard = self.write_shard(kind, b.view.shard);
         let kind = match kind {
             Kind::Write { .. } if b.top.cluster.is_some() => {
                 // Kept to follow a redirection (reads keep theirs in `retry_buf`).
@@ -63,6 +120,7 @@ impl Session {
             sent: now,
             mark: Mark::None,
             fence: FENCE_NONE,
+            shard,
         });
         if let Kind::MasterRead { .. } = kind {
             self.retry_buf.extend_from_slice(req.buf);
@@ -83,31 +141,7 @@ impl Session {
             }
             return;
         };
-        let len = req.buf.len();
-        match &mut b.run {
-            Some(r)
-                if r.source == source
-                    && r.slot == slot
-                    && !r.dedicated
-                    && !r.retry
-                    && r.end == offset =>
-            {
-                r.end += len;
-                r.count += 1;
-            }
-            _ => {
-                self.flush_pending_run(b);
-                b.run = Some(Run {
-                    source,
-                    slot,
-                    dedicated: false,
-                    retry: false,
-                    start: offset,
-                    end: offset + len,
-                    count: 1,
-                });
-            }
-        }
+        self.gather_request(b, source, slot, offset, req.buf.len());
     }
 
     /// Queue bytes the proxy itself makes for the master's shared connection.
@@ -132,30 +166,13 @@ impl Session {
                     sent: now,
                     mark: Mark::None,
                     fence: FENCE_NONE,
+                    shard: NO_SHARD,
                 });
                 if let Err(e) = res {
                     self.handle.inbox.push_failed(slot, &e, 1);
                 }
             }
             Err(e) => self.fail_request(kind, bytes, &e, backend.id, now),
-        }
-    }
-
-    pub(super) fn flush_run(&mut self, r: &Run, rbuf: &[u8]) {
-        let bytes = rbuf.get(r.start..r.end).unwrap_or_default();
-        if r.dedicated {
-            if let Some(d) = &self.dedicated {
-                if let Err(e) = d.conn.send(bytes, &self.sink, d.slot, r.count) {
-                    self.handle.inbox.push_failed(d.slot, &e, r.count);
-                }
-            }
-            return;
-        }
-        if let Some(s) = self.sources.get(r.source) {
-            let slot = if r.retry { s.retry_slot } else { r.slot };
-            if let Err(e) = s.conn.send(bytes, &self.sink, slot, r.count) {
-                self.handle.inbox.push_failed(slot, &e, r.count);
-            }
         }
     }
 
@@ -190,7 +207,7 @@ impl Session {
     /// this client's database, protocol and user, opened (or replaced) as needed.
     ///
     /// A failed connection is replaced in place, with new slots: every position stays
-    /// the same backend's, so an open [`Run`] still names its backend, and its requests
+    /// the same backend's, so an open [`Gather`] still names its backend, and its requests
     /// (queued under the old slot, which stays referenced until they are answered) go
     /// out on the new connection with their replies delivered where they wait.
     pub(super) fn source_for(&mut self, backend: &Arc<Backend>) -> Result<usize, BackendError> {
@@ -302,6 +319,7 @@ impl Session {
             sent: now,
             mark: Mark::None,
             fence: FENCE_NONE,
+            shard: NO_SHARD,
         });
         let sink = self.sink.clone();
         let timeout = settings.command_timeout();
@@ -377,12 +395,76 @@ impl Session {
                 _ => {}
             }
             match p.kind {
-                Kind::Write { .. } | Kind::Durable(_) | Kind::Exec => self.writes_in_flight += 1,
+                Kind::Write { .. } | Kind::Durable(_) | Kind::Exec => {
+                    self.writes_in_flight += 1;
+                    self.shard_writes_mut(p.shard).in_flight += 1;
+                }
                 Kind::ReplicaRead { .. } => self.replica_reads_in_flight += 1,
                 _ => {}
             }
         }
         self.pending.push_back(p);
+    }
+
+    /// Where a request of `kind` for `shard`'s master counts for read-your-writes: its
+    /// place in `shard_writes` for a write (or blocking command) to a cluster shard
+    /// (taken, or an idle place reused), else [`NO_SHARD`].
+    pub(super) fn write_shard(&mut self, kind: Kind, shard: u64) -> u8 {
+        let counted = matches!(
+            kind,
+            Kind::Write { .. } | Kind::Durable(_) | Kind::Exec | Kind::Blocking
+        );
+        if shard == 0 || !counted {
+            return NO_SHARD;
+        }
+        let w = &mut self.shard_writes;
+        let at = match w.iter().position(|e| e.shard == shard) {
+            Some(i) => i,
+            None => match w.iter().position(|e| e.in_flight == 0) {
+                Some(i) => {
+                    if let Some(e) = w.get_mut(i) {
+                        // The idle place's acknowledgement now counts for every shard.
+                        self.loose_writes.ack = self.loose_writes.ack.max(e.ack);
+                        *e = ShardWrites {
+                            shard,
+                            ..ShardWrites::default()
+                        };
+                    }
+                    i
+                }
+                None if w.len() < usize::from(NO_SHARD) => {
+                    w.push(ShardWrites {
+                        shard,
+                        ..ShardWrites::default()
+                    });
+                    w.len() - 1
+                }
+                None => return NO_SHARD,
+            },
+        };
+        u8::try_from(at).unwrap_or(NO_SHARD)
+    }
+
+    /// The count a write at place `shard` ([`Pending::shard`]) is in.
+    pub(super) fn shard_writes_mut(&mut self, shard: u8) -> &mut ShardWrites {
+        match self.shard_writes.get_mut(usize::from(shard)) {
+            Some(w) => w,
+            None => &mut self.loose_writes,
+        }
+    }
+
+    /// Whether this client has writes in flight, and when its last write was answered,
+    /// as read-your-writes sees them for a read routed by `view`: every write outside a
+    /// cluster, and in one those to the view's shard and those counted for every shard.
+    pub(super) fn own_writes(&self, view: &View) -> (bool, Option<Instant>) {
+        if view.shard == 0 {
+            return (self.writes_in_flight > 0, self.last_write_ack);
+        }
+        let loose = &self.loose_writes;
+        match self.shard_writes.iter().find(|e| e.shard == view.shard) {
+            Some(e) => (e.in_flight > 0 || loose.in_flight > 0, e.ack.max(loose.ack)),
+            None => (loose.in_flight > 0, loose.ack),
+        }
     }
 
     pub(super) fn take_silent(&mut self) -> bool {

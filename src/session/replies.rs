@@ -276,6 +276,9 @@ impl Session {
             Kind::Write { .. } | Kind::Durable(_) | Kind::Exec => {
                 self.writes_in_flight = self.writes_in_flight.saturating_sub(1);
                 self.last_write_ack = Some(now);
+                let w = self.shard_writes_mut(p.shard);
+                w.in_flight = w.in_flight.saturating_sub(1);
+                w.ack = Some(now);
             }
             Kind::ReplicaRead { retry, .. } => {
                 self.replica_reads_in_flight = self.replica_reads_in_flight.saturating_sub(1);
@@ -288,7 +291,10 @@ impl Session {
             }
             // Blocking pops and moves write when they return, and so does a write held
             // by a client pause: the client's next reads must see it.
-            Kind::Blocking => self.last_write_ack = Some(now),
+            Kind::Blocking => {
+                self.last_write_ack = Some(now);
+                self.shard_writes_mut(p.shard).ack = Some(now);
+            }
             _ => {}
         }
         let us = match self.latency_memo {
@@ -443,6 +449,7 @@ impl Session {
             sent: p.sent,
             mark: p.mark,
             fence: FENCE_NONE,
+            shard: NO_SHARD,
         });
         if let Err(e) = res {
             self.handle.inbox.push_failed(slot, &e, 1);
@@ -601,6 +608,7 @@ impl Session {
             sent: now,
             mark: Mark::None,
             fence: FENCE_NONE,
+            shard: NO_SHARD,
         });
     }
 
@@ -643,11 +651,12 @@ impl Session {
                             target,
                             replicas: n,
                             deadline: (timeout_ms > 0)
-                                .then(|| now + Duration::from_millis(timeout_ms)),
+                                .then(|| now + Duration::from_millis(u64::from(timeout_ms))),
                             started: now,
                             reply: None,
                             silent: p.silent,
                             master: self.slot_backend(p.slot),
+                            part: false,
                         });
                     }
                     None => {
@@ -664,11 +673,12 @@ impl Session {
                 self.hold(Held {
                     target: u64::MAX,
                     replicas: w.replicas,
-                    deadline: Some(now + Duration::from_millis(w.timeout_ms)),
+                    deadline: Some(now + Duration::from_millis(u64::from(w.timeout_ms))),
                     started: now,
                     reply: Some(BytesMut::from(frame)),
                     silent: p.silent,
                     master: self.slot_backend(p.slot),
+                    part: p.mark == Mark::Part,
                 });
             }
             _ => {}
@@ -809,6 +819,7 @@ impl Session {
             sent: Instant::now(),
             mark,
             fence: FENCE_NONE,
+            shard: NO_SHARD,
         });
     }
 

@@ -251,6 +251,14 @@ fn cross_slot_requests_get_the_errors_a_cluster_gives() {
     assert!(info.contains("redis_mode:cluster"), "{info}");
     let e = query(&mut c, &["CONFIG", "SET", "maxmemory", "0"]).unwrap_err();
     assert!(format!("{e:?}").contains("keyless"), "{e:?}");
+    // Client-side caching would miss other shards' invalidations: refused, saying why.
+    let e = query(&mut c, &["CLIENT", "TRACKING", "ON"]).unwrap_err();
+    assert!(
+        format!("{e:?}").contains("not supported in front of a Redis Cluster"),
+        "{e:?}"
+    );
+    assert_eq!(query(&mut c, &["SET", "{t}x", "7"]).unwrap(), Value::Okay);
+    assert_eq!(text(&query(&mut c, &["GET", "{t}x"]).unwrap()), "7");
 }
 
 #[test]
@@ -686,6 +694,55 @@ fn keyless_commands_cover_every_shard() {
             "here"
         );
     }
+    // A function library loaded through the proxy is on every shard, as is its removal.
+    let lib = "#!lua name=plib\nredis.register_function('pget', function(keys) return redis.call('GET', keys[1]) end)";
+    assert_eq!(
+        text(&query(&mut c, &["FUNCTION", "LOAD", lib]).unwrap()),
+        "plib"
+    );
+    for m in cluster.masters() {
+        let k = cluster.key_in_slot_of(m, "s");
+        assert_eq!(
+            text(&query(&mut c, &["FCALL", "pget", "1", &k]).unwrap()),
+            "here"
+        );
+    }
+    assert_eq!(
+        format!("{:?}", query(&mut c, &["FUNCTION", "LOAD", lib])),
+        format!(
+            "{:?}",
+            query(
+                &mut cluster.conn(cluster.masters()[1]),
+                &["FUNCTION", "LOAD", lib]
+            )
+        ),
+        "loading it again fails as on a node"
+    );
+    assert_eq!(
+        query(&mut c, &["FUNCTION", "DELETE", "plib"]).unwrap(),
+        Value::Okay
+    );
+    for m in cluster.masters() {
+        assert_eq!(
+            cluster.cmd(m, &["FUNCTION", "LIST"]),
+            Value::Array(vec![]),
+            "{m}"
+        );
+    }
+    // A script that declares no key runs on one node, as on a cluster client's
+    // connection: its answer is that node's.
+    assert_eq!(
+        text(&query(&mut c, &["EVAL", "return ARGV[1]", "0", "hello"]).unwrap()),
+        "hello"
+    );
+    let first = cluster.owner_of_slot(0);
+    let want = query(
+        &mut cluster.conn(first),
+        &["EVAL", "return redis.call('DBSIZE')", "0"],
+    );
+    let got = query(&mut c, &["EVAL", "return redis.call('DBSIZE')", "0"]);
+    assert!(matches!(got, Ok(Value::Int(_))), "{got:?}");
+    assert_eq!(format!("{got:?}"), format!("{want:?}"));
     assert_eq!(query(&mut c, &["FLUSHALL"]).unwrap(), Value::Okay);
     for m in cluster.masters() {
         assert_eq!(cluster.cmd(m, &["DBSIZE"]), Value::Int(0), "{m}");
@@ -800,6 +857,50 @@ fn blocking_commands_and_durable_writes_run_on_their_keys_shard() {
             "{m}"
         );
     }
+    // A durable write across slots is split, and each part waits for its own shard's
+    // replica: the paused shard's part fails the whole as a single node's would.
+    let others: Vec<String> = cluster
+        .masters()
+        .into_iter()
+        .filter(|m| *m != paused)
+        .map(|m| cluster.key_in_slot_of(m, "dur:x"))
+        .collect();
+    let mut mset = vec!["MSET"];
+    for k in &others {
+        mset.extend([k.as_str(), "1"]);
+    }
+    assert_eq!(query(&mut c, &mset).unwrap(), Value::Okay);
+    for (k, m) in others
+        .iter()
+        .zip(cluster.masters().into_iter().filter(|m| *m != paused))
+    {
+        let mut r = raw(cluster.replicas_of(m)[0]);
+        r.write_all(b"*1\r\n$8\r\nREADONLY\r\n").unwrap();
+        assert_eq!(read_reply(&mut r), b"+OK\r\n");
+        r.write_all(format!("*2\r\n$3\r\nGET\r\n${}\r\n{k}\r\n", k.len()).as_bytes())
+            .unwrap();
+        assert_eq!(
+            read_reply(&mut r),
+            b"$1\r\n1\r\n",
+            "{k} already on its replica"
+        );
+    }
+    let on_paused = cluster.key_in_slot_of(paused, "dur:x");
+    mset.extend([on_paused.as_str(), "1"]);
+    let started = Instant::now();
+    let e = query(&mut c, &mset).unwrap_err();
+    assert!(
+        format!("{e:?}").contains("reached only 0 of 1 replicas"),
+        "{e:?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(1900),
+        "held for its timeout"
+    );
+    assert_eq!(
+        query(&mut c, &["PING"]).unwrap(),
+        Value::SimpleString("PONG".into())
+    );
     cluster.resume_replication();
 }
 
@@ -849,4 +950,160 @@ fn a_reload_reaches_every_shard() {
     );
     let mut c = p.conn();
     assert_eq!(query(&mut c, &["SET", "k", "v"]).unwrap(), Value::Okay);
+}
+
+/// `PROXY EXPLAIN GET key` through `c`, as text.
+fn explain_get(c: &mut redis::Connection, key: &str) -> String {
+    format!("{:?}", query(c, &["PROXY", "EXPLAIN", "GET", key]).unwrap())
+}
+
+#[test]
+fn read_your_writes_waits_only_for_the_shard_written() {
+    let cluster = RedisCluster::start_with(
+        3,
+        1,
+        ClusterOptions {
+            relay_replica_of_shard: Some(0),
+            ..ClusterOptions::default()
+        },
+    );
+    // A budget long enough that a paused replica stays within it: only read-your-writes
+    // keeps a read off it.
+    let p = proxy_for(
+        &cluster,
+        "  rules:\n    - {name: own, keys: [\"own*\"], consistency: replica, max_lag_ms: 60000, read_your_writes: connection}\n",
+    );
+    let paused = cluster.relayed_node().expect("a relayed master");
+    let other = cluster
+        .masters()
+        .into_iter()
+        .find(|m| *m != paused)
+        .unwrap();
+    let other_replica = cluster.replicas_of(other)[0];
+    let kp = cluster.key_in_slot_of(paused, "own:p");
+    let ko = cluster.key_in_slot_of(other, "own:o");
+    let mut c = p.conn();
+    query(&mut c, &["SET", &ko, "o"]).unwrap();
+    wait_until(
+        "the other shard's replica serves its key again",
+        Duration::from_secs(5),
+        || explain_get(&mut c, &ko).contains(&other_replica.to_string()),
+    );
+    cluster.pause_replication();
+    let (replica_gets, master_gets) = (gets(&cluster, other_replica), gets(&cluster, other));
+    // One pipeline: a write to the paused shard, and while it is in flight a read of the
+    // other shard, which that write cannot concern.
+    let mut s = raw(p.addr);
+    let get = |k: &str| format!("*2\r\n$3\r\nGET\r\n${}\r\n{k}\r\n", k.len());
+    let set = format!("*3\r\n$3\r\nSET\r\n${}\r\n{kp}\r\n$1\r\nv\r\n", kp.len());
+    s.write_all(format!("{set}{}", get(&ko)).as_bytes())
+        .unwrap();
+    assert_eq!(
+        read_replies(&mut s, 2),
+        vec![b"+OK\r\n".to_vec(), b"$1\r\no\r\n".to_vec()]
+    );
+    assert_eq!(
+        (gets(&cluster, other_replica), gets(&cluster, other)),
+        (replica_gets + 1, master_gets),
+        "the other shard's read went to its replica"
+    );
+    // The written shard's reads stay on its master: its replica never gets the write.
+    let paused_replica = cluster.replicas_of(paused)[0];
+    let mut r = raw(paused_replica);
+    r.write_all(b"*1\r\n$8\r\nREADONLY\r\n").unwrap();
+    assert_eq!(read_reply(&mut r), b"+OK\r\n");
+    r.write_all(get(&kp).as_bytes()).unwrap();
+    assert_eq!(
+        read_reply(&mut r),
+        b"$-1\r\n",
+        "the paused replica lacks the write"
+    );
+    for _ in 0..10 {
+        s.write_all(get(&kp).as_bytes()).unwrap();
+        assert_eq!(read_reply(&mut s), b"$1\r\nv\r\n");
+    }
+    // Another connection has no write of its own: it may read the paused replica.
+    let mut s2 = raw(p.addr);
+    s2.write_all(get(&kp).as_bytes()).unwrap();
+    assert_eq!(read_reply(&mut s2), b"$-1\r\n", "within its 60 s budget");
+    let e = explain_get(&mut c, &kp);
+    assert!(e.contains(&paused_replica.to_string()), "{e}");
+    cluster.resume_replication();
+}
+
+#[test]
+fn a_migrated_slot_is_read_from_its_new_owner_replica_once_it_holds_the_keys() {
+    let cluster = RedisCluster::start_with(
+        3,
+        1,
+        ClusterOptions {
+            relay_replica_of_shard: Some(1),
+            ..ClusterOptions::default()
+        },
+    );
+    let p = proxy_for(
+        &cluster,
+        "  rules:\n    - {name: mig, keys: [\"mig*\"], consistency: replica, max_lag_ms: 60000, read_your_writes: off}\n",
+    );
+    let to = cluster.relayed_node().expect("a relayed master");
+    let from = cluster.masters().into_iter().find(|m| *m != to).unwrap();
+    let (from_replica, to_replica) = (cluster.replicas_of(from)[0], cluster.replicas_of(to)[0]);
+    let slot = cluster.slots_of(from)[0].0;
+    let keys: Vec<String> = (0..10)
+        .map(|i| RedisCluster::key_in_slot(slot, &format!("mig{i}:")))
+        .collect();
+    let mut c = p.conn();
+    for k in &keys {
+        query(&mut c, &["SET", k, "v"]).unwrap();
+    }
+    wait_until(
+        "the source's replica serves the slot",
+        Duration::from_secs(5),
+        || explain_get(&mut c, &keys[0]).contains(&from_replica.to_string()),
+    );
+    // The new owner's replica will not receive the keys that move to its master.
+    cluster.pause_replication();
+    cluster.begin_migration(slot, from, to);
+    assert_eq!(cluster.migrate_keys(slot, from, to, 100), keys.len());
+    cluster.finish_migration(slot, to);
+    let mut r = raw(to_replica);
+    r.write_all(b"*1\r\n$8\r\nREADONLY\r\n").unwrap();
+    assert_eq!(read_reply(&mut r), b"+OK\r\n");
+    let get = |k: &str| format!("*2\r\n$3\r\nGET\r\n${}\r\n{k}\r\n", k.len());
+    r.write_all(get(&keys[0]).as_bytes()).unwrap();
+    assert_eq!(
+        read_reply(&mut r),
+        b"$-1\r\n",
+        "the new owner's replica lacks the keys"
+    );
+    // Every read through the proxy has the keys: they go to the new owner's master until
+    // its replica holds what moved, however fresh its budget says it is.
+    wait_until(
+        "the proxy's map names the new owner",
+        Duration::from_secs(10),
+        || {
+            let e = explain_get(&mut c, &keys[0]);
+            e.contains(&to.to_string()) || e.contains(&to_replica.to_string())
+        },
+    );
+    let until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < until {
+        for k in &keys {
+            assert_eq!(text(&query(&mut c, &["GET", k]).unwrap()), "v", "{k}");
+        }
+    }
+    let e = explain_get(&mut c, &keys[0]);
+    assert!(
+        e.contains("migrat") && !e.contains(&to_replica.to_string()),
+        "{e}"
+    );
+    cluster.resume_replication();
+    wait_until(
+        "the new owner's replica serves the slot once it holds the keys",
+        Duration::from_secs(10),
+        || explain_get(&mut c, &keys[0]).contains(&to_replica.to_string()),
+    );
+    for k in &keys {
+        assert_eq!(text(&query(&mut c, &["GET", k]).unwrap()), "v", "{k}");
+    }
 }
