@@ -9,9 +9,9 @@
 //! [`policy`] finds the rule for its keys (a consistency level: master, replica within a
 //! budget, or any), and [`router`] — one pure function — picks the master or a replica
 //! from the current [`topology::View`] (weighing, by default, each replica's requests in
-//! flight and its smoothed reply latency from [`latency`]). The session hands runs of
-//! requests to pipelined [`backend`] connections shared by all clients, and puts
-//! replies back in request order; a replica read unanswered after the hedge delay is
+//! flight and its smoothed reply latency from [`latency`]). The session hands each
+//! batch's requests, gathered per connection, to pipelined [`backend`] connections
+//! shared by all clients, and puts replies back in request order; a replica read unanswered after the hedge delay is
 //! also sent to the master, and the first reply wins; transactions, blocking commands,
 //! pub/sub and the writes a client pause holds ([`proxy::ClientPause`]) get a
 //! dedicated connection, and RESP3 pushes a connection owes no request for (a tracking

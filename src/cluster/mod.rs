@@ -20,7 +20,9 @@
 //! keys it has moved (the master answers `ASK` for them; a replica just has none):
 //! [`watch_migrations`] asks every master each poll period which slots it is migrating
 //! (`CLUSTER NODES`), and reads of those slots go to the master until the migration
-//! ends.
+//! ends. Once a new slot map gives a slot to another shard, the keys that moved are on
+//! that shard's master but maybe not yet on its replicas: the slot's reads stay on the
+//! new master until every replica of the shard is fresh as of after the move.
 
 pub mod map;
 
@@ -570,5 +572,60 @@ c3d4 127.0.0.1:7002@17002 master - 0 1700000000000 3 connected 10923-16383
         )
         .is_empty());
         assert!(migrating_slots("").is_empty());
+    }
+
+    fn map(a: &[(u16, u16)], b: &[(u16, u16)]) -> ClusterMap {
+        let spec = |m: &str, slots: &[(u16, u16)]| map::ShardSpec {
+            master: m.into(),
+            replicas: vec![],
+            slots: slots.to_vec(),
+        };
+        ClusterMap::new(vec![spec("a:1", a), spec("b:1", b)]).unwrap()
+    }
+
+    #[test]
+    fn slots_given_to_another_shard_settle_and_no_others() {
+        let now = Instant::now();
+        let mut st = State {
+            map: Some(Arc::new(map(&[(0, 8191)], &[(8192, 16383)]))),
+            ..State::default()
+        };
+        // The shards' monitor keys, in each map's shard order (by first slot).
+        let keys = [1, 2];
+        // Slots 100-102 and 9000 change hands; the rest stay.
+        let next = map(
+            &[(0, 99), (103, 8191), (9000, 9000)],
+            &[(100, 102), (8192, 8999), (9001, 16383)],
+        );
+        st.note_moves(&next, &keys, &keys, now);
+        let moved: Vec<(u16, u16)> = st.settling.iter().map(|e| (e.first, e.last)).collect();
+        assert_eq!(moved, vec![(100, 102), (9000, 9000)]);
+        assert!(st.refresh_migrating());
+        assert_eq!(&*st.migrating, &[100, 101, 102, 9000]);
+        assert!(!st.refresh_migrating(), "unchanged");
+        // The same shards under new keys (a map read before any shard was known) and a
+        // failover (the same monitor, another master) move nothing.
+        let mut st = State {
+            map: Some(Arc::new(map(&[(0, 8191)], &[(8192, 16383)]))),
+            ..State::default()
+        };
+        st.note_moves(&map(&[(0, 8191)], &[(8192, 16383)]), &keys, &keys, now);
+        assert!(st.settling.is_empty());
+        // A shard without replicas holds what moved at once; no slot waits past
+        // SETTLE_MAX, and none settles while the map names no shard for it.
+        let e = Settling {
+            first: 100,
+            last: 102,
+            since: now,
+        };
+        assert!(e.settled(&View::empty(), now));
+        let mut top = View::empty();
+        top.cluster = Some(Arc::new(ClusterView {
+            map: Arc::new(ClusterMap::new(vec![]).unwrap()),
+            shards: vec![],
+            migrating: Arc::from(vec![]),
+        }));
+        assert!(!e.settled(&top, now));
+        assert!(e.settled(&top, now + SETTLE_MAX));
     }
 }

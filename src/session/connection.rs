@@ -81,9 +81,10 @@ impl Session {
                 }
             }
             self.arm_hedge_timer();
+            let hold = self.holds_output();
             let mut view_changed = self.view_rx.as_mut().map(|rx| Box::pin(rx.changed()));
             let event = std::future::poll_fn(|cx| {
-                if !self.wbuf.is_empty() {
+                if !self.wbuf.is_empty() && !hold {
                     match Pin::new(&mut *stream).poll_write(cx, &self.wbuf) {
                         Poll::Ready(Ok(0)) => return Poll::Ready(Event::Closed),
                         Poll::Ready(Ok(n)) => {

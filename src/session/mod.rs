@@ -8,11 +8,14 @@
 //! reply from its slot, so replies go back in request order even when consecutive
 //! requests of a pipeline went to different backends.
 //!
-//! Consecutive requests bound for the same connection are handed over as one byte range
-//! of the read buffer, so a pipeline costs one lock and one copy per run, not per request.
-//! On the way back, when the output buffer is empty and a slot holds exactly the replies
-//! to the next requests, passed on unchanged, the slot's buffer becomes the output buffer
-//! (no copy).
+//! The requests of one batch bound for the same connection are gathered as byte ranges
+//! of the read buffer and handed over together when the batch ends, so a pipeline costs
+//! one lock and one write per connection, not per request, even when its requests
+//! alternate between connections (replica reads among writes, keys of several cluster
+//! shards). On the way back, when the output buffer is empty and a slot holds exactly
+//! the replies to the next requests, passed on unchanged, the slot's buffer becomes the
+//! output buffer (no copy); and the replies of one batch are written together, as Redis
+//! writes a pipeline's, rather than once per backend that answered.
 //!
 //! Ordering across connections is kept by three barriers: a write waits until the
 //! session's replica reads are answered (so a failed replica read can be retried on the
@@ -25,7 +28,8 @@
 //! - `cluster`: in front of a Redis Cluster, the shard of each request's slot, `MOVED`
 //!   and `ASK` followed, requests across slots split and their replies merged, keyless
 //!   ones sent to every shard;
-//! - `outbound`: runs handed to shared connections, sources, slots, in-flight counts;
+//! - `outbound`: requests gathered for shared connections, sources, slots, in-flight
+//!   counts and per-shard read-your-writes counts;
 //! - `dedicated`: transactions, blocking commands, pub/sub and tracking on the session's
 //!   own master connection;
 //! - `durable`: durable writes and `WAIT`, replies held until replicas catch up;
@@ -103,6 +107,10 @@ const RETRY_RECHECK: Duration = Duration::from_millis(50);
 /// Output buffer size past which replies are left in the inbox until the client has read
 /// some ([`Session::drain`]).
 const OUTPUT_SOFT_CAP: usize = 1 << 20;
+
+/// The most reply bytes held back while the rest of their client batch is still being
+/// answered ([`Session::holds_output`]).
+const OUTPUT_HOLD_MAX: usize = 64 * 1024;
 
 /// Shared-connection requests a new client may have in flight before any reply arrived.
 const INITIAL_WINDOW: u32 = 32;
@@ -345,12 +353,12 @@ struct Gather {
 }
 
 /// One batch of requests parsed from the read buffer: what routing each of them needs
-/// (the settings, view and time the batch started with), and the run of consecutive
-/// requests not yet handed to a connection (the first `open` of [`Session`]'s gathers).
+/// (the settings, view and time the batch started with), and how many of the
+/// session's gathers hold its requests not yet handed to a connection.
 /// Every step that sends around them first hands them over
 /// ([`Session::flush_pending_run`]), which keeps each connection's requests in order.
 struct Batch<'a> {
-    /// The read buffer the requests (and the run) are spans of.
+    /// The read buffer the requests (and the gathers) are spans of.
     rbuf: &'a [u8],
     settings: &'a Settings,
     /// The view routing this request: the proxy's, or in a cluster the view of the
@@ -453,6 +461,8 @@ pub struct Session {
     /// That watch, while it is on ([`orphans`]).
     orphan: Option<orphans::Watched>,
     last_write_ack: Option<Instant>,
+    /// When the request last answered was sent ([`Pending::sent`]: its client batch).
+    done_sent: Option<Instant>,
     /// In front of a cluster, the writes and acknowledgements above per shard (at most
     /// [`NO_SHARD`] entries; an idle one is reused for another shard), and those of
     /// writes no one shard answers (a redirected write, a fan-out), which every shard's
@@ -596,6 +606,7 @@ impl Session {
             client_fd: None,
             orphan: None,
             last_write_ack: None,
+            done_sent: None,
             shard_writes: Vec::new(),
             loose_writes: ShardWrites::default(),
             prefer: None,

@@ -1,5 +1,6 @@
-//! Outbound runs: requests handed to shared connections, the sources and slots they
-//! use, and the in-flight counts the barriers read.
+//! Outbound: requests gathered for shared connections, the sources and slots they use,
+//! the in-flight counts the barriers read, and the per-shard counts read-your-writes
+//! reads in front of a cluster.
 
 use super::*;
 

@@ -6,6 +6,30 @@ impl Session {
     // ---------------------------------------------------------------- replies
 
     /// Move every completed reply, in request order, to the output buffer.
+    /// Whether the replies ready to write wait for the rest of their client batch: the
+    /// next request to answer was read with the last one answered (one pipeline) and
+    /// is an ordinary one out on a shared connection, whose reply is on its way. Redis
+    /// writes a pipeline's replies together once it has run them all; a batch whose
+    /// requests went to several backends (replica reads among writes, or several
+    /// cluster shards) is written once too, not once per backend that answered.
+    pub(super) fn holds_output(&self) -> bool {
+        if self.wbuf.is_empty() || self.wbuf.len() >= OUTPUT_HOLD_MAX || self.closing {
+            return false;
+        }
+        let Some(p) = self.pending.front() else {
+            return false;
+        };
+        p.path == PATH_SHARED
+            && self.done_sent == Some(p.sent)
+            && matches!(
+                p.kind,
+                Kind::Forward
+                    | Kind::ReplicaRead { .. }
+                    | Kind::MasterRead { .. }
+                    | Kind::Write { .. }
+            )
+    }
+
     pub(super) fn drain(&mut self) {
         let now = Instant::now();
         self.replies_at = now;
@@ -259,6 +283,7 @@ impl Session {
 
     /// Bookkeeping when a remote request completes (before any retry).
     pub(super) fn complete(&mut self, p: &Pending, now: Instant) {
+        self.done_sent = Some(p.sent);
         if let Some(r) = self.slot_refs.get_mut(p.slot as usize) {
             *r = r.saturating_sub(1);
         }
