@@ -124,35 +124,29 @@ impl State {
         let key_of = |m: &ClusterMap, ks: &[u64], slot: u16| {
             m.shard_of_slot(slot).and_then(|i| ks.get(i).copied())
         };
-        let mut run: Option<(u16, u16)> = None;
-        let slots = u16::try_from(map::SLOTS).unwrap_or(u16::MAX);
-        for slot in 0..slots {
-            let moved = matches!(
+        let moved = |slot: u16| {
+            matches!(
                 (key_of(&old, old_keys, slot), key_of(map, keys, slot)),
                 (Some(a), Some(b)) if a != b
-            );
-            match run {
-                Some((first, last)) if moved && last + 1 == slot => run = Some((first, slot)),
-                _ => {
-                    if let Some((first, last)) = run.take() {
-                        self.settling.push(Settling {
-                            first,
-                            last,
-                            since: now,
-                        });
-                    }
-                    if moved {
-                        run = Some((slot, slot));
-                    }
-                }
+            )
+        };
+        let slots = u16::try_from(map::SLOTS).unwrap_or(u16::MAX);
+        let mut slot = 0;
+        while slot < slots {
+            if !moved(slot) {
+                slot += 1;
+                continue;
             }
-        }
-        if let Some((first, last)) = run {
+            let first = slot;
+            while slot + 1 < slots && moved(slot + 1) {
+                slot += 1;
+            }
             self.settling.push(Settling {
                 first,
-                last,
+                last: slot,
                 since: now,
             });
+            slot += 1;
         }
     }
 }
@@ -494,7 +488,7 @@ pub async fn watch_migrations(proxy: Arc<Proxy>, mut stop: watch::Receiver<bool>
                 }
             }
         }
-        // A partial answer adds what it found; only a complete one can end a migration.
+        // A partial answer is taken when it found some; an empty one changes nothing.
         let found = (complete || !slots.is_empty()).then(|| {
             slots.sort_unstable();
             slots.dedup();

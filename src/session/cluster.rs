@@ -451,13 +451,10 @@ impl Session {
         let settings = b.settings;
         // A durable write (`wait:`, resolved over all of its keys as for one node) is
         // durable in every part: each part's reply waits for its own shard's replicas.
-        let kind = match settings.policy.rules.iter().any(|r| r.wait.is_some()) && write {
-            true => settings
-                .policy
-                .resolve(cmd, |f| commands::for_each_key(cmd, req, |i| f(req.arg(i))))
-                .wait
-                .map_or(Kind::Write { keep: 0 }, Kind::Durable),
-            false => Kind::Write { keep: 0 },
+        let kind = if write {
+            super::dispatch::write_kind(settings, cmd, req)
+        } else {
+            Kind::Forward
         };
         // Everything that could stop a part is checked before any part is sent.
         let mut views = Vec::with_capacity(groups.len());
@@ -484,7 +481,7 @@ impl Session {
                 };
                 let d = router::route_read(&resolved.level, &sess, policy, view, b.now);
                 if d.target == Target::Reject {
-                    self.flush_pending_run(b);
+                    self.send_gathered(b);
                     let e = super::dispatch::reject_message(d, &resolved.level, view, policy);
                     self.push_local_error(&e);
                     return Stop::More;
@@ -495,7 +492,7 @@ impl Session {
         if self.dedicated_in_flight > 0 || (write && self.replica_reads_in_flight > 0) {
             return self.barrier(b);
         }
-        self.flush_pending_run(b);
+        self.send_gathered(b);
         let silent = self.take_silent();
         let op = match cmd.name {
             "mget" => {
@@ -570,7 +567,7 @@ impl Session {
         if self.dedicated_in_flight > 0 || (write && self.replica_reads_in_flight > 0) {
             return self.barrier(b);
         }
-        self.flush_pending_run(b);
+        self.send_gathered(b);
         let silent = self.take_silent();
         self.merges.push_back(Merge {
             op,

@@ -116,7 +116,7 @@ impl Session {
     ) -> Stop {
         let settings = b.settings;
         let view = b.view;
-        self.flush_pending_run(b);
+        self.send_gathered(b);
         let now = Instant::now();
         let name = cmd.map(|c| c.name).unwrap_or("");
         match (name, cmd) {
@@ -241,7 +241,7 @@ impl Session {
     /// opened. `Some(stop)` when the request cannot go now (it waits, or an error was
     /// answered).
     fn enter_dedicated(&mut self, b: &mut Batch<'_>) -> Option<Stop> {
-        self.flush_pending_run(b);
+        self.send_gathered(b);
         if !self.pending.is_empty() {
             return Some(Stop::Wait);
         }
@@ -286,7 +286,7 @@ impl Session {
         cmd: &'static Command,
         b: &mut Batch<'_>,
     ) -> Stop {
-        self.flush_pending_run(b);
+        self.send_gathered(b);
         match cmd.name {
             "multi" if b.top.cluster.is_some() => {
                 // In front of a cluster, MULTI goes to the shard of the first command
@@ -333,7 +333,7 @@ impl Session {
             "subscribe" | "psubscribe" | "ssubscribe" => self.enter_tunnel(req, b),
             "unsubscribe" | "punsubscribe" | "sunsubscribe" => {
                 // Not subscribed: Redis answers one frame per channel, with count 0.
-                self.flush_pending_run(b);
+                self.send_gathered(b);
                 let kind = Value::bulk(cmd.name);
                 let frames: Vec<Value> = if req.argc() <= 1 {
                     vec![Value::Null]
@@ -405,7 +405,7 @@ impl Session {
         b: &mut Batch<'_>,
     ) -> Stop {
         let settings = b.settings;
-        self.flush_pending_run(b);
+        self.send_gathered(b);
         if self.tunnel_exit.is_some() {
             // Leaving: the rest waits until the connection confirmed its RESET.
             return Stop::Wait;

@@ -106,7 +106,7 @@ impl Session {
             }
             consumed += len;
         }
-        self.flush_pending_run(&mut batch);
+        self.send_gathered(&mut batch);
         self.flush_counters(&settings);
         self.rbuf = rbuf;
         self.rbuf.advance(consumed);
@@ -137,7 +137,7 @@ impl Session {
             );
             if !allowed {
                 self.stats().request(class_index(cmd.map(|c| c.class)));
-                self.flush_pending_run(b);
+                self.send_gathered(b);
                 self.push_local_raw(reply::NOAUTH);
                 return Stop::More;
             }
@@ -148,7 +148,7 @@ impl Session {
         }
         if cmd.is_none() && name.eq_ignore_ascii_case(b"proxy") && self.mode != Mode::Multi {
             self.stats().request(class_index(Some(Class::Connection)));
-            self.flush_pending_run(b);
+            self.send_gathered(b);
             self.proxy_command(req, settings, view, now);
             return Stop::More;
         }
@@ -216,19 +216,19 @@ impl Session {
         if self.proxy.pause.maybe() && self.paused(cmd, req, now) {
             // Held by the master's pause: on a connection of its own, as Redis holds
             // its client (and the client's later commands behind it).
-            self.flush_pending_run(b);
+            self.send_gathered(b);
             return self.blocking(req, cmd, b);
         }
         match cmd.class {
             Class::Connection => {
-                self.flush_pending_run(b);
+                self.send_gathered(b);
                 self.local_command(req, cmd, settings, view)
             }
             Class::Transaction => self.transaction(req, cmd, b),
             Class::PubSub => self.pubsub(req, cmd, at, b),
             _ if commands::is_blocking(cmd, req) => {
                 if name.eq_ignore_ascii_case(b"wait") {
-                    self.flush_pending_run(b);
+                    self.send_gathered(b);
                     return self.wait_command(req, settings, view, now);
                 }
                 self.blocking(req, cmd, b)
@@ -243,22 +243,11 @@ impl Session {
                     return self.enter_tunnel(req, b);
                 }
                 if commands::is_interrupt(cmd) {
-                    self.flush_pending_run(b);
+                    self.send_gathered(b);
                     self.interrupt(req, settings, view, now);
                     return Stop::More;
                 }
-                let wait = if settings.policy.rules.iter().any(|r| r.wait.is_some()) {
-                    settings
-                        .policy
-                        .resolve(cmd, |f| commands::for_each_key(cmd, req, |i| f(req.arg(i))))
-                        .wait
-                } else {
-                    None
-                };
-                let kind = match wait {
-                    Some(w) => Kind::Durable(w),
-                    None => Kind::Write { keep: 0 },
-                };
+                let kind = write_kind(settings, cmd, req);
                 if matches!(cmd.name, "eval" | "evalsha" | "fcall") {
                     self.mark_next = Mark::Script;
                 }
@@ -290,7 +279,7 @@ impl Session {
     /// fail it too (a request it rejects as it queues it), so `EXEC` aborts with
     /// `EXECABORT` as Redis's own refusals make it.
     pub(super) fn refuse(&mut self, e: &str, b: &mut Batch<'_>) -> Stop {
-        self.flush_pending_run(b);
+        self.send_gathered(b);
         if self.mode == Mode::Multi {
             if self.multi_deferred {
                 self.start_deferred_multi(b.top);
@@ -323,7 +312,7 @@ impl Session {
     /// Continue a SCAN-family iteration on the node that issued its cursor.
     fn scan_continue(&mut self, req: &Request, pos: usize, b: &mut Batch<'_>) -> Stop {
         let now = b.now;
-        self.flush_pending_run(b);
+        self.send_gathered(b);
         let view = self.proxy.view.load_full();
         let Some((c, tag)) = cursor::decode(req.arg(pos)) else {
             if crate::protocol::parse_int(req.arg(pos)).is_none() {
@@ -429,7 +418,7 @@ impl Session {
             Target::Reject if self.hold_read(d, view, settings, now) => self.barrier(b),
             Target::Reject => {
                 self.stats().route(2, d.reason);
-                self.flush_pending_run(b);
+                self.send_gathered(b);
                 self.push_local_error(&reject_message(d, &resolved.level, view, policy));
                 Stop::More
             }
@@ -475,7 +464,7 @@ impl Session {
     ) -> Stop {
         let view = b.view;
         let Some(m) = view.master.as_ref() else {
-            self.flush_pending_run(b);
+            self.send_gathered(b);
             self.push_local_error(crate::error::NO_MASTER);
             return Stop::More;
         };
@@ -523,7 +512,7 @@ impl Session {
         }
         let Some(m) = view.master.as_ref().filter(|_| d.target == Target::Master) else {
             self.stats().route(2, Reason::NoMaster);
-            self.flush_pending_run(b);
+            self.send_gathered(b);
             self.push_local_error(&router::write_rejection(view).line());
             return Stop::More;
         };
@@ -541,9 +530,9 @@ impl Session {
             self.fence_write(cmd, req, self.client.db);
         }
         if let Kind::Durable(_) = kind {
-            self.flush_pending_run(b);
+            self.send_gathered(b);
             self.send_shared(&backend, req, at, b, kind, false);
-            self.flush_pending_run(b);
+            self.send_gathered(b);
             self.send_bytes_shared(&backend, ROLE, Kind::RoleProbe { wait: None }, now);
             self.proxy.monitor.poll_now();
         } else {
@@ -554,6 +543,18 @@ impl Session {
         }
         Stop::More
     }
+}
+
+/// How a write of `req` is sent: durable when the rule for its keys has `wait:`.
+pub(super) fn write_kind(settings: &Settings, cmd: &'static Command, req: &Request) -> Kind {
+    if !settings.policy.rules.iter().any(|r| r.wait.is_some()) {
+        return Kind::Write { keep: 0 };
+    }
+    settings
+        .policy
+        .resolve(cmd, |f| commands::for_each_key(cmd, req, |i| f(req.arg(i))))
+        .wait
+        .map_or(Kind::Write { keep: 0 }, Kind::Durable)
 }
 
 /// The mark of a SCAN-family request: a keyspace `SCAN` goes on to the next shard in a

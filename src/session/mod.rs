@@ -356,7 +356,7 @@ struct Gather {
 /// (the settings, view and time the batch started with), and how many of the
 /// session's gathers hold its requests not yet handed to a connection.
 /// Every step that sends around them first hands them over
-/// ([`Session::flush_pending_run`]), which keeps each connection's requests in order.
+/// ([`Session::send_gathered`]), which keeps each connection's requests in order.
 struct Batch<'a> {
     /// The read buffer the requests (and the gathers) are spans of.
     rbuf: &'a [u8],

@@ -7,12 +7,12 @@ use super::*;
 impl Session {
     /// Hold the rest of the buffer until in-flight requests complete.
     pub(super) fn barrier(&mut self, b: &mut Batch<'_>) -> Stop {
-        self.flush_pending_run(b);
+        self.send_gathered(b);
         Stop::Wait
     }
 
     /// Hand the batch's gathered requests to their connections, one send each.
-    pub(super) fn flush_pending_run(&mut self, b: &mut Batch<'_>) {
+    pub(super) fn send_gathered(&mut self, b: &mut Batch<'_>) {
         let open = std::mem::take(&mut b.open);
         for g in self.gather.iter_mut().take(open) {
             if let Some(s) = self.sources.get(g.source) {
@@ -48,7 +48,7 @@ impl Session {
                 if found.is_some() {
                     // The source's connection was replaced (new slots): what was gathered
                     // for the old one goes first.
-                    self.flush_pending_run(b);
+                    self.send_gathered(b);
                 }
                 let i = b.open;
                 if i == self.gather.len() {
@@ -88,7 +88,7 @@ impl Session {
         let source = match self.source_for(backend) {
             Ok(i) => i,
             Err(e) => {
-                self.flush_pending_run(b);
+                self.send_gathered(b);
                 self.fail_request(kind, req.buf, &e, backend.id, now);
                 return;
             }
@@ -134,7 +134,7 @@ impl Session {
         }
         let Some(offset) = at else {
             // Not in the read buffer as it came (an inline request, sent as RESP): alone.
-            self.flush_pending_run(b);
+            self.send_gathered(b);
             if let Some(s) = self.sources.get(source) {
                 if let Err(e) = s.conn.send(req.buf, &self.sink, s.slot, 1) {
                     self.handle.inbox.push_failed(slot, &e, 1);

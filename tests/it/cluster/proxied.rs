@@ -30,6 +30,19 @@ fn proxy_with(cluster: &RedisCluster, default: &str, extra: &str) -> ProxyUnderT
     p
 }
 
+/// A cluster of 3 masters with a replica each, shard `shard`'s replication through a
+/// relay that can pause or delay it.
+fn relayed_cluster(shard: usize) -> RedisCluster {
+    RedisCluster::start_with(
+        3,
+        1,
+        ClusterOptions {
+            relay_replica_of_shard: Some(shard),
+            ..ClusterOptions::default()
+        },
+    )
+}
+
 /// `PROXY STATUS` rows, as maps of field to text.
 fn status_rows(p: &ProxyUnderTest) -> Vec<HashMap<String, String>> {
     let mut c = p.conn();
@@ -309,14 +322,7 @@ fn pub_sub_crosses_the_cluster_and_sharded_channels_reach_their_shard() {
 /// 1's reads stay on its replica.
 #[test]
 fn a_lagging_replica_of_one_shard_serves_no_read_staler_than_the_budget() {
-    let cluster = RedisCluster::start_with(
-        3,
-        1,
-        ClusterOptions {
-            relay_replica_of_shard: Some(0),
-            ..ClusterOptions::default()
-        },
-    );
+    let cluster = relayed_cluster(0);
     let p = proxy_for(&cluster, "");
     let masters = cluster.masters();
     let lagged = cluster.relayed_node().expect("a relayed master");
@@ -753,14 +759,7 @@ fn keyless_commands_cover_every_shard() {
 
 #[test]
 fn blocking_commands_and_durable_writes_run_on_their_keys_shard() {
-    let cluster = RedisCluster::start_with(
-        3,
-        1,
-        ClusterOptions {
-            relay_replica_of_shard: Some(2),
-            ..ClusterOptions::default()
-        },
-    );
+    let cluster = relayed_cluster(2);
     let p = proxy_for(
         &cluster,
         "  rules:\n    - name: durable\n      keys: [\"dur:*\"]\n      consistency: master\n      wait: {replicas: 1, timeout_ms: 2000}\n",
@@ -959,14 +958,7 @@ fn explain_get(c: &mut redis::Connection, key: &str) -> String {
 
 #[test]
 fn read_your_writes_waits_only_for_the_shard_written() {
-    let cluster = RedisCluster::start_with(
-        3,
-        1,
-        ClusterOptions {
-            relay_replica_of_shard: Some(0),
-            ..ClusterOptions::default()
-        },
-    );
+    let cluster = relayed_cluster(0);
     // A budget long enough that a paused replica stays within it: only read-your-writes
     // keeps a read off it.
     let p = proxy_for(
@@ -1033,14 +1025,7 @@ fn read_your_writes_waits_only_for_the_shard_written() {
 
 #[test]
 fn a_migrated_slot_is_read_from_its_new_owner_replica_once_it_holds_the_keys() {
-    let cluster = RedisCluster::start_with(
-        3,
-        1,
-        ClusterOptions {
-            relay_replica_of_shard: Some(1),
-            ..ClusterOptions::default()
-        },
-    );
+    let cluster = relayed_cluster(1);
     let p = proxy_for(
         &cluster,
         "  rules:\n    - {name: mig, keys: [\"mig*\"], consistency: replica, max_lag_ms: 60000, read_your_writes: off}\n",
